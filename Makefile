@@ -1,0 +1,46 @@
+# The two commands of a fresh machine: `make demo` and `make test`. Both set up what they need.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := slapd ldap-utils chromium
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+export DEBIAN_FRONTEND := noninteractive
+
+.PHONY: setup system-packages python-packages node-packages demo test lint bench settings-doc
+
+setup: system-packages python-packages node-packages
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip "setuptools>=68" wheel
+
+python-packages: $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+
+node-packages:
+	@[ -x node_modules/.bin/configurable-http-proxy ] && [ -d node_modules/oidc-provider ] || npm install --no-audit --no-fund --loglevel=error
+
+demo: setup
+	$(VENV)/bin/kdash-hub demo
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -q -ra
+
+lint: python-packages
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) -m benchmarks.run
+
+settings-doc: python-packages
+	$(VENV)/bin/kdash-hub settings-doc > docs/settings.md

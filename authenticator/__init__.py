@@ -1,0 +1,1 @@
+"""KDashAuthenticator: one login for LDAP and OIDC."""

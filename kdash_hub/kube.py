@@ -1,0 +1,245 @@
+"""A small, generic Kubernetes resource client on top of kubernetes_asyncio's ApiClient.
+
+KubeSpawner already holds a configured kubernetes_asyncio ApiClient; this wraps that same
+client (no second HTTP stack) so every part can create, read, patch and "ensure" objects
+given as plain dicts, whatever their kind.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the API."""
+
+    api_version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        return base
+
+
+RESOURCES: dict[str, Resource] = {
+    "Namespace": Resource("v1", "namespaces", namespaced=False),
+    "Node": Resource("v1", "nodes", namespaced=False),
+    "PersistentVolume": Resource("v1", "persistentvolumes", namespaced=False),
+    "Pod": Resource("v1", "pods"),
+    "Service": Resource("v1", "services"),
+    "PersistentVolumeClaim": Resource("v1", "persistentvolumeclaims"),
+    "Secret": Resource("v1", "secrets"),
+    "ConfigMap": Resource("v1", "configmaps"),
+    "ServiceAccount": Resource("v1", "serviceaccounts"),
+    "Event": Resource("v1", "events"),
+    "ResourceQuota": Resource("v1", "resourcequotas"),
+    "LimitRange": Resource("v1", "limitranges"),
+    "Deployment": Resource("apps/v1", "deployments"),
+    "StatefulSet": Resource("apps/v1", "statefulsets"),
+    "Job": Resource("batch/v1", "jobs"),
+    "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),
+    "Ingress": Resource("networking.k8s.io/v1", "ingresses"),
+    "Role": Resource("rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": Resource("rbac.authorization.k8s.io/v1", "rolebindings"),
+    "ClusterRole": Resource("rbac.authorization.k8s.io/v1", "clusterroles", namespaced=False),
+    "ClusterRoleBinding": Resource(
+        "rbac.authorization.k8s.io/v1", "clusterrolebindings", namespaced=False
+    ),
+}
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+
+# fields that are not the desired state of an object
+_NOT_SPEC = {"apiVersion", "kind", "metadata", "status"}
+# fields that can't change after creation: a difference means delete and recreate
+_IMMUTABLE = {"RoleBinding": ("roleRef",), "ClusterRoleBinding": ("roleRef",)}
+
+
+def resource_for(kind: str) -> Resource:
+    """The Resource of `kind`, or a ValueError naming the kinds we know."""
+    try:
+        return RESOURCES[kind]
+    except KeyError:
+        raise ValueError(f"unknown kind {kind!r}; known kinds: {', '.join(RESOURCES)}") from None
+
+
+def api_error_message(exc: ApiException) -> str:
+    """The human message of a Kubernetes Status error (falls back to the HTTP reason)."""
+    try:
+        body = json.loads(exc.body or "{}")
+        return body.get("message") or exc.reason or str(exc.status)
+    except (TypeError, ValueError):
+        return str(exc.reason or exc.status)
+
+
+def api_error_reason(exc: ApiException) -> str:
+    """The machine reason of a Kubernetes Status error, e.g. 'AlreadyExists', 'Forbidden'."""
+    try:
+        return json.loads(exc.body or "{}").get("reason") or ""
+    except (TypeError, ValueError):
+        return ""
+
+
+def is_subset(desired: Any, actual: Any) -> bool:
+    """True when every field of `desired` has the same value in `actual` (lists exactly)."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(
+            is_subset(v, actual.get(k)) for k, v in desired.items()
+        )
+    return desired == actual
+
+
+def _desired_patch(obj: dict) -> dict:
+    meta = obj.get("metadata") or {}
+    patch: dict[str, Any] = {k: v for k, v in obj.items() if k not in _NOT_SPEC}
+    patch["metadata"] = {
+        k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta
+    }
+    return patch
+
+
+class KubeResources:
+    """Create / get / list / patch / delete / ensure objects of any known kind as dicts."""
+
+    def __init__(self, api_client: ApiClient):
+        self.api_client = api_client
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        query_params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        return await self.api_client.call_api(
+            path,
+            method,
+            query_params=query_params,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            response_types_map={200: "object", 201: "object", 202: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+
+    async def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self._call("GET", resource_for(kind).path(namespace, name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict]:
+        """Items of `kind` (in `namespace`, or everywhere when it is None)."""
+        result = await self._call(
+            "GET",
+            resource_for(kind).path(namespace),
+            query={"labelSelector": label_selector, "fieldSelector": field_selector},
+        )
+        return list(result.get("items") or [])
+
+    async def create(self, obj: dict) -> dict:
+        """Create `obj` (raises ApiException, e.g. 409 when it exists)."""
+        meta = obj.get("metadata") or {}
+        path = resource_for(obj["kind"]).path(meta.get("namespace"))
+        return await self._call("POST", path, body=obj)
+
+    async def replace(self, obj: dict) -> dict:
+        meta = obj["metadata"]
+        path = resource_for(obj["kind"]).path(meta.get("namespace"), meta["name"])
+        return await self._call("PUT", path, body=obj)
+
+    async def patch(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        patch: Any,
+        *,
+        content_type: str = MERGE_PATCH,
+        subresource: str | None = None,
+    ) -> dict:
+        path = resource_for(kind).path(namespace, name)
+        if subresource:
+            path += f"/{subresource}"
+        return await self._call("PATCH", path, body=patch, content_type=content_type)
+
+    async def delete(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation: str = "Background",
+    ) -> bool:
+        """Delete; True when something was deleted, False when it was already gone."""
+        try:
+            await self._call(
+                "DELETE",
+                resource_for(kind).path(namespace, name),
+                body={"kind": "DeleteOptions", "apiVersion": "v1",
+                      "propagationPolicy": propagation},
+            )
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    async def ensure(self, obj: dict) -> tuple[str, dict]:
+        """Make the object exist as described: create it, or reconcile a drifted one.
+
+        Returns (action, object) with action one of "created", "unchanged", "updated",
+        "recreated". Labels, annotations and every top-level field but status are
+        reconciled with a merge patch; a change to an immutable field (a binding's
+        roleRef) deletes and recreates the object.
+        """
+        try:
+            return "created", await self.create(obj)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        meta = obj["metadata"]
+        existing = await self.get(obj["kind"], meta["name"], meta.get("namespace"))
+        if existing is None:  # deleted between our create and get: try once more
+            return "created", await self.create(obj)
+        return await self.reconcile(obj, existing)
+
+    async def reconcile(self, obj: dict, existing: dict) -> tuple[str, dict]:
+        """Bring `existing` in line with `obj` (see `ensure`); no request when it matches."""
+        desired = _desired_patch(obj)
+        if is_subset(desired, existing):
+            return "unchanged", existing
+        meta = obj["metadata"]
+        immutable = _IMMUTABLE.get(obj["kind"], ())
+        if any(not is_subset(obj.get(f), existing.get(f)) for f in immutable):
+            await self.delete(obj["kind"], meta["name"], meta.get("namespace"))
+            return "recreated", await self.create(obj)
+        updated = await self.patch(obj["kind"], meta["name"], meta.get("namespace"), desired)
+        return "updated", updated

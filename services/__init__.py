@@ -1,0 +1,1 @@
+"""Hub-managed services of kdash-hub: the launcher and the culler."""

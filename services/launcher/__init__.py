@@ -1,0 +1,1 @@
+"""kdash-launcher: templated side services next to the notebook."""

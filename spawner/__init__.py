@@ -1,0 +1,1 @@
+"""KDashSpawner: KubeSpawner with per-user namespaces, guardrails, storage presets and GPU profiles."""
