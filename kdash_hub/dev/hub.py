@@ -1,0 +1,179 @@
+"""A real JupyterHub with a real configurable-http-proxy, run as a subprocess on 127.0.0.1.
+
+The demo and the integration tests both need "a hub with this config, up, and an admin
+token for its API"; this is that, once. The caller's config text is appended to a base
+config, so it can set anything; it should *append* to `c.JupyterHub.services` and
+`c.JupyterHub.load_roles` (the base puts an admin service there) rather than replace them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from .ports import free_port
+
+ADMIN_SERVICE = "kdash-test-admin"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_proxy_command() -> str:
+    """The configurable-http-proxy program: on PATH, or in this checkout's node_modules."""
+    found = shutil.which("configurable-http-proxy")
+    if found:
+        return found
+    local = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
+    if local.exists():
+        return str(local)
+    raise RuntimeError(
+        "configurable-http-proxy not found: run `make setup` (npm install) or put it on PATH"
+    )
+
+
+def base_config(
+    *, port: int, hub_port: int, proxy_api_port: int, proxy_token: str, admin_token: str,
+    workdir: Path,
+) -> str:
+    """The hub settings every HubProcess shares: loopback ports, sqlite, the admin service."""
+    return f"""
+c = get_config()  # noqa
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.JupyterHub.db_url = "sqlite:///{workdir / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = "{workdir / 'jupyterhub_cookie_secret'}"
+c.JupyterHub.pid_file = "{workdir / 'jupyterhub.pid'}"
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.auth_token = "{proxy_token}"
+c.ConfigurableHTTPProxy.command = [{find_proxy_command()!r}]
+c.ConfigurableHTTPProxy.pid_file = "{workdir / 'proxy.pid'}"
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.services = [{{"name": "{ADMIN_SERVICE}", "api_token": "{admin_token}"}}]
+c.JupyterHub.load_roles = [{{"name": "admin", "services": ["{ADMIN_SERVICE}"]}}]
+"""
+
+
+class HubProcess:
+    """Start, wait for, and stop one JupyterHub (+ its proxy) in `workdir`."""
+
+    def __init__(self, config: str, workdir: Path, env: dict[str, str] | None = None,
+                 *, port: int | None = None, start_timeout: float = 60.0):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.hub_port = free_port()
+        self.proxy_api_port = free_port()
+        self.admin_token = secrets.token_hex(24)
+        self.proxy_token = secrets.token_hex(24)
+        self.crypt_key = secrets.token_hex(32)
+        self.config = config
+        self.env = env or {}
+        self.start_timeout = start_timeout
+        self.config_path = self.workdir / "jupyterhub_config.py"
+        self.log_path = self.workdir / "jupyterhub.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/hub/api"
+
+    def auth_headers(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"token {token or self.admin_token}"}
+
+    def _write_config(self) -> None:
+        base = base_config(
+            port=self.port, hub_port=self.hub_port, proxy_api_port=self.proxy_api_port,
+            proxy_token=self.proxy_token, admin_token=self.admin_token, workdir=self.workdir,
+        )
+        self.config_path.write_text(base + "\n# --- caller's config ---\n" + self.config)
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        bin_dirs = [str(Path(sys.executable).parent), str(REPO_ROOT / "node_modules" / ".bin")]
+        env["PATH"] = os.pathsep.join(bin_dirs + [env.get("PATH", "")])
+        env["JUPYTERHUB_CRYPT_KEY"] = self.crypt_key
+        env.update(self.env)
+        return env
+
+    def launch(self) -> None:
+        """Start the hub process without waiting for it (see `start`)."""
+        self._write_config()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.config_path)],
+            cwd=self.workdir, env=self._environment(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def start(self) -> HubProcess:
+        """Start the hub and wait until its API answers through the proxy."""
+        self.launch()
+        deadline = time.monotonic() + self.start_timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"JupyterHub exited with {self.process.returncode}:\n{self.log_tail()}"
+                    )
+                try:
+                    async with session.get(
+                        f"{self.api_url}/", headers=self.auth_headers(),
+                        timeout=aiohttp.ClientTimeout(total=2),
+                    ) as resp:
+                        if resp.status == 200:
+                            return self
+                except (TimeoutError, aiohttp.ClientError):
+                    pass
+                await asyncio.sleep(0.1)
+        await self.stop()
+        raise TimeoutError(
+            f"JupyterHub did not answer in {self.start_timeout}s:\n{self.log_tail()}"
+        )
+
+    def stop_sync(self, timeout: float = 15.0) -> None:
+        """Stop the hub (SIGTERM, then SIGKILL) and everything in its process group."""
+        proc = self.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the proxy and any local servers it left
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        self.process = None
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.stop_sync)
+
+    async def __aenter__(self) -> HubProcess:
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
