@@ -13,6 +13,9 @@ MANAGED_BY_VALUE = "kdash-hub"
 OWNER = "kdash-hub.io/owner"
 OWNER_ANNOTATION = "kdash-hub.io/owner-username"
 COMPONENT = "kdash-hub.io/component"
+# side services of the launcher: which instance and template an object belongs to
+INSTANCE = "kdash-hub.io/instance"
+TEMPLATE = "kdash-hub.io/template"
 
 
 def owner_labels(username: str, component: str | None = None) -> dict[str, str]:

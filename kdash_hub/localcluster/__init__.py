@@ -1,1 +1,4 @@
-"""An in-process Kubernetes API emulator and kubelet: the demo and the tests run real KubeSpawner code without a cluster."""
+"""An in-process Kubernetes API emulator and kubelet.
+
+The demo and the tests run real KubeSpawner code against it, without a cluster.
+"""

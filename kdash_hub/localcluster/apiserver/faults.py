@@ -1,0 +1,95 @@
+"""Fault injection for reliability tests: error responses, added latency, dropped watches.
+
+`faults.add(...)` arms a fault for requests whose method and path (with query string) match;
+it fires `times` times (None: until removed). A fault with `status=None` only adds latency.
+The same API is served over HTTP under /_kdash/faults so a test can drive an emulator that
+runs in another process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .status import APIError
+
+if TYPE_CHECKING:
+    from .store import Store
+
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+            409: "Conflict", 410: "Expired", 422: "Invalid", 429: "TooManyRequests",
+            500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
+_ids = itertools.count(1)
+
+
+@dataclass
+class Fault:
+    method: str | None = None
+    path_regex: str | None = None
+    status: int | None = 500
+    reason: str | None = None
+    message: str | None = None
+    times: int | None = 1
+    latency: float = 0.0
+    id: int = field(default_factory=lambda: next(_ids))
+    hits: int = 0
+
+    def matches(self, method: str, path_qs: str) -> bool:
+        if self.method and self.method.upper() != method.upper():
+            return False
+        return not self.path_regex or re.search(self.path_regex, path_qs) is not None
+
+    def error(self) -> APIError | None:
+        if self.status is None:
+            return None
+        reason = self.reason or _REASONS.get(self.status, "InternalError")
+        return APIError(self.status, reason,
+                        self.message or f"injected fault #{self.id}: {reason}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Faults:
+    """The armed faults of one API server."""
+
+    def __init__(self, store: Store):
+        self._store = store
+        self.faults: list[Fault] = []
+        self.fired = 0
+
+    def add(self, method: str | None = None, path_regex: str | None = None,
+            status: int | None = 500, reason: str | None = None, times: int | None = 1,
+            latency: float = 0.0, message: str | None = None) -> Fault:
+        """Arm a fault; returns it (pass it to `remove`)."""
+        if path_regex:
+            re.compile(path_regex)
+        fault = Fault(method, path_regex, status, reason, message, times, float(latency))
+        self.faults.append(fault)
+        return fault
+
+    def remove(self, fault: Fault | int) -> None:
+        fid = fault if isinstance(fault, int) else fault.id
+        self.faults = [f for f in self.faults if f.id != fid]
+
+    def clear(self) -> None:
+        self.faults.clear()
+
+    def match(self, method: str, path_qs: str) -> Fault | None:
+        """The first armed fault for this request (its remaining count is used up)."""
+        for f in self.faults:
+            if f.matches(method, path_qs):
+                f.hits += 1
+                self.fired += 1
+                if f.times is not None:
+                    f.times -= 1
+                    if f.times <= 0:
+                        self.faults.remove(f)
+                return f
+        return None
+
+    def drop_watches(self) -> int:
+        """Break every open watch connection now; returns how many were dropped."""
+        return self._store.drop_watches()

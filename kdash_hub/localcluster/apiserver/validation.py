@@ -1,0 +1,365 @@
+"""Validation of every write: strict OpenAPI schema (kubernetes-validate), names, labels,
+and the per-kind rules clients trip over (immutable fields, selectors, requests <= limits).
+
+Schemas come from the kubernetes-validate package's strict variant, so unknown fields are
+rejected. Validators are built once per kind and cached: a validation costs a schema walk,
+not a file load (see benchmarks/bench_localcluster.py for its measured cost).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from importlib import resources as importlib_resources
+from typing import Any
+
+from .resources import ResourceType
+
+DEFAULT_KUBE_VERSION = "1.32"
+
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_QUALIFIED = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
+    "or '.', and must start and end with an alphanumeric character (e.g. 'example.com', "
+    "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*"
+    "[a-z0-9])?)*')")
+LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', "
+    "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+DNS1035_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
+    "an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+    "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
+
+_LABEL_NAMED = {"Namespace"}
+_DNS1035_NAMED = {"Service"}
+_PATH_NAMED = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+def cause(reason: str, field: str, message: str) -> dict[str, str]:
+    return {"reason": reason, "message": message, "field": field}
+
+
+def _field_path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _q(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def check_name(kind: str, name: str, field: str = "metadata.name") -> list[dict]:
+    if kind in _PATH_NAMED:
+        if name in (".", "..") or "/" in name or "%" in name:
+            return [cause("FieldValueInvalid", field,
+                          f"Invalid value: {_q(name)}: may not contain '/' or '%'")]
+        return []
+    if kind in _LABEL_NAMED or kind in _DNS1035_NAMED:
+        limit, regex, msg = 63, _LABEL, LABEL_MSG
+        if kind in _DNS1035_NAMED:
+            regex, msg = _DNS1035, DNS1035_MSG
+    else:
+        limit, regex, msg = 253, _SUBDOMAIN, SUBDOMAIN_MSG
+    out = []
+    if len(name) > limit:
+        out.append(cause("FieldValueInvalid", field,
+                         f"Invalid value: {_q(name)}: must be no more than {limit} characters"))
+    if not regex.match(name):
+        out.append(cause("FieldValueInvalid", field, f"Invalid value: {_q(name)}: {msg}"))
+    return out
+
+
+def check_labels(labels: Any, field: str = "metadata.labels") -> list[dict]:
+    out: list[dict] = []
+    if not isinstance(labels, dict):
+        return out
+    for key, value in labels.items():
+        prefix, _, name = str(key).rpartition("/")
+        if (prefix and (len(prefix) > 253 or not _SUBDOMAIN.match(prefix))) or (
+                not name or len(name) > 63 or not _QUALIFIED.match(name)):
+            out.append(cause("FieldValueInvalid", field,
+                             f"Invalid value: {_q(key)}: name part must consist of "
+                             f"alphanumeric characters, '-', '_' or '.', and must start and "
+                             f"end with an alphanumeric character"))
+        if not isinstance(value, str):
+            continue
+        if len(value) > 63 or (value and not _QUALIFIED.match(value)):
+            out.append(cause("FieldValueInvalid", field,
+                             f"Invalid value: {_q(value)}: a valid label must be an empty "
+                             f"string or consist of alphanumeric characters, '-', '_' or '.', "
+                             f"and must start and end with an alphanumeric character"))
+    return out
+
+
+@cache
+def _schema_dir(version: str) -> Any:
+    base = importlib_resources.files("kubernetes_validate") / "kubernetes-json-schema"
+    return base / f"v{version}.0-local-strict"
+
+
+@cache
+def _validator(version: str, kind: str, api_version: str) -> Any:
+    import jsonschema
+    from referencing import Registry, Resource
+
+    directory = _schema_dir(version)
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    path = directory / f"{kind.lower()}-{group_version}.json"
+    if not path.is_file():
+        return None
+    schema = json.loads(path.read_text())
+    definitions = json.loads((directory / "_definitions.json").read_text())
+    registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+class Validator:
+    """Schema + semantic validation; returns Status causes (an empty list when valid)."""
+
+    def __init__(self, kube_version: str = DEFAULT_KUBE_VERSION, schema: bool = True):
+        if not _schema_dir(kube_version).is_dir():
+            raise ValueError(f"kubernetes-validate has no schema for Kubernetes {kube_version}")
+        self.kube_version = kube_version
+        self.schema = schema
+        self.calls = 0
+
+    def warm(self, kinds: list[ResourceType]) -> None:
+        """Build the validators up front so the first write of each kind isn't slow."""
+        for t in kinds:
+            _validator(self.kube_version, t.kind, t.api_version)
+
+    # ---------------------------------------------------------------- schema
+
+    def validate(self, rtype: ResourceType, obj: dict, field_validation: str = "Strict"
+                 ) -> list[dict]:
+        causes: list[dict] = []
+        meta = obj.get("metadata") or {}
+        if isinstance(meta.get("name"), str) and meta["name"]:
+            causes += check_name(rtype.kind, meta["name"])
+        causes += check_labels(meta.get("labels"))
+        if not self.schema:
+            return causes
+        v = _validator(self.kube_version, rtype.kind, rtype.api_version)
+        if v is None:
+            return causes
+        self.calls += 1
+        strict = field_validation not in ("Ignore", "Warn")
+        for err in sorted(v.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
+            causes += self._causes(err, strict)
+        return causes
+
+    def _causes(self, err: Any, strict: bool) -> list[dict]:
+        path = list(err.absolute_path)
+        field = _field_path(path)
+        kind = err.validator
+        if kind == "additionalProperties":
+            if not strict:
+                return []
+            known = set((err.schema or {}).get("properties") or {})
+            extra = [k for k in (err.instance or {}) if k not in known]
+            return [cause("FieldValueInvalid", _field_path([*path, k]),
+                          f'unknown field "{_field_path([*path, k])}"') for k in extra]
+        if kind == "required":
+            missing = re.findall(r"'([^']+)' is a required property", err.message)
+            name = missing[0] if missing else "?"
+            return [cause("FieldValueRequired", _field_path([*path, name]), "Required value")]
+        if kind == "type":
+            want = err.validator_value
+            want = [t for t in want if t != "null"] if isinstance(want, list) else [want]
+            return [cause("FieldValueTypeInvalid", field,
+                          f"Invalid value: {_q(err.instance)}: must be of type "
+                          f"{' or '.join(want)}")]
+        if kind == "enum":
+            supported = ", ".join(_q(v) for v in err.validator_value if v is not None)
+            return [cause("FieldValueNotSupported", field,
+                          f"Unsupported value: {_q(err.instance)}: supported values: "
+                          f"{supported}")]
+        if kind in ("oneOf", "anyOf"):
+            return [cause("FieldValueTypeInvalid", field,
+                          f"Invalid value: {_q(err.instance)}: must be a quantity, string or "
+                          f"number")]
+        return [cause("FieldValueInvalid", field, f"Invalid value: {err.message}")]
+
+    # ---------------------------------------------------------------- semantics
+
+    def check_object(self, rtype: ResourceType, obj: dict) -> list[dict]:
+        kind = rtype.kind
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return []
+        if kind == "Pod":
+            return _check_pod_spec(spec, "spec")
+        if kind in ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet", "Job"):
+            return _check_workload(kind, spec)
+        return []
+
+    def check_update(self, rtype: ResourceType, old: dict, new: dict,
+                     subresource: str | None) -> list[dict]:
+        if subresource == "status":
+            return []
+        kind = rtype.kind
+        o, n = old.get("spec") or {}, new.get("spec") or {}
+        if kind == "Pod":
+            return _check_pod_update(o, n)
+        if kind in ("RoleBinding", "ClusterRoleBinding") and old.get("roleRef") != new.get(
+                "roleRef"):
+            return [cause("FieldValueInvalid", "roleRef",
+                          f"Invalid value: {new.get('roleRef')!r}: cannot change roleRef")]
+        if kind in ("Deployment", "ReplicaSet", "DaemonSet", "Job", "StatefulSet") and (
+                o.get("selector") != n.get("selector")):
+            return [cause("FieldValueInvalid", "spec.selector",
+                          f"Invalid value: {n.get('selector')!r}: field is immutable")]
+        if kind == "StatefulSet":
+            allowed = ("replicas", "ordinals", "template", "updateStrategy",
+                       "persistentVolumeClaimRetentionPolicy", "minReadySeconds")
+            if _without(o, allowed) != _without(n, allowed):
+                return [cause("FieldValueForbidden", "spec",
+                              "Forbidden: updates to statefulset spec for fields other than "
+                              "'replicas', 'ordinals', 'template', 'updateStrategy', "
+                              "'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' "
+                              "are forbidden")]
+        if kind == "Job" and not o.get("suspend") and o.get("template") != n.get("template"):
+            return [cause("FieldValueInvalid", "spec.template",
+                          "Invalid value: ...: field is immutable")]
+        if kind == "PersistentVolumeClaim":
+            allowed = ("resources", "volumeAttributesClassName", "volumeName")
+            if _without(o, allowed) != _without(n, allowed):
+                return [cause("FieldValueForbidden", "spec",
+                              "Forbidden: spec is immutable after creation except "
+                              "resources.requests and volumeAttributesClassName for bound "
+                              "claims")]
+        if kind == "Service" and o.get("clusterIP") and n.get("clusterIP") not in (
+                None, "", o.get("clusterIP")):
+            return [cause("FieldValueInvalid", "spec.clusterIPs[0]",
+                          f"Invalid value: {_q(n.get('clusterIP'))}: may not change once set")]
+        if kind in ("Secret", "ConfigMap") and old.get("immutable"):
+            for f in ("data", "binaryData", "stringData"):
+                if old.get(f) != new.get(f):
+                    return [cause("FieldValueForbidden", f,
+                                  "Forbidden: field is immutable when `immutable` is set")]
+        return []
+
+
+def _without(d: dict, keys: tuple[str, ...]) -> dict:
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+def _check_pod_spec(spec: dict, at: str) -> list[dict]:
+    from .quota import parse_quantity
+
+    out: list[dict] = []
+    seen: set[str] = set()
+    for group in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(group) or []):
+            if not isinstance(c, dict):
+                continue
+            where = f"{at}.{group}[{i}]"
+            name = c.get("name")
+            if isinstance(name, str):
+                if name in seen:
+                    out.append(cause("FieldValueDuplicate", f"{where}.name",
+                                     f"Duplicate value: {_q(name)}"))
+                seen.add(name)
+                if not _LABEL.match(name) or len(name) > 63:
+                    out.append(cause("FieldValueInvalid", f"{where}.name",
+                                     f"Invalid value: {_q(name)}: {LABEL_MSG}"))
+            if not c.get("image"):
+                out.append(cause("FieldValueRequired", f"{where}.image", "Required value"))
+            res = c.get("resources") or {}
+            req, lim = res.get("requests") or {}, res.get("limits") or {}
+            for r, v in req.items():
+                if r in lim:
+                    try:
+                        if parse_quantity(v) > parse_quantity(lim[r]):
+                            out.append(cause(
+                                "FieldValueInvalid", f"{where}.resources.requests",
+                                f"Invalid value: {_q(str(v))}: must be less than or equal to "
+                                f"{r} limit of {lim[r]}"))
+                    except ValueError:
+                        pass
+            for section, values in (("requests", req), ("limits", lim)):
+                for r, v in values.items():
+                    try:
+                        parse_quantity(v)
+                    except ValueError:
+                        out.append(cause("FieldValueInvalid",
+                                         f"{where}.resources.{section}[{r}]",
+                                         f"Invalid value: {_q(v)}: quantities must match the "
+                                         f"regular expression "
+                                         f"'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"))
+    if not spec.get("containers"):
+        out.append(cause("FieldValueRequired", f"{at}.containers", "Required value"))
+    names = [v.get("name") for v in spec.get("volumes") or [] if isinstance(v, dict)]
+    for v in set(n for n in names if names.count(n) > 1):
+        out.append(cause("FieldValueDuplicate", f"{at}.volumes", f"Duplicate value: {_q(v)}"))
+    rp = spec.get("restartPolicy")
+    if rp is not None and rp not in ("Always", "OnFailure", "Never"):
+        out.append(cause("FieldValueNotSupported", f"{at}.restartPolicy",
+                         f'Unsupported value: {_q(rp)}: supported values: "Always", '
+                         f'"OnFailure", "Never"'))
+    return out
+
+
+def _check_workload(kind: str, spec: dict) -> list[dict]:
+    out: list[dict] = []
+    tmpl = spec.get("template") or {}
+    tspec = tmpl.get("spec") if isinstance(tmpl, dict) else None
+    if isinstance(tspec, dict):
+        out += _check_pod_spec(tspec, "spec.template.spec")
+        if kind == "Job" and tspec.get("restartPolicy") not in ("OnFailure", "Never"):
+            out.append(cause("FieldValueRequired", "spec.template.spec.restartPolicy",
+                             'Required value: valid values: "OnFailure", "Never"'))
+        if kind != "Job" and tspec.get("restartPolicy", "Always") != "Always":
+            out.append(cause("FieldValueNotSupported", "spec.template.spec.restartPolicy",
+                             f'Unsupported value: {_q(tspec.get("restartPolicy"))}: supported '
+                             f'values: "Always"'))
+    if kind == "Job":
+        return out
+    selector = spec.get("selector")
+    if not selector:
+        out.append(cause("FieldValueRequired", "spec.selector", "Required value"))
+        return out
+    labels = ((tmpl.get("metadata") or {}).get("labels") or {}) if isinstance(
+        tmpl, dict) else {}
+    wanted = selector.get("matchLabels") or {}
+    if any(labels.get(k) != v for k, v in wanted.items()):
+        out.append(cause("FieldValueInvalid", "spec.template.metadata.labels",
+                         f"Invalid value: {labels!r}: `selector` does not match template "
+                         f"`labels`"))
+    return out
+
+
+_POD_MUTABLE_MSG = (
+    "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only "
+    "additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be "
+    "set to 1 if it was previously negative)")
+
+
+def _check_pod_update(old: dict, new: dict) -> list[dict]:
+    def neutral(spec: dict) -> dict:
+        s = {k: v for k, v in spec.items()
+             if k not in ("activeDeadlineSeconds", "tolerations", "schedulingGates")}
+        for group in ("containers", "initContainers"):
+            s[group] = [{k: v for k, v in c.items() if k != "image"}
+                        for c in spec.get(group) or [] if isinstance(c, dict)]
+        return s
+
+    out = []
+    if neutral(old) != neutral(new):
+        out.append(cause("FieldValueForbidden", "spec", _POD_MUTABLE_MSG))
+    old_tol = old.get("tolerations") or []
+    if any(t not in (new.get("tolerations") or []) for t in old_tol):
+        out.append(cause("FieldValueForbidden", "spec.tolerations",
+                         "Forbidden: existing toleration can not be modified except its "
+                         "tolerationSeconds"))
+    return out

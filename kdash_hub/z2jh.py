@@ -1,0 +1,178 @@
+"""Apply the pack's `custom.kdash` Helm values to the hub's traitlets configuration.
+
+The zero-to-jupyterhub chart passes `custom:` to the hub untouched; `hub.extraConfig` in
+helm-values/values.yaml calls `apply_custom_config(c, get_config("custom.kdash", {}))`.
+Each section (`spawner`, `authenticator`, `launcher`, `culler`) names the settings of one
+part by their traitlets names. A misspelt setting stops the hub with its full path and the
+valid names, instead of being silently ignored as traitlets would do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from traitlets import HasTraits, TraitError, TraitType
+from traitlets.config import Config, Configurable
+
+ROOT = "custom.kdash"
+
+
+@dataclass(frozen=True)
+class Section:
+    """One `custom.kdash.<name>` section and the configurable classes it sets."""
+
+    name: str
+    # "module:Class" import paths; a key goes to the first class that has it
+    classes: tuple[str, ...]
+    # the hub-managed service whose process reads this section (None: the hub itself)
+    service: str | None = None
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("spawner", ("kdash_hub.spawner:KDashSpawner",)),
+    Section("authenticator", ("kdash_hub.authenticator:KDashAuthenticator",)),
+    Section("launcher", ("kdash_hub.services.launcher.app:LauncherApp",), service="kdash-launcher"),
+    Section("culler", ("kdash_hub.services.culler.app:CullerApp",), service="kdash-culler"),
+)
+
+
+class CustomConfigError(ValueError):
+    """`custom.kdash` has settings that no class of the pack knows, or values of a wrong type."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            f"{len(problems)} problem(s) in {ROOT}:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+def import_class(path: str) -> type[Configurable]:
+    """The class named by "module:Class"."""
+    module_name, _, class_name = path.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def section_classes(section: Section) -> list[type[Configurable]]:
+    """The configurable classes of a section, in the order keys are looked up."""
+    return [import_class(path) for path in section.classes]
+
+
+def configurable_traits(classes: Iterable[type[Configurable]]) -> dict[str, tuple[type, Any]]:
+    """trait name -> (class that takes it, trait), first class wins."""
+    found: dict[str, tuple[type, Any]] = {}
+    for cls in classes:
+        for name, trait in sorted(cls.class_traits(config=True).items()):
+            found.setdefault(name, (cls, trait))
+    return found
+
+
+def _type_problem(trait: TraitType, value: Any) -> str | None:
+    """Why `value` does not fit `trait`, or None (best effort: some traits need their owner)."""
+    try:
+        trait.validate(HasTraits(), value)
+    except TraitError as exc:
+        return str(exc).splitlines()[0]
+    except (TypeError, ValueError) as exc:
+        return f"{type(value).__name__} value {value!r} does not fit: {exc}"
+    except Exception:  # noqa: BLE001 - a validator that needs its real owner: can't check here
+        return None
+    return None
+
+
+def _unknown(path: str, key: str, valid: Iterable[str]) -> str:
+    valid = sorted(valid)
+    close = difflib.get_close_matches(key, valid, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return f"{path}.{key}: unknown setting.{hint} Valid settings: {', '.join(valid)}"
+
+
+def custom_config(custom: Mapping[str, Any] | None) -> dict[str, Config]:
+    """Check `custom.kdash` and turn it into traitlets config, one Config per section.
+
+    Raises CustomConfigError listing every unknown key (with its path and the valid keys)
+    and every value of a wrong type. A null value means "not set" (Helm deletes it).
+    """
+    custom = custom or {}
+    problems: list[str] = []
+    by_name = {s.name: s for s in SECTIONS}
+    if not isinstance(custom, Mapping):
+        raise CustomConfigError([f"{ROOT}: must be a mapping of sections, got {custom!r}"])
+    result: dict[str, Config] = {}
+    for section_name, settings in custom.items():
+        section = by_name.get(section_name)
+        if section is None:
+            problems.append(_unknown(ROOT, section_name, by_name))
+            continue
+        path = f"{ROOT}.{section_name}"
+        if settings is None:
+            continue
+        if not isinstance(settings, Mapping):
+            problems.append(f"{path}: must be a mapping of settings, got {settings!r}")
+            continue
+        traits = configurable_traits(section_classes(section))
+        config = Config()
+        for key, value in settings.items():
+            if key not in traits:
+                problems.append(_unknown(path, key, traits))
+                continue
+            if value is None:
+                continue
+            cls, trait = traits[key]
+            problem = _type_problem(trait, value)
+            if problem:
+                problems.append(f"{path}.{key}: {problem}")
+                continue
+            config[cls.__name__][key] = value
+        result[section_name] = config
+    if problems:
+        raise CustomConfigError(problems)
+    return result
+
+
+def _service(c: Config, name: str) -> dict | None:
+    for service in c.JupyterHub.get("services", []) or []:
+        if service.get("name") == name:
+            return service
+    return None
+
+
+def write_service_config(config: Config, name: str, directory: Path) -> Path:
+    """Write a service's section as a traitlets JSON config file its process loads."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}-config.json"
+    path.write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    return path
+
+
+def apply_custom_config(
+    c: Config, custom: Mapping[str, Any] | None, *, service_config_dir: Path | None = None
+) -> None:
+    """Apply `custom.kdash` to the hub config `c` (call it from `hub.extraConfig`).
+
+    Hub-side sections (spawner, authenticator) are merged into `c`. A service's section is
+    written to `<service_config_dir>/<service>-config.json` and handed to the service's
+    process with `--config=<file>` (the services are traitlets applications); it is also
+    merged into `c` so the hub's log shows one complete configuration.
+    """
+    sections = custom_config(custom)
+    directory = Path(service_config_dir or os.getcwd()) / "kdash-config"
+    for section in SECTIONS:
+        config = sections.get(section.name)
+        if config is None:
+            continue
+        c.merge(config)
+        if section.service is None:
+            continue
+        service = _service(c, section.service)
+        if service is None:
+            continue
+        path = write_service_config(config, section.service, directory)
+        command = [a for a in service.get("command", []) if not str(a).startswith("--config=")]
+        service["command"] = [*command, f"--config={path}"]

@@ -1,0 +1,111 @@
+"""The REST API (JSON) — the same operations as the UI, for notebooks and scripts.
+
+Authorised by hub API tokens that carry `access:services!service=kdash-launcher`.
+Documented in openapi.yaml next to this file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tornado import web
+
+from .handlers import LauncherHandler
+from .instances import LauncherError
+
+ACTIONS = ("stop", "start", "extend")
+
+
+class APIHandler(LauncherHandler):
+    api = True
+
+    def check_xsrf_cookie(self) -> None:
+        # token requests don't need xsrf; cookie requests go through the hub's check
+        if getattr(self, "_token_authenticated", False):
+            return
+        super().check_xsrf_cookie()
+
+    def json_body(self) -> dict[str, Any]:
+        if not self.request.body:
+            return {}
+        try:
+            body = json.loads(self.request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise LauncherError(400, "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise LauncherError(400, "the request body must be a JSON object")
+        return body
+
+
+class TemplatesHandler(APIHandler):
+    async def get(self, template_id: str | None = None) -> None:
+        catalog = self.manager.catalog
+        if template_id is None:
+            self.write_json({"templates": [t.summary() for t in catalog.sorted()]})
+            return
+        template = catalog.get(template_id)
+        if template is None:
+            raise LauncherError(404, f"no template {template_id!r}")
+        self.write_json(template.summary())
+
+
+class InstancesHandler(APIHandler):
+    async def get(self) -> None:
+        everyone = self.get_argument("all", "") in ("1", "true", "yes")
+        self.write_json({"instances": await self.manager.list(self.actor, everyone)})
+
+    async def post(self) -> None:
+        if not self.is_user:
+            raise LauncherError(403, "only hub users have instances (this token is a service's)")
+        body = self.json_body()
+        unknown = set(body) - {"template", "name", "values", "ttl"}
+        if unknown:
+            raise LauncherError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        instance = await self.manager.launch(
+            self.actor, body.get("template"), body.get("values"), body.get("name"),
+            body.get("ttl"))
+        self.set_header("Location", f"{self.manager.settings.service_prefix}api/instances/"
+                                    f"{instance['owner']}/{instance['name']}")
+        self.write_json(instance, 201)
+
+
+class InstanceHandler(APIHandler):
+    async def get(self, owner: str, name: str) -> None:
+        self.write_json(await self.manager.details(self.actor, owner, name))
+
+    async def delete(self, owner: str, name: str) -> None:
+        await self.manager.delete(self.actor, owner, name)
+        self.set_status(204)
+        self.finish()
+
+
+class InstanceActionHandler(APIHandler):
+    async def post(self, owner: str, name: str, action: str) -> None:
+        if action not in ACTIONS:
+            raise web.HTTPError(404)
+        body = self.json_body()
+        if action == "extend":
+            result = await self.manager.extend(self.actor, owner, name, body.get("by"))
+        elif action == "stop":
+            result = await self.manager.stop(self.actor, owner, name)
+        else:
+            result = await self.manager.start(self.actor, owner, name)
+        self.write_json(result)
+
+
+def api_routes(prefix: str) -> list[tuple[str, type]]:
+    base = prefix + "api/"
+    return [
+        (base + r"templates/?", TemplatesHandler),
+        (base + r"templates/([^/]+)", TemplatesHandler),
+        (base + r"instances/?", InstancesHandler),
+        (base + r"instances/([^/]+)/([^/]+)/?", InstanceHandler),
+        (base + r"instances/([^/]+)/([^/]+)/([a-z]+)", InstanceActionHandler),
+        (base + r".*", NotFoundAPIHandler),
+    ]
+
+
+class NotFoundAPIHandler(APIHandler):
+    def prepare(self) -> None:  # unknown API paths: 404 JSON without a login round trip
+        raise LauncherError(404, f"no API endpoint {self.request.path}")

@@ -1,0 +1,379 @@
+"""Launch, list, inspect and change instances, for one user (or an admin) at a time.
+
+Every operation takes the acting user; an instance of someone else is reported as not
+found (never "forbidden", which would confirm it exists) unless the actor is an admin and
+admins are allowed. A launch creates the record first (its name is the lock), then one
+request per object; any failure deletes what was made, so nothing is left half-created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kdash_hub import labels as L
+from kdash_hub.kube import KubeResources, api_error_message, api_error_reason
+from kdash_hub.templating import (
+    Catalog,
+    RenderError,
+    Template,
+    render_objects,
+    resolve_values,
+)
+from kdash_hub.templating.durations import format_duration, parse_duration
+
+from . import lifecycle
+from .records import InstanceRecord, iso, now_utc, record_name
+from .settings import LauncherSettings
+from .status import ClusterView, event_time, instance_status
+
+log = logging.getLogger("kdash_hub.launcher")
+INSTANCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+WORKLOAD_SELECTOR = f"{L.MANAGED_BY}={L.MANAGED_BY_VALUE},{L.COMPONENT}=launcher"
+
+
+class LauncherError(Exception):
+    """An error for the person who asked: an HTTP status and a message saying what to do."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+def not_found(owner: str, name: str) -> LauncherError:
+    return LauncherError(404, f"no instance {name!r} of user {owner!r}")
+
+
+@dataclass
+class Actor:
+    """Who is asking: a hub user name and whether they are a hub admin."""
+
+    name: str
+    admin: bool = False
+
+
+class InstanceManager:
+    def __init__(self, kube: KubeResources, settings: LauncherSettings, catalog: Catalog):
+        self.kube = kube
+        self.settings = settings
+        self.catalog = catalog
+
+    # --- access -----------------------------------------------------------------------
+    def can_manage(self, actor: Actor, owner: str) -> bool:
+        return actor.name == owner or (actor.admin and self.settings.admin_access)
+
+    def can_proxy(self, actor: Actor, owner: str) -> bool:
+        return actor.name == owner or (actor.admin and self.settings.admin_proxy_access)
+
+    async def record_for(self, actor: Actor, owner: str, name: str) -> tuple[dict, InstanceRecord]:
+        """The record of `owner`'s instance `name` if `actor` may see it; else 404."""
+        if not self.can_manage(actor, owner) or not INSTANCE_NAME.match(name or ""):
+            raise not_found(owner, name)
+        namespace = self.settings.user_namespace(owner)
+        try:
+            secret, rec = await lifecycle.read_record(self.kube, namespace, name)
+        except lifecycle.InstanceNotFound:
+            raise not_found(owner, name) from None
+        if not L.is_owned_by(secret, owner):
+            raise not_found(owner, name)
+        return secret, rec
+
+    # --- values ---------------------------------------------------------------------------
+    def automatic_values(self, username: str, name: str) -> dict[str, str]:
+        s = self.settings
+        public = s.public_url.rstrip("/")
+        return {
+            "NAME": name, "NAMESPACE": s.user_namespace(username), "USERNAME": username,
+            "HOSTNAME": urlparse(public).hostname or "" if public else "",
+            "URL": self.instance_url(username, name),
+            "PRIVATE_DIR": s.private_dir, "SHARED_DIR": s.shared_dir,
+            "PRIVATE_VOLUME": s.private_volume(username), "SHARED_VOLUME": s.shared_volume_claim,
+            "REGISTRY": s.registry, "PATH_PREFIX": self.path_prefix(username, name),
+        }
+
+    def path_prefix(self, owner: str, name: str) -> str:
+        """The proxy path of an instance, without the trailing slash."""
+        return f"{self.settings.service_prefix}proxy/{owner}/{name}"
+
+    def instance_url(self, owner: str, name: str) -> str:
+        return f"{self.settings.public_url.rstrip('/')}{self.path_prefix(owner, name)}/"
+
+    def render(self, template: Template, username: str, name: str,
+               values: dict[str, Any] | None) -> tuple[list[dict], Any]:
+        """Objects and resolved values for a launch (raises RenderError)."""
+        resolved = resolve_values(template, values, self.automatic_values(username, name))
+        objects = render_objects(
+            template, resolved.values, namespace=self.settings.user_namespace(username),
+            username=username, instance=name, allowed_kinds=self.settings.allowed_kinds,
+        )
+        return objects, resolved
+
+    # --- launch ---------------------------------------------------------------------------
+    def _ttl(self, template: Template, requested: Any) -> int | None:
+        try:
+            ttl = parse_duration(requested) if requested not in (None, "") else (
+                template.ttl or parse_duration(self.settings.default_ttl))
+            max_ttl = parse_duration(self.settings.max_ttl)
+        except ValueError as e:
+            raise LauncherError(400, f"ttl: {e}") from None
+        if ttl and max_ttl and ttl > max_ttl:
+            raise LauncherError(400, f"ttl: at most {format_duration(max_ttl)}")
+        return ttl
+
+    async def _free_name(self, namespace: str, base: str, taken: set[str]) -> str:
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base[:36].rstrip('-')}-{n}"
+        return name
+
+    async def launch(self, actor: Actor, template_id: Any, values: Any = None,
+                     name: Any = None, ttl: Any = None) -> dict[str, Any]:
+        if not isinstance(template_id, str) or not template_id:
+            raise LauncherError(400, "template is required")
+        template = self.catalog.get(template_id)
+        if template is None:
+            raise LauncherError(404, f"no template {template_id!r}")
+        if values is not None and not isinstance(values, dict):
+            raise LauncherError(400, "values must be an object of variable names to values")
+        if name not in (None, "") and (not isinstance(name, str) or not INSTANCE_NAME.match(name)):
+            raise LauncherError(400, "name: use 1-40 lowercase letters, digits and '-', starting"
+                                     " with a letter")
+        ttl_seconds = self._ttl(template, ttl)
+        username = actor.name
+        namespace = self.settings.user_namespace(username)
+        existing = await lifecycle.list_records(self.kube, username, namespace)
+        if template.singleton:
+            same = [r.name for r in existing if r.template == template.id]
+            if same:
+                raise LauncherError(409, f"{template.name} allows one instance per user;"
+                                         f" you already have {same[0]!r}")
+        if len(existing) >= self.settings.max_instances_per_user:
+            raise LauncherError(409, f"you have {len(existing)} instances, the most allowed;"
+                                     " delete one first")
+        if not name:
+            name = await self._free_name(namespace, template.id, {r.name for r in existing})
+        elif name in {r.name for r in existing}:
+            raise LauncherError(409, f"you already have an instance named {name!r}")
+        try:
+            objects, resolved = self.render(template, username, name, values)
+        except RenderError as e:
+            raise LauncherError(400, "; ".join(e.messages)) from None
+        if self.settings.ensure_namespace:
+            await self._ensure_namespace(namespace, username)
+        now = now_utc()
+        record = InstanceRecord(
+            namespace=namespace, name=name, owner=username, template=template.id,
+            template_name=template.name, created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds) if ttl_seconds else None,
+            expiry=template.expiry, ttl=ttl_seconds,
+            objects=[{"kind": o["kind"], "name": o["metadata"]["name"]} for o in objects],
+            replicas={f"{o['kind']}/{o['metadata']['name']}": (o.get("spec") or {}).get(
+                "replicas", 1) for o in objects if o["kind"] in lifecycle.SCALABLE},
+            values=resolved.public, proxy=proxy_target(template, objects),
+        )
+        try:
+            await self.kube.create(record.to_secret(resolved.secret))
+        except ApiException as e:
+            raise self._api_error(e, f"instance {name!r}") from None
+        created: list[dict] = []
+        try:
+            for obj in objects:
+                await self.kube.create(obj)
+                created.append(obj)
+        except Exception as e:
+            await self._rollback(namespace, created, name)
+            if isinstance(e, ApiException):
+                what = f"{obj['kind']} {obj['metadata']['name']}"
+                raise self._api_error(e, what) from None
+            raise
+        log.info("%s launched %s (%s) in %s: %d objects", username, name, template.id,
+                 namespace, len(objects))
+        return self.describe(record, None)
+
+    async def _rollback(self, namespace: str, created: list[dict], name: str) -> None:
+        try:
+            await lifecycle.delete_objects(
+                self.kube, namespace,
+                [{"kind": o["kind"], "name": o["metadata"]["name"]} for o in created])
+            await self.kube.delete("Secret", record_name(name), namespace)
+        except ApiException as e:  # logged; the record lists what may remain
+            log.error("rollback of %s/%s incomplete: %s", namespace, name, api_error_message(e))
+
+    async def _ensure_namespace(self, namespace: str, username: str) -> None:
+        if await self.kube.get("Namespace", namespace) is not None:
+            return
+        try:
+            await self.kube.create({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": namespace, "labels": L.owner_labels(username),
+                             "annotations": L.owner_annotations(username)}})
+        except ApiException as e:
+            if e.status != 409:
+                raise self._api_error(e, f"namespace {namespace}") from None
+
+    @staticmethod
+    def _api_error(e: ApiException, what: str) -> LauncherError:
+        message = api_error_message(e)
+        if e.status == 409:
+            return LauncherError(409, f"{what} already exists; choose another name")
+        if e.status == 403 and "quota" in message.lower():
+            return LauncherError(403, f"not enough quota in your namespace for {what}: "
+                                      f"{message}. Stop or delete another instance, or ask an"
+                                      " admin for more.")
+        if e.status == 422 or api_error_reason(e) == "Invalid":
+            return LauncherError(400, f"{what} is invalid: {message}")
+        if e.status == 403:
+            return LauncherError(403, f"not allowed to create {what}: {message}")
+        return LauncherError(502, f"Kubernetes failed on {what}: {message}")
+
+    # --- read -----------------------------------------------------------------------------
+    async def _view(self, namespace: str | None, owner: str | None) -> ClusterView:
+        selector = WORKLOAD_SELECTOR
+        if owner is not None:
+            selector = L.owner_selector(owner, "launcher")
+        deployments, statefulsets, jobs, pods, events = await asyncio.gather(
+            self.kube.list("Deployment", namespace, label_selector=selector),
+            self.kube.list("StatefulSet", namespace, label_selector=selector),
+            self.kube.list("Job", namespace, label_selector=selector),
+            self.kube.list("Pod", namespace, label_selector=selector),
+            self.kube.list("Event", namespace),
+        )
+        return ClusterView.build(deployments + statefulsets + jobs, pods, events)
+
+    async def list(self, actor: Actor, everyone: bool = False) -> list[dict[str, Any]]:
+        """`actor`'s instances, or everyone's for an admin asking for them."""
+        if everyone and actor.admin and self.settings.admin_access:
+            records, view = await asyncio.gather(
+                lifecycle.list_records(self.kube), self._view(None, None))
+        else:
+            namespace = self.settings.user_namespace(actor.name)
+            records, view = await asyncio.gather(
+                lifecycle.list_records(self.kube, actor.name, namespace),
+                self._view(namespace, actor.name))
+        now = now_utc()
+        records.sort(key=lambda r: (r.owner, r.name))
+        return [self.describe(r, view, now) for r in records]
+
+    def describe(self, rec: InstanceRecord, view: ClusterView | None,
+                 now: datetime | None = None) -> dict[str, Any]:
+        now = now or now_utc()
+        status, reason = instance_status(rec, view) if view else ("pending", "created")
+        age = (now - rec.created_at).total_seconds() if rec.created_at else None
+        ttl_left = (rec.expires_at - now).total_seconds() if rec.expires_at else None
+        return {
+            "name": rec.name, "owner": rec.owner, "namespace": rec.namespace,
+            "template": rec.template, "template_name": rec.template_name,
+            "status": status, "reason": reason, "state": rec.state,
+            "url": self.instance_url(rec.owner, rec.name) if rec.proxy else None,
+            "created_at": iso(rec.created_at), "expires_at": iso(rec.expires_at) or None,
+            "age_seconds": int(age) if age is not None else None, "age": format_duration(age),
+            "ttl_left_seconds": max(0, int(ttl_left)) if ttl_left is not None else None,
+            "ttl_left": format_duration(max(0, ttl_left)) if ttl_left is not None else "-",
+            "on_expiry": rec.expiry, "values": rec.values, "objects": rec.objects,
+        }
+
+    async def details(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
+        """The instance with its events and the last lines of its containers' logs."""
+        _, rec = await self.record_for(actor, owner, name)
+        view = await self._view(rec.namespace, owner)
+        info = self.describe(rec, view)
+        info["events"] = [{
+            "time": event_time(e), "type": e.get("type", ""), "reason": e.get("reason", ""),
+            "object": f"{(e.get('involvedObject') or {}).get('kind', '')}/"
+                      f"{(e.get('involvedObject') or {}).get('name', '')}",
+            "message": e.get("message", ""),
+        } for e in view.instance_events(rec)]
+        info["logs"] = await self._logs(rec, view.instance_pods(rec))
+        return info
+
+    async def _logs(self, rec: InstanceRecord, pods: list[dict]) -> list[dict[str, str]]:
+        logs = []
+        for pod in pods:
+            pod_name = pod["metadata"]["name"]
+            for container in (pod.get("spec") or {}).get("containers") or []:
+                logs.append({"pod": pod_name, "container": container["name"],
+                             "text": await self._container_log(rec.namespace, pod_name,
+                                                               container["name"])})
+        return logs
+
+    async def _container_log(self, namespace: str, pod: str, container: str) -> str:
+        try:
+            text = await self.kube.api_client.call_api(
+                f"/api/v1/namespaces/{namespace}/pods/{pod}/log", "GET",
+                query_params=[("container", container),
+                              ("tailLines", str(self.settings.log_lines))],
+                header_params={"Accept": "text/plain"}, response_types_map={200: "str"},
+                auth_settings=["BearerToken"], _return_http_data_only=True,
+            )
+            return text if isinstance(text, str) else str(text)
+        except ApiException as e:
+            return f"(no logs: {api_error_message(e)})"
+
+    # --- change ---------------------------------------------------------------------------
+    async def stop(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
+        _, rec = await self.record_for(actor, owner, name)
+        rec = await lifecycle.stop_instance(self.kube, rec.namespace, name)
+        return self.describe(rec, None) | {"status": "stopped"}
+
+    async def start(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
+        _, rec = await self.record_for(actor, owner, name)
+        rec = await lifecycle.start_instance(self.kube, rec.namespace, name)
+        return self.describe(rec, None)
+
+    async def extend(self, actor: Actor, owner: str, name: str, by: Any) -> dict[str, Any]:
+        _, rec = await self.record_for(actor, owner, name)
+        try:
+            seconds = parse_duration(by)
+        except ValueError as e:
+            raise LauncherError(400, f"by: {e}") from None
+        if not seconds:
+            raise LauncherError(400, "by: give a duration such as 2h")
+        rec = await lifecycle.extend_instance(self.kube, rec.namespace, name, seconds,
+                                              parse_duration(self.settings.max_ttl))
+        return self.describe(rec, None)
+
+    async def delete(self, actor: Actor, owner: str, name: str) -> None:
+        _, rec = await self.record_for(actor, owner, name)
+        await lifecycle.delete_instance(self.kube, rec.namespace, name)
+
+    async def upstream(self, actor: Actor, owner: str, name: str) -> tuple[str, bool]:
+        """The base URL the proxy forwards to and whether to strip the proxy prefix
+        (404 unless `actor` may use it)."""
+        if not self.can_proxy(actor, owner):
+            raise not_found(owner, name)
+        _, rec = await self.record_for(Actor(owner), owner, name)
+        if not rec.proxy:
+            raise LauncherError(404, f"instance {name!r} has no service to proxy to")
+        if rec.state != "running":
+            raise LauncherError(503, f"instance {name!r} is stopped; start it first")
+        url = self.settings.upstream_url_template.format(
+            service=rec.proxy["service"], namespace=rec.namespace, port=rec.proxy["port"])
+        return url, bool(rec.proxy.get("strip_prefix", True))
+
+
+def proxy_target(template: Template, objects: list[dict]) -> dict[str, Any] | None:
+    """The Service (and port) the proxy forwards to: the first Service of the template."""
+    for obj in objects:
+        if obj["kind"] != "Service":
+            continue
+        ports = (obj.get("spec") or {}).get("ports") or []
+        if not ports:
+            return None
+        port = ports[0].get("port")
+        if template.service_port is not None:
+            wanted = str(template.service_port)
+            for p in ports:
+                if str(p.get("name")) == wanted or str(p.get("port")) == wanted:
+                    port = p.get("port")
+        return {"service": obj["metadata"]["name"], "port": port,
+                "strip_prefix": template.proxy_strip_prefix}
+    return None

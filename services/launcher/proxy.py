@@ -1,0 +1,169 @@
+"""The authenticating reverse proxy to an instance's Service, HTTP and WebSocket.
+
+`<prefix>proxy/<owner>/<instance>/<path>` is forwarded only for the instance's exact owner
+(and admins when `admin_proxy_access` is on); anyone else gets the same 404 as for an
+instance that doesn't exist. The hub's credentials (Authorization header, hub cookies)
+are never passed on to the instance.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote
+
+from tornado import httpclient, web, websocket
+from tornado.httputil import HTTPHeaders
+
+from .handlers import LauncherHandler
+from .instances import LauncherError
+
+log = logging.getLogger("kdash_hub.launcher.proxy")
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+}
+# WebSocket handshake headers the client library sets itself
+WS_HANDSHAKE = {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+                "sec-websocket-protocol"}
+HUB_COOKIE_PREFIXES = ("jupyterhub-", "_xsrf", "__Host-jupyterhub", "kdash-launcher")
+
+
+def _strip_hub_cookies(value: str) -> str:
+    kept = []
+    for part in value.split(";"):
+        name = part.strip().split("=", 1)[0]
+        if name and not name.startswith(HUB_COOKIE_PREFIXES):
+            kept.append(part.strip())
+    return "; ".join(kept)
+
+
+class ProxyHandler(LauncherHandler, websocket.WebSocketHandler):
+    """One handler for both: a plain request is forwarded with the HTTP client, an
+    Upgrade request becomes a WebSocket relayed to a WebSocket opened upstream."""
+
+    upstream_ws: websocket.WebSocketClientConnection | None = None
+
+    def check_xsrf_cookie(self) -> None:
+        # requests the proxied app makes from its own pages are same-origin
+        if self.request.headers.get("Sec-Fetch-Site") in ("same-origin", "none"):
+            return
+        super().check_xsrf_cookie()
+
+    async def _target(self, owner: str, name: str, path: str, scheme: str) -> str:
+        base, strip = await self.manager.upstream(self.actor, owner, name)
+        if strip:
+            target = "/" + quote(path or "", safe="/%:@!$&'()*+,;=-._~")
+        else:
+            target = self.request.path
+        if scheme == "ws":
+            base = "ws" + base[len("http"):]
+        query = self.request.query
+        return base.rstrip("/") + target + (f"?{query}" if query else "")
+
+    def _forward_headers(self, owner: str, name: str) -> HTTPHeaders:
+        headers = HTTPHeaders()
+        for key, value in self.request.headers.get_all():
+            lower = key.lower()
+            if lower in HOP_BY_HOP or lower == "authorization" or lower in WS_HANDSHAKE:
+                continue
+            if lower == "cookie":
+                value = _strip_hub_cookies(value)
+                if not value:
+                    continue
+            headers.add(key, value)
+        headers["X-Forwarded-Host"] = self.request.host
+        headers["X-Forwarded-Proto"] = self.request.protocol
+        headers["X-Forwarded-For"] = self.request.remote_ip or ""
+        headers["X-Forwarded-Prefix"] = (f"{self.manager.settings.service_prefix}proxy/"
+                                         f"{quote(owner)}/{name}")
+        headers["X-Forwarded-User"] = self.actor.name
+        return headers
+
+    # --- HTTP ----------------------------------------------------------------------
+    async def get(self, owner: str, name: str, path: str = "") -> None:
+        if self.request.headers.get("Upgrade", "").lower() == "websocket":
+            await self._authorise_ws(owner, name, path)
+            await websocket.WebSocketHandler.get(self, owner, name, path)
+            return
+        await self._proxy_http(owner, name, path)
+
+    async def _proxy_http(self, owner: str, name: str, path: str = "") -> None:
+        url = await self._target(owner, name, path, "http")
+        method = self.request.method
+        body = self.request.body if method in ("POST", "PUT", "PATCH", "DELETE") else None
+        request = httpclient.HTTPRequest(
+            url, method=method, headers=self._forward_headers(owner, name), body=body,
+            follow_redirects=False, decompress_response=False, allow_nonstandard_methods=True,
+            request_timeout=self.settings.get("proxy_timeout", 300),
+        )
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except OSError as e:
+            raise LauncherError(502, f"instance {name!r} is not reachable: {e}") from None
+        if response.code == 599:
+            raise LauncherError(502, f"instance {name!r} is not reachable: {response.error}")
+        self.set_status(response.code, response.reason)
+        for default in ("Content-Type", "Server", "Date"):
+            self.clear_header(default)
+        for key, value in response.headers.get_all():
+            if key.lower() not in HOP_BY_HOP:
+                self.add_header(key, value)
+        if response.code not in (204, 304) and method != "HEAD" and response.body:
+            self.write(response.body)
+        self.finish()
+
+    post = put = patch = delete = head = options = _proxy_http
+
+    # --- WebSocket --------------------------------------------------------------------
+    async def _authorise_ws(self, owner: str, name: str, path: str) -> None:
+        self._ws_url = await self._target(owner, name, path, "ws")
+        self._ws_headers = self._forward_headers(owner, name)
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        self._subprotocols = subprotocols
+        return subprotocols[0] if subprotocols else None
+
+    async def open(self, owner: str, name: str, path: str = "") -> None:
+        request = httpclient.HTTPRequest(self._ws_url, headers=self._ws_headers)
+        try:
+            self.upstream_ws = await websocket.websocket_connect(
+                request, on_message_callback=self._from_upstream,
+                subprotocols=getattr(self, "_subprotocols", None) or None,
+            )
+        except Exception as e:  # noqa: BLE001 - any failure closes the client side
+            log.warning("websocket to %s failed: %s", self._ws_url, e)
+            self.close(1011, "instance not reachable")
+
+    def _from_upstream(self, message: Any) -> None:
+        if message is None:
+            if self.ws_connection is not None:
+                self.close()
+            return
+        try:
+            self.write_message(message, binary=isinstance(message, bytes))
+        except websocket.WebSocketClosedError:
+            pass
+
+    async def on_message(self, message: str | bytes) -> None:
+        if self.upstream_ws is not None:
+            await self.upstream_ws.write_message(message, binary=isinstance(message, bytes))
+
+    def on_close(self) -> None:
+        if self.upstream_ws is not None:
+            self.upstream_ws.close()
+            self.upstream_ws = None
+
+    def on_ping(self, data: bytes) -> None:
+        if self.upstream_ws is not None:
+            self.upstream_ws.ping(data)
+
+    # errors before the upgrade are ordinary HTTP answers
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        web.RequestHandler.send_error(self, status_code, **kwargs)
+
+
+def proxy_routes(prefix: str) -> list[tuple[str, type]]:
+    return [
+        (prefix + r"proxy/([^/]+)/([^/]+)/?(.*)", ProxyHandler),
+    ]

@@ -1,0 +1,97 @@
+"""The launcher's settings (traitlets): where templates come from, the user's storage,
+namespaces, TTLs, who may see what, and how the proxy reaches a Service."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from traitlets import Bool, Int, List, Unicode, default
+from traitlets.config import Configurable
+
+from kdash_hub import naming
+from kdash_hub.templating import DEFAULT_ALLOWED_KINDS
+
+CATALOG_DIR = Path(__file__).parent / "catalog"
+SERVICE_NAME = "kdash-launcher"
+
+
+class LauncherSettings(Configurable):
+    """Every setting of kdash-launcher (`c.LauncherSettings.<name>` in its config file)."""
+
+    namespace_prefix = Unicode(
+        "kdash-", help="Prefix of user namespaces; the same as the spawner's (`kdash-alice`)."
+    ).tag(config=True)
+    template_dirs = List(
+        Unicode(), default_value=[str(CATALOG_DIR)],
+        help="Directories of template files (*.yaml). The shipped catalog is the default.",
+    ).tag(config=True)
+    template_configmap_namespace = Unicode(
+        "", help="Namespace of ConfigMaps holding templates (each *.yaml key is one template);"
+                 " empty: don't read templates from ConfigMaps.",
+    ).tag(config=True)
+    template_configmap_selector = Unicode(
+        "kdash-hub.io/templates=true", help="Label selector of the template ConfigMaps.",
+    ).tag(config=True)
+    allowed_kinds = List(
+        Unicode(), default_value=list(DEFAULT_ALLOWED_KINDS),
+        help="Kinds a template may contain; a template with any other kind is rejected at load."
+             " Only namespaced kinds kdash-hub knows can be allowed.",
+    ).tag(config=True)
+    private_volume_prefix = Unicode(
+        "home", help="PRIVATE_VOLUME is the claim `naming.user_object_name(prefix, username)`"
+                     " (the spawner's home volume, `home-alice`).",
+    ).tag(config=True)
+    shared_volume_claim = Unicode(
+        "", help="SHARED_VOLUME: the claim of the shared/dataset volume in user namespaces"
+                 " (empty when there is none).",
+    ).tag(config=True)
+    private_dir = Unicode(
+        "/home/jovyan", help="PRIVATE_DIR: where the private volume is mounted in notebooks.",
+    ).tag(config=True)
+    shared_dir = Unicode(
+        "/home/jovyan/shared", help="SHARED_DIR: where the shared volume is mounted.",
+    ).tag(config=True)
+    registry = Unicode("docker.io", help="REGISTRY: the image registry templates pull from.").tag(
+        config=True)
+    public_url = Unicode(
+        "", help="The hub's public URL (https://hub.example.org); HOSTNAME and URL come from it.",
+    ).tag(config=True)
+    service_prefix = Unicode(
+        help="URL prefix of the launcher (from JUPYTERHUB_SERVICE_PREFIX).",
+    ).tag(config=True)
+
+    @default("service_prefix")
+    def _default_prefix(self) -> str:
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/")
+        return prefix if prefix.endswith("/") else prefix + "/"
+
+    default_ttl = Unicode(
+        "", help="TTL of instances whose template sets none (e.g. 8h); empty: no expiry.",
+    ).tag(config=True)
+    max_ttl = Unicode(
+        "7d", help="The longest TTL a user can ask for or extend to (from now).",
+    ).tag(config=True)
+    max_instances_per_user = Int(20, help="Instances one user may have at once.").tag(
+        config=True)
+    admin_access = Bool(
+        True, help="Hub admins see and manage everyone's instances (list, details, stop, delete).",
+    ).tag(config=True)
+    admin_proxy_access = Bool(
+        False, help="Hub admins may also use the proxy to other users' instances.",
+    ).tag(config=True)
+    upstream_url_template = Unicode(
+        "http://{service}.{namespace}.svc:{port}",
+        help="How the proxy reaches an instance's Service; fields: service, namespace, port.",
+    ).tag(config=True)
+    ensure_namespace = Bool(
+        True, help="Create the user's namespace when it doesn't exist yet (normally the"
+                   " spawner made it).",
+    ).tag(config=True)
+    log_lines = Int(200, help="Container log lines shown in the details.").tag(config=True)
+
+    def user_namespace(self, username: str) -> str:
+        return naming.user_namespace(username, self.namespace_prefix)
+
+    def private_volume(self, username: str) -> str:
+        return naming.user_object_name(self.private_volume_prefix, username)

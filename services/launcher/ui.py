@@ -1,0 +1,97 @@
+"""The web UI: list, new (a form made from the template's variables), details with events
+and logs, and the buttons for stop/start/extend/delete."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from tornado import web
+
+from kdash_hub.templating.values import parse_bool
+
+from .handlers import LauncherHandler
+from .instances import LauncherError
+
+UI_ACTIONS = ("stop", "start", "extend", "delete")
+
+
+class ListPage(LauncherHandler):
+    async def get(self) -> None:
+        everyone = self.get_argument("all", "") == "1" and self.actor.admin
+        instances = await self.manager.list(self.actor, everyone)
+        self.render("list.html", instances=instances, everyone=everyone,
+                    is_admin=self.actor.admin and self.manager.settings.admin_access,
+                    templates=self.manager.catalog.sorted(),
+                    message=self.get_argument("message", ""))
+
+
+class NewPage(LauncherHandler):
+    async def get(self, template_id: str | None = None) -> None:
+        if template_id is None:
+            self.render("templates.html", templates=self.manager.catalog.sorted())
+            return
+        self._form(template_id)
+
+    def _form(self, template_id: str, error: str = "", form: dict | None = None,
+              status: int = 200) -> None:
+        template = self.manager.catalog.get(template_id)
+        if template is None:
+            raise LauncherError(404, f"no template {template_id!r}")
+        self.set_status(status)
+        self.render("new.html", template=template, error=error, form=form or {})
+
+    async def post(self, template_id: str | None = None) -> None:
+        template = self.manager.catalog.get(template_id or "")
+        if template is None:
+            raise LauncherError(404, f"no template {template_id!r}")
+        form = {k: self.get_body_argument(k) for k in self.request.body_arguments
+                if k != "_xsrf"}
+        values = {k.removeprefix("var_"): v for k, v in form.items() if k.startswith("var_")}
+        for var in template.user_variables:  # unchecked checkboxes send nothing
+            if var.type == "boolean":
+                values[var.name] = parse_bool(values.get(var.name) or "false")
+        try:
+            instance = await self.manager.launch(
+                self.actor, template.id, values, form.get("name") or None,
+                form.get("ttl") or None)
+        except LauncherError as e:
+            self._form(template.id, e.message, form, e.status)
+            return
+        self.redirect(f"{self.manager.settings.service_prefix}instances/"
+                      f"{quote(instance['owner'])}/{instance['name']}")
+
+
+class DetailsPage(LauncherHandler):
+    async def get(self, owner: str, name: str) -> None:
+        info = await self.manager.details(self.actor, owner, name)
+        self.render("details.html", i=info, message=self.get_argument("message", ""))
+
+
+class ActionPage(LauncherHandler):
+    async def post(self, owner: str, name: str, action: str) -> None:
+        if action not in UI_ACTIONS:
+            raise web.HTTPError(404)
+        prefix = self.manager.settings.service_prefix
+        if action == "delete":
+            await self.manager.delete(self.actor, owner, name)
+            self.redirect(f"{prefix}?message=" + quote(f"deleted {name}"))
+            return
+        if action == "extend":
+            await self.manager.extend(self.actor, owner, name,
+                                      self.get_body_argument("by", "1h"))
+        elif action == "stop":
+            await self.manager.stop(self.actor, owner, name)
+        else:
+            await self.manager.start(self.actor, owner, name)
+        self.redirect(f"{prefix}instances/{quote(owner)}/{name}?message="
+                      + quote(f"{action} done"))
+
+
+def ui_routes(prefix: str) -> list[tuple[str, type]]:
+    return [
+        (prefix + r"?", ListPage),
+        (prefix + r"new/?", NewPage),
+        (prefix + r"new/([^/]+)/?", NewPage),
+        (prefix + r"instances/([^/]+)/([^/]+)/?", DetailsPage),
+        (prefix + r"instances/([^/]+)/([^/]+)/([a-z]+)", ActionPage),
+    ]
