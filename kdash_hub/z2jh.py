@@ -38,7 +38,12 @@ class Section:
 SECTIONS: tuple[Section, ...] = (
     Section("spawner", ("kdash_hub.spawner:KDashSpawner",)),
     Section("authenticator", ("kdash_hub.authenticator:KDashAuthenticator",)),
-    Section("launcher", ("kdash_hub.services.launcher.app:LauncherApp",), service="kdash-launcher"),
+    Section(
+        "launcher",
+        ("kdash_hub.services.launcher.settings:LauncherSettings",
+         "kdash_hub.services.launcher.app:LauncherApp"),
+        service="kdash-launcher",
+    ),
     Section("culler", ("kdash_hub.services.culler.app:CullerApp",), service="kdash-culler"),
 )
 

@@ -1,1 +1,5 @@
-"""KDashSpawner: KubeSpawner with per-user namespaces, guardrails, storage presets and GPU profiles."""
+"""KDashSpawner: KubeSpawner with per-user namespaces, guardrails, storage, GPU profiles."""
+
+from .spawner import KDashSpawner
+
+__all__ = ["KDashSpawner"]

@@ -25,13 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import secrets
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,94 +37,19 @@ import aiohttp
 
 from . import processes
 from .apiclient import MERGE_PATCH, ApiError, KubeHTTP, WatchExpired
+from .nodes import NodeSpec, PodNetwork, node_object, node_ready
+from .podstatus import condition, container_status, now_iso, pod_conditions
 from .scheduler import TERMINAL_PHASES, schedule
 
 log = logging.getLogger("kdash_hub.localcluster.kubelet")
 
-KUBELET_VERSION = "v1.30.0-kdash"
 KubeletMode = Literal["status", "process"]
 MIN_GRACE_SECONDS = 2.0
 RETRY_UNSCHEDULABLE_SECONDS = 5.0
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def pod_key(pod: dict) -> str:
     return f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
-
-
-@dataclass
-class NodeSpec:
-    """One Node of the local cluster: its name, capacity, labels and taints."""
-
-    name: str
-    cpu: str = "8"
-    memory: str = "32Gi"
-    pods: int = 110
-    ephemeral_storage: str = "100Gi"
-    extended: dict[str, str | int] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    taints: list[dict[str, str]] = field(default_factory=list)
-    unschedulable: bool = False
-
-    def capacity(self) -> dict[str, str]:
-        return {
-            "cpu": str(self.cpu), "memory": str(self.memory), "pods": str(self.pods),
-            "ephemeral-storage": str(self.ephemeral_storage),
-            "hugepages-1Gi": "0", "hugepages-2Mi": "0",
-            **{k: str(v) for k, v in self.extended.items()},
-        }
-
-
-class PodNetwork:
-    """Pod IPs on the loopback: each node gets a random 127.A.B.0/24, pods .2 to .254.
-
-    Random prefixes keep two clusters on one machine (the demo and a test run) apart; in
-    process mode an address is only handed out when the pod's ports are free on it.
-    """
-
-    def __init__(self) -> None:
-        self._prefix: dict[str, str] = {}
-        self._used: dict[str, set[int]] = {}
-
-    def prefix(self, node: str) -> str:
-        if node not in self._prefix:
-            taken = set(self._prefix.values())
-            while True:
-                candidate = f"127.{random.randint(16, 250)}.{random.randint(0, 255)}"
-                if candidate not in taken:
-                    break
-            self._prefix[node] = candidate
-            self._used[node] = set()
-        return self._prefix[node]
-
-    def host_ip(self, node: str) -> str:
-        return f"{self.prefix(node)}.1"
-
-    def pod_cidr(self, node: str) -> str:
-        return f"{self.prefix(node)}.0/24"
-
-    def allocate(self, node: str, ports: list[int] | tuple[int, ...] = ()) -> str:
-        prefix = self.prefix(node)
-        used = self._used[node]
-        for last in range(2, 255):
-            if last in used:
-                continue
-            ip = f"{prefix}.{last}"
-            if all(processes.port_is_free(ip, p) for p in ports):
-                used.add(last)
-                return ip
-        raise RuntimeError(f"no free pod IP left on node {node} ({prefix}.0/24)")
-
-    def release(self, ip: str | None) -> None:
-        if not ip:
-            return
-        prefix, _, last = ip.rpartition(".")
-        for node, p in self._prefix.items():
-            if p == prefix:
-                self._used[node].discard(int(last))
 
 
 @dataclass
@@ -146,103 +69,9 @@ class PodRun:
     finished: bool = False
 
 
-def node_object(spec: NodeSpec, network: PodNetwork) -> dict:
-    labels = {
-        "kubernetes.io/hostname": spec.name, "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
-        "beta.kubernetes.io/arch": "amd64", **spec.labels,
-    }
-    node_spec: dict[str, Any] = {
-        "podCIDR": network.pod_cidr(spec.name), "podCIDRs": [network.pod_cidr(spec.name)],
-    }
-    if spec.taints:
-        node_spec["taints"] = [dict(t) for t in spec.taints]
-    if spec.unschedulable:
-        node_spec["unschedulable"] = True
-    return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": spec.name, "labels": labels},
-        "spec": node_spec,
-        "status": node_status(spec, network),
-    }
-
-
-def node_status(spec: NodeSpec, network: PodNetwork) -> dict:
-    now = now_iso()
-
-    def condition(kind: str, status: str, reason: str, message: str) -> dict:
-        return {"type": kind, "status": status, "reason": reason, "message": message,
-                "lastHeartbeatTime": now, "lastTransitionTime": now}
-
-    return {
-        "capacity": spec.capacity(),
-        "allocatable": spec.capacity(),
-        "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory",
-                      "kubelet has sufficient memory available"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure",
-                      "kubelet has no disk pressure"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID",
-                      "kubelet has sufficient PID available"),
-            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-        ],
-        "addresses": [
-            {"type": "InternalIP", "address": network.host_ip(spec.name)},
-            {"type": "Hostname", "address": spec.name},
-        ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-        "nodeInfo": {
-            "architecture": "amd64", "bootID": secrets.token_hex(16),
-            "containerRuntimeVersion": "kdash://0.1", "kernelVersion": "local",
-            "kubeProxyVersion": KUBELET_VERSION, "kubeletVersion": KUBELET_VERSION,
-            "machineID": secrets.token_hex(16), "operatingSystem": "linux",
-            "osImage": "kdash-hub local cluster", "systemUUID": secrets.token_hex(16),
-        },
-    }
-
-
 def _make_dirs(*paths: Path) -> None:
     for path in paths:
         path.mkdir(parents=True, exist_ok=True)
-
-
-def _node_ready(node: dict) -> bool:
-    conditions = (node.get("status") or {}).get("conditions") or []
-    ready = [c for c in conditions if c.get("type") == "Ready"]
-    return not ready or ready[0].get("status") == "True"
-
-
-def _condition(kind: str, status: bool, now: str, reason: str | None = None,
-               message: str | None = None) -> dict:
-    cond = {"type": kind, "status": "True" if status else "False", "lastTransitionTime": now}
-    if reason:
-        cond["reason"] = reason
-    if message:
-        cond["message"] = message
-    return cond
-
-
-def pod_conditions(now: str, *, ready: bool, reason: str | None = None) -> list[dict]:
-    not_ready = None if ready else (reason or "ContainersNotReady")
-    return [
-        _condition("PodReadyToStartContainers", True, now),
-        _condition("Initialized", True, now),
-        _condition("Ready", ready, now, not_ready),
-        _condition("ContainersReady", ready, now, not_ready),
-        _condition("PodScheduled", True, now),
-    ]
-
-
-def container_status(container: dict, state: dict, *, ready: bool, container_id: str | None,
-                     started: bool) -> dict:
-    image = container.get("image") or "unknown"
-    status = {
-        "name": container["name"], "image": image, "imageID": f"kdash-local://{image}",
-        "ready": ready, "restartCount": 0, "started": started, "state": state,
-    }
-    if container_id:
-        status["containerID"] = container_id
-    return status
 
 
 class Kubelet:
@@ -472,7 +301,7 @@ class Kubelet:
             if key in self._assumed or self.pods.get(key) is not pod:
                 return  # bound already, or a newer version is queued
             listing = await self.api.request("GET", "/api/v1/nodes")
-            nodes = [n for n in listing.get("items") or [] if _node_ready(n)]
+            nodes = [n for n in listing.get("items") or [] if node_ready(n)]
             view = []
             for other_key, other in self.pods.items():
                 if other_key == key:
@@ -513,7 +342,7 @@ class Kubelet:
         with contextlib.suppress(ApiError):
             await self._patch_status(pod, {
                 "phase": "Pending",
-                "conditions": [_condition("PodScheduled", False, now_iso(), "Unschedulable",
+                "conditions": [condition("PodScheduled", False, now_iso(), "Unschedulable",
                                           message)],
             })
         await self._event(pod, "FailedScheduling", message, kind="Warning",
@@ -540,20 +369,25 @@ class Kubelet:
         run = PodRun(meta["uid"], key, node, self.network.allocate(node, ports),
                      self.network.host_ip(node), now_iso())
         self.runs[key] = run
-        for container in spec.get("containers") or []:
-            run.container_ids[container["name"]] = f"kdash://{secrets.token_hex(16)}"
-            field_path = f"spec.containers{{{container['name']}}}"
-            image = container.get("image", "")
-            await self._event(pod, "Pulling", f'Pulling image "{image}"', field_path=field_path)
-            await self._event(pod, "Pulled", f'Successfully pulled image "{image}" in 0s '
-                                             "(0s including waiting). Image size: 0 bytes.",
-                              field_path=field_path)
-        if run_processes:
-            await self._start_processes(pod, run)
-            return
-        for container in spec.get("containers") or []:
-            await self._container_events(pod, container["name"])
-        await self._patch_status(pod, self._running_status(pod, run, ready=True))
+        try:
+            for container in spec.get("containers") or []:
+                run.container_ids[container["name"]] = f"kdash://{secrets.token_hex(16)}"
+                field_path = f"spec.containers{{{container['name']}}}"
+                image = container.get("image", "")
+                await self._event(pod, "Pulling", f'Pulling image "{image}"',
+                                  field_path=field_path)
+                await self._event(pod, "Pulled", f'Successfully pulled image "{image}" in 0s '
+                                                 "(0s including waiting). Image size: 0 bytes.",
+                                  field_path=field_path)
+            if run_processes:
+                await self._start_processes(pod, run)
+                return
+            for container in spec.get("containers") or []:
+                await self._container_events(pod, container["name"])
+            await self._patch_status(pod, self._running_status(pod, run, ready=True))
+        except Exception:
+            await self._stop_run(run, 0)  # the next attempt starts from scratch
+            raise
 
     async def _container_events(self, pod: dict, name: str) -> None:
         field_path = f"spec.containers{{{name}}}"
@@ -628,7 +462,7 @@ class Kubelet:
                 cwd = (processes.container_path(root, container["workingDir"])
                        if container.get("workingDir") else Path(env["HOME"]))
                 proc = processes.ContainerProcess(
-                    container["name"], processes.container_argv(container), env, cwd,
+                    container["name"], processes.container_argv(container, env), env, cwd,
                     root / "logs" / f"{container['name']}.log")
                 run.processes[container["name"]] = proc
         except processes.ContainerConfigError as e:
@@ -731,16 +565,28 @@ class Kubelet:
 
     # --- API helpers -------------------------------------------------------------------
 
-    async def _patch_status(self, pod: dict, status: dict) -> None:
+    async def _patch_status(self, pod: dict, status: dict, attempts: int = 6) -> None:
+        """Merge-patch the pod's status; retries server errors, ignores a deleted pod."""
         meta = pod["metadata"]
-        try:
-            await self.api.request(
-                "PATCH", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
-                body={"status": status}, content_type=MERGE_PATCH,
-            )
-        except ApiError as e:
-            if e.status != 404:  # a deleted pod needs no status
-                raise
+        delay = 0.05
+        for attempt in range(attempts):
+            try:
+                await self.api.request(
+                    "PATCH",
+                    f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                    body={"status": status}, content_type=MERGE_PATCH,
+                )
+                return
+            except ApiError as e:
+                if e.status == 404:  # a deleted pod needs no status
+                    return
+                if e.status < 500 and e.status != 429 or attempt == attempts - 1:
+                    raise
+            except (aiohttp.ClientError, TimeoutError):
+                if attempt == attempts - 1:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def _event(self, pod: dict, reason: str, message: str, *, kind: str = "Normal",
                      component: str = "kubelet", field_path: str | None = None) -> None:

@@ -15,8 +15,9 @@ A notebook container (one that KubeSpawner gave `JUPYTERHUB_SERVICE_URL`) become
   the pod (so data survives a restart), emptyDir is per pod, configMap/secret volumes are
   written out as files.
 
-Not emulated: the image itself, users/uids (securityContext), resource limits, probes
-(readiness = the server's port accepts connections).
+Not emulated: the image itself, users/uids (securityContext; when this machine runs the
+kubelet as root the server gets `--allow-root`, as it would run as jovyan in the image),
+resource limits, probes (readiness = the server's port accepts connections).
 """
 
 from __future__ import annotations
@@ -70,14 +71,17 @@ def singleuser_program() -> str:
     return found
 
 
-def container_argv(container: Mapping) -> list[str]:
-    """The process's argv: notebook launchers become our jupyterhub-singleuser, other
-    programs are looked up in this environment's bin directory first, then PATH."""
-    argv = list(container.get("command") or []) + list(container.get("args") or [])
-    if not argv:
-        return [singleuser_program()]
-    if os.path.basename(argv[0]) in NOTEBOOK_COMMANDS:
-        return [singleuser_program(), *argv[1:]]
+def container_argv(container: Mapping, env: Mapping[str, str] | None = None) -> list[str]:
+    """The process's argv: `$(VAR)` expanded from `env` as Kubernetes does, notebook
+    launchers replaced by our jupyterhub-singleuser, other programs looked up in this
+    environment's bin directory first, then PATH."""
+    argv = [expand_refs(str(a), env or {})
+            for a in list(container.get("command") or []) + list(container.get("args") or [])]
+    if not argv or os.path.basename(argv[0]) in NOTEBOOK_COMMANDS:
+        # images run the server as an unprivileged user (jovyan); if this machine runs us
+        # as root, say that this is fine, or jupyter_server refuses to start
+        root = ["--allow-root"] if os.geteuid() == 0 and "--allow-root" not in argv else []
+        return [singleuser_program(), *argv[1:], *root]
     local = Path(sys.executable).parent / os.path.basename(argv[0])
     if not os.path.isabs(argv[0]) and local.exists():
         return [str(local), *argv[1:]]

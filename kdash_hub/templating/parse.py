@@ -26,7 +26,7 @@ DEFAULT_ALLOWED_KINDS = (
 # NAME (the instance name) can be chosen by the user
 AUTOMATIC_VARIABLES = (
     "NAME", "NAMESPACE", "USERNAME", "HOSTNAME", "URL", "PRIVATE_DIR", "SHARED_DIR",
-    "PRIVATE_VOLUME", "SHARED_VOLUME", "REGISTRY", "PATH_PREFIX",
+    "PRIVATE_VOLUME", "PRIVATE_SUBPATH", "SHARED_VOLUME", "REGISTRY", "PATH_PREFIX",
 )
 VARIABLE_NAME = re.compile(r"^[_A-Za-z][_A-Za-z0-9]*$")
 TEMPLATE_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
@@ -57,7 +57,10 @@ def _parse_variable(raw: Any, source: str, line: int) -> Variable:
             f"variable {raw['name']!r}: unknown field(s) {', '.join(sorted(unknown))}",
             source, line,
         )
-    name = str(raw["name"])
+    if not isinstance(raw["name"], str):  # `name: ON` is a boolean in YAML 1.1
+        raise TemplateError(f"variable name {raw['name']!r} is not a string (quote it)",
+                            source, line)
+    name = raw["name"]
     if not VARIABLE_NAME.match(name):
         raise TemplateError(f"variable name {name!r} is not an identifier", source, line)
     vtype = str(raw.get("type", "string"))

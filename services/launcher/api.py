@@ -38,6 +38,13 @@ class APIHandler(LauncherHandler):
         return body
 
 
+class WhoAmIHandler(APIHandler):
+    async def get(self) -> None:
+        user = self.current_user
+        self.write_json({"name": user["name"], "kind": user.get("kind", "user"),
+                         "admin": self.actor.admin})
+
+
 class TemplatesHandler(APIHandler):
     async def get(self, template_id: str | None = None) -> None:
         catalog = self.manager.catalog
@@ -97,6 +104,7 @@ class InstanceActionHandler(APIHandler):
 def api_routes(prefix: str) -> list[tuple[str, type]]:
     base = prefix + "api/"
     return [
+        (base + r"whoami", WhoAmIHandler),
         (base + r"templates/?", TemplatesHandler),
         (base + r"templates/([^/]+)", TemplatesHandler),
         (base + r"instances/?", InstancesHandler),

@@ -95,7 +95,9 @@ class InstanceManager:
             "HOSTNAME": urlparse(public).hostname or "" if public else "",
             "URL": self.instance_url(username, name),
             "PRIVATE_DIR": s.private_dir, "SHARED_DIR": s.shared_dir,
-            "PRIVATE_VOLUME": s.private_volume(username), "SHARED_VOLUME": s.shared_volume_claim,
+            "PRIVATE_VOLUME": s.private_volume(username),
+            "PRIVATE_SUBPATH": s.private_sub_path(username),
+            "SHARED_VOLUME": s.shared_volume_claim,
             "REGISTRY": s.registry, "PATH_PREFIX": self.path_prefix(username, name),
         }
 
@@ -178,7 +180,9 @@ class InstanceManager:
             objects=[{"kind": o["kind"], "name": o["metadata"]["name"]} for o in objects],
             replicas={f"{o['kind']}/{o['metadata']['name']}": (o.get("spec") or {}).get(
                 "replicas", 1) for o in objects if o["kind"] in lifecycle.SCALABLE},
-            values=resolved.public, proxy=proxy_target(template, objects),
+            values={k: v for k, v in resolved.public.items()
+                    if k not in self.automatic_values(username, name)},
+            proxy=proxy_target(template, objects),
         )
         try:
             await self.kube.create(record.to_secret(resolved.secret))
@@ -322,7 +326,7 @@ class InstanceManager:
     async def stop(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
         _, rec = await self.record_for(actor, owner, name)
         rec = await lifecycle.stop_instance(self.kube, rec.namespace, name)
-        return self.describe(rec, None) | {"status": "stopped"}
+        return self.describe(rec, None) | {"status": "stopped", "reason": ""}
 
     async def start(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
         _, rec = await self.record_for(actor, owner, name)

@@ -44,6 +44,10 @@ class ProxyHandler(LauncherHandler, websocket.WebSocketHandler):
 
     upstream_ws: websocket.WebSocketClientConnection | None = None
 
+    @property
+    def api(self) -> bool:  # errors as a page for browsers, JSON for programs
+        return "text/html" not in self.request.headers.get("Accept", "")
+
     def check_xsrf_cookie(self) -> None:
         # requests the proxied app makes from its own pages are same-origin
         if self.request.headers.get("Sec-Fetch-Site") in ("same-origin", "none"):

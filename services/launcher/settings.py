@@ -38,9 +38,19 @@ class LauncherSettings(Configurable):
         help="Kinds a template may contain; a template with any other kind is rejected at load."
              " Only namespaced kinds kdash-hub knows can be allowed.",
     ).tag(config=True)
-    private_volume_prefix = Unicode(
-        "home", help="PRIVATE_VOLUME is the claim `naming.user_object_name(prefix, username)`"
-                     " (the spawner's home volume, `home-alice`).",
+    private_volume_claim_template = Unicode(
+        "claim-{username}",
+        help="PRIVATE_VOLUME: the claim of the user's home volume. `{username}` expands as in"
+             " KubeSpawner (`safe_slug(name, 48)`), so the default is the claim KDashSpawner"
+             " makes with its default `pvc_name_template` (`claim-{user_server}`) for the"
+             " default server. Set both together.",
+    ).tag(config=True)
+    private_volume_sub_path_template = Unicode(
+        "",
+        help="PRIVATE_SUBPATH: the user's directory inside the home claim. Empty for the"
+             " spawner's `dynamic` preset (the claim is the home); `{home_dir}` for the `nfs`"
+             " and `local` presets, whose claim is the root of every home (the spawner mounts"
+             " it with subPath = home_dir(username)).",
     ).tag(config=True)
     shared_volume_claim = Unicode(
         "", help="SHARED_VOLUME: the claim of the shared/dataset volume in user namespaces"
@@ -93,5 +103,13 @@ class LauncherSettings(Configurable):
     def user_namespace(self, username: str) -> str:
         return naming.user_namespace(username, self.namespace_prefix)
 
+    def private_sub_path(self, username: str) -> str:
+        from kdash_hub.spawner.storage import home_dir
+
+        return self.private_volume_sub_path_template.format(home_dir=home_dir(username))
+
     def private_volume(self, username: str) -> str:
-        return naming.user_object_name(self.private_volume_prefix, username)
+        from kubespawner.slugs import safe_slug
+
+        return self.private_volume_claim_template.format(
+            username=safe_slug(username, max_length=48))

@@ -111,14 +111,15 @@ def test_services_roles_and_the_chart_culler():
         assert command[:2] == ["python3", "-m"], name
         assert importlib.util.find_spec(command[2]) is not None, command
     roles = hub["loadRoles"]
-    for name in hub["services"]:
-        assert roles[name]["services"] == [name]
+    assert roles["kdash-culler"]["services"] == ["kdash-culler"]
+    assert "--ip=0.0.0.0" in hub["services"]["kdash-launcher"]["command"]
     for role in roles.values():
         for scope in role["scopes"]:
             assert scope.split("!")[0] in scope_definitions, scope
     culler = set(roles["kdash-culler"]["scopes"])
     assert {"list:users", "read:users:activity", "read:servers", "delete:servers"} <= culler
-    assert "access:services!service=kdash-launcher" in roles["user"]["scopes"]
+    for role in ("user", "server"):
+        assert "access:services!service=kdash-launcher" in roles[role]["scopes"]
 
 
 def test_network_policy_lets_the_hub_and_proxy_reach_user_namespaces():

@@ -12,7 +12,6 @@ import base64
 import copy
 import json
 import random
-import string
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +67,7 @@ class Operations:
                     ) -> dict:
         if not isinstance(body, dict):
             raise bad_request("the body of the request must be a JSON object")
+        _prune_nulls(body)
         kind = expected_kind or rtype.kind
         api_version = "autoscaling/v1" if kind == "Scale" else rtype.api_version
         body.setdefault("kind", kind)
@@ -454,6 +454,18 @@ class Operations:
         new.setdefault("spec", {})["replicas"] = replicas
         stored = self._write(rtype, obj, new, None, "Ignore", False)
         return _scale_of(stored)
+
+
+def _prune_nulls(value: Any) -> None:
+    """Drop null fields in place: a real server decodes them as absent (Go zero values)."""
+    if isinstance(value, dict):
+        for k in [k for k, v in value.items() if v is None]:
+            del value[k]
+        for v in value.values():
+            _prune_nulls(v)
+    elif isinstance(value, list):
+        for v in value:
+            _prune_nulls(v)
 
 
 def _key(obj: dict) -> tuple[str, str]:

@@ -286,6 +286,15 @@ def _check_pod_spec(spec: dict, at: str) -> list[dict]:
                                 f"{r} limit of {lim[r]}"))
                     except ValueError:
                         pass
+            for r, v in req.items():
+                if _overcommit_forbidden(r) and r not in lim:
+                    out.append(cause("FieldValueRequired", f"{where}.resources.limits",
+                                     "Required value: Limit must be set for non "
+                                     "overcommitable resources"))
+                elif _overcommit_forbidden(r) and str(v) != str(lim[r]):
+                    out.append(cause("FieldValueInvalid", f"{where}.resources.requests",
+                                     f"Invalid value: {_q(str(v))}: must be equal to {r} "
+                                     f"limit of {lim[r]}"))
             for section, values in (("requests", req), ("limits", lim)):
                 for r, v in values.items():
                     try:
@@ -307,6 +316,11 @@ def _check_pod_spec(spec: dict, at: str) -> list[dict]:
                          f'Unsupported value: {_q(rp)}: supported values: "Always", '
                          f'"OnFailure", "Never"'))
     return out
+
+
+def _overcommit_forbidden(resource: str) -> bool:
+    """Extended resources (e.g. nvidia.com/gpu) can't be overcommitted: requests == limits."""
+    return "/" in resource and not resource.startswith(("kubernetes.io/", "requests."))
 
 
 def _check_workload(kind: str, spec: dict) -> list[dict]:

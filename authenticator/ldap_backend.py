@@ -1,0 +1,237 @@
+"""The LDAP backend: ldapauthenticator's LDAPAuthenticator, hardened and made non-blocking.
+
+What it adds to the upstream class (whose traits all still apply, also as
+`c.LDAPAuthenticator.*`): TLS certificates validated by default, connect/receive timeouts
+so a dead directory is reported in seconds, no blocking of the hub's event loop (ldap3 is
+synchronous; we run it in a thread), a full group lookup (groupOfNames/member and
+posixGroup/memberUid) and a service-account lookup used for refresh and for giving OIDC
+users their uid/gid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import ldap3
+from ldap3.core.exceptions import (
+    LDAPBindError,
+    LDAPCommunicationError,
+    LDAPResponseTimeoutError,
+    LDAPStartTLSError,
+)
+from ldap3.core.tls import Tls
+from ldap3.utils.conv import escape_filter_chars
+from ldapauthenticator import LDAPAuthenticator
+from ldapauthenticator.ldapauthenticator import TlsStrategy
+from tornado import web
+from traitlets import Float, Int, List, Unicode, default
+
+from .errors import LoginRefused
+
+
+class DirectoryUnavailable(LoginRefused):
+    """The LDAP server could not be reached (down, timeout, TLS failure)."""
+
+    def __init__(self, detail: str):
+        super().__init__(
+            503, "The user directory is unavailable right now. Try again in a few minutes.",
+            detail)
+
+
+@dataclass
+class LDAPIdentity:
+    """What the directory says about one account."""
+
+    uid: str
+    dn: str
+    groups: list[str] = field(default_factory=list)
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def first(self, name: str) -> Any:
+        value = self.attributes.get(name)
+        if isinstance(value, list):
+            return value[0] if value else None
+        return value
+
+
+def _drive(coro: Coroutine) -> Any:
+    """Run a coroutine that never really awaits (upstream's authenticate) to completion."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("LDAPAuthenticator.authenticate awaited unexpectedly")
+
+
+class LDAPBackend(LDAPAuthenticator):
+    """One directory. Owned by KDashAuthenticator; configure as `c.LDAPBackend.*`."""
+
+    connect_timeout = Float(
+        3.0, config=True,
+        help="Seconds to wait for a TCP/TLS connection to the LDAP server before telling the "
+             "user that the directory is unavailable.")
+    receive_timeout = Float(
+        5.0, config=True, help="Seconds to wait for any single LDAP response.")
+    max_password_length = Int(
+        1024, config=True,
+        help="Longer passwords are refused before any bind (protects the directory).")
+    group_search_base = Unicode(
+        "", config=True,
+        help="Where to look for the user's groups (e.g. 'ou=groups,dc=example,dc=org'). "
+             "Empty: no group lookup (groups are then only the matched allowed_groups).")
+    group_membership_filter = Unicode(
+        "(|(&(objectClass=groupOfNames)(member={userdn}))"
+        "(&(objectClass=groupOfUniqueNames)(uniqueMember={userdn}))"
+        "(&(objectClass=posixGroup)(memberUid={uid})))",
+        config=True,
+        help="Filter for the user's groups under group_search_base; {userdn} and {uid} are "
+             "replaced with escaped values.")
+    group_name_attribute = Unicode(
+        "cn", config=True, help="Attribute of a group entry used as the hub group name.")
+    user_search_attribute = Unicode(
+        "uid", config=True,
+        help="Attribute holding the username, used by the service-account lookup (refresh, "
+             "uid/gid for OIDC users). Defaults to user_attribute when that is set.")
+
+    @default("auth_state_attributes")
+    def _auth_state_attributes_default(self) -> list[str]:
+        return ["uidNumber", "gidNumber", "mail", "displayName", "cn"]
+
+    @default("tls_kwargs")
+    def _tls_kwargs_default(self) -> dict:
+        return {"validate": ssl.CERT_REQUIRED}
+
+    allowed_groups = List(
+        config=True, allow_none=True, default_value=None,
+        help="LDAP group DNs (upstream semantics): if set, only their members may log in via "
+             "LDAP. Hub-level group rules are KDashAuthenticator.allowed_groups/admin_groups.")
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._local = threading.local()
+
+    # -- connections --------------------------------------------------------------------
+
+    def _server(self) -> ldap3.Server:
+        tls_kwargs = {"validate": ssl.CERT_REQUIRED, **self.tls_kwargs}
+        return ldap3.Server(
+            self.server_address, port=self.server_port,
+            use_ssl=self.tls_strategy == TlsStrategy.on_connect, tls=Tls(**tls_kwargs),
+            connect_timeout=self.connect_timeout, get_info=ldap3.NONE,
+        )
+
+    def get_connection(self, userdn: str | None, password: str | None):
+        """A bound connection, None on wrong credentials, DirectoryUnavailable when unreachable."""
+        auto_bind = (ldap3.AUTO_BIND_TLS_BEFORE_BIND
+                     if self.tls_strategy == TlsStrategy.before_bind else ldap3.AUTO_BIND_NO_TLS)
+        try:
+            conn = ldap3.Connection(
+                self._server(), user=userdn, password=password, auto_bind=auto_bind,
+                receive_timeout=self.receive_timeout, raise_exceptions=False,
+            )
+        except LDAPBindError:
+            return None
+        except (LDAPCommunicationError, LDAPStartTLSError, LDAPResponseTimeoutError,
+                OSError) as e:
+            self.log.error("LDAP server %s:%s unreachable: %s",
+                           self.server_address, self.server_port, e)
+            raise DirectoryUnavailable(str(e)) from e
+        conns = getattr(self._local, "conns", None)
+        if conns is not None:
+            conns.append(conn)
+        return conn
+
+    # -- login --------------------------------------------------------------------------
+
+    async def login(self, username: str, password: str) -> LDAPIdentity | None:
+        """Check a (normalised) username and password. None means wrong credentials."""
+        if not password or not password.strip() or len(password) > self.max_password_length:
+            return None  # never reaches the directory
+        return await asyncio.to_thread(self._login_sync, username, password)
+
+    def _login_sync(self, username: str, password: str) -> LDAPIdentity | None:
+        self._local.conns = []
+        try:
+            result = _drive(LDAPAuthenticator.authenticate(
+                self, None, {"username": username, "password": password}))
+            if not result:
+                return None
+            user_conn = self._local.conns[-1]
+            userdn = user_conn.user
+            state = result["auth_state"]
+            identity = LDAPIdentity(
+                uid=result["name"], dn=userdn, attributes=state.get("user_attributes") or {})
+            identity.groups = self._groups(user_conn, userdn, identity.uid) or [
+                _rdn_value(g) for g in state.get("ldap_groups", [])]
+            return identity
+        except web.HTTPError:
+            raise
+        except (LDAPCommunicationError, LDAPResponseTimeoutError) as e:
+            raise DirectoryUnavailable(str(e)) from e
+        finally:
+            for conn in self._local.conns:
+                _unbind(conn)
+            self._local.conns = None
+
+    def _groups(self, conn: ldap3.Connection, userdn: str, uid: str) -> list[str]:
+        if not self.group_search_base:
+            return []
+        conn.search(
+            self.group_search_base,
+            self.group_membership_filter.format(
+                userdn=escape_filter_chars(userdn), uid=escape_filter_chars(uid)),
+            search_scope=ldap3.SUBTREE, attributes=[self.group_name_attribute],
+        )
+        names = []
+        for entry in conn.entries:
+            value = entry.entry_attributes_as_dict.get(self.group_name_attribute) or []
+            names.extend(str(v) for v in value[:1])
+        return sorted(set(names))
+
+    # -- lookups without the user's password (refresh, OIDC users) ----------------------
+
+    async def lookup(self, username: str) -> LDAPIdentity | None:
+        """The account `username` as the service account sees it; None if it doesn't exist."""
+        return await asyncio.to_thread(self._lookup_sync, username)
+
+    def _lookup_sync(self, username: str) -> LDAPIdentity | None:
+        conn = self.get_connection(self.lookup_dn_search_user, self.lookup_dn_search_password)
+        if conn is None:
+            raise DirectoryUnavailable("service account bind failed (lookup_dn_search_user)")
+        try:
+            attr = self.user_attribute or self.user_search_attribute
+            ok = conn.search(
+                self.user_search_base or "", f"({attr}={escape_filter_chars(username)})",
+                search_scope=ldap3.SUBTREE, attributes=list(self.auth_state_attributes),
+            )
+            if conn.result.get("result") not in (0, 32) and not ok:
+                raise DirectoryUnavailable(f"user search failed: {conn.result}")
+            if len(conn.entries) != 1:
+                return None
+            entry = conn.entries[0]
+            identity = LDAPIdentity(uid=username, dn=entry.entry_dn,
+                                    attributes=entry.entry_attributes_as_dict)
+            identity.groups = self._groups(conn, entry.entry_dn, username)
+            return identity
+        except (LDAPCommunicationError, LDAPResponseTimeoutError) as e:
+            raise DirectoryUnavailable(str(e)) from e
+        finally:
+            _unbind(conn)
+
+
+def _rdn_value(dn: str) -> str:
+    first = dn.split(",", 1)[0]
+    return first.split("=", 1)[-1]
+
+
+def _unbind(conn: ldap3.Connection) -> None:
+    try:
+        conn.unbind()
+    except Exception:  # noqa: BLE001 - a dead socket has nothing left to close
+        pass

@@ -1,0 +1,330 @@
+"""A minimal controller-manager: the controllers whose absence clients would notice.
+
+- namespaces get their `default` ServiceAccount and `kube-root-ca.crt` ConfigMap;
+- PersistentVolumeClaims without a class get the default StorageClass and are bound to a
+  dynamically "provisioned" PersistentVolume;
+- Deployments and StatefulSets get `spec.replicas` Pods, Jobs get Pods until they succeed,
+  and their status follows the Pods' phases and Ready conditions.
+
+Simplification (documented): a Deployment owns its Pods directly; there are no
+ReplicaSets in between. Pods carry an ownerReference to their workload (controller: true),
+so garbage collection deletes them with it. A template change replaces the Pods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+import random
+from typing import TYPE_CHECKING, Any
+
+from . import resources
+from .resources import ResourceType
+from .status import APIError
+from .store import Event
+
+if TYPE_CHECKING:
+    from .operations import Operations
+
+_WORKLOADS = ("Deployment", "StatefulSet", "Job")
+DEFAULT_STORAGE_CLASS = "standard"
+_ROOT_CA = "-----BEGIN CERTIFICATE-----\nkdash-local-cluster\n-----END CERTIFICATE-----\n"
+
+
+def _t(kind: str) -> ResourceType:
+    t = resources.by_kind(kind)
+    assert t is not None
+    return t
+
+
+def template_hash(template: Any) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+
+
+class Controllers:
+    def __init__(self, ops: Operations, workloads: bool = True):
+        self.ops = ops
+        self.workloads = workloads
+        self._pending: set[tuple[str, str, str]] = set()
+        self._handle: asyncio.Handle | None = None
+        self._stopped = False
+        ops.after_write.append(self._after_write)
+        ops.store.listeners.append(self._on_event)
+        self._ensure_storage_class()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._handle:
+            self._handle.cancel()
+
+    # ---------------------------------------------------------------- synchronous bits
+
+    def _ensure_storage_class(self) -> None:
+        sc = _t("StorageClass")
+        if self.ops.store.raw(sc, None, DEFAULT_STORAGE_CLASS) is None:
+            self.ops.create(sc, None, {
+                "metadata": {"name": DEFAULT_STORAGE_CLASS, "annotations": {
+                    "storageclass.kubernetes.io/is-default-class": "true"}},
+                "provisioner": "kdash.local/hostpath", "reclaimPolicy": "Delete",
+                "volumeBindingMode": "Immediate"})
+
+    def _after_write(self, verb: str, rtype: ResourceType, obj: dict) -> None:
+        if verb == "create" and rtype.kind == "Namespace":
+            ns = obj["metadata"]["name"]
+            for kind, body in (
+                ("ServiceAccount", {"metadata": {"name": "default"}}),
+                ("ConfigMap", {"metadata": {"name": "kube-root-ca.crt"},
+                               "data": {"ca.crt": _ROOT_CA}}),
+            ):
+                try:
+                    self.ops.create(_t(kind), ns, body)
+                except APIError:
+                    pass
+        if verb == "create" and rtype.kind == "PersistentVolumeClaim":
+            self._bind_claim(obj)
+
+    def _bind_claim(self, pvc: dict) -> None:
+        spec = pvc.get("spec") or {}
+        if spec.get("volumeName"):
+            return
+        meta = pvc["metadata"]
+        pv_name = f"pvc-{meta['uid']}"
+        size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
+        pv_spec: dict[str, Any] = {
+            "capacity": {"storage": size},
+            "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": spec.get("storageClassName") or DEFAULT_STORAGE_CLASS,
+            "volumeMode": spec.get("volumeMode", "Filesystem"),
+            "hostPath": {"path": f"/var/lib/kdash/volumes/{pv_name}"},
+            "claimRef": {"kind": "PersistentVolumeClaim", "namespace": meta["namespace"],
+                         "name": meta["name"], "uid": meta["uid"], "apiVersion": "v1"}}
+        try:
+            self.ops.create(_t("PersistentVolume"), None, {
+                "metadata": {"name": pv_name}, "spec": pv_spec,
+                "status": {"phase": "Bound"}})
+        except APIError:
+            return
+        pvc_t = _t("PersistentVolumeClaim")
+        current = self.ops.store.raw(pvc_t, meta["namespace"], meta["name"])
+        if current is None:
+            return
+        new = copy.deepcopy(current)
+        new["spec"]["volumeName"] = pv_name
+        new["spec"].setdefault("storageClassName", DEFAULT_STORAGE_CLASS)
+        new["status"] = {"phase": "Bound", "accessModes": pv_spec["accessModes"],
+                         "capacity": {"storage": size}}
+        self.ops.store.put(pvc_t, new, "MODIFIED", current)
+
+    # ---------------------------------------------------------------- workloads (async)
+
+    def _on_event(self, ev: Event) -> None:
+        if not self.workloads or self._stopped:
+            return
+        kind = ev.rtype.kind
+        meta = ev.obj["metadata"]
+        if kind in _WORKLOADS:
+            self._schedule(kind, meta.get("namespace", ""), meta["name"])
+        elif kind == "Pod":
+            for ref in meta.get("ownerReferences") or []:
+                if ref.get("controller") and ref.get("kind") in _WORKLOADS:
+                    self._schedule(ref["kind"], meta.get("namespace", ""), ref["name"])
+
+    def _schedule(self, kind: str, ns: str, name: str) -> None:
+        self._pending.add((kind, ns, name))
+        if self._handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._handle = loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._handle = None
+        pending, self._pending = self._pending, set()
+        for kind, ns, name in sorted(pending):
+            if self._stopped:
+                return
+            obj = self.ops.store.raw(_t(kind), ns, name)
+            if obj is None:
+                continue
+            try:
+                getattr(self, f"_reconcile_{kind.lower()}")(obj)
+            except APIError:
+                pass  # e.g. a quota refused the pod; the next event retries
+
+    def _owned_pods(self, owner: dict) -> list[dict]:
+        return [o for t, o in self.ops.gc.dependents(owner) if t.kind == "Pod"]
+
+    def _pod_body(self, owner: dict, kind: str, name: str | None = None,
+                  generate: str | None = None, extra_labels: dict | None = None) -> dict:
+        tmpl = copy.deepcopy((owner.get("spec") or {}).get("template") or {})
+        meta = tmpl.get("metadata") or {}
+        meta.pop("name", None)
+        meta["labels"] = {**(meta.get("labels") or {}), **(extra_labels or {})}
+        if name:
+            meta["name"] = name
+        else:
+            meta["generateName"] = generate
+        meta["ownerReferences"] = [{
+            "apiVersion": _t(kind).api_version, "kind": kind,
+            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
+            "controller": True, "blockOwnerDeletion": True}]
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+                "spec": tmpl.get("spec") or {}}
+
+    def _set_status(self, kind: str, owner: dict, status: dict) -> None:
+        if owner.get("status") == status:
+            return
+        new = copy.deepcopy(owner)
+        new["status"] = status
+        self.ops.store.put(_t(kind), new, "MODIFIED", owner)
+
+    @staticmethod
+    def _ready(pod: dict) -> bool:
+        return any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in (pod.get("status") or {}).get("conditions") or [])
+
+    def _delete_pod(self, pod: dict) -> None:
+        try:
+            self.ops.delete(_t("Pod"), pod["metadata"]["namespace"], pod["metadata"]["name"])
+        except APIError:
+            pass
+
+    def _reconcile_deployment(self, dep: dict) -> None:
+        if dep["metadata"].get("deletionTimestamp"):
+            return
+        ns = dep["metadata"]["namespace"]
+        spec = dep.get("spec") or {}
+        want = int(spec.get("replicas", 1))
+        h = template_hash(spec.get("template"))
+        pods = [p for p in self._owned_pods(dep) if not p["metadata"].get("deletionTimestamp")]
+        for p in pods:
+            if (p["metadata"].get("labels") or {}).get("pod-template-hash") != h:
+                self._delete_pod(p)
+        pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(
+            "pod-template-hash") == h]
+        pods.sort(key=lambda p: p["metadata"]["creationTimestamp"])
+        for p in pods[want:]:
+            self._delete_pod(p)
+        pods = pods[:want]
+        for _ in range(want - len(pods)):
+            pods.append(self.ops.create(_t("Pod"), ns, self._pod_body(
+                dep, "Deployment", generate=f"{dep['metadata']['name']}-{h}-",
+                extra_labels={"pod-template-hash": h})))
+        ready = sum(1 for p in pods if self._ready(p))
+        status: dict[str, Any] = {
+            "observedGeneration": dep["metadata"].get("generation", 1),
+            "replicas": len(pods), "updatedReplicas": len(pods),
+            "conditions": [{"type": "Available",
+                            "status": "True" if ready >= want else "False",
+                            "reason": "MinimumReplicasAvailable" if ready >= want
+                            else "MinimumReplicasUnavailable"}]}
+        if ready:
+            status["readyReplicas"] = status["availableReplicas"] = ready
+        if len(pods) - ready:
+            status["unavailableReplicas"] = len(pods) - ready
+        self._set_status("Deployment", dep, status)
+
+    def _reconcile_statefulset(self, sts: dict) -> None:
+        if sts["metadata"].get("deletionTimestamp"):
+            return
+        ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
+        spec = sts.get("spec") or {}
+        want = int(spec.get("replicas", 1))
+        h = template_hash(spec.get("template"))
+        pods = {p["metadata"]["name"]: p for p in self._owned_pods(sts)
+                if not p["metadata"].get("deletionTimestamp")}
+        pvc_t = _t("PersistentVolumeClaim")
+        for i in range(want):
+            pod_name = f"{name}-{i}"
+            existing = pods.pop(pod_name, None)
+            if existing is not None and (existing["metadata"].get("labels") or {}).get(
+                    "controller-revision-hash") == f"{name}-{h}":
+                continue
+            if existing is not None:
+                self._delete_pod(existing)
+                continue  # recreated on the next event
+            for claim in spec.get("volumeClaimTemplates") or []:
+                cname = f"{claim['metadata']['name']}-{pod_name}"
+                if self.ops.store.raw(pvc_t, ns, cname) is None:
+                    body = copy.deepcopy(claim)
+                    body["metadata"] = {"name": cname, "labels": (
+                        (spec.get("selector") or {}).get("matchLabels") or {})}
+                    body.pop("status", None)
+                    self.ops.create(pvc_t, ns, body)
+            body = self._pod_body(sts, "StatefulSet", name=pod_name, extra_labels={
+                "statefulset.kubernetes.io/pod-name": pod_name,
+                "apps.kubernetes.io/pod-index": str(i),
+                "controller-revision-hash": f"{name}-{h}"})
+            body["spec"]["hostname"] = pod_name
+            if spec.get("serviceName"):
+                body["spec"]["subdomain"] = spec["serviceName"]
+            vols = body["spec"].setdefault("volumes", [])
+            for claim in spec.get("volumeClaimTemplates") or []:
+                cn = claim["metadata"]["name"]
+                if not any(v.get("name") == cn for v in vols):
+                    vols.append({"name": cn, "persistentVolumeClaim": {
+                        "claimName": f"{cn}-{pod_name}"}})
+            self.ops.create(_t("Pod"), ns, body)
+        for extra in pods.values():  # scale down: ordinals >= replicas
+            self._delete_pod(extra)
+        current = [p for p in self._owned_pods(sts) if not p["metadata"].get(
+            "deletionTimestamp")]
+        ready = sum(1 for p in current if self._ready(p))
+        status: dict[str, Any] = {
+            "observedGeneration": sts["metadata"].get("generation", 1),
+            "replicas": len(current), "currentReplicas": len(current),
+            "updatedReplicas": len(current), "currentRevision": f"{name}-{h}",
+            "updateRevision": f"{name}-{h}", "collisionCount": 0,
+            "availableReplicas": ready}
+        if ready:
+            status["readyReplicas"] = ready
+        self._set_status("StatefulSet", sts, status)
+
+    def _reconcile_job(self, job: dict) -> None:
+        if job["metadata"].get("deletionTimestamp"):
+            return
+        ns = job["metadata"]["namespace"]
+        spec = job.get("spec") or {}
+        status = copy.deepcopy(job.get("status") or {})
+        if any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in status.get("conditions") or []):
+            return
+        pods = self._owned_pods(job)
+        succeeded = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Succeeded")
+        failed = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Failed")
+        active = [p for p in pods if (p.get("status") or {}).get("phase") not in (
+            "Succeeded", "Failed") and not p["metadata"].get("deletionTimestamp")]
+        completions = int(spec.get("completions", 1))
+        from .operations import now
+
+        status.setdefault("startTime", now())
+        if succeeded >= completions:
+            status["completionTime"] = now()
+            status["conditions"] = [{"type": "Complete", "status": "True",
+                                     "lastTransitionTime": now()}]
+        elif failed > int(spec.get("backoffLimit", 6)):
+            status["conditions"] = [{"type": "Failed", "status": "True",
+                                     "reason": "BackoffLimitExceeded",
+                                     "lastTransitionTime": now()}]
+        elif not spec.get("suspend"):
+            want = min(int(spec.get("parallelism", 1)), completions - succeeded)
+            for _ in range(want - len(active)):
+                active.append(self.ops.create(_t("Pod"), ns, self._pod_body(
+                    job, "Job", generate=f"{job['metadata']['name']}-")))
+        for key, n in (("active", len(active)), ("succeeded", succeeded), ("failed", failed)):
+            if n:
+                status[key] = n
+            else:
+                status.pop(key, None)
+        if status.get("conditions"):
+            status.pop("active", None)
+        status["ready"] = sum(1 for p in active if self._ready(p))
+        self._set_status("Job", job, status)
+
+
+def random_suffix(n: int = 5) -> str:
+    return "".join(random.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(n))

@@ -1,0 +1,141 @@
+"""Cheap drift detection for the namespace bundle: label-selected watches, one per kind.
+
+Checking every bundle object on every start would cost a request per object. Instead the
+hub keeps a watch (KubeSpawner's own ResourceReflector) on each bundle kind, selected by
+kdash-hub's labels across all namespaces; a start compares the desired objects with that
+local copy, which costs no request. The price: one long-lived watch per kind per hub, and
+list/watch rights on those kinds cluster-wide (the hub already needs cluster-wide rights
+for user namespaces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kubespawner.reflector import ResourceReflector
+from traitlets import Unicode
+
+from kdash_hub import labels as L
+
+from .bundle import COMPONENT, PULL_SECRET_COMPONENT
+from .quotas import parse_quantity
+
+# kind -> (API class of kubernetes_asyncio, all-namespaces list method, component label)
+WATCHED = {
+    "ResourceQuota": ("CoreV1Api", "list_resource_quota_for_all_namespaces", COMPONENT),
+    "LimitRange": ("CoreV1Api", "list_limit_range_for_all_namespaces", COMPONENT),
+    "ServiceAccount": ("CoreV1Api", "list_service_account_for_all_namespaces", COMPONENT),
+    "Secret": ("CoreV1Api", "list_secret_for_all_namespaces", PULL_SECRET_COMPONENT),
+    "NetworkPolicy": ("NetworkingV1Api", "list_network_policy_for_all_namespaces", COMPONENT),
+    "RoleBinding": ("RbacAuthorizationV1Api", "list_role_binding_for_all_namespaces",
+                    COMPONENT),
+}
+
+
+class BundleReflector(ResourceReflector):
+    """A watch on one bundle kind, across namespaces, label-selected."""
+
+    kind = Unicode("bundle")
+    omit_namespace = True
+
+
+def _same_leaf(desired: Any, actual: Any) -> bool:
+    if desired == actual:
+        return True
+    if isinstance(desired, str | int) and isinstance(actual, str | int):
+        try:  # the API server may canonicalise quantities ("1000m" -> "1")
+            return parse_quantity(desired) == parse_quantity(actual)
+        except ValueError:
+            return False
+    return False
+
+
+def matches(desired: Any, actual: Any) -> bool:
+    """Every field of `desired` is in `actual` (lists element-wise, quantities by value)."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(matches(v, actual.get(k))
+                                                for k, v in desired.items())
+    if isinstance(desired, list):
+        return (isinstance(actual, list) and len(desired) == len(actual)
+                and all(matches(d, a) for d, a in zip(desired, actual, strict=True)))
+    return _same_leaf(desired, actual)
+
+
+def desired_fields(obj: dict) -> dict:
+    """The part of `obj` that must be in place: spec-like fields, labels, annotations."""
+    meta = obj.get("metadata") or {}
+    out = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+    out["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+    return out
+
+
+class DriftWatch:
+    """The shared watches of one event loop (one hub); `state(obj)` answers from memory."""
+
+    _by_loop: dict[Any, DriftWatch] = {}
+
+    def __init__(self, parent: Any, timeout_seconds: int = 240):
+        self.parent = parent
+        self.timeout_seconds = timeout_seconds
+        self.reflectors: dict[str, BundleReflector] = {}
+        self._started: asyncio.Task | None = None
+
+    @classmethod
+    def for_loop(cls, parent: Any, timeout_seconds: int = 240) -> DriftWatch:
+        loop = asyncio.get_running_loop()
+        watch = cls._by_loop.get(loop)
+        if watch is None:
+            watch = cls._by_loop[loop] = cls(parent, timeout_seconds)
+        return watch
+
+    async def start(self) -> None:
+        """Start every watch once (concurrent callers wait for the same start)."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._start_all())
+        await asyncio.shield(self._started)
+
+    async def _start_all(self) -> None:
+        async def one(kind: str) -> None:
+            api, method, component = WATCHED[kind]
+            reflector = BundleReflector(
+                parent=self.parent, kind=kind, api_group_name=api, list_method_name=method,
+                labels={L.MANAGED_BY: L.MANAGED_BY_VALUE, L.COMPONENT: component},
+                timeout_seconds=self.timeout_seconds,
+                request_timeout=self.timeout_seconds + 60,
+                restart_seconds=self.timeout_seconds * 4,
+            )
+            await reflector.start()
+            await reflector.first_load_future
+            self.reflectors[kind] = reflector
+
+        await asyncio.gather(*(one(kind) for kind in WATCHED))
+
+    @property
+    def ready(self) -> bool:
+        return self._started is not None and self._started.done() and not (
+            self._started.cancelled() or self._started.exception())
+
+    def cached(self, kind: str, namespace: str, name: str) -> dict | None:
+        reflector = self.reflectors.get(kind)
+        return None if reflector is None else reflector.resources.get(f"{namespace}/{name}")
+
+    def in_place(self, obj: dict) -> bool:
+        """True when the watched copy of `obj` exists and matches it."""
+        meta = obj["metadata"]
+        current = self.cached(obj["kind"], meta.get("namespace", ""), meta["name"])
+        return current is not None and matches(desired_fields(obj), current)
+
+    async def stop(self) -> None:
+        for reflector in list(self.reflectors.values()):
+            await reflector.stop()
+        self.reflectors.clear()
+        if self._started is not None and not self._started.done():
+            self._started.cancel()
+
+    @classmethod
+    async def stop_all(cls) -> None:
+        """Stop the watches of the running loop (tests, hub shutdown)."""
+        watch = cls._by_loop.pop(asyncio.get_running_loop(), None)
+        if watch is not None:
+            await watch.stop()

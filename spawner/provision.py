@@ -1,0 +1,139 @@
+"""Ensure a user's namespace bundle with as few API requests as a later start allows.
+
+First start: GET the namespace (404), create it, create the bundle objects concurrently,
+then record a hash of the desired bundle in an annotation on the Namespace. Later starts:
+one GET of the namespace (it replaces KubeSpawner's own namespace create) plus the drift
+watch's memory (see drift.py) say whether everything is in place; only what is missing or
+changed is written. The hash is written last, so a start that failed half-way leaves no
+hash and the next start checks and finishes every object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kdash_hub import labels as L
+from kdash_hub.kube import KubeResources, api_error_message
+
+from . import bundle
+from .drift import DriftWatch, matches
+
+Report = Callable[[str], None]
+
+
+class BundleError(Exception):
+    """A bundle step failed; `message` is for the user, the cause is in the log."""
+
+    def __init__(self, message: str, status: int = 500):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _ref(obj: dict) -> str:
+    return f"{obj['kind']} {obj['metadata']['name']}"
+
+
+class BundleProvisioner:
+    """Ensures one user's bundle; `mode` is KDashSpawner.bundle_drift_check."""
+
+    def __init__(self, resources: KubeResources, log, mode: str = "watch",
+                 drift: DriftWatch | None = None):
+        self.resources = resources
+        self.log = log
+        self.mode = mode
+        self.drift = drift
+
+    async def ensure(self, spec: bundle.BundleSpec, report: Report) -> str:
+        """Make the bundle of `spec` exist; returns "created", "repaired" or "unchanged"."""
+        desired_hash = bundle.bundle_hash(spec)
+        if self.mode == "watch" and self.drift is not None:
+            # warm the shared watches early: a first start does not wait for them
+            asyncio.ensure_future(self.drift.start())
+        ns = await self.resources.get("Namespace", spec.namespace)
+        fresh = ns is None
+        if fresh:
+            report(f"Creating namespace {spec.namespace}")
+            try:
+                ns = await self.resources.create(bundle.namespace(spec))
+            except ApiException as e:
+                if e.status != 409:
+                    raise self._fail(bundle.namespace(spec), e) from e
+                ns = await self.resources.get("Namespace", spec.namespace)
+                fresh = False
+        self._check_namespace(ns, spec)
+
+        objects = bundle.bundle_objects(spec)
+        annotations = (ns.get("metadata") or {}).get("annotations") or {}
+        hash_ok = annotations.get(bundle.BUNDLE_HASH_ANNOTATION) == desired_hash
+        if fresh:
+            todo = objects
+        elif self.mode == "always" or not hash_ok and self.mode == "hash":
+            todo = objects
+        elif self.mode == "hash":
+            todo = []
+        else:  # watch: only what the watched copies say is missing or different
+            if self.drift is not None:
+                await self.drift.start()
+            if self.drift is None or not self.drift.ready:
+                todo = objects
+            else:
+                todo = [o for o in objects if not self.drift.in_place(o)]
+        if not todo and hash_ok:
+            return "unchanged"
+        if todo and not fresh:
+            self.log.info("Namespace %s: ensuring %s", spec.namespace,
+                          ", ".join(_ref(o) for o in todo))
+        await asyncio.gather(*(self._ensure_one(o, report, fresh) for o in todo))
+        await self._mark_complete(ns, spec, desired_hash)
+        return "created" if fresh else "repaired"
+
+    def _check_namespace(self, ns: dict, spec: bundle.BundleSpec) -> None:
+        meta = ns.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if meta.get("deletionTimestamp") or (ns.get("status") or {}).get("phase") == "Terminating":
+            raise BundleError(
+                f"Your namespace {spec.namespace} is still being deleted; "
+                "try again in a minute.", 503)
+        if labels.get(L.MANAGED_BY) == L.MANAGED_BY_VALUE and not L.is_owned_by(ns, spec.username):
+            raise BundleError(
+                f"Namespace {spec.namespace} belongs to another user; ask an admin to "
+                "check the namespace prefix and naming.", 409)
+
+    async def _ensure_one(self, obj: dict, report: Report, fresh: bool) -> None:
+        title = bundle.STEP_TITLES.get(obj["kind"], obj["kind"])
+        report(f"{'Creating' if fresh else 'Repairing'} {title} ({obj['metadata']['name']})")
+        try:
+            if fresh:
+                try:
+                    await self.resources.create(obj)
+                    return
+                except ApiException as e:
+                    if e.status != 409:
+                        raise
+            await self.resources.ensure(obj)
+        except ApiException as e:
+            raise self._fail(obj, e) from e
+
+    async def _mark_complete(self, ns: dict, spec: bundle.BundleSpec, desired_hash: str) -> None:
+        want = bundle.namespace(spec, desired_hash)["metadata"]
+        meta = ns.get("metadata") or {}
+        current = {"labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}}
+        patch = {k: want[k] for k in ("labels", "annotations")}
+        if matches(patch, current):
+            return
+        try:
+            await self.resources.patch("Namespace", spec.namespace, None, {"metadata": patch})
+        except ApiException as e:
+            raise self._fail(bundle.namespace(spec), e) from e
+
+    def _fail(self, obj: dict, e: ApiException) -> BundleError:
+        self.log.error("Could not ensure %s in %s: %s %s", _ref(obj),
+                       obj["metadata"].get("namespace", "-"), e.status, e.body)
+        return BundleError(
+            f"Could not prepare your namespace ({_ref(obj)}: {api_error_message(e)}). "
+            "Try starting again; if it keeps failing, an admin can find details in the hub log.",
+            403 if e.status == 403 else 500)

@@ -1,0 +1,153 @@
+"""KDashSpawner's settings (traitlets with help), kept apart from its behaviour."""
+
+from __future__ import annotations
+
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
+from traitlets.config import Configurable
+
+from .storage import PRESETS
+
+
+class KDashSettings(Configurable):
+    """Mixed into KDashSpawner; configure as `c.KDashSpawner.<name>`."""
+
+    namespace_prefix = Unicode(
+        "kdash-", config=True,
+        help="Prefix of user namespaces: the namespace is `{prefix}{username}`, made a valid "
+             "DNS-1123 label (hash suffix when it had to be changed or shortened).",
+    )
+    hub_namespace = Unicode(
+        config=True,
+        help="Namespace of the hub and proxy pods (allowed into user namespaces by the "
+             "NetworkPolicy). Default: the namespace the hub runs in.",
+    )
+
+    @default("hub_namespace")
+    def _hub_namespace_default(self) -> str:
+        return self._namespace_default()  # KubeSpawner's: in-cluster namespace or "default"
+
+    quota = Dict(
+        {"requests.cpu": "8", "limits.cpu": "16", "requests.memory": "32Gi",
+         "limits.memory": "64Gi", "requests.nvidia.com/gpu": "0", "pods": "20",
+         "persistentvolumeclaims": "10", "requests.storage": "200Gi"},
+        config=True,
+        help="ResourceQuota `hard` of every user namespace (cpu, memory, GPUs, pods, PVC "
+             "count and storage). Per-group overrides in `group_quotas`.",
+    )
+    group_quotas = Dict(
+        {}, config=True,
+        help="Per-group quota overrides, {group: {key: quantity}}. For each key set by any of "
+             "the user's groups, the largest of those values replaces `quota`'s.",
+    )
+    limit_range = Dict(
+        {"default": {"cpu": "1", "memory": "2Gi"},
+         "defaultRequest": {"cpu": "100m", "memory": "256Mi"}},
+        config=True,
+        help="The container LimitRange item of every user namespace (`default`, "
+             "`defaultRequest`, `max`, `min`), so containers without limits (init or "
+             "sidecar containers) still fit the quota.",
+    )
+    group_limit_ranges = Dict(
+        {}, config=True,
+        help="Per-group LimitRange overrides, same shape as `limit_range`; largest wins.",
+    )
+    network_policy_ingress_from = List(
+        [], config=True,
+        help="NetworkPolicy peers allowed to reach user pods. Empty: the pods labelled "
+             "`hub.jupyter.org/network-access-singleuser=true` (hub, proxy) in `hub_namespace`.",
+    )
+    network_policy_allow_same_namespace = Bool(
+        True, config=True,
+        help="Let pods of the same user namespace reach each other (side services).",
+    )
+    network_policy_egress = List(
+        None, allow_none=True, config=True,
+        help="Egress rules of user pods. None: DNS, the hub API and the internet except "
+             "169.254.169.254 (cloud metadata). [] blocks all egress.",
+    )
+    user_service_account = Unicode(
+        "kdash-user", config=True,
+        help="ServiceAccount created in each user namespace and used by the notebook pod.",
+    )
+    user_cluster_role = Unicode(
+        "edit", config=True,
+        help="ClusterRole bound (by a RoleBinding, so only inside the user's namespace) to "
+             "the user's ServiceAccount. Empty: no ServiceAccount token is mounted.",
+    )
+    image_pull_secrets_to_copy = List(
+        Unicode(), [], config=True,
+        help="Image pull secrets to copy into every user namespace: `name` (in "
+             "`hub_namespace`) or `namespace/name`. The copies are used by the notebook pod.",
+    )
+    bundle_drift_check = Enum(
+        ["watch", "always", "hash"], "watch", config=True,
+        help="How a later start finds out that bundle objects were deleted or changed. "
+             "`watch`: label-selected watches on the bundle kinds (no extra request per "
+             "start, one watch per kind per hub). `always`: ensure every object on every "
+             "start (about 12 more requests). `hash`: trust the bundle hash on the "
+             "Namespace (drift repaired only when settings change).",
+    )
+    drift_watch_timeout_seconds = Integer(
+        240, config=True,
+        help="Server-side timeout of the drift watches before they are renewed.",
+    )
+    storage_preset = Enum(
+        list(PRESETS), "dynamic", config=True,
+        help="Home storage: `nfs` (an NFS export, per-user PV+PVC or inline, directory made "
+             "and chowned to the user), `local` (node-local hostPath or local PV), `dynamic` "
+             "(a StorageClass claim), `none`. A flavor's `storage` overrides it.",
+    )
+    nfs_storage = Dict(
+        {}, config=True,
+        help="Settings of the `nfs` preset: server, path (the export holding the homes), "
+             "mode (`pv`: a PV+PVC per user, or `inline`: an inline NFS volume), capacity.",
+    )
+    local_storage = Dict(
+        {}, config=True,
+        help="Settings of the `local` preset: path (base directory on the node), node "
+             "(node name; pods are pinned there), type (`hostPath` or `local` PV), capacity.",
+    )
+    dynamic_storage = Dict(
+        {}, config=True,
+        help="Settings of the `dynamic` preset: storage_class, capacity, access_modes.",
+    )
+    home_mount_path = Unicode(
+        "/home/jovyan", config=True, help="Where the home volume is mounted.",
+    )
+    home_init_image = Unicode(
+        "busybox:1.36", config=True,
+        help="Image of the init container that creates and chowns the home directory.",
+    )
+    shared_volumes = List(
+        [], config=True,
+        help="Shared directories for every notebook: [{name, volume: <k8s volume source>, "
+             "mount_path, sub_path, read_only, groups}]. `{group}` in mount_path/sub_path "
+             "mounts it once per group of the user (e.g. /shared/{group}).",
+    )
+    datasets = List(
+        [], config=True,
+        help="Read-only dataset collections: [{name, volume, mount_path (default "
+             "/datasets/<name>), groups}].",
+    )
+    flavors = List(
+        [], config=True,
+        help="Server flavors shown in the profile chooser (see kdash_hub.spawner.profiles): "
+             "cpu/mem, gpu {resource, counts}, node_selector, tolerations (merged with the "
+             "defaults), images, idle_timeout, groups allowed, storage override.",
+    )
+    gpu_cache_seconds = Float(
+        30.0, config=True, help="How long free-GPU counts are cached (at most).",
+    )
+    default_uid = Integer(
+        1000, allow_none=True, config=True,
+        help="uid of notebook pods when auth_state carries none.",
+    )
+    default_gid = Integer(
+        100, allow_none=True, config=True,
+        help="gid of notebook pods when auth_state carries none.",
+    )
+    delete_namespace_on_user_delete = Bool(
+        False, config=True,
+        help="Delete the user's namespace (and so its PVCs) when the hub user is deleted — "
+             "only if it carries kdash-hub's managed label and this user's owner label.",
+    )

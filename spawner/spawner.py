@@ -1,0 +1,388 @@
+"""KDashSpawner: KubeSpawner plus a per-user namespace bundle, storage presets, GPU flavors.
+
+Thin on purpose: the pieces live in bundle.py, provision.py, drift.py, quotas.py,
+storage.py, profiles.py, gpu_availability.py and identity.py; this class wires them into
+KubeSpawner's hooks (load_user_options, _ensure_namespace, get_pod_manifest,
+get_pvc_manifest, progress, delete_forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubespawner import KubeSpawner
+from tornado import web
+from traitlets import Bool, default
+
+from kdash_hub import labels as L
+from kdash_hub import naming
+from kdash_hub.kube import KubeResources, api_error_message
+
+from . import bundle, identity, profiles, quotas, storage
+from .drift import DriftWatch
+from .gpu_availability import GpuAvailability
+from .provision import BundleError, BundleProvisioner
+from .settings import KDashSettings
+
+# traits a flavor may change: restored from configuration before every start, so one
+# start's profile does not leak into the next (KubeSpawner keeps the spawner object)
+_PER_START = (
+    "tolerations", "node_selector", "extra_resource_limits", "extra_resource_guarantees",
+    "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee", "image", "pvc_name_template",
+    "storage_class", "storage_capacity", "storage_access_modes", "storage_pvc_ensure",
+    "uid", "gid", "fs_gid", "service_account", "automount_service_account_token",
+    "image_pull_secrets", "extra_annotations",
+)
+_GPU_CACHES: dict[Any, GpuAvailability] = {}
+IDLE_TIMEOUT_ANNOTATION = "kdash-hub.io/idle-timeout"
+PROFILE_ANNOTATION = "kdash-hub.io/profile"
+
+
+class KDashSpawner(KDashSettings, KubeSpawner):
+    """KubeSpawner with guardrails for multi-user data-science platforms."""
+
+    enable_user_namespaces = Bool(
+        True, config=True,
+        help="One namespace per user, with its quota, limits, network policy and RBAC.",
+    )
+    delete_pvc = Bool(
+        False, config=True,
+        help="Delete the home PVC when the user is deleted (off: user data is kept).",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self.enable_user_namespaces:
+            self.namespace = naming.user_namespace(self.user.name, self.namespace_prefix)
+            self.dns_name = self.dns_name_template.format(
+                namespace=self.namespace, name=self.pod_name)
+        self._configured = {k: copy.deepcopy(getattr(self, k)) for k in _PER_START}
+        self._home_pvc_name = self.pvc_name
+        self.kdash_auth_state: dict[str, Any] = {}
+        self._flavor: dict | None = None
+        self._plan: storage.StoragePlan | None = None
+        self._events: list[dict] = []
+        self._events_changed = asyncio.Event()
+        self._bundle_finished = True
+
+    # --- profiles -------------------------------------------------------------------------
+
+    @default("profile_list")
+    def _profile_list_default(self):
+        return self._flavor_profiles if self.flavors else []
+
+    def groups(self) -> list[str]:
+        return identity.group_names(self.user, self.kdash_auth_state)
+
+    def _allowed_flavors(self) -> list[dict]:
+        return profiles.allowed_flavors(self.flavors, self.groups(),
+                                        bool(getattr(self.user, "admin", False)))
+
+    def _gpu_cache(self) -> GpuAvailability:
+        loop = asyncio.get_running_loop()
+        cache = _GPU_CACHES.get(loop)
+        if cache is None:
+            cache = _GPU_CACHES[loop] = GpuAvailability(self.kube, self.gpu_cache_seconds)
+        return cache
+
+    async def _free_gpus(self, flavor: dict) -> Any:
+        resource = flavor["gpu"].get("resource", "nvidia.com/gpu")
+        node_selector = {**self._configured["node_selector"], **flavor.get("node_selector", {})}
+        return await self._gpu_cache().free(resource, node_selector)
+
+    async def _flavor_profiles(self, spawner: Any = None) -> list[dict]:
+        """profile_list as a callable: the user's allowed flavors, GPU flavors with free counts."""
+        out = []
+        for flavor in self._allowed_flavors():
+            free = await self._free_gpus(flavor) if flavor.get("gpu") else None
+            out.append(profiles.to_profile(flavor, free))
+        return out
+
+    async def run_auth_state_hook(self, auth_state: Any) -> None:
+        self.kdash_auth_state = dict(auth_state or {})
+        await super().run_auth_state_hook(auth_state)
+
+    # --- start: options, checks ----------------------------------------------------------
+
+    def start(self):
+        self._events = []
+        self._bundle_finished = False
+        return super().start()
+
+    def _choose_flavor(self) -> dict | None:
+        """The flavor asked for, or refuse with 400 (unknown) / 403 (not allowed)."""
+        if not self.flavors or self.profile_list != self._flavor_profiles:
+            return None
+        slug = (self.user_options or {}).get("profile")
+        allowed = self._allowed_flavors()
+        if slug:
+            flavor = profiles.find_flavor(self.flavors, slug)
+            if flavor is None:
+                raise web.HTTPError(400, f"There is no server profile {slug!r}. Choose one of: "
+                                    + ", ".join(profiles.flavor_slug(f) for f in allowed))
+            if flavor not in allowed:
+                raise web.HTTPError(
+                    403, f"The profile {flavor.get('display_name', slug)!r} is not available "
+                    f"to you (it is for the groups {', '.join(flavor.get('groups') or [])}).")
+            return flavor
+        if not allowed:
+            raise web.HTTPError(403, "No server profile is available to you; "
+                                "ask an admin to add you to a group that may start servers.")
+        return next((f for f in allowed if f.get("default")), allowed[0])
+
+    async def load_user_options(self):
+        for key, value in self._configured.items():
+            setattr(self, key, copy.deepcopy(value))
+        flavor = self._choose_flavor()
+        try:
+            gpus = profiles.chosen_gpus(flavor, self.user_options or {}) if flavor else 0
+            await super().load_user_options()
+        except (ValueError, KeyError, StopIteration) as e:
+            raise web.HTTPError(400, f"Invalid server options: {e}") from e
+        self._flavor = flavor
+        if flavor:
+            self.tolerations = profiles.merge_tolerations(
+                self._sorted_dict_values(self._configured["tolerations"]) or [],
+                flavor.get("tolerations") or [])
+            self.extra_annotations = {
+                **self.extra_annotations, PROFILE_ANNOTATION: profiles.flavor_slug(flavor),
+                **({IDLE_TIMEOUT_ANNOTATION: str(flavor["idle_timeout"])}
+                   if flavor.get("idle_timeout") else {})}
+        uid, gid = identity.uid_gid(self.kdash_auth_state, self.default_uid, self.default_gid)
+        self.uid, self.gid, self.fs_gid = uid, gid, gid
+        if self.enable_user_namespaces:
+            self.service_account = self.user_service_account
+            self.automount_service_account_token = bool(self.user_cluster_role)
+            copies = [ref.rsplit("/", 1)[-1] for ref in self.image_pull_secrets_to_copy]
+            self.image_pull_secrets = list(self.image_pull_secrets or []) + copies
+        self._plan_storage(flavor, uid, gid)
+        if flavor and gpus:
+            await self._check_gpus_free(flavor, gpus)
+        self._check_quota(flavor, gpus)
+
+    async def _check_gpus_free(self, flavor: dict, gpus: int) -> None:
+        free = await self._free_gpus(flavor)
+        if gpus > free.largest_node:
+            resource = flavor["gpu"].get("resource", "nvidia.com/gpu")
+            raise web.HTTPError(
+                400, f"{gpus} × {resource} asked for, but only {free.largest_node} are free on "
+                f"any one node right now ({free.total} in all). Choose fewer GPUs or try "
+                "again later.")
+
+    def effective_quota(self) -> dict[str, Any]:
+        return quotas.merge_grants(self.quota, self.group_quotas, self.groups())
+
+    def _requested(self, flavor: dict | None, gpus: int) -> dict[str, Any]:
+        asked = {"requests.cpu": self.cpu_guarantee, "limits.cpu": self.cpu_limit,
+                 "requests.memory": self.mem_guarantee, "limits.memory": self.mem_limit}
+        if flavor and gpus:
+            asked[f"requests.{flavor['gpu'].get('resource', 'nvidia.com/gpu')}"] = gpus
+        return {k: v for k, v in asked.items() if v}
+
+    def _check_quota(self, flavor: dict | None, gpus: int) -> None:
+        if not self.enable_user_namespaces:
+            return
+        used = {}
+        watch = DriftWatch._by_loop.get(asyncio.get_running_loop())
+        if watch is not None and watch.ready:
+            current = watch.cached("ResourceQuota", self.namespace, bundle.QUOTA_NAME) or {}
+            used = (current.get("status") or {}).get("used") or {}
+        problems = quotas.exceeds(self._requested(flavor, gpus), self.effective_quota(), used)
+        if problems:
+            raise web.HTTPError(
+                403, "This server would exceed your quota (" + "; ".join(problems)
+                + "). Choose a smaller profile, stop other things in your namespace, "
+                "or ask an admin for a larger quota.")
+
+    # --- storage ---------------------------------------------------------------------------
+
+    def _plan_storage(self, flavor: dict | None, uid: int | None, gid: int | None) -> None:
+        override = dict((flavor or {}).get("storage") or {})
+        preset = override.pop("preset", self.storage_preset)
+        template = override.pop("pvc_name_template", self.pvc_name_template)
+        settings = {**{"nfs": self.nfs_storage, "local": self.local_storage,
+                       "dynamic": self.dynamic_storage}.get(preset, {}), **override}
+        if template != self._configured["pvc_name_template"]:
+            pvc_name = self._expand_user_properties(template)  # kubespawner#761
+        elif preset != self.storage_preset:
+            pvc_name = naming.dns_label(self._home_pvc_name, preset)
+        else:
+            pvc_name = self._home_pvc_name
+        if pvc_name != self.pvc_name:
+            self.pvc_name, self._pvc_exists = pvc_name, False
+        try:
+            plan = storage.plan_home(
+                preset, settings, username=self.user.name, namespace=self.namespace,
+                pvc_name=self.pvc_name, uid=uid, gid=gid, mount_path=self.home_mount_path,
+                init_image=self.home_init_image)
+        except ValueError as e:
+            raise web.HTTPError(500, f"Storage is misconfigured: {e}") from e
+        self.storage_pvc_ensure = plan.pvc is not None
+        if plan.pvc:
+            self.storage_class = plan.pvc.get("storage_class")
+            self.storage_capacity = str(plan.pvc["capacity"])
+            self.storage_access_modes = list(plan.pvc["access_modes"])
+        self._plan = plan
+
+    def get_pvc_manifest(self):
+        pvc = super().get_pvc_manifest()
+        pvc.metadata.labels.update(L.owner_labels(self.user.name, "home"))
+        pvc.metadata.annotations.update(L.owner_annotations(self.user.name))
+        if self._plan and self._plan.pvc and self._plan.pvc.get("volume_name"):
+            pvc.spec.volume_name = self._plan.pvc["volume_name"]
+            pvc.spec.storage_class_name = ""
+        return pvc
+
+    def get_state(self):
+        state = super().get_state()
+        state["kdash_home_pvc"] = self._home_pvc_name
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if state.get("kdash_home_pvc"):
+            self._home_pvc_name = state["kdash_home_pvc"]
+
+    # --- provisioning ---------------------------------------------------------------------
+
+    @property
+    def kube(self) -> KubeResources:
+        return KubeResources(self.api.api_client)
+
+    def report(self, message: str) -> None:
+        """A progress event for the hub's spawn page (and the log)."""
+        self.log.info("%s: %s", self._log_name, message)
+        self._events.append({"progress": min(5 + 3 * len(self._events), 28), "message": message})
+        self._events_changed.set()
+
+    async def bundle_spec(self) -> bundle.BundleSpec:
+        groups = self.groups()
+        sources = await asyncio.gather(*(self._read_pull_secret(r)
+                                         for r in self.image_pull_secrets_to_copy))
+        return bundle.BundleSpec(
+            username=self.user.name, namespace=self.namespace,
+            hub_namespace=self.hub_namespace,
+            quota=quotas.merge_grants(self.quota, self.group_quotas, groups),
+            limit_range=quotas.merge_grants(self.limit_range, self.group_limit_ranges, groups),
+            service_account=self.user_service_account,
+            cluster_role=self.user_cluster_role or "view",
+            ingress_from=list(self.network_policy_ingress_from),
+            egress=self.network_policy_egress,
+            allow_same_namespace=self.network_policy_allow_same_namespace,
+            namespace_labels=self._expand_all(self.user_namespace_labels),
+            namespace_annotations=self._expand_all(self.user_namespace_annotations),
+            pull_secrets=[s for s in sources if s],
+        )
+
+    async def _read_pull_secret(self, ref: str) -> dict | None:
+        ns, _, name = ref.rpartition("/")
+        secret = await self.kube.get("Secret", name, ns or self.hub_namespace)
+        if secret is None:
+            self.log.warning("Image pull secret %s not found; not copied", ref)
+        return secret
+
+    async def _ensure_namespace(self):
+        """Replaces KubeSpawner's namespace create with the whole bundle (and home PV)."""
+        try:
+            spec = await self.bundle_spec()
+            drift = None
+            if self.bundle_drift_check == "watch":
+                drift = DriftWatch.for_loop(self, self.drift_watch_timeout_seconds)
+            provisioner = BundleProvisioner(self.kube, self.log, self.bundle_drift_check, drift)
+            outcome = await provisioner.ensure(spec, self.report)
+            if outcome == "unchanged":
+                self.report(f"Namespace {self.namespace} is ready")
+            await self._ensure_home_volume()
+        except BundleError as e:
+            raise web.HTTPError(e.status, e.message) from e
+        finally:
+            self._bundle_finished = True
+            self._events_changed.set()
+
+    async def _ensure_home_volume(self) -> None:
+        pv = self._plan.pv if self._plan else None
+        if pv is None or not self.storage_pvc_ensure or self._pvc_exists:
+            return
+        self.report(f"Preparing home volume {pv['metadata']['name']}")
+        try:
+            await self.kube.ensure(pv)
+        except ApiException as e:
+            raise BundleError(f"Could not prepare your home volume: {api_error_message(e)}") from e
+
+    async def _make_create_pod_request(self, pod, request_timeout):
+        try:
+            return await super()._make_create_pod_request(pod, request_timeout)
+        except ApiException as e:
+            if e.status == 403:  # ResourceQuota admission
+                raise web.HTTPError(
+                    403, f"Kubernetes refused your server: {api_error_message(e)}. Choose a "
+                    "smaller profile or stop other things running in your namespace.") from e
+            raise
+
+    async def get_pod_manifest(self):
+        pod = await super().get_pod_manifest()
+        plan = self._plan or storage.StoragePlan("none")
+        volumes, mounts = storage.shared_mounts(self.shared_volumes, self.datasets,
+                                                self.groups())
+        spec = pod.spec
+        spec.volumes = list(spec.volumes or []) + plan.volumes + volumes
+        container = spec.containers[0]
+        container.volume_mounts = list(container.volume_mounts or []) + plan.volume_mounts + mounts
+        spec.init_containers = plan.init_containers + list(spec.init_containers or [])
+        if plan.node_selector:
+            spec.node_selector = {**(spec.node_selector or {}), **plan.node_selector}
+        return pod
+
+    def get_env(self):
+        env = super().get_env()
+        if self.uid is not None and not callable(self.uid):
+            env["NB_UID"] = str(self.uid)
+        if self.gid is not None and not callable(self.gid):
+            env["NB_GID"] = str(self.gid)
+        return env
+
+    async def progress(self):
+        """The bundle steps first, then KubeSpawner's pod events."""
+        sent = 0
+        while True:
+            while sent < len(self._events):
+                yield self._events[sent]
+                sent += 1
+            done = self._start_future is not None and self._start_future.done()
+            if self._bundle_finished or done:
+                break
+            self._events_changed.clear()
+            try:
+                await asyncio.wait_for(self._events_changed.wait(), 0.5)
+            except TimeoutError:
+                pass
+        for event in self._events[sent:]:
+            yield event
+        async for event in super().progress():
+            yield event
+
+    # --- user deletion --------------------------------------------------------------------
+
+    async def delete_forever(self):
+        """Keep user data unless the admin allows deletion; delete only what is ours."""
+        await super().delete_forever()
+        if self.name or not self.enable_user_namespaces:
+            return
+        if not self.delete_namespace_on_user_delete:
+            self.log.info("Keeping namespace %s of deleted user %s "
+                          "(delete_namespace_on_user_delete is off)", self.namespace,
+                          self.user.name)
+            return
+        ns = await self.kube.get("Namespace", self.namespace)
+        if ns is None:
+            return
+        labels = (ns.get("metadata") or {}).get("labels") or {}
+        if not L.is_owned_by(ns, self.user.name) or labels.get(L.COMPONENT) != bundle.COMPONENT:
+            self.log.warning("Not deleting namespace %s: it is not kdash-hub's namespace of %s",
+                             self.namespace, self.user.name)
+            return
+        self.log.info("Deleting namespace %s of deleted user %s", self.namespace, self.user.name)
+        await self.kube.delete("Namespace", self.namespace)

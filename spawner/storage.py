@@ -1,0 +1,168 @@
+"""Storage presets for the user's home, plus shared and dataset volumes.
+
+Every preset except `dynamic`/`none` mounts a root volume (an NFS export or a node-local
+directory) with `subPath` = the user's directory, and an init container creates that
+directory and gives it to the user's uid/gid before the notebook starts — so homes are
+never root-owned (z2jh#421). `dynamic` is a StorageClass claim made through KubeSpawner's
+own PVC step; ownership there comes from fsGroup.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdash_hub import labels as L
+from kdash_hub.naming import dns_label
+
+PRESETS = ("nfs", "local", "dynamic", "none")
+HOME_VOLUME = "home"
+INIT_MOUNT = "/kdash-storage-root"
+
+
+@dataclass
+class StoragePlan:
+    """What a preset adds to the pod, and the claim/volume KubeSpawner's PVC step needs."""
+
+    preset: str
+    volumes: list[dict] = field(default_factory=list)
+    volume_mounts: list[dict] = field(default_factory=list)
+    init_containers: list[dict] = field(default_factory=list)
+    pv: dict | None = None  # a cluster-scoped PersistentVolume to ensure first
+    pvc: dict | None = None  # overrides for the PVC (storage class, size, volumeName)
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+
+def home_dir(username: str) -> str:
+    """The user's directory name on shared storage: unique per user, safe as a path."""
+    return dns_label(username)
+
+
+def home_init_container(image: str, sub_path: str, uid: int | None, gid: int | None,
+                        mode: str = "0750") -> dict:
+    """Create `sub_path` under the root volume and chown it to uid:gid (only this directory,
+    never recursively). Runs as root with only the capabilities chown needs."""
+    owner = f"{uid if uid is not None else 1000}:{gid if gid is not None else 100}"
+    target = f"{INIT_MOUNT}/{sub_path}"
+    return {
+        "name": "kdash-home-setup",
+        "image": image,
+        "command": ["sh", "-c",
+                    f"mkdir -p '{target}' && chown {owner} '{target}' && chmod {mode} '{target}'"],
+        "securityContext": {
+            "runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER", "DAC_OVERRIDE"]},
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                      "limits": {"cpu": "100m", "memory": "64Mi"}},
+        "volumeMounts": [{"name": HOME_VOLUME, "mountPath": INIT_MOUNT}],
+    }
+
+
+def _pv(name: str, username: str, capacity: str, source: dict, claim_ns: str,
+        claim_name: str, node_affinity: dict | None = None) -> dict:
+    spec: dict[str, Any] = {
+        "capacity": {"storage": capacity},
+        "accessModes": ["ReadWriteMany" if "nfs" in source else "ReadWriteOnce"],
+        "persistentVolumeReclaimPolicy": "Retain",
+        "storageClassName": "",
+        # bound to this user's claim only: no other namespace can take it
+        "claimRef": {"namespace": claim_ns, "name": claim_name},
+        **source,
+    }
+    if node_affinity:
+        spec["nodeAffinity"] = node_affinity
+    return {
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": L.owner_labels(username, "home"),
+                     "annotations": L.owner_annotations(username)},
+        "spec": spec,
+    }
+
+
+def plan_home(preset: str, settings: dict[str, Any], *, username: str, namespace: str,
+              pvc_name: str, uid: int | None, gid: int | None, mount_path: str,
+              init_image: str) -> StoragePlan:
+    """The home volume of `preset` with its `settings` (see KDashSpawner's help)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown storage preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    plan = StoragePlan(preset)
+    if preset == "none":
+        return plan
+    if preset == "dynamic":
+        plan.pvc = {"storage_class": settings.get("storage_class"),
+                    "capacity": settings.get("capacity", "10Gi"),
+                    "access_modes": settings.get("access_modes", ["ReadWriteOnce"])}
+        plan.volumes = [{"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": pvc_name}}]
+        plan.volume_mounts = [{"name": HOME_VOLUME, "mountPath": mount_path}]
+        return plan
+
+    sub = home_dir(username)
+    capacity = str(settings.get("capacity", "10Gi"))
+    pv_name = dns_label("kdash-home", namespace)
+    if preset == "nfs":
+        if not settings.get("server") or not settings.get("path"):
+            raise ValueError("the nfs storage preset needs `server` and `path`")
+        source = {"nfs": {"server": settings["server"], "path": settings["path"]}}
+        if settings.get("mode", "pv") == "inline":
+            plan.volumes = [{"name": HOME_VOLUME, **copy.deepcopy(source)}]
+        else:
+            plan.pv = _pv(pv_name, username, capacity, source, namespace, pvc_name)
+    else:  # local
+        path = settings.get("path", "/var/lib/kdash-hub/homes")
+        node = settings.get("node")
+        if settings.get("type", "hostPath") == "local":
+            if not node:
+                raise ValueError("a `local` PersistentVolume needs the `node` it lives on")
+            affinity = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}
+            plan.pv = _pv(pv_name, username, capacity, {"local": {"path": path}},
+                          namespace, pvc_name, affinity)
+        else:
+            plan.volumes = [{"name": HOME_VOLUME,
+                             "hostPath": {"path": path, "type": "DirectoryOrCreate"}}]
+        if node:
+            plan.node_selector = {"kubernetes.io/hostname": node}
+    if plan.pv is not None:
+        plan.pvc = {"storage_class": "", "capacity": capacity, "volume_name": pv_name,
+                    "access_modes": plan.pv["spec"]["accessModes"]}
+        plan.volumes = [{"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": pvc_name}}]
+    plan.volume_mounts = [{"name": HOME_VOLUME, "mountPath": mount_path, "subPath": sub}]
+    plan.init_containers = [home_init_container(init_image, sub, uid, gid)]
+    return plan
+
+
+def _applies(entry: dict, groups: list[str]) -> bool:
+    wanted = entry.get("groups")
+    return not wanted or bool(set(wanted) & set(groups))
+
+
+def shared_mounts(shared_volumes: list[dict], datasets: list[dict],
+                  groups: list[str]) -> tuple[list[dict], list[dict]]:
+    """Volumes and mounts for the shared directories and read-only datasets a user gets.
+
+    A shared volume whose `mount_path`/`sub_path` contains `{group}` is mounted once per
+    group of the user (filtered by its `groups`), e.g. `/shared/{group}`.
+    """
+    volumes: list[dict] = []
+    mounts: list[dict] = []
+    for kind, entries in (("shared", shared_volumes), ("dataset", datasets)):
+        for entry in entries:
+            if not _applies(entry, groups):
+                continue
+            vol_name = dns_label(kind, entry["name"])
+            volumes.append({"name": vol_name, **copy.deepcopy(entry["volume"])})
+            read_only = True if kind == "dataset" else bool(entry.get("read_only", False))
+            default_path = f"/datasets/{entry['name']}" if kind == "dataset" else "/shared"
+            path = entry.get("mount_path", default_path)
+            sub = entry.get("sub_path")
+            per_group = "{group}" in path or (sub and "{group}" in sub)
+            targets = [g for g in groups if _applies({"groups": entry.get("groups")}, [g])]
+            for group in (targets if per_group else [None]):
+                mount = {"name": vol_name, "mountPath": path.format(group=group),
+                         "readOnly": read_only}
+                if sub:
+                    mount["subPath"] = sub.format(group=group)
+                mounts.append(mount)
+    return volumes, mounts

@@ -1,0 +1,162 @@
+"""KDashSpawner on the local cluster: the namespace bundle, drift, faults, deletion."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tornado import web
+
+from kdash_hub import labels as L
+from kdash_hub.spawner import bundle
+from tests.fixtures.cluster import requires_emulator
+from tests.fixtures.spawner import build_spawner, validate
+
+BUNDLE_KINDS = [("ResourceQuota", bundle.QUOTA_NAME), ("LimitRange", bundle.LIMIT_RANGE_NAME),
+                ("NetworkPolicy", bundle.NETWORK_POLICY_NAME),
+                ("ServiceAccount", "kdash-user"), ("RoleBinding", bundle.ROLE_BINDING_NAME)]
+
+
+async def wait_for(predicate, timeout: float = 5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+async def started(spawner):
+    url = await spawner.start()
+    assert url.startswith("http://")
+    return url
+
+
+async def test_first_start_creates_the_bundle(local_cluster, kube):
+    s = build_spawner(username="A_B", groups=["ml"], auth_state={"uid": 2001, "gid": 3001},
+                      group_quotas={"ml": {"requests.cpu": "32"}})
+    await started(s)
+    ns = await kube.get("Namespace", s.namespace)
+    assert L.is_owned_by(ns, "A_B")
+    assert ns["metadata"]["annotations"][bundle.BUNDLE_HASH_ANNOTATION]
+    for kind, name in BUNDLE_KINDS:
+        obj = await kube.get(kind, name, s.namespace)
+        assert obj is not None, kind
+        assert L.is_owned_by(obj, "A_B")
+        validate({k: v for k, v in obj.items() if k != "status"} | {"metadata": {
+            k: v for k, v in obj["metadata"].items()
+            if k in ("name", "namespace", "labels", "annotations")}})
+    quota = await kube.get("ResourceQuota", bundle.QUOTA_NAME, s.namespace)
+    assert quota["spec"]["hard"]["requests.cpu"] == "32"  # the ml group's grant
+    rb = await kube.get("RoleBinding", bundle.ROLE_BINDING_NAME, s.namespace)
+    assert rb["roleRef"]["name"] == "edit"
+    assert rb["subjects"][0] == {"kind": "ServiceAccount", "name": "kdash-user",
+                                 "namespace": s.namespace}
+    pod = await kube.get("Pod", s.pod_name, s.namespace)
+    assert pod["spec"]["containers"][0]["securityContext"]["runAsUser"] == 2001
+    assert pod["spec"]["securityContext"]["fsGroup"] == 3001
+    assert pod["spec"]["serviceAccountName"] == "kdash-user"
+    events = [e["message"] async for e in s.progress()]
+    assert any("Creating namespace" in m for m in events)
+    assert any("network policy" in m for m in events)
+    await s.stop()
+
+
+async def test_later_start_writes_nothing_and_repairs_drift(local_cluster, kube):
+    requires_emulator(local_cluster)
+    s = build_spawner(username="carol")
+    await started(s)
+    await s.stop()
+    await asyncio.sleep(0.2)  # the drift watches see the new objects
+    log = local_cluster.api.request_log
+    n = len(log)
+    s.clear_state()
+    await started(s)
+    mine = [(m, p) for m, p, _ in list(log)[n:] if "/binding" not in p and "/status" not in p
+            and not p.endswith("/events") and not p.startswith("/api/v1/nodes")]
+    assert mine == [("GET", f"/api/v1/namespaces/{s.namespace}"),
+                    ("POST", f"/api/v1/namespaces/{s.namespace}/pods")]
+    await s.stop()
+
+    # drift: a deleted NetworkPolicy and a changed RoleBinding come back on the next start
+    await kube.delete("NetworkPolicy", bundle.NETWORK_POLICY_NAME, s.namespace)
+    rb = await kube.get("RoleBinding", bundle.ROLE_BINDING_NAME, s.namespace)
+    await kube.delete("RoleBinding", bundle.ROLE_BINDING_NAME, s.namespace)
+    rb["roleRef"]["name"] = "admin"
+    await kube.create({k: v for k, v in rb.items() if k in ("apiVersion", "kind", "roleRef",
+                                                           "subjects")}
+                      | {"metadata": {k: rb["metadata"][k] for k in ("name", "namespace",
+                                                                      "labels")}})
+    await asyncio.sleep(0.2)
+    s.clear_state()
+    await started(s)
+    assert await kube.get("NetworkPolicy", bundle.NETWORK_POLICY_NAME, s.namespace)
+    rb = await kube.get("RoleBinding", bundle.ROLE_BINDING_NAME, s.namespace)
+    assert rb["roleRef"]["name"] == "edit"
+    await s.stop()
+
+
+@pytest.mark.parametrize("failing", ["networkpolicies", "rolebindings", "limitranges"])
+async def test_a_fault_mid_provisioning_is_finished_by_the_next_start(
+        local_cluster, kube, failing):
+    requires_emulator(local_cluster)
+    local_cluster.api.faults.add(method="POST", path_regex=failing, status=500)
+    s = build_spawner(username="dave")
+    with pytest.raises(web.HTTPError) as e:
+        await s.start()
+    assert "Could not prepare your namespace" in e.value.log_message
+    ns = await kube.get("Namespace", s.namespace)
+    assert bundle.BUNDLE_HASH_ANNOTATION not in ns["metadata"].get("annotations", {})
+    s.clear_state()
+    await started(s)
+    for kind, name in BUNDLE_KINDS:
+        assert await kube.get(kind, name, s.namespace) is not None, kind
+    ns = await kube.get("Namespace", s.namespace)
+    assert ns["metadata"]["annotations"][bundle.BUNDLE_HASH_ANNOTATION]
+    await s.stop()
+
+
+async def test_over_quota_spawn_fails_clearly(local_cluster, kube):
+    s = build_spawner(username="erin", quota={"pods": "1", "limits.cpu": "4"}, cpu_limit=1)
+    await started(s)
+    await s.stop()
+    # something else of the user's now holds the only pod slot
+    await kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "side", "namespace": s.namespace}, "spec": {"containers": [{
+            "name": "c", "image": "busybox", "resources": {"limits": {"cpu": "1"}}}]}})
+    await asyncio.sleep(0.2)
+    s.clear_state()
+    with pytest.raises(web.HTTPError) as e:
+        await asyncio.wait_for(s.start(), 10)
+    assert e.value.status_code == 403
+    assert "quota" in e.value.log_message
+
+
+async def test_a_namespace_of_another_user_is_refused(local_cluster, kube):
+    s = build_spawner(username="frank")
+    await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": s.namespace, "labels": L.owner_labels("mallory", bundle.COMPONENT)}})
+    with pytest.raises(web.HTTPError) as e:
+        await s.start()
+    assert e.value.status_code == 409 and "belongs to another user" in e.value.log_message
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+async def test_delete_forever(local_cluster, kube, allowed):
+    s = build_spawner(username="gina", delete_namespace_on_user_delete=allowed)
+    await started(s)
+    await s.stop()
+    await s.delete_forever()
+    ns = await kube.get("Namespace", s.namespace)
+    if allowed:
+        assert ns is None or ns["metadata"].get("deletionTimestamp")
+    else:
+        assert ns is not None and not ns["metadata"].get("deletionTimestamp")
+        assert await kube.get("PersistentVolumeClaim", s.pvc_name, s.namespace) is not None
+
+
+async def test_delete_forever_spares_a_namespace_that_is_not_ours(local_cluster, kube):
+    s = build_spawner(username="hank", delete_namespace_on_user_delete=True)
+    await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": s.namespace, "labels": {"team": "hank"}}})
+    await s.delete_forever()
+    ns = await kube.get("Namespace", s.namespace)
+    assert ns is not None and not ns["metadata"].get("deletionTimestamp")

@@ -1,0 +1,86 @@
+"""GPU flavors, availability and rejection, profile storage and uid/gid on the local cluster."""
+
+from __future__ import annotations
+
+import pytest
+from tornado import web
+
+from tests.fixtures.spawner import build_spawner
+
+GPU = {"slug": "gpu", "display_name": "GPU A100",
+       "gpu": {"resource": "nvidia.com/gpu", "counts": [1, 2, 4, 8]},
+       "node_selector": {"nvidia.com/gpu.present": "true"},
+       "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+       "groups": ["ml"], "idle_timeout": 1800}
+CPU = {"slug": "cpu", "display_name": "CPU", "default": True, "cpu_limit": 1}
+GPU_QUOTA = {"ml": {"requests.nvidia.com/gpu": "4"}}
+
+
+def gpu_spawner(username, groups=("ml",), **kw):
+    traits = dict(flavors=[CPU, GPU], group_quotas=GPU_QUOTA, gpu_cache_seconds=0)
+    traits.update(kw)
+    return build_spawner(username=username, groups=list(groups), **traits)
+
+
+async def test_gpu_profiles_show_free_gpus_and_refuse_what_is_not_free(gpu_cluster):
+    _, kube = gpu_cluster
+    a = gpu_spawner("ann", user_options={"profile": "gpu", "gpus": "2"})
+    listed = await a._flavor_profiles()
+    assert [p["slug"] for p in listed] == ["cpu", "gpu"]
+    assert "4 GPUs free now" in listed[1]["description"]
+    await a.start()
+    pod = await kube.get("Pod", a.pod_name, a.namespace)
+    limits = pod["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "2"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \
+        pod["spec"]["tolerations"]
+    assert pod["metadata"]["annotations"]["kdash-hub.io/idle-timeout"] == "1800"
+
+    b = gpu_spawner("ben", user_options={"profile": "gpu", "gpus": "4"})
+    assert "2 GPUs free now" in (await b._flavor_profiles())[1]["description"]
+    with pytest.raises(web.HTTPError) as e:
+        await b.start()
+    assert e.value.status_code == 400
+    assert "only 2 are free" in e.value.log_message
+    await a.stop()
+
+
+async def test_gpu_over_quota_and_not_allowed(gpu_cluster):
+    over = gpu_spawner("cal", user_options={"profile": "gpu", "gpus": "4"},
+                       group_quotas={"ml": {"requests.nvidia.com/gpu": "2"}})
+    with pytest.raises(web.HTTPError) as e:
+        await over.start()
+    assert e.value.status_code == 403 and "requests.nvidia.com/gpu" in e.value.log_message
+    outsider = gpu_spawner("dee", groups=(), user_options={"profile": "gpu"})
+    assert [p["slug"] for p in await outsider._flavor_profiles()] == ["cpu"]
+    with pytest.raises(web.HTTPError) as e:
+        await outsider.start()
+    assert e.value.status_code == 403 and "not available to you" in e.value.log_message
+
+
+async def test_profile_storage_reaches_the_cluster(local_cluster, kube):
+    flavors = [CPU, {"slug": "nfs-home", "display_name": "NFS home",
+                     "storage": {"preset": "nfs", "server": "10.1.2.3", "path": "/homes"}}]
+    s = build_spawner(username="a.b", flavors=flavors, auth_state={"uid": 4242, "gid": 4343},
+                      user_options={"profile": "nfs-home"})
+    await s.start()
+    pvc = await kube.get("PersistentVolumeClaim", s.pvc_name, s.namespace)
+    assert s.pvc_name != "claim-a-b" or pvc["spec"].get("volumeName")
+    pv = await kube.get("PersistentVolume", pvc["spec"]["volumeName"])
+    assert pv["spec"]["nfs"] == {"server": "10.1.2.3", "path": "/homes"}
+    assert pv["spec"]["claimRef"]["namespace"] == s.namespace
+    pod = await kube.get("Pod", s.pod_name, s.namespace)
+    init = pod["spec"]["initContainers"][0]
+    assert "chown 4242:4343" in init["command"][-1]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert (env["NB_UID"], env["NB_GID"]) == ("4242", "4343")
+    await s.stop()
+    # the default (dynamic) storage on the next start: its own claim, not the NFS one
+    s.user_options = {"profile": "cpu"}
+    s.clear_state()
+    await s.start()
+    pod = await kube.get("Pod", s.pod_name, s.namespace)
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
+              if "persistentVolumeClaim" in v]
+    assert claims == [s.pvc_name] and s.pvc_name != pvc["metadata"]["name"]
+    await s.stop()

@@ -1,0 +1,131 @@
+"""The namespace bundle's objects: names, quota merge, network policy, RBAC, all valid."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdash_hub import labels as L
+from kdash_hub.naming import is_dns1123_label, user_namespace
+from kdash_hub.spawner import bundle, quotas
+from tests.fixtures.spawner import validate
+
+AWKWARD = ["alice", "Ünïcode", "ünïcode", "a.b", "a-b", "A_B", "a_b", "ab", "AB", "x" * 100,
+           "x" * 99 + "y", "user@example.org", "-lead", "trail-"]
+
+
+def spec(username: str = "alice", **kw) -> bundle.BundleSpec:
+    defaults = dict(
+        username=username, namespace=user_namespace(username), hub_namespace="jhub",
+        quota={"requests.cpu": "4", "limits.memory": "8Gi", "requests.nvidia.com/gpu": "1",
+               "pods": "10", "persistentvolumeclaims": "5", "requests.storage": "50Gi"},
+        limit_range={"default": {"cpu": "1", "memory": "1Gi"},
+                     "defaultRequest": {"cpu": "100m", "memory": "128Mi"}},
+    )
+    defaults.update(kw)
+    return bundle.BundleSpec(**defaults)
+
+
+def test_user_namespaces_are_valid_distinct_and_stable():
+    names = [user_namespace(u) for u in AWKWARD]
+    assert all(is_dns1123_label(n) and len(n) <= 63 for n in names), names
+    assert len(set(names)) == len(AWKWARD)
+    assert names == [user_namespace(u) for u in AWKWARD]
+    assert user_namespace("alice") == "kdash-alice"  # valid names are kept as they are
+
+
+@pytest.mark.parametrize("username", AWKWARD)
+def test_every_bundle_object_is_valid_and_labelled(username):
+    s = spec(username, pull_secrets=[{
+        "metadata": {"name": "registry", "namespace": "jhub"},
+        "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}}])
+    objects = [bundle.namespace(s, "abc")] + bundle.bundle_objects(s)
+    assert [o["kind"] for o in objects] == [
+        "Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy", "ServiceAccount",
+        "RoleBinding", "Secret"]
+    for obj in objects:
+        validate(obj)
+        assert L.is_owned_by(obj, username)
+        assert not L.is_owned_by(obj, username + "x")
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == s.namespace
+
+
+def test_quota_and_limit_range_contents():
+    s = spec()
+    quota = bundle.resource_quota(s)
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "1"
+    assert quota["spec"]["hard"]["persistentvolumeclaims"] == "5"
+    limits = bundle.limit_range(s)["spec"]["limits"][0]
+    assert limits["type"] == "Container"
+    assert limits["default"] == {"cpu": "1", "memory": "1Gi"}
+    assert limits["defaultRequest"] == {"cpu": "100m", "memory": "128Mi"}
+
+
+def test_network_policy_admits_only_hub_and_proxy_and_own_namespace():
+    pol = bundle.network_policy(spec())["spec"]
+    assert pol["podSelector"] == {} and set(pol["policyTypes"]) == {"Ingress", "Egress"}
+    peers = pol["ingress"][0]["from"]
+    assert peers[0] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jhub"}},
+        "podSelector": {"matchLabels": {"hub.jupyter.org/network-access-singleuser": "true"}},
+    }
+    assert peers[1] == {"podSelector": {}}  # same namespace only (no namespaceSelector)
+    # no peer selects other namespaces wholesale
+    assert not any(p.get("namespaceSelector") == {} for p in peers)
+    closed = bundle.network_policy(spec(allow_same_namespace=False, egress=[]))["spec"]
+    assert len(closed["ingress"][0]["from"]) == 1 and closed["egress"] == []
+    egress = pol["egress"]
+    assert {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}} in egress[2]["to"]
+    assert all(p.get("protocol") for rule in egress for p in rule.get("ports", []))
+
+
+def test_role_binding_is_namespaced_and_bound_to_the_users_service_account():
+    rb = bundle.role_binding(spec(cluster_role="view", service_account="me"))
+    assert rb["kind"] == "RoleBinding"
+    assert rb["metadata"]["namespace"] == "kdash-alice"
+    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                             "name": "view"}
+    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "me",
+                               "namespace": "kdash-alice"}]
+    assert bundle.service_account(spec(service_account="me"))["metadata"]["name"] == "me"
+
+
+def test_bundle_hash_tracks_the_desired_state():
+    assert bundle.bundle_hash(spec()) == bundle.bundle_hash(spec())
+    assert bundle.bundle_hash(spec()) != bundle.bundle_hash(spec(cluster_role="view"))
+    assert bundle.bundle_hash(spec()) != bundle.bundle_hash(spec(quota={"pods": "1"}))
+
+
+def test_largest_group_grant_wins_per_key():
+    default = {"requests.cpu": "4", "limits.memory": "8Gi", "pods": "10"}
+    groups = {"ml": {"requests.cpu": "16", "limits.memory": "4Gi"},
+              "gpu": {"requests.cpu": "8000m", "requests.nvidia.com/gpu": "2"},
+              "small": {"pods": "2"}}
+    assert quotas.merge_grants(default, groups, []) == default
+    got = quotas.merge_grants(default, groups, ["ml", "gpu", "other"])
+    assert got == {"requests.cpu": "16", "limits.memory": "4Gi", "pods": "10",
+                   "requests.nvidia.com/gpu": "2"}
+    assert quotas.merge_grants(default, groups, ["small"])["pods"] == "2"  # may lower
+    assert quotas.merge_grants({"pods": "3"}, {"a": {"pods": "1500m"}, "b": {"pods": 2}},
+                               ["a", "b"]) == {"pods": "2"}
+
+
+def test_limit_range_grants_merge_nested():
+    default = {"default": {"cpu": "1", "memory": "1Gi"}, "max": {"cpu": "4"}}
+    got = quotas.merge_grants(default, {"big": {"max": {"cpu": "32", "memory": "64Gi"}},
+                                        "mid": {"max": {"cpu": "8"}}}, ["big", "mid"])
+    assert got == {"default": {"cpu": "1", "memory": "1Gi"},
+                   "max": {"cpu": "32", "memory": "64Gi"}}
+
+
+def test_quantities_and_exceeds():
+    assert quotas.parse_quantity("500m") * 2 == 1
+    assert quotas.parse_quantity("1Gi") == 1024 ** 3
+    with pytest.raises(ValueError):
+        quotas.parse_quantity("lots")
+    hard = {"requests.nvidia.com/gpu": "2", "limits.memory": "8Gi"}
+    assert quotas.exceeds({"requests.nvidia.com/gpu": 2}, hard) == []
+    problems = quotas.exceeds({"requests.nvidia.com/gpu": 4, "limits.memory": 2 ** 30},
+                              hard, used={"limits.memory": "7.5Gi"})
+    assert len(problems) == 2
+    assert "requests.nvidia.com/gpu: asking for 4, quota is 2" in problems[0]

@@ -1,0 +1,85 @@
+"""Flavors -> profiles, group filtering, tolerations merge, free GPUs."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdash_hub.spawner import profiles
+from kdash_hub.spawner.gpu_availability import GpuFree, free_gpus
+
+A100 = {"slug": "gpu-a100", "display_name": "GPU A100", "description": "Big GPUs",
+        "gpu": {"resource": "nvidia.com/gpu", "counts": [1, 2, 4]},
+        "node_selector": {"gpu": "a100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "images": {"torch": "pytorch:1", "tf": {"display_name": "TensorFlow", "image": "tf:2"}},
+        "cpu_limit": 8, "mem_limit": "32G", "idle_timeout": 3600, "groups": ["ml"]}
+SMALL = {"display_name": "CPU small", "cpu_limit": 1, "default": True}
+
+
+def test_profile_from_gpu_flavor_shows_free_gpus():
+    p = profiles.to_profile(A100, GpuFree(total=5, largest_node=3))
+    assert p["slug"] == "gpu-a100"
+    assert p["description"] == ("Big GPUs — 5 GPUs free now (nvidia.com/gpu), "
+                                "at most 3 per server")
+    over = p["kubespawner_override"]
+    assert over["cpu_limit"] == 8 and over["node_selector"] == {"gpu": "a100"}
+    assert "tolerations" not in over  # merged by the spawner, never replaced
+    gpus = p["profile_options"]["gpus"]["choices"]
+    assert list(gpus) == ["1", "2", "4"]
+    assert gpus["2"]["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/gpu": "2"}
+    assert gpus["4"]["display_name"].endswith("(not free now)")
+    assert p["profile_options"]["image"]["choices"]["tf"]["kubespawner_override"] == {
+        "image": "tf:2"}
+
+
+def test_cpu_flavor_profile():
+    p = profiles.to_profile(SMALL)
+    assert p == {"slug": "cpu-small", "display_name": "CPU small", "description": "",
+                 "kubespawner_override": {"cpu_limit": 1}, "default": True}
+
+
+def test_group_filtering():
+    flavors = [SMALL, A100]
+    assert profiles.allowed_flavors(flavors, []) == [SMALL]
+    assert profiles.allowed_flavors(flavors, ["ml"]) == [SMALL, A100]
+    assert profiles.allowed_flavors(flavors, [], is_admin=True) == [SMALL, A100]
+
+
+def test_tolerations_merge_keeps_defaults():
+    base = [{"key": "hub.jupyter.org/dedicated", "operator": "Equal", "value": "user",
+             "effect": "NoSchedule"}]
+    merged = profiles.merge_tolerations(base, A100["tolerations"] + base)
+    assert merged == base + A100["tolerations"]
+
+
+def test_chosen_gpus():
+    assert profiles.chosen_gpus(A100, {}) == 1
+    assert profiles.chosen_gpus(A100, {"gpus": "4"}) == 4
+    assert profiles.chosen_gpus(SMALL, {"gpus": "4"}) == 0
+    with pytest.raises(ValueError, match="not a choice"):
+        profiles.chosen_gpus(A100, {"gpus": "3"})
+    with pytest.raises(ValueError, match="number"):
+        profiles.chosen_gpus(A100, {"gpus": "many"})
+
+
+def node(name, gpus, labels=None, ready=True, unschedulable=False):
+    return {"metadata": {"name": name, "labels": labels or {}},
+            "spec": {"unschedulable": unschedulable},
+            "status": {"allocatable": {"nvidia.com/gpu": str(gpus)} if gpus is not None else {},
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def pod(node_name, gpus, phase="Running", via="requests"):
+    return {"spec": {"nodeName": node_name, "containers": [
+        {"resources": {via: {"nvidia.com/gpu": str(gpus)}}}]}, "status": {"phase": phase}}
+
+
+def test_free_gpus_is_allocatable_minus_requests():
+    nodes = [node("a", 4, {"gpu": "a100"}), node("b", 8, {"gpu": "a100"}),
+             node("c", 8, {"gpu": "t4"}), node("d", 8, {"gpu": "a100"}, ready=False),
+             node("e", None)]
+    pods = [pod("a", 1), pod("a", 2, via="limits"), pod("b", 8, phase="Succeeded"),
+            pod("b", 3, phase="Pending"), pod(None, 4)]
+    assert free_gpus(nodes, pods, "nvidia.com/gpu", {"gpu": "a100"}) == GpuFree(6, 5)
+    assert free_gpus(nodes, pods, "nvidia.com/gpu") == GpuFree(14, 8)
+    assert free_gpus(nodes, pods, "amd.com/gpu") == GpuFree(0, 0)
