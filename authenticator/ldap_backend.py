@@ -76,8 +76,8 @@ class LDAPBackend(LDAPAuthenticator):
         3.0, config=True,
         help="Seconds to wait for a TCP/TLS connection to the LDAP server before telling the "
              "user that the directory is unavailable.")
-    receive_timeout = Float(
-        5.0, config=True, help="Seconds to wait for any single LDAP response.")
+    receive_timeout = Int(
+        5, config=True, help="Seconds (whole) to wait for any single LDAP response.")
     max_password_length = Int(
         1024, config=True,
         help="Longer passwords are refused before any bind (protects the directory).")

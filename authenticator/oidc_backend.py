@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from jupyterhub.utils import url_path_join
 from oauthenticator.generic import GenericOAuthenticator
 from tornado.httpclient import HTTPClientError
 from traitlets import Float, Unicode, default
 
 from . import id_token
-from .errors import LoginRefused
 from .discovery import Discovery, ProviderUnavailable
+from .errors import LoginRefused
 from .providers import ProviderSettings
 
 
@@ -43,6 +44,14 @@ class OIDCBackend(GenericOAuthenticator):
         )
         self.provider = settings
         self.discovery = Discovery(settings.issuer, self._fetch_json, settings.display_name)
+
+    def get_callback_url(self, handler: Any = None) -> str:
+        """The configured callback_url, or /hub/oauth_callback/<provider> of this request."""
+        if self.oauth_callback_url:
+            return self.oauth_callback_url
+        if handler is None:
+            raise ValueError(f"{self.provider_id}: no callback_url configured and no request")
+        return url_path_join(super().get_callback_url(handler), self.provider_id)
 
     async def _fetch_json(self, url: str) -> dict[str, Any]:
         try:

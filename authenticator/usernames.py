@@ -32,11 +32,11 @@ class UsernameRule:
     untrusted_template: str = "{provider}-{username}"
 
     def normalize(self, name: str) -> str:
-        """NFKC-fold, strip and lowercase: done *before* any check (ldapauthenticator checks first)."""
+        """NFKC-fold, strip, lowercase: before any check (upstream checks first)."""
         return unicodedata.normalize("NFKC", name or "").strip().lower()
 
     def check(self, name: str) -> str:
-        """Return the normalised name, or raise UsernameRefused with a reason a person understands."""
+        """The normalised name, or UsernameRefused with a reason a person understands."""
         name = self.normalize(name)
         if not name:
             raise UsernameRefused("Enter a username.")

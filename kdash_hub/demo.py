@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import shutil
 import signal
@@ -25,23 +26,13 @@ from typing import Any
 from .dev.hub import HubProcess
 from .dev.ports import free_port
 
-
-@dataclass(frozen=True)
-class DemoUser:
-    username: str
-    password: str
-    groups: tuple[str, ...]
-    admin: bool = False
-    uid: int = 1000
-    gid: int = 100
-
-
-DEMO_USERS = (
-    DemoUser("alice", "alice-demo", ("data-science", "gpu-users"), uid=2001, gid=2000),
-    DemoUser("bob", "bob-demo", ("data-science",), uid=2002, gid=2000),
-    DemoUser("admin", "admin-demo", ("platform-admins",), admin=True, uid=2000, gid=2000),
-)
 GPU_RESOURCE = "nvidia.com/gpu"
+OIDC_PROVIDER = "demo-sso"
+OIDC_CLIENT = "kdash-demo"
+OIDC_SECRET = "kdash-demo-secret"
+OIDC_DISPLAY = "Demo SSO"
+CULLER_SCOPES = ["list:users", "read:users", "read:users:activity", "read:servers",
+                 "delete:servers", "read:groups", "admin:users", "access:servers"]
 
 # two CPU flavors and a GPU flavor (the simulated node has 4 GPUs)
 DEMO_FLAVORS: list[dict[str, Any]] = [
@@ -51,13 +42,28 @@ DEMO_FLAVORS: list[dict[str, Any]] = [
     {"slug": "cpu-large", "display_name": "CPU large (4 cores, 8 GB)",
      "description": "For heavier data processing.", "cpu_guarantee": 0.5, "cpu_limit": 4,
      "mem_guarantee": "512M", "mem_limit": "8G", "idle_timeout": 3600,
-     "groups": ["data-science"]},
+     "groups": ["datasci", "admins"]},
     {"slug": "gpu-a100", "display_name": "GPU A100 (simulated)",
      "description": "A GPU flavor on the simulated GPU node.", "cpu_guarantee": 0.5,
      "cpu_limit": 4, "mem_guarantee": "512M", "mem_limit": "8G",
      "gpu": {"resource": GPU_RESOURCE, "counts": [1, 2]}, "idle_timeout": 1800,
      "groups": ["gpu-users"]},
 ]
+
+
+def ldap_available() -> bool:
+    """slapd and slapadd (Debian: slapd ldap-utils) are installed."""
+    from .dev import ldap
+
+    return Path(ldap.SLAPD).exists() and Path(ldap.SLAPADD).exists()
+
+
+def oidc_available() -> bool:
+    """node and the oidc-provider npm package (`npm install` in the checkout) are there."""
+    from .dev import oidc
+
+    return shutil.which("node") is not None and (
+        oidc.REPO_ROOT / "node_modules" / "oidc-provider").is_dir()
 
 
 @dataclass
@@ -123,70 +129,136 @@ class Demo:
             self.cluster = None
 
     async def _start_ldap(self) -> None:
-        if shutil.which("slapd") is None and not Path("/usr/sbin/slapd").exists():
-            self.notes.append("LDAP: slapd is not installed (apt-get install slapd ldap-utils); "
-                              "LDAP logins are off")
+        from .dev import ldap
+
+        if not ldap_available():
+            self.notes.append("LDAP: slapd is not installed (apt-get install slapd ldap-utils),"
+                              " so there is no LDAP login")
             return
-        self.ldap = None  # filled in once kdash_hub.dev.ldap lands
+        server = ldap.SlapdServer(workdir=self.workdir / "slapd")
+        await asyncio.to_thread(server.start)
+        self.ldap = server
+        for user in server.users:
+            groups = [g["cn"] for g in server.groups if user["uid"] in g["members"]]
+            self.logins.append(f"{user['uid']} / {user['password']}   (LDAP form; groups: "
+                               f"{', '.join(groups) or '-'})")
+        self.notes.append(f"LDAP: slapd at {server.url} ({server.base_dn})")
 
     async def _stop_ldap(self) -> None:
         if self.ldap is not None:
-            await self.ldap.stop()
+            await asyncio.to_thread(self.ldap.stop)
             self.ldap = None
 
     async def _start_oidc(self) -> None:
-        self.oidc = None
+        from .dev import oidc
+
+        if not oidc_available():
+            self.notes.append("OIDC: node or the oidc-provider package is missing (npm install),"
+                              " so there is no OIDC login")
+            return
+        callback = f"{self.url}/hub/oauth_callback/{OIDC_PROVIDER}"
+        provider = oidc.OIDCProvider(
+            clients=[oidc.client(OIDC_CLIENT, [callback], secret=OIDC_SECRET)],
+            workdir=self.workdir / "oidc",
+        )
+        await asyncio.to_thread(provider.start)
+        self.oidc = provider
+        for name, user in provider.users.items():
+            groups = user["claims"].get("groups") or []
+            self.logins.append(f"{name} / {user['password']}   (\"{OIDC_DISPLAY}\" button; "
+                               f"groups: {', '.join(groups) or '-'})")
+        self.notes.append(f"OIDC: oidc-provider at {provider.issuer}")
 
     async def _stop_oidc(self) -> None:
         if self.oidc is not None:
-            await self.oidc.stop()
+            await asyncio.to_thread(self.oidc.stop)
             self.oidc = None
 
     # --- the hub ------------------------------------------------------------------------
 
     def hub_config(self, launcher_port: int) -> str:
-        """jupyterhub_config.py text for the demo (appended to HubProcess's base config)."""
+        """jupyterhub_config.py text for the demo (appended to HubProcess's base config).
+
+        The pack's settings are a `custom.kdash` mapping applied by the same loader as the
+        Helm values (kdash_hub.z2jh), so the demo runs the deployment's code path.
+        """
         from .services.launcher.hubconfig import launcher_roles, launcher_service
 
-        kubeconfig = str(self.cluster.kubeconfig_path)
-        launcher_config = self.workdir / "launcher_config.py"
-        launcher_config.write_text(textwrap.dedent(f"""
-            c.LauncherApp.kubeconfig = {kubeconfig!r}
-            c.LauncherSettings.public_url = {self.url!r}
-        """))
-        env = {"KUBECONFIG": kubeconfig}
-        services = [launcher_service(port=launcher_port, config_file=str(launcher_config),
-                                     environment=env)]
-        roles = launcher_roles()
-        settings = {
-            "JupyterHub": {"spawner_class": "kdash"},
-            "Authenticator": {"enable_auth_state": True,
-                              "admin_users": [u.username for u in DEMO_USERS if u.admin]},
-            **self.authenticator_settings(),
-            "KDashSpawner": {
-                "flavors": DEMO_FLAVORS, "hub_namespace": "default",
-                "storage_preset": "none", "start_timeout": 60, "http_timeout": 60,
-                "image": "quay.io/jupyter/minimal-notebook:2024-12-02",
-            },
+        env = {"KUBECONFIG": str(self.cluster.kubeconfig_path)}
+        services = [
+            launcher_service(port=launcher_port, environment=env),
+            {"name": "kdash-culler", "environment": env,
+             "command": [sys.executable, "-m", "kdash_hub.services.culler"]},
+        ]
+        roles = [*launcher_roles(), {"name": "kdash-culler", "services": ["kdash-culler"],
+                                     "scopes": CULLER_SCOPES}]
+        hub_settings = {
+            "JupyterHub": {"spawner_class": "kdash", "authenticator_class": "kdash"},
+            "Authenticator": {"enable_auth_state": True, "allow_all": True},
         }
+        custom = self.custom_kdash()
+        if custom["authenticator"] is None:  # no LDAP and no OIDC here
+            custom["authenticator"] = {}
+            hub_settings["JupyterHub"]["authenticator_class"] = "dummy"
+            hub_settings["DummyAuthenticator"] = {"password": "demo"}
+            self.logins = [f"{name} / demo   (no LDAP or OIDC here: any username, password "
+                           "demo)" for name in ("alice", "bob")]
         return textwrap.dedent(f"""
             import json
             from traitlets.config import Config
-            c.merge(Config(json.loads({json.dumps(settings)!r})))
+            from kdash_hub.z2jh import apply_custom_config
+            c.merge(Config(json.loads({json.dumps(hub_settings)!r})))
             c.JupyterHub.services.extend(json.loads({json.dumps(services)!r}))
             c.JupyterHub.load_roles.extend(json.loads({json.dumps(roles)!r}))
+            apply_custom_config(c, json.loads({json.dumps(custom)!r}))
         """)
 
-    def authenticator_settings(self) -> dict[str, Any]:
-        """KDashAuthenticator with the demo's LDAP and OIDC; a shared password without them."""
-        self.logins = []
+    def custom_kdash(self) -> dict[str, Any]:
+        """The demo's `custom.kdash` (as in a Helm values file)."""
+        kubeconfig = str(self.cluster.kubeconfig_path)
         return {
-            "JupyterHub": {"spawner_class": "kdash",
-                           "authenticator_class": "dummy"},
-            "DummyAuthenticator": {"password": "demo", "allow_all": True},
+            "spawner": {
+                "flavors": DEMO_FLAVORS, "hub_namespace": "default",
+                "group_quotas": {"gpu-users": {f"requests.{GPU_RESOURCE}": "2"}},
+                "storage_preset": "none", "start_timeout": 60, "http_timeout": 60,
+                "image": "quay.io/jupyter/minimal-notebook:2024-12-02",
+            },
+            "authenticator": self.authenticator_settings(),
+            "launcher": {"kubeconfig": kubeconfig, "public_url": self.url,
+                         "default_ttl": "8h"},
+            "culler": {"kubeconfig": kubeconfig, "cull_every": "1m", "side_services": True,
+                       "log_style": "text", "default_rule": {"idle": "1h", "max_age": "never"}},
         }
 
+    def authenticator_settings(self) -> dict[str, Any] | None:
+        """KDashAuthenticator (+ LDAPBackend) settings for the demo's LDAP and OIDC."""
+        if self.ldap is None and self.oidc is None:
+            return None
+        settings: dict[str, Any] = {
+            "enable_ldap": self.ldap is not None, "admin_groups": ["admins"],
+        }
+        if self.ldap is not None:
+            settings.update({
+                "server_address": "127.0.0.1", "server_port": self.ldap.port,
+                "tls_strategy": "insecure",
+                "bind_dn_template": [f"uid={{username}},{self.ldap.people_dn}"],
+                "lookup_dn_search_user": self.ldap.service_dn,
+                "lookup_dn_search_password": self.ldap.service_password,
+                "user_search_base": self.ldap.people_dn, "user_attribute": "uid",
+                "group_search_base": self.ldap.groups_dn,
+            })
+        if self.oidc is not None:
+            settings["oidc_providers"] = {OIDC_PROVIDER: {
+                "issuer": self.oidc.issuer, "client_id": OIDC_CLIENT,
+                "client_secret": OIDC_SECRET, "display_name": OIDC_DISPLAY, "trusted": True,
+                "scope": ["openid", "profile", "email", "groups"],
+            }}
+        return settings
+
     async def _start_hub(self) -> None:
+        if importlib.util.find_spec("jupyterlab") is None:
+            self.notes.append("notebooks: JupyterLab is not installed in this environment, so "
+                              "servers have no UI (pip install jupyterlab ipykernel)")
         launcher_port = free_port()
         config = self.hub_config(launcher_port)
         self.hub = HubProcess(

@@ -13,8 +13,9 @@ import importlib
 import inspect
 import pkgutil
 import re
-import textwrap
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from traitlets import TraitType
 from traitlets.config import Configurable
@@ -86,17 +87,31 @@ def discover_classes() -> list[tuple[str | None, type[Configurable]]]:
     return found
 
 
+def _package_dirs() -> list[tuple[str, str]]:
+    """(directory, `<kdash_hub>/...` placeholder) of the pack's imported packages, longest
+    first: defaults that are paths inside the installed package read the same everywhere."""
+    dirs = []
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == PACKAGE and getattr(module, "__path__", None):
+            rest = name.split(".", 1)[1].replace(".", "/") if "." in name else ""
+            placeholder = f"<{PACKAGE}>" + (f"/{rest}" if rest else "")
+            dirs.extend((str(Path(p)), placeholder) for p in module.__path__)
+    return sorted(dirs, key=lambda item: -len(item[0]))
+
+
 def _default(trait: TraitType) -> str:
     try:
         text = trait.default_value_repr()
     except Exception:  # noqa: BLE001 - a dynamic default has no static representation
         text = "(computed)"
     text = re.sub(r" at 0x[0-9a-f]+", "", text)
+    for directory, placeholder in _package_dirs():
+        text = text.replace(directory, placeholder)
     return text if len(text) <= 200 else text[:197] + "..."
 
 
 def trait_markdown(cls: type, name: str, trait: TraitType) -> str:
-    help_text = textwrap.dedent(trait.help or "").strip() or "(no help text)"
+    help_text = inspect.cleandoc(trait.help or "") or "(no help text)"
     return (
         f"#### `{name}`\n\n"
         f"*{type(trait).__name__}*, default: `{_default(trait)}`\n\n"
@@ -107,17 +122,15 @@ def trait_markdown(cls: type, name: str, trait: TraitType) -> str:
 def class_markdown(section: str | None, cls: type[Configurable]) -> str:
     title = f"`{cls.__name__}`" + (f" — `custom.kdash.{section}`" if section else "")
     lines = [f"## {title}\n"]
-    doc = inspect.getdoc(cls) or ""
+    doc = inspect.cleandoc(vars(cls).get("__doc__") or getattr(cls, "description", "") or "")
     if doc:
         lines.append(doc.split("\n\n")[0].replace("\n", " ") + "\n")
-    lines.append(f"Class: `{cls.__module__}.{cls.__name__}`. ")
+    where = f"Class `{cls.__module__}.{cls.__name__}`. "
     if section:
-        lines.append(
-            f"In Helm values: `custom.kdash.{section}.<setting>`; in a jupyterhub_config.py: "
-            f"`c.{cls.__name__}.<setting>`.\n"
-        )
+        where += f"In Helm values: `custom.kdash.{section}.<setting>`; in a "
     else:
-        lines.append(f"In a jupyterhub_config.py: `c.{cls.__name__}.<setting>`.\n")
+        where += "In a "
+    lines.append(where + f"jupyterhub_config.py: `c.{cls.__name__}.<setting>`.\n")
     bases = upstream_bases(cls)
     if bases:
         links = ", ".join(f"[{b}]({UPSTREAM_DOCS[b]})" for b in bases)

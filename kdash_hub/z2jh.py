@@ -37,7 +37,11 @@ class Section:
 
 SECTIONS: tuple[Section, ...] = (
     Section("spawner", ("kdash_hub.spawner:KDashSpawner",)),
-    Section("authenticator", ("kdash_hub.authenticator:KDashAuthenticator",)),
+    Section(
+        "authenticator",
+        ("kdash_hub.authenticator:KDashAuthenticator",
+         "kdash_hub.authenticator:LDAPBackend"),
+    ),
     Section(
         "launcher",
         ("kdash_hub.services.launcher.settings:LauncherSettings",
@@ -141,6 +145,42 @@ def custom_config(custom: Mapping[str, Any] | None) -> dict[str, Config]:
     return result
 
 
+def link_culler_to_flavors(sections: dict[str, Config]) -> None:
+    """Let the culler know the spawner's flavors, unless the culler section says otherwise.
+
+    A flavor's `idle_timeout` (seconds) becomes the culler's rule for that profile, and the
+    flavor slugs its `known_profiles` (so a rule naming a profile that doesn't exist stops
+    the culler at start).
+    """
+    flavors = sections.get("spawner", Config()).get("KDashSpawner", {}).get("flavors")
+    if not flavors or "culler" not in sections:
+        return
+    from kdash_hub.spawner.profiles import flavor_slug
+
+    culler = sections["culler"]["CullerApp"]
+    slugs = [flavor_slug(f) for f in flavors]
+    if "known_profiles" not in culler:
+        culler["known_profiles"] = slugs
+    rules = dict(culler.get("profile_rules", {}))
+    for flavor, slug in zip(flavors, slugs, strict=True):
+        if flavor.get("idle_timeout") and slug not in rules:
+            rules[slug] = {"idle": int(flavor["idle_timeout"])}
+    if rules:
+        culler["profile_rules"] = rules
+
+
+def drop_chart_profile_list(c: Config, sections: dict[str, Config]) -> None:
+    """Let the spawner's flavors make the profile list.
+
+    The chart always sets `c.KubeSpawner.profile_list` from `singleuser.profileList` (an
+    empty list by default), which would hide KDashSpawner's own list made from `flavors`.
+    An explicit, non-empty `singleuser.profileList` is kept (and wins, as configured).
+    """
+    flavors = sections.get("spawner", Config()).get("KDashSpawner", {}).get("flavors")
+    if flavors and "KubeSpawner" in c and c.KubeSpawner.get("profile_list", None) == []:
+        del c.KubeSpawner["profile_list"]
+
+
 def _service(c: Config, name: str) -> dict | None:
     for service in c.JupyterHub.get("services", []) or []:
         if service.get("name") == name:
@@ -167,6 +207,8 @@ def apply_custom_config(
     merged into `c` so the hub's log shows one complete configuration.
     """
     sections = custom_config(custom)
+    link_culler_to_flavors(sections)
+    drop_chart_profile_list(c, sections)
     directory = Path(service_config_dir or os.getcwd()) / "kdash-config"
     for section in SECTIONS:
         config = sections.get(section.name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -302,19 +303,20 @@ class SlapdServer:
             conn.modify(f"cn={cn},{self.groups_dn}", {attr: [(ldap3.MODIFY_DELETE, [value])]})
 
     def operation_count(self) -> int:
-        """LDAP operations logged so far (needs log_level "256", slapd's `stats`)."""
+        """LDAP operations logged so far (needs log_level "256", slapd's `stats`).
+
+        slapd logs some operations on two lines (request, then details); each distinct
+        (connection, operation) pair counts once.
+        """
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return 0
-        return sum(1 for line in text.splitlines() if _is_operation_line(line))
+        return len(set(_OPERATION.findall(text)))
 
 
-_OPS = (" BIND ", " SRCH ", " EXT ", " MOD ", " ADD ", " DEL ", " CMP ", " UNBIND")
-
-
-def _is_operation_line(line: str) -> bool:
-    return " op=" in line and any(op in line for op in _OPS)
+_OPERATION = re.compile(
+    r"conn=(\d+) op=(\d+) (?:BIND|SRCH|EXT|MOD|MODRDN|ADD|DEL|CMP|UNBIND|ABANDON)\b")
 
 
 def _accepts(port: int) -> bool:

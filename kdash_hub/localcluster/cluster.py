@@ -122,6 +122,8 @@ class LocalCluster:
             self.kubelet = Kubelet(self.api.url, self.node_specs, mode=self.kubelet_mode,
                                    workdir=self.workdir / "kubelet")
             await self.kubelet.start()
+            # for the API server's pods/{name}/log (container output lives with the kubelet)
+            self.api.pod_log_reader = self.kubelet.read_log
         except BaseException:
             await self.stop()
             raise

@@ -12,7 +12,8 @@ stream drops) and drives each pod through its life the way the real components d
 - in process mode, notebook containers run as real processes (`processes.py`): Ready only
   once the port answers, exit codes reported as `terminated` with phase Succeeded/Failed
   (no restarts, whatever the restartPolicy). Other pods (postgres, minio, ...) are status
-  only, in both modes;
+  only, in both modes, unless annotated `localcluster.kdash-hub.io/run-as-process: "true"`
+  (then their commands run too); container output is served by `read_log`;
 - a pod with a deletionTimestamp has its processes stopped (SIGTERM, SIGKILL after the
   grace period, at least 2 s like the kubelet's minimum) and is then deleted for good
   (grace period 0).
@@ -29,6 +30,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,7 +47,7 @@ log = logging.getLogger("kdash_hub.localcluster.kubelet")
 
 KubeletMode = Literal["status", "process"]
 MIN_GRACE_SECONDS = 2.0
-RETRY_UNSCHEDULABLE_SECONDS = 5.0
+RETRY_SECONDS = 5.0
 
 
 def pod_key(pod: dict) -> str:
@@ -85,7 +87,7 @@ class Kubelet:
         mode: KubeletMode = "status",
         token: str = "kdash-kubelet",
         workdir: Path | None = None,
-        retry_unschedulable: float = RETRY_UNSCHEDULABLE_SECONDS,
+        retry_seconds: float = RETRY_SECONDS,
     ):
         if mode not in ("status", "process"):
             raise ValueError(f"kubelet mode must be 'status' or 'process', not {mode!r}")
@@ -95,7 +97,11 @@ class Kubelet:
         self.network = PodNetwork()
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="kdash-kubelet-"))
-        self.retry_unschedulable = retry_unschedulable
+        # how often pods that can't start yet (unschedulable, a missing secret) are retried
+        self.retry_seconds = retry_seconds
+        self._config_errors: dict[str, str] = {}  # pod key -> last config error reported
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._stopped = False
         self.pods: dict[str, dict] = {}
         self.runs: dict[str, PodRun] = {}
         self._assumed: dict[str, str] = {}  # pod key -> node, bound but not yet seen
@@ -119,6 +125,9 @@ class Kubelet:
 
     async def stop(self) -> None:
         """Stop watching and every process (pods keep their last status)."""
+        self._stopped = True
+        for handle in self._timers:
+            handle.cancel()
         for task in self._tasks + list(self._workers.values()):
             task.cancel()
         for task in self._tasks + list(self._workers.values()):
@@ -126,8 +135,8 @@ class Kubelet:
                 await task
         self._tasks.clear()
         self._workers.clear()
-        await asyncio.gather(*(self._stop_run(run, 0) for run in list(self.runs.values())),
-                             return_exceptions=True)
+        await asyncio.gather(*(self._stop_run(run, MIN_GRACE_SECONDS)
+                               for run in list(self.runs.values())), return_exceptions=True)
         self.runs.clear()
         await self.api.close()
         if self._own_workdir:
@@ -200,6 +209,7 @@ class Kubelet:
             self.pods.pop(key, None)
             self._assumed.pop(key, None)
             self._unschedulable.pop(key, None)
+            self._config_errors.pop(key, None)
             self._retry_pending()
         else:
             self.pods[key] = pod
@@ -208,6 +218,8 @@ class Kubelet:
         self._enqueue(key)
 
     def _enqueue(self, key: str) -> None:
+        if self._stopped:
+            return
         self._dirty.add(key)
         if key not in self._workers:
             self._workers[key] = asyncio.create_task(self._work(key), name=f"kubelet {key}")
@@ -234,7 +246,7 @@ class Kubelet:
 
     async def _retry_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.retry_unschedulable)
+            await asyncio.sleep(self.retry_seconds)
             self._retry_pending()
 
     # --- one pod -----------------------------------------------------------------------
@@ -355,9 +367,7 @@ class Kubelet:
         meta, spec = pod["metadata"], pod["spec"]
         key, node = pod_key(pod), spec["nodeName"]
         status = pod.get("status") or {}
-        run_processes = self.mode == "process" and any(
-            processes.is_notebook_container(c) for c in spec.get("containers") or []
-        )
+        run_processes = self.mode == "process" and bool(processes.process_containers(pod))
         if status.get("phase") == "Running" and status.get("podIP") and not run_processes:
             # started before (by an earlier kubelet): adopt it as it is
             self.runs[key] = PodRun(meta["uid"], key, node, status["podIP"],
@@ -440,7 +450,7 @@ class Kubelet:
     async def _start_processes(self, pod: dict, run: PodRun) -> None:
         spec = pod["spec"]
         root = self._pod_root(pod)
-        notebook = [c for c in spec["containers"] if processes.is_notebook_container(c)]
+        notebook = processes.process_containers(pod)
         waiting = {c["name"]: {"waiting": {"reason": "ContainerCreating"}} for c in notebook}
         await self._patch_status(pod, self._running_status(pod, run, ready=False,
                                                            states=waiting) | {"phase": "Pending"})
@@ -477,6 +487,7 @@ class Kubelet:
             except OSError as e:
                 await self._finish_run(pod, run, {container["name"]: (128, f"StartError: {e}")})
                 return
+        self._config_errors.pop(run.key, None)
         for container in spec["containers"]:
             await self._container_events(pod, container["name"])
         run.monitor = asyncio.create_task(self._monitor(pod, run, started),
@@ -484,17 +495,37 @@ class Kubelet:
 
     async def _config_error(self, pod: dict, run: PodRun, containers: list[dict],
                             message: str) -> None:
-        """Like CreateContainerConfigError: wait, say why, and try again later."""
-        waiting = {c["name"]: {"waiting": {"reason": "CreateContainerConfigError",
-                                           "message": message}} for c in containers}
-        await self._patch_status(pod, self._running_status(pod, run, ready=False,
-                                                           states=waiting) | {"phase": "Pending"})
-        await self._event(pod, "Failed", f"Error: {message}", kind="Warning",
-                          field_path=f"spec.containers{{{containers[0]['name']}}}")
-        self.network.release(run.ip)
-        self.runs.pop(run.key, None)
-        key = run.key
-        asyncio.get_running_loop().call_later(RETRY_UNSCHEDULABLE_SECONDS, self._enqueue, key)
+        """Like CreateContainerConfigError: say why (once per reason), try again later.
+
+        The run stays registered meanwhile, so the pod's own status updates don't
+        trigger attempts of their own."""
+        if self._config_errors.get(run.key) != message:
+            self._config_errors[run.key] = message
+            waiting = {c["name"]: {"waiting": {"reason": "CreateContainerConfigError",
+                                               "message": message}} for c in containers}
+            status = self._running_status(pod, run, ready=False, states=waiting)
+            await self._patch_status(pod, status | {"phase": "Pending"})
+            await self._event(pod, "Failed", f"Error: {message}", kind="Warning",
+                              field_path=f"spec.containers{{{containers[0]['name']}}}")
+        self._later(self._retry_start, run)
+
+    def _retry_start(self, run: PodRun) -> None:
+        if self.runs.get(run.key) is run and not run.processes:
+            self.network.release(run.ip)
+            del self.runs[run.key]
+            self._enqueue(run.key)
+
+    def _later(self, callback: Callable[..., None], *args: Any) -> None:
+        """Call back after `retry_seconds` (unless the kubelet stops first)."""
+        if self._stopped:
+            return
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            callback(*args)
+
+        handle = asyncio.get_running_loop().call_later(self.retry_seconds, fire)
+        self._timers.add(handle)
 
     async def _monitor(self, pod: dict, run: PodRun, ports: dict[str, int | None]) -> None:
         """Ready once every server's port answers; the pod ends when a container exits."""
@@ -562,6 +593,29 @@ class Kubelet:
         self.network.release(run.ip)
         await self._patch_status(pod, status)
         self._retry_pending()
+
+    def read_log(self, namespace: str, pod: str, container: str | None = None,
+                 tail_lines: int | None = None) -> str | None:
+        """The output of a pod's container (process mode), "" for a status-only container,
+        None when the kubelet runs no such pod: what `pods/{name}/log` serves."""
+        run = self.runs.get(f"{namespace}/{pod}")
+        if run is None:
+            return None
+        if container is None:
+            container = next(iter(run.processes), None) or next(iter(run.container_ids), None)
+        if container not in run.container_ids:
+            return None
+        proc = run.processes.get(container)
+        if proc is None:
+            return ""
+        try:
+            text = proc.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        if tail_lines is not None:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-tail_lines:] if tail_lines > 0 else [])
+        return text
 
     # --- API helpers -------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Process mode: a notebook container run as a real local process, the way a pod would see it.
 
 A notebook container (one that KubeSpawner gave `JUPYTERHUB_SERVICE_URL`) becomes a
-`jupyterhub-singleuser` process (the one in this Python environment) with:
+`jupyterhub-singleuser` process (the one in this Python environment); so does any container
+with a command in a pod annotated `localcluster.kdash-hub.io/run-as-process: "true"`. With:
 
 - the container's command and args (`jupyterhub-singleuser`, `start-notebook.sh`, ... or
   no command at all all mean this environment's `jupyterhub-singleuser`);
@@ -46,6 +47,7 @@ NOTEBOOK_COMMANDS = {
     "start-notebook.py", "start-singleuser.py",
 }
 DEFAULT_HOME = "/home/jovyan"
+RUN_AS_PROCESS = "localcluster.kdash-hub.io/run-as-process"
 _REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _BIND_ALL = {"", "0.0.0.0", "::", "[::]"}
 
@@ -58,6 +60,18 @@ class ContainerConfigError(Exception):
 def is_notebook_container(container: Mapping) -> bool:
     """A container KubeSpawner made for a single-user server."""
     return any(e.get("name") == "JUPYTERHUB_SERVICE_URL" for e in container.get("env") or [])
+
+
+def process_containers(pod: Mapping) -> list[Mapping]:
+    """The containers process mode runs as processes: notebook containers, and every
+    container with a command in a pod annotated `RUN_AS_PROCESS` = "true" (a test's or the
+    demo's side service that should really answer, e.g. `python -m http.server`)."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(RUN_AS_PROCESS) == "true":
+        return [c for c in containers if c.get("command") or c.get("args")
+                or is_notebook_container(c)]
+    return [c for c in containers if is_notebook_container(c)]
 
 
 def singleuser_program() -> str:
@@ -273,7 +287,8 @@ async def prepare_volumes(
     """Make each volume mount of the container a directory (or symlink) under `pod_root`."""
     namespace = pod["metadata"]["namespace"]
     volumes = {v["name"]: v for v in (pod.get("spec") or {}).get("volumes") or []}
-    for mount in container.get("volumeMounts") or []:
+    # parents first, so a mount inside another mount lands inside it, as in a container
+    for mount in sorted(container.get("volumeMounts") or [], key=lambda m: m["mountPath"]):
         volume = volumes.get(mount["name"], {})
         if "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"].get("claimName", mount["name"])

@@ -64,6 +64,8 @@ class Template:
     category: str = ""
     service_port: int | str | None = None  # the port the proxy forwards to
     proxy_strip_prefix: bool = True  # False: the app is configured with $PATH_PREFIX
+    http: bool = True  # False: not a web service (no proxy URL; connect to its address)
+    skipped: list[str] = field(default_factory=list)  # documents left out, and why
 
     def variable(self, name: str) -> Variable | None:
         return next((v for v in self.variables if v.name == name), None)
@@ -77,7 +79,7 @@ class Template:
         return {
             "id": self.id, "name": self.name, "description": self.description,
             "singleton": self.singleton, "ttl": self.ttl, "expiry": self.expiry,
-            "icon": self.icon, "category": self.category,
+            "icon": self.icon, "category": self.category, "http": self.http,
             "variables": [v.as_dict() for v in self.user_variables],
             "kinds": [m.kind for m in self.manifests],
         }

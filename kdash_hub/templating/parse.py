@@ -34,6 +34,7 @@ _HEADER_FIELDS = {
     "kind", "name", "description", "singleton", "datasets", "auth", "variables",
     # extensions
     "id", "ttl", "expiry", "icon", "category", "service_port", "proxy_strip_prefix",
+    "http",
 }
 _VARIABLE_FIELDS = {"name", "default", "help", "label", "type", "choices", "length"}
 
@@ -144,11 +145,22 @@ def _check_manifest(doc: Document, source: str, allowed_kinds: Iterable[str]) ->
     return Manifest(obj=data, line=doc.line)
 
 
+def _is_karvdash_ingress(doc: Document, allowed_kinds: Iterable[str]) -> bool:
+    data = doc.data
+    return (isinstance(data, dict) and data.get("kind") == "Ingress"
+            and "Ingress" not in set(allowed_kinds))
+
+
 def parse_template(
     text: str, source: str = "<template>",
-    allowed_kinds: Iterable[str] = DEFAULT_ALLOWED_KINDS,
+    allowed_kinds: Iterable[str] = DEFAULT_ALLOWED_KINDS, *, skip_ingress: bool = True,
 ) -> Template:
-    """Parse and check one template file; raises TemplateError naming file and line."""
+    """Parse and check one template file; raises TemplateError naming file and line.
+
+    Karvdash templates expose their Service with an Ingress for $HOSTNAME; here the
+    launcher's authenticating proxy does that, so with `skip_ingress` (and Ingress not an
+    allowed kind) those documents are left out (listed in `Template.skipped`).
+    """
     docs = load_documents(text, source)
     headers = [d for d in docs if _is_header(d)]
     if not headers:
@@ -193,7 +205,12 @@ def parse_template(
         raise TemplateError(f"expiry must be one of {', '.join(EXPIRY_ACTIONS)}", source,
                             header_doc.key_lines.get("expiry"))
 
-    manifests = [_check_manifest(d, source, allowed_kinds) for d in docs if d is not header_doc]
+    allowed_kinds = tuple(allowed_kinds)
+    skipped = [d for d in docs if d is not header_doc and skip_ingress
+               and _is_karvdash_ingress(d, allowed_kinds)]
+    left_out = {id(d) for d in skipped}
+    manifests = [_check_manifest(d, source, allowed_kinds) for d in docs
+                 if d is not header_doc and id(d) not in left_out]
     if not manifests:
         raise TemplateError("the template has no objects", source, header_doc.line)
     return Template(
@@ -205,4 +222,7 @@ def parse_template(
         category=str(header.get("category") or ""),
         service_port=header.get("service_port"),
         proxy_strip_prefix=bool(header.get("proxy_strip_prefix", True)),
+        http=bool(header.get("http", True)),
+        skipped=[f"Ingress (line {d.line}): the launcher's proxy gives access instead"
+                 for d in skipped],
     )

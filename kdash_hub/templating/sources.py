@@ -23,10 +23,13 @@ class Catalog:
     templates: dict[str, Template] = field(default_factory=dict)
     errors: list[TemplateError] = field(default_factory=list)
 
+    skip_ingress: bool = True
+
     def add_text(self, text: str, source: str,
                  allowed_kinds: Iterable[str] = DEFAULT_ALLOWED_KINDS) -> Template | None:
         try:
-            template = parse_template(text, source, allowed_kinds)
+            template = parse_template(text, source, allowed_kinds,
+                                      skip_ingress=self.skip_ingress)
         except TemplateError as e:
             self.errors.append(e)
             return None

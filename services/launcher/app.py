@@ -79,13 +79,17 @@ class LauncherApp(Application):
 
     async def load_catalog(self, kube: KubeResources) -> Catalog:
         s = self.launcher
-        catalog = load_directories(s.template_dirs, allowed_kinds=s.allowed_kinds)
+        catalog = load_directories(s.template_dirs, Catalog(skip_ingress=s.skip_ingress),
+                                   allowed_kinds=s.allowed_kinds)
         if s.template_configmap_namespace:
             cms = await kube.list("ConfigMap", s.template_configmap_namespace,
                                   label_selector=s.template_configmap_selector or None)
             load_configmaps(cms, catalog, s.allowed_kinds)
         for error in catalog.errors:
             self.log.error("template not loaded: %s", error)
+        for template in catalog.templates.values():
+            for note in template.skipped:
+                self.log.info("%s: left out %s", template.source, note)
         self.log.info("templates: %s", ", ".join(catalog.templates) or "none")
         return catalog
 

@@ -14,12 +14,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kdash_hub import labels as L
 from kdash_hub.kube import KubeResources, api_error_message, api_error_reason
+from kdash_hub.naming import is_dns1123_label
 from kdash_hub.templating import (
     Catalog,
     RenderError,
@@ -103,7 +104,7 @@ class InstanceManager:
 
     def path_prefix(self, owner: str, name: str) -> str:
         """The proxy path of an instance, without the trailing slash."""
-        return f"{self.settings.service_prefix}proxy/{owner}/{name}"
+        return f"{self.settings.service_prefix}proxy/{quote(owner, safe='@')}/{name}"
 
     def instance_url(self, owner: str, name: str) -> str:
         return f"{self.settings.public_url.rstrip('/')}{self.path_prefix(owner, name)}/"
@@ -169,8 +170,7 @@ class InstanceManager:
             objects, resolved = self.render(template, username, name, values)
         except RenderError as e:
             raise LauncherError(400, "; ".join(e.messages)) from None
-        if self.settings.ensure_namespace:
-            await self._ensure_namespace(namespace, username)
+        await self._ensure_namespace(namespace, username)
         now = now_utc()
         record = InstanceRecord(
             namespace=namespace, name=name, owner=username, template=template.id,
@@ -215,6 +215,9 @@ class InstanceManager:
     async def _ensure_namespace(self, namespace: str, username: str) -> None:
         if await self.kube.get("Namespace", namespace) is not None:
             return
+        if not self.settings.ensure_namespace:
+            raise LauncherError(409, f"your namespace {namespace} isn't set up yet: start your"
+                                     " notebook server once (hub Home page), then try again")
         try:
             await self.kube.create({
                 "apiVersion": "v1", "kind": "Namespace",
@@ -240,7 +243,9 @@ class InstanceManager:
         return LauncherError(502, f"Kubernetes failed on {what}: {message}")
 
     # --- read -----------------------------------------------------------------------------
-    async def _view(self, namespace: str | None, owner: str | None) -> ClusterView:
+    async def _view(self, namespace: str | None, owner: str | None,
+                    all_events: bool = False) -> ClusterView:
+        """Workloads, pods and events in one go; a list only needs the Warning events."""
         selector = WORKLOAD_SELECTOR
         if owner is not None:
             selector = L.owner_selector(owner, "launcher")
@@ -249,7 +254,8 @@ class InstanceManager:
             self.kube.list("StatefulSet", namespace, label_selector=selector),
             self.kube.list("Job", namespace, label_selector=selector),
             self.kube.list("Pod", namespace, label_selector=selector),
-            self.kube.list("Event", namespace),
+            self.kube.list("Event", namespace,
+                           field_selector=None if all_events else "type=Warning"),
         )
         return ClusterView.build(deployments + statefulsets + jobs, pods, events)
 
@@ -277,7 +283,9 @@ class InstanceManager:
             "name": rec.name, "owner": rec.owner, "namespace": rec.namespace,
             "template": rec.template, "template_name": rec.template_name,
             "status": status, "reason": reason, "state": rec.state,
-            "url": self.instance_url(rec.owner, rec.name) if rec.proxy else None,
+            "url": self.instance_url(rec.owner, rec.name)
+            if rec.proxy and rec.proxy.get("http", True) else None,
+            "address": address(rec),
             "created_at": iso(rec.created_at), "expires_at": iso(rec.expires_at) or None,
             "age_seconds": int(age) if age is not None else None, "age": format_duration(age),
             "ttl_left_seconds": max(0, int(ttl_left)) if ttl_left is not None else None,
@@ -288,7 +296,7 @@ class InstanceManager:
     async def details(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
         """The instance with its events and the last lines of its containers' logs."""
         _, rec = await self.record_for(actor, owner, name)
-        view = await self._view(rec.namespace, owner)
+        view = await self._view(rec.namespace, owner, all_events=True)
         info = self.describe(rec, view)
         info["events"] = [{
             "time": event_time(e), "type": e.get("type", ""), "reason": e.get("reason", ""),
@@ -357,11 +365,27 @@ class InstanceManager:
         _, rec = await self.record_for(Actor(owner), owner, name)
         if not rec.proxy:
             raise LauncherError(404, f"instance {name!r} has no service to proxy to")
+        if not rec.proxy.get("http", True):
+            raise LauncherError(404, f"instance {name!r} is not a web service; connect to"
+                                     f" {address(rec)} from your notebook")
         if rec.state != "running":
             raise LauncherError(503, f"instance {name!r} is stopped; start it first")
+        service, port = rec.proxy.get("service"), rec.proxy.get("port")
+        # the record lives in the user's namespace: never trust it to build a URL
+        if not (isinstance(service, str) and is_dns1123_label(service)
+                and isinstance(port, int) and 0 < port < 65536):
+            raise LauncherError(502, f"instance {name!r} has an invalid proxy target")
         url = self.settings.upstream_url_template.format(
-            service=rec.proxy["service"], namespace=rec.namespace, port=rec.proxy["port"])
+            service=service, namespace=rec.namespace, port=port)
         return url, bool(rec.proxy.get("strip_prefix", True))
+
+
+def address(rec: InstanceRecord) -> str | None:
+    """host:port of the instance's Service inside the cluster (from the user's notebook)."""
+    proxy = rec.proxy or {}
+    if not proxy.get("service"):
+        return None
+    return f"{proxy['service']}.{rec.namespace}.svc:{proxy.get('port')}"
 
 
 def proxy_target(template: Template, objects: list[dict]) -> dict[str, Any] | None:
@@ -379,5 +403,5 @@ def proxy_target(template: Template, objects: list[dict]) -> dict[str, Any] | No
                 if str(p.get("name")) == wanted or str(p.get("port")) == wanted:
                     port = p.get("port")
         return {"service": obj["metadata"]["name"], "port": port,
-                "strip_prefix": template.proxy_strip_prefix}
+                "strip_prefix": template.proxy_strip_prefix, "http": template.http}
     return None

@@ -15,7 +15,9 @@ from datetime import datetime, timedelta
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kdash_hub.kube import KubeResources
+from kdash_hub import labels as L
+from kdash_hub.kube import RESOURCES, KubeResources
+from kdash_hub.naming import label_value
 
 from .records import (
     ANN_EXPIRES,
@@ -31,6 +33,27 @@ from .records import (
 )
 
 SCALABLE = ("Deployment", "StatefulSet")
+# never touched through a record, whatever it says: the namespace's guardrails
+GUARDRAIL_KINDS = {"ResourceQuota", "LimitRange", "Role", "RoleBinding", "NetworkPolicy",
+                   "ServiceAccount"}
+
+
+def may_touch(kind: str) -> bool:
+    """Kinds a record may name: namespaced ones that aren't the namespace's guardrails.
+
+    Records live in the user's namespace, where a user may be able to edit them; so what a
+    record lists is checked here and against each object's labels before any change.
+    """
+    resource = RESOURCES.get(kind)
+    return resource is not None and resource.namespaced and kind not in GUARDRAIL_KINDS
+
+
+def belongs_to(obj: dict | None, rec: InstanceRecord) -> bool:
+    """True when `obj` carries this instance's labels and owner."""
+    if obj is None:
+        return False
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get(L.INSTANCE) == label_value(rec.name) and L.is_owned_by(obj, rec.owner)
 
 
 class InstanceNotFound(LookupError):
@@ -99,7 +122,7 @@ async def stop_instance(kube: KubeResources, namespace: str, name: str) -> Insta
         try:
             if kind in SCALABLE:
                 current = await kube.get(kind, obj_name, namespace)
-                if current is None:
+                if not belongs_to(current, rec):
                     continue
                 count = (current.get("spec") or {}).get("replicas", 1)
                 if count:
@@ -126,6 +149,8 @@ async def start_instance(kube: KubeResources, namespace: str, name: str,
         kind, obj_name = obj["kind"], obj["name"]
         try:
             if kind in SCALABLE:
+                if not belongs_to(await kube.get(kind, obj_name, namespace), rec):
+                    continue
                 await _scale(kube, kind, obj_name, namespace,
                              int(rec.replicas.get(f"{kind}/{obj_name}", 1)))
             elif kind == "Job":
@@ -145,15 +170,23 @@ async def start_instance(kube: KubeResources, namespace: str, name: str,
 
 
 async def delete_objects(kube: KubeResources, namespace: str, objects: list[dict]) -> None:
-    """Delete `objects` (kind/name dicts) in reverse creation order; gone ones are fine."""
+    """Delete `objects` (kind/name dicts we just made) in reverse order; gone ones are fine."""
     for obj in reversed(objects):
         await kube.delete(obj["kind"], obj["name"], namespace)
 
 
 async def delete_instance(kube: KubeResources, namespace: str, name: str) -> None:
-    """Delete every object of the instance, then its record (raises InstanceNotFound)."""
+    """Delete every object of the instance, then its record (raises InstanceNotFound).
+
+    Only objects that still carry the instance's labels are deleted: a record edited to
+    name something else in the namespace (or elsewhere) deletes nothing extra.
+    """
     secret, rec = await read_record(kube, namespace, name)
-    await delete_objects(kube, namespace, rec.objects)
+    for obj in reversed(rec.objects):
+        if not may_touch(obj["kind"]):
+            continue
+        if belongs_to(await kube.get(obj["kind"], obj["name"], namespace), rec):
+            await kube.delete(obj["kind"], obj["name"], namespace)
     await kube.delete("Secret", record_name(name), namespace)
 
 

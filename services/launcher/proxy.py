@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import quote
 
 from tornado import httpclient, web, websocket
 from tornado.httputil import HTTPHeaders
@@ -56,8 +55,10 @@ class ProxyHandler(LauncherHandler, websocket.WebSocketHandler):
 
     async def _target(self, owner: str, name: str, path: str, scheme: str) -> str:
         base, strip = await self.manager.upstream(self.actor, owner, name)
-        if strip:
-            target = "/" + quote(path or "", safe="/%:@!$&'()*+,;=-._~")
+        if strip:  # from the raw path, so the app gets the encoding the client sent
+            tail = self.request.path[len(self.manager.settings.service_prefix + "proxy/"):]
+            parts = tail.split("/", 2)
+            target = "/" + (parts[2] if len(parts) > 2 else "")
         else:
             target = self.request.path
         if scheme == "ws":
@@ -79,8 +80,7 @@ class ProxyHandler(LauncherHandler, websocket.WebSocketHandler):
         headers["X-Forwarded-Host"] = self.request.host
         headers["X-Forwarded-Proto"] = self.request.protocol
         headers["X-Forwarded-For"] = self.request.remote_ip or ""
-        headers["X-Forwarded-Prefix"] = (f"{self.manager.settings.service_prefix}proxy/"
-                                         f"{quote(owner)}/{name}")
+        headers["X-Forwarded-Prefix"] = self.manager.path_prefix(owner, name)
         headers["X-Forwarded-User"] = self.actor.name
         return headers
 

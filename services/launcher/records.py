@@ -124,13 +124,18 @@ class InstanceRecord:
         meta = secret.get("metadata") or {}
         ann = meta.get("annotations") or {}
 
-        def load(key: str, default: Any) -> Any:
+        def load(key: str, default: Any) -> Any:  # a user may have edited the record
             try:
-                return json.loads(ann.get(key) or "null") or default
+                value = json.loads(ann.get(key) or "null")
             except ValueError:
                 return default
+            return value if isinstance(value, type(default)) else default
 
         ttl = ann.get(ANN_TTL) or ""
+        objects = [o for o in load(ANN_OBJECTS, []) if isinstance(o, dict)
+                   and isinstance(o.get("kind"), str) and isinstance(o.get("name"), str)]
+        replicas = {k: v for k, v in load(ANN_REPLICAS, {}).items()
+                    if isinstance(v, int) and 0 <= v <= 100}
         return cls(
             namespace=meta.get("namespace", ""),
             name=ann.get(ANN_INSTANCE) or meta.get("name", "").removeprefix(RECORD_PREFIX),
@@ -139,8 +144,8 @@ class InstanceRecord:
             created_at=parse_iso(ann.get(ANN_CREATED) or meta.get("creationTimestamp")),
             expires_at=parse_iso(ann.get(ANN_EXPIRES)), expiry=ann.get(ANN_EXPIRY) or "stop",
             ttl=int(ttl) if ttl.isdigit() else None, state=ann.get(ANN_STATE) or RUNNING,
-            objects=load(ANN_OBJECTS, []), replicas=load(ANN_REPLICAS, {}),
-            values=load(ANN_VALUES, {}), proxy=load(ANN_PROXY, None),
+            objects=objects, replicas=replicas,
+            values=load(ANN_VALUES, {}), proxy=load(ANN_PROXY, {}) or None,
             resource_version=meta.get("resourceVersion", ""),
         )
 

@@ -38,6 +38,11 @@ class LauncherSettings(Configurable):
         help="Kinds a template may contain; a template with any other kind is rejected at load."
              " Only namespaced kinds kdash-hub knows can be allowed.",
     ).tag(config=True)
+    skip_ingress = Bool(
+        True, help="Leave out the Ingress documents of Karvdash templates (the launcher's"
+                   " proxy gives access instead). Off, or with Ingress an allowed kind, an"
+                   " Ingress is checked like any other kind.",
+    ).tag(config=True)
     private_volume_claim_template = Unicode(
         "claim-{username}",
         help="PRIVATE_VOLUME: the claim of the user's home volume. `{username}` expands as in"
@@ -95,8 +100,10 @@ class LauncherSettings(Configurable):
         help="How the proxy reaches an instance's Service; fields: service, namespace, port.",
     ).tag(config=True)
     ensure_namespace = Bool(
-        True, help="Create the user's namespace when it doesn't exist yet (normally the"
-                   " spawner made it).",
+        False, help="Create the user's namespace when it doesn't exist yet. Off by default:"
+                    " the spawner makes it with its guardrails (quota, limits, network"
+                    " policy), so a launch before the first notebook start is refused with a"
+                    " message; turn on only where there is no such bundle.",
     ).tag(config=True)
     log_lines = Int(200, help="Container log lines shown in the details.").tag(config=True)
 

@@ -185,6 +185,14 @@ async def test_crud_for_every_kind(kube_target: KubeTarget):
             got.body["metadata"]["resourceVersion"])
         deleted = await k.request("DELETE", f"{collection}/{name}")
         assert deleted.status in (200, 202), (collection, deleted.body)
+        if obj["kind"] in ("Pod", "Service", "PersistentVolumeClaim", "PersistentVolume"):
+            assert deleted.body["kind"] == obj["kind"]  # these answer with the object
+        else:  # a Status, unless the object lives on a little (e.g. GC finalizers)
+            assert deleted.body["kind"] == "Status" or deleted.body["metadata"].get(
+                "deletionTimestamp"), (collection, deleted.body)
+            if deleted.body["kind"] == "Status":
+                assert deleted.body["status"] == "Success"
+                assert deleted.body["details"]["name"] == name
 
         async def gone(c=collection, n=name):
             return (await k.request("GET", f"{c}/{n}")).status == 404
@@ -372,6 +380,17 @@ async def test_bad_input_gets_4xx_status_never_5xx(kube_target: KubeTarget):
         await k.request("PATCH", f"{pods}/p", raw_body=b"{nope", content_type=MERGE),
         await k.request("PUT", f"{pods}/p", pod("other-name")),
     ]
+    malformed = [  # wrongly typed fields are decode errors: 400 on a real server
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "m1"}, "spec": "x"},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "m2"},
+         "spec": {"containers": "x"}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "m3", "labels": "x"},
+         "spec": {"containers": [{"name": "c", "image": "x:1"}]}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": 5}},
+    ]
+    for body in malformed:
+        r = await k.request("POST", pods, body)
+        assert r.status == 400 and r.reason == "BadRequest", (body, r.body)
     statuses = [c.status for c in cases]
     assert all(400 <= s < 500 for s in statuses), statuses
     assert all(isinstance(c.body, dict) and c.body.get("kind") == "Status"
@@ -703,6 +722,7 @@ async def test_workload_controllers_create_owned_pods(kube_target: KubeTarget):
     await eventually(lambda: pods_of("web", 1))
     sts = {**deployment("db", 2), "kind": "StatefulSet"}
     sts["spec"]["serviceName"] = "db"
+    sts["spec"]["podManagementPolicy"] = "Parallel"  # real clusters: don't wait for db-0
     await k.request("POST", f"/apis/apps/v1/namespaces/{ns}/statefulsets", sts)
     pods = await eventually(lambda: pods_of("db", 2))
     assert sorted(p["metadata"]["name"] for p in pods) == ["db-0", "db-1"]
@@ -1011,6 +1031,9 @@ async def test_unmodified_kubespawner_spawns_polls_and_stops(kube_target: KubeTa
     assert await spawner.poll() == 1
     assert srv.store.find("Pod", spawner.pod_name, name) is None
     assert srv.request_count["watch"] >= 2 and srv.request_count["create"] >= 3
+    assert srv.resource_count["watch pods"] >= 1 and srv.resource_count["watch events"] >= 1
+    assert srv.resource_count["create persistentvolumeclaims"] == 1
+    assert srv.resource_count["create pods"] == 3  # the leftover, the 409, the retry
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
@@ -1051,11 +1074,13 @@ spec:
 
     write("one")
     k.namespaces.append(ns)
-    r = await asyncio.to_thread(kubectl, "apply", "--validate=false", "-f", str(manifest))
+    # default --validate=strict: kubectl finds fieldValidation in /openapi/v3 and lets the
+    # server validate
+    r = await asyncio.to_thread(kubectl, "apply", "-f", str(manifest))
     assert r.returncode == 0, r.stderr
     assert "configmap/settings created" in r.stdout
     write("two")
-    r = await asyncio.to_thread(kubectl, "apply", "--validate=false", "-f", str(manifest))
+    r = await asyncio.to_thread(kubectl, "apply", "-f", str(manifest))
     assert r.returncode == 0, r.stderr
     assert "deployment.apps/web configured" in r.stdout
     r = await asyncio.to_thread(kubectl, "get", "deploy", "web", "-n", ns, "-o", "json")
@@ -1066,6 +1091,13 @@ spec:
         "annotations"]
     r = await asyncio.to_thread(kubectl, "get", "cm", "-n", ns, "-o", "name")
     assert "configmap/settings" in r.stdout.split()
+    r = await asyncio.to_thread(kubectl, "get", "ns", ns)  # a server-side Table
+    assert r.stdout.split()[:5] == ["NAME", "STATUS", "AGE", ns, "Active"], r.stdout
+    typo = manifest.read_text().replace(
+        "image: nginx:1.27", "image: nginx:1.27\n        imagePulPolicy: Always")
+    manifest.write_text(typo)
+    r = await asyncio.to_thread(kubectl, "apply", "-f", str(manifest))
+    assert r.returncode != 0 and "imagePulPolicy" in r.stderr
     r = await asyncio.to_thread(kubectl, "delete", "-f", str(manifest), "--wait=false")
     assert r.returncode == 0, r.stderr
 
@@ -1124,3 +1156,53 @@ async def test_unexpected_errors_become_500_status(kube_target: KubeTarget, monk
     r = await k.request("GET", "/api/v1/namespaces/default/pods/x")
     assert (r.status, r.reason) == (500, "InternalError")
     assert "kaboom" in r.body["message"]
+
+
+async def test_limit_range_maximum_is_enforced(kube_target: KubeTarget):
+    k = kube_target
+    ns = await k.namespace("lrmax")
+    r = await k.request("POST", f"/api/v1/namespaces/{ns}/limitranges", {
+        "apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "max"},
+        "spec": {"limits": [{"type": "Container", "max": {"cpu": "1"}}]}})
+    assert r.status == 201
+    # max also becomes the default limit, so a bare pod is admitted with cpu limit 1
+    ok = await k.request("POST", f"/api/v1/namespaces/{ns}/pods", pod("ok"))
+    assert ok.status == 201
+    assert ok.body["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "1"
+    big = await k.request("POST", f"/api/v1/namespaces/{ns}/pods", pod("big", cpu="2"))
+    assert (big.status, big.reason) == (403, "Forbidden")
+    assert big.body["message"] == ('pods "big" is forbidden: maximum cpu usage per Container '
+                                   'is 1, but limit is 2')
+
+
+async def test_dry_run_does_not_store(kube_target: KubeTarget):
+    k = kube_target
+    ns = await k.namespace("dry")
+    r = await k.request("POST", f"/api/v1/namespaces/{ns}/configmaps", cm("dry"),
+                        params={"dryRun": "All"})
+    assert r.status == 201 and r.body["metadata"]["name"] == "dry"
+    assert (await k.request("GET", f"/api/v1/namespaces/{ns}/configmaps/dry")).status == 404
+
+
+async def test_graceful_pod_deletion_waits_for_the_kubelet():
+    """With graceful_pod_deletion a bound pod stays Terminating until deleted with grace 0
+    (what a kubelet does once its containers are stopped); unbound pods go at once."""
+    from kdash_hub.localcluster.apiserver import APIServer, resources
+
+    srv = APIServer(graceful_pod_deletion=True)
+    await srv.start()
+    try:
+        pods = resources.by_kind("Pod")
+        srv.ops.create(pods, "default", pod("bound"))
+        srv.ops.create(pods, "default", pod("unbound"))
+        srv.ops.bind("default", {"target": {"name": "node-1"}}, pod_name="bound")
+        deleting = srv.ops.delete(pods, "default", "bound")
+        assert deleting["metadata"]["deletionTimestamp"]
+        assert deleting["metadata"]["deletionGracePeriodSeconds"] == 30
+        assert srv.store.find("Pod", "bound", "default") is not None
+        srv.ops.delete(pods, "default", "bound", {"gracePeriodSeconds": 0})
+        assert srv.store.find("Pod", "bound", "default") is None
+        srv.ops.delete(pods, "default", "unbound")
+        assert srv.store.find("Pod", "unbound", "default") is None
+    finally:
+        await srv.stop()

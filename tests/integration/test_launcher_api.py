@@ -3,6 +3,7 @@
 import base64
 import json
 
+import aiohttp
 from kdash_hub.services.launcher.records import record_name
 
 from kdash_hub import labels as L
@@ -17,7 +18,10 @@ async def test_launch_list_details_and_objects(launcher_env, launcher_kube):
     assert inst["name"] == "db1" and inst["owner"] == "alice"
     assert inst["namespace"] == "kdash-alice" and inst["on_expiry"] == "stop"
     assert 7190 < inst["ttl_left_seconds"] <= 7200
-    assert inst["url"].endswith("/services/kdash-launcher/proxy/alice/db1/")
+    assert inst["url"] is None and inst["address"] == "db1.kdash-alice.svc:5432"  # http: no
+    async with aiohttp.ClientSession() as s, s.get(
+            env.url + "proxy/alice/db1/", headers=env.headers("alice")) as resp:
+        assert resp.status == 404 and "not a web service" in (await resp.json())["message"]
     assert "POSTGRES_PASSWORD" not in inst["values"] and inst["values"]["POSTGRES_DB"] == "sales"
 
     for kind, name in (("Secret", "db1"), ("PersistentVolumeClaim", "db1-data"),
@@ -99,7 +103,7 @@ async def test_users_never_reach_each_others_instances(launcher_env, launcher_ku
         assert status == 404, (method, path, body)
     status, body = await env.call("GET", "instances/dave/nothere", "bob")
     assert status == 404 and body["message"] == "no instance 'nothere' of user 'dave'"
-    async with __import__("aiohttp").ClientSession() as s, s.get(
+    async with aiohttp.ClientSession() as s, s.get(
             env.url + "proxy/dave/private/", headers=env.headers("bob")) as resp:
         assert resp.status == 404
     # bob can't get into dave's namespace through the request either
@@ -118,7 +122,7 @@ async def test_users_never_reach_each_others_instances(launcher_env, launcher_ku
     status, _ = await env.call("GET", "instances", "root")
     status, info = await env.call("GET", "instances/dave/private", "root")
     assert status == 200 and info["owner"] == "dave"
-    async with __import__("aiohttp").ClientSession() as s, s.get(
+    async with aiohttp.ClientSession() as s, s.get(
             env.url + "proxy/dave/private/", headers=env.headers("root")) as resp:
         assert resp.status == 404
     status, _ = await env.call("DELETE", "instances/dave/private", "root")
@@ -239,3 +243,22 @@ async def test_templates_listed_broken_one_reported(launcher_env):
     assert "broken.yaml" in launcher_env.hub.log_path.read_text()
     status, body = await launcher_env.call("GET", "templates/redis", "alice")
     assert body["singleton"] is True and body["expiry"] == "delete"
+
+
+def test_openapi_documents_every_endpoint():
+    import re
+    from pathlib import Path
+
+    import yaml
+    from kdash_hub.services.launcher import api
+
+    spec = yaml.safe_load((Path(api.__file__).parent / "openapi.yaml").read_text())
+    documented = {re.sub(r"\{[^}]+\}", "X", p) for p in spec["paths"]}
+    routed = set()
+    for pattern, _handler in api.api_routes("/p/")[:-1]:  # the last one is the 404 catch-all
+        path = pattern.removeprefix("/p/api").replace("/?", "")
+        path = path.replace("([^/]+)", "X").replace("([a-z]+)", "ACTION")
+        routed.add(path)
+    actions = {p for p in documented if p.startswith("/instances/X/X/")}
+    assert routed - {"/instances/X/X/ACTION"} == documented - actions
+    assert {a.rsplit("/", 1)[1] for a in actions} == set(api.ACTIONS)

@@ -1,6 +1,7 @@
 """Instances on the local cluster without the hub: the culler's interface (lifecycle),
 request counts of a launch, rollback on failure, templates from ConfigMaps."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,9 +18,14 @@ from tests.fixtures.cluster import requires_emulator
 ALICE = Actor("alice")
 
 
+def settings(**kwargs) -> LauncherSettings:
+    """Settings for a cluster where no spawner made the user namespaces."""
+    return LauncherSettings(ensure_namespace=True, **kwargs)
+
+
 @pytest.fixture
 def manager(kube: KubeResources) -> InstanceManager:
-    return InstanceManager(kube, LauncherSettings(), load_directories([CATALOG_DIR]))
+    return InstanceManager(kube, settings(), load_directories([CATALOG_DIR]))
 
 
 async def test_expiry_stop_and_delete(manager, kube):
@@ -100,3 +106,95 @@ async def test_templates_from_configmaps(kube, local_cluster, tmp_path):
         "configmap/hub/site-templates/evil.yaml:5: kind Namespace is not allowed in templates"
         " (allowed: ConfigMap, Deployment, Job, PersistentVolumeClaim, Secret, Service,"
         " StatefulSet)"]
+
+
+async def test_an_edited_record_changes_nothing_else(manager, kube):
+    """Records live in the user's namespace; one edited to name the namespace, its quota or
+    another user's things must not make the launcher touch them."""
+    inst = await manager.launch(ALICE, "redis", name="cache")
+    await kube.create({"apiVersion": "v1", "kind": "ResourceQuota",
+                       "metadata": {"name": "guard", "namespace": "kdash-alice"},
+                       "spec": {"hard": {"pods": "10"}}})
+    await kube.create({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "precious", "namespace": "kdash-alice"}})
+    evil = [{"kind": "Namespace", "name": "kube-system"},
+            {"kind": "ResourceQuota", "name": "guard"},
+            {"kind": "ConfigMap", "name": "precious"}, "junk", {"kind": 1},
+            *inst["objects"]]
+    await kube.patch("Secret", record_name("cache"), "kdash-alice", {"metadata": {
+        "annotations": {"kdash-hub.io/objects": json.dumps(evil),
+                        "kdash-hub.io/proxy": '{"service": "x@evil.example:80/", "port": 1}',
+                        "kdash-hub.io/replicas": '{"Deployment/cache": 100000}'}}})
+    with pytest.raises(LauncherError) as e:
+        await manager.upstream(ALICE, "alice", "cache")
+    assert e.value.status == 502 and "invalid proxy target" in e.value.message
+    await manager.stop(ALICE, "alice", "cache")
+    await manager.start(ALICE, "alice", "cache")
+    assert (await kube.get("Deployment", "cache", "kdash-alice"))["spec"]["replicas"] == 1
+    await manager.delete(ALICE, "alice", "cache")
+    assert await kube.get("Namespace", "kube-system") is not None
+    assert await kube.get("ResourceQuota", "guard", "kdash-alice") is not None
+    assert await kube.get("ConfigMap", "precious", "kdash-alice") is not None
+    for obj in inst["objects"]:
+        assert await kube.get(obj["kind"], obj["name"], "kdash-alice") is None
+
+
+async def test_admin_settings(kube):
+    catalog = load_directories([CATALOG_DIR])
+    root = Actor("root", admin=True)
+    strict = InstanceManager(kube, settings(admin_access=False), catalog)
+    await strict.launch(ALICE, "tensorboard", name="tb")
+    assert await strict.list(root, everyone=True) == []  # only their own
+    with pytest.raises(LauncherError) as e:
+        await strict.details(root, "alice", "tb")
+    assert e.value.status == 404
+    open_proxy = InstanceManager(kube, settings(admin_proxy_access=True), catalog)
+    url, strip = await open_proxy.upstream(root, "alice", "tb")
+    assert url == "http://tb.kdash-alice.svc:6006" and strip is False  # the production form
+    with pytest.raises(LauncherError):
+        await open_proxy.upstream(Actor("bob"), "alice", "tb")
+    with pytest.raises(LauncherError):  # default: admins manage, but don't proxy
+        await InstanceManager(kube, LauncherSettings(), catalog).upstream(root, "alice", "tb")
+
+
+async def test_container_logs_are_read_as_text():
+    """The local cluster has no pods/log: check the client side against a tiny server that
+    answers like the API server does (text/plain)."""
+    from aiohttp import web
+    from kubernetes_asyncio.client import ApiClient, Configuration
+
+    from kdash_hub.dev.ports import free_port
+
+    seen = {}
+
+    async def log(request: web.Request) -> web.Response:
+        seen.update(request.query)
+        return web.Response(text="started\nready: {\"port\": 5432}\n", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/kdash-alice/pods/db-0/log", log)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    configuration = Configuration(host=f"http://127.0.0.1:{port}")
+    client = ApiClient(configuration)
+    try:
+        manager = InstanceManager(KubeResources(client), LauncherSettings(), load_directories([]))
+        text = await manager._container_log("kdash-alice", "db-0", "postgres")
+        assert text == 'started\nready: {"port": 5432}\n'
+        assert seen == {"container": "postgres", "tailLines": "200"}
+        assert (await manager._container_log("kdash-alice", "nope", "x")).startswith("(no logs")
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+async def test_no_namespace_before_the_first_spawn(kube):
+    """By default the launcher doesn't make a namespace without the spawner's guardrails."""
+    manager = InstanceManager(kube, LauncherSettings(), load_directories([CATALOG_DIR]))
+    with pytest.raises(LauncherError) as e:
+        await manager.launch(Actor("newcomer"), "redis")
+    assert e.value.status == 409 and "start your notebook server once" in e.value.message
+    assert await kube.get("Namespace", "kdash-newcomer") is None
+    assert await kube.list("Secret", "kdash-newcomer") == []

@@ -7,6 +7,7 @@ async def launch_echo(env, user, name, port):
     status, inst = await env.call("POST", "instances", user, json_body={
         "template": "echo", "name": name, "values": {"PORT": port}})
     assert status == 201, inst
+    assert inst["url"] == f"{env.hub.url}/services/kdash-launcher/proxy/{user}/{name}/"
     return inst
 
 
@@ -78,3 +79,22 @@ async def test_unreachable_instance_is_a_clear_502(launcher_env):
             env.url + "proxy/carol/gone/", headers=env.headers("carol")) as resp:
         assert resp.status == 502 and "not reachable" in (await resp.json())["message"]
     assert (await env.call("DELETE", "instances/carol/gone", "carol"))[0] == 204
+
+
+async def test_username_with_special_characters(launcher_env, echo_server, launcher_kube):
+    env = launcher_env
+    user = "frank@lab.org"
+    inst = await launch_echo(env, user, "svc", echo_server.port)
+    assert inst["namespace"].startswith("kdash-frank-lab-org")  # escaped, with a hash
+    status, info = await env.call("GET", "instances/frank%40lab.org/svc", user)
+    assert status == 200 and info["owner"] == user
+    async with aiohttp.ClientSession() as s:
+        async with s.get(inst["url"] + "a%2Fb/c%20d", headers=env.headers(user)) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["path"] == "/a%2Fb/c%20d"  # the encoding is kept
+        # a look-alike user name is another user
+        async with s.get(env.url + "proxy/frank-lab-org/svc/", headers=env.headers(user)) as r:
+            assert r.status == 404
+    deploy = await launcher_kube.get("Deployment", "svc", inst["namespace"])
+    assert deploy["metadata"]["annotations"]["kdash-hub.io/owner-username"] == user
+    assert (await env.call("DELETE", "instances/frank%40lab.org/svc", user))[0] == 204

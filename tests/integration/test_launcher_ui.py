@@ -1,5 +1,6 @@
 """The launcher's web UI in headless Chromium: hub login, list, new form, launch, details."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 @pytest.mark.browser
-async def test_list_new_form_launch_details(launcher_env):
+async def test_list_new_form_launch_details(launcher_env, echo_server):
     env = launcher_env
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path="/usr/bin/chromium",
@@ -61,6 +62,10 @@ async def test_list_new_form_launch_details(launcher_env):
                 await page.reload()
             assert await page.text_content("#status") == "ready"
             assert await page.locator("#events tr").count() > 1
+            assert await page.text_content("#address") == "analytics.kdash-erin.svc:5432"
+            (REPO / "artifacts").mkdir(exist_ok=True)
+            await page.screenshot(path=str(REPO / "artifacts" / "launcher-details.png"),
+                                  full_page=True)
 
             await page.click("#stop")
             await page.wait_for_selector("#start")
@@ -69,8 +74,14 @@ async def test_list_new_form_launch_details(launcher_env):
             await page.wait_for_selector("#stop")
 
             status, _ = await env.call("POST", "instances", "erin", json_body={
-                "template": "echo", "name": "notebook-api", "values": {"PORT": 8080}})
+                "template": "echo", "name": "notebook-api", "values": {"PORT": echo_server.port}})
             assert status == 201
+            # the browser reaches it through the proxy with its hub login (OAuth cookie)
+            await page.goto(env.url + "proxy/erin/notebook-api/hello?from=browser")
+            seen = json.loads(await page.text_content("body"))
+            assert seen["path"] == "/hello?from=browser"
+            assert seen["headers"]["X-Forwarded-User"] == "erin"
+            assert "jupyterhub" not in seen["headers"].get("Cookie", "")
             await page.goto(env.url)
             await page.wait_for_selector("#instances")
             names = await page.locator("#instances tbody tr").evaluate_all(

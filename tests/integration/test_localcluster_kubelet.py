@@ -4,6 +4,7 @@ registers nodes like a real one, and frees resources for pending pods."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 
 from kdash_hub.kube import KubeResources
@@ -99,3 +100,143 @@ async def test_pending_pod_is_scheduled_when_resources_free_up(make_local_cluste
         await kube.delete("Pod", "first", "default")
         second = await running(kube, "second")
         assert second["spec"]["nodeName"] == "node-0"
+
+
+def test_start_in_thread_serves_synchronous_callers(tmp_path):
+    """For tests whose own loop blocks (subprocess.run, a sync client): its own loop/thread."""
+    import json
+    import urllib.request
+
+    from kdash_hub.localcluster import LocalCluster
+
+    cluster = LocalCluster(kubeconfig_path=tmp_path / "kubeconfig").start_in_thread()
+    try:
+        def call(method: str, path: str, body: dict | None = None) -> dict:
+            request = urllib.request.Request(
+                cluster.url + path, method=method,
+                data=json.dumps(body).encode() if body else None,
+                headers={"Content-Type": "application/json", "Authorization": "Bearer x"})
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return json.load(resp)
+
+        call("POST", "/api/v1/namespaces/default/pods", pod("sync"))
+        deadline = time.monotonic() + 10
+        while call("GET", "/api/v1/namespaces/default/pods/sync")["status"].get(
+                "phase") != "Running":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        url = cluster.url
+    finally:
+        cluster.stop_thread()
+    try:
+        urllib.request.urlopen(url + "/api", timeout=2)
+        raise AssertionError("the API server still answers after stop_thread()")
+    except OSError:
+        pass
+
+
+async def test_process_mode_waits_for_missing_secrets_and_mounts_volumes(make_local_cluster):
+    cluster = await make_local_cluster(kubelet="process")
+    requires_emulator(cluster)
+    cluster.kubelet.retry_seconds = 0.1
+    from kubernetes_asyncio.client import ApiClient, Configuration
+    from kubernetes_asyncio.config import load_kube_config
+
+    configuration = Configuration()
+    await load_kube_config(config_file=str(cluster.kubeconfig_path),
+                           client_configuration=configuration)
+    script = ("import os, pathlib; "
+              "pathlib.Path('/'.join([os.environ['HOME'], 'data', 'out.txt']))"
+              ".write_text(os.environ['SECRET'] + ' ' + os.environ['GREETING'])")
+    async with ApiClient(configuration=configuration) as client:
+        kube = KubeResources(client)
+        await kube.create({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "job", "namespace": "default"},
+            "spec": {
+                "restartPolicy": "Never",
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+                "containers": [{
+                    "name": "notebook", "image": "x", "command": ["python", "-c", script],
+                    "volumeMounts": [{"name": "data", "mountPath": "/home/jovyan/data"}],
+                    "env": [
+                        {"name": "JUPYTERHUB_SERVICE_URL", "value": "http://0.0.0.0:8888/"},
+                        {"name": "SECRET", "valueFrom": {
+                            "secretKeyRef": {"name": "creds", "key": "password"}}},
+                        {"name": "GREETING", "value": "hi"},
+                    ]}]},
+        })
+        deadline = time.monotonic() + 10
+        while True:
+            current = await kube.get("Pod", "job", "default")
+            waiting = ((current["status"].get("containerStatuses") or [{}])[0]
+                       .get("state", {}).get("waiting", {}))
+            if waiting.get("reason") == "CreateContainerConfigError":
+                break
+            assert time.monotonic() < deadline, current["status"]
+            await asyncio.sleep(0.02)
+        assert waiting["message"] == 'secret "creds" not found'
+        assert current["status"]["phase"] == "Pending"
+
+        await kube.create({"apiVersion": "v1", "kind": "Secret",
+                           "metadata": {"name": "creds", "namespace": "default"},
+                           "data": {"password": base64.b64encode(b"s3cret").decode()}})
+        deadline = time.monotonic() + 10
+        while (current := await kube.get("Pod", "job", "default"))["status"][
+                "phase"] != "Succeeded":
+            assert time.monotonic() < deadline, current["status"]
+            await asyncio.sleep(0.05)
+        # the claim's directory outlives the pod, like a volume
+        out = cluster.kubelet.workdir / "volumes" / "default" / "data" / "out.txt"
+        assert out.read_text() == "s3cret hi"
+
+
+async def test_annotated_side_service_runs_as_a_process(make_local_cluster):
+    from kubernetes_asyncio.client import ApiClient, Configuration
+    from kubernetes_asyncio.config import load_kube_config
+
+    from kdash_hub.localcluster.processes import RUN_AS_PROCESS
+
+    cluster = await make_local_cluster(kubelet="process")
+    requires_emulator(cluster)
+    configuration = Configuration()
+    await load_kube_config(config_file=str(cluster.kubeconfig_path),
+                           client_configuration=configuration)
+
+    def service(name: str, annotated: bool) -> dict:
+        body = pod(name)
+        body["metadata"]["annotations"] = {RUN_AS_PROCESS: "true"} if annotated else {}
+        body["spec"]["containers"][0] |= {
+            "command": ["python", "-m", "http.server", "--bind", "$(POD_IP)", "8080"],
+            "ports": [{"containerPort": 8080}],
+            "env": [{"name": "POD_IP",
+                     "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}
+        return body
+
+    async with ApiClient(configuration=configuration) as client:
+        kube = KubeResources(client)
+        await kube.create(service("real", annotated=True))
+        await kube.create(service("pretend", annotated=False))
+        deadline = time.monotonic() + 20
+        while True:
+            real = await kube.get("Pod", "real", "default")
+            statuses = real["status"].get("containerStatuses") or [{}]
+            if real["status"].get("phase") == "Running" and statuses[0]["ready"]:
+                break
+            assert time.monotonic() < deadline, real["status"]
+            await asyncio.sleep(0.05)
+        pretend = await running(kube, "pretend")
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://{real['status']['podIP']}:8080/") as r:
+                assert r.status == 200
+            try:
+                await http.get(f"http://{pretend['status']['podIP']}:8080/")
+                raise AssertionError("a status-only pod should have no process behind it")
+            except aiohttp.ClientConnectionError:
+                pass
+        log = cluster.kubelet.read_log("default", "real")
+        assert '"GET / HTTP/1.1" 200' in log
+        assert cluster.kubelet.read_log("default", "pretend") == ""
+        assert cluster.kubelet.read_log("default", "nope") is None

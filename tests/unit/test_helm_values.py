@@ -161,3 +161,51 @@ def test_hub_image_builds_on_the_chart_hub_image():
     assert "pip install" in dockerfile
     values = load_yaml(VALUES)
     assert values["hub"]["image"]["name"]
+
+
+def granted() -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) the ClusterRole grants (resourceNames-limited ones apart)."""
+    role = next(yaml.safe_load_all(RBAC.read_text()))
+    return {
+        (group, resource, verb)
+        for rule in role["rules"] if not rule.get("resourceNames")
+        for group in rule["apiGroups"] for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def needs(kind: str, *verbs: str) -> set[tuple[str, str, str]]:
+    from kdash_hub.kube import resource_for
+
+    res = resource_for(kind)
+    group = "" if res.api_version == "v1" else res.api_version.split("/")[0]
+    return {(group, res.plural, verb) for verb in verbs}
+
+
+def test_rbac_covers_what_the_code_does():
+    from kdash_hub.spawner import KDashSpawner
+    from kdash_hub.spawner.drift import WATCHED
+
+    from kdash_hub.templating import DEFAULT_ALLOWED_KINDS
+
+    wanted: set[tuple[str, str, str]] = set()
+    # KubeSpawner with user namespaces: pods and events reflected in all namespaces
+    wanted |= needs("Pod", "get", "list", "watch", "create", "delete")
+    wanted |= needs("Event", "list", "watch")
+    wanted |= needs("Namespace", "get", "create", "patch", "delete")
+    wanted |= needs("PersistentVolumeClaim", "get", "create", "delete")
+    wanted |= needs("PersistentVolume", "get", "create", "patch")
+    wanted |= needs("Node", "list")
+    # the namespace bundle's drift watches, and ensure (get/create/patch; delete+create)
+    for kind in WATCHED:
+        wanted |= needs(kind, "get", "list", "watch", "create", "patch", "delete")
+    # every kind a launcher template may contain: launch, stop/start, delete, list
+    for kind in DEFAULT_ALLOWED_KINDS:
+        wanted |= needs(kind, "get", "create", "patch", "delete")
+    wanted |= {("", "pods/log", "get")}
+    missing = wanted - granted()
+    assert not missing, sorted(missing)
+
+    role = next(yaml.safe_load_all(RBAC.read_text()))
+    bind = [r for r in role["rules"] if r.get("verbs") == ["bind"]]
+    assert bind and KDashSpawner.user_cluster_role.default_value in bind[0]["resourceNames"]

@@ -9,7 +9,7 @@ import yaml
 
 from kdash_hub.localcluster import processes
 from kdash_hub.localcluster.kubeconfig import server_of, write_kubeconfig
-from kdash_hub.localcluster.kubelet import PodNetwork
+from kdash_hub.localcluster.nodes import PodNetwork
 
 
 def pod(env=None, env_from=None, **container):

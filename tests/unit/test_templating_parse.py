@@ -129,3 +129,47 @@ def test_extensions_parse():
     assert {v["name"] for v in summary["variables"]} == {
         "NAME", "REPLICAS", "PASSWORD", "MODE", "FLAG"}
     assert next(v for v in summary["variables"] if v["name"] == "PASSWORD")["default"] is None
+
+
+KARVDASH_STYLE = textwrap.dedent("""\
+    # a template written the way Karvdash's own are: Ingress first, header last
+    apiVersion: networking.k8s.io/v1beta1
+    kind: Ingress
+    metadata:
+      name: $NAME
+    spec:
+      rules:
+      - host: $HOSTNAME
+        http:
+          paths:
+          - backend: {serviceName: $NAME, servicePort: 80}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata:
+      name: $NAME
+    spec:
+      ports:
+      - port: 80
+      selector:
+        app: $NAME
+    ---
+    kind: Template
+    name: Greeter
+    description: Says hello
+    variables:
+    - name: NAME
+      default: greeter
+    - name: HOSTNAME
+      default: greeter.example.com
+    """)
+
+
+def test_karvdash_ingress_is_left_out_and_header_may_come_last():
+    t = parse_template(KARVDASH_STYLE, "greeter.template.yaml")
+    assert t.id == "greeter" and [m.kind for m in t.manifests] == ["Service"]
+    assert t.skipped == ["Ingress (line 2): the launcher's proxy gives access instead"]
+    with pytest.raises(TemplateError, match="kind Ingress is not allowed"):
+        parse_template(KARVDASH_STYLE, skip_ingress=False)
+    with pytest.raises(TemplateError, match="Ingress must have apiVersion networking.k8s.io/v1"):
+        parse_template(KARVDASH_STYLE, allowed_kinds=[*DEFAULT_ALLOWED_KINDS, "Ingress"])

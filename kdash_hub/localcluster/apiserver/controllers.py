@@ -3,8 +3,9 @@
 - namespaces get their `default` ServiceAccount and `kube-root-ca.crt` ConfigMap;
 - PersistentVolumeClaims without a class get the default StorageClass and are bound to a
   dynamically "provisioned" PersistentVolume;
-- Deployments and StatefulSets get `spec.replicas` Pods, Jobs get Pods until they succeed,
-  and their status follows the Pods' phases and Ready conditions.
+- Deployments and StatefulSets get `spec.replicas` Pods (a StatefulSet with the default
+  OrderedReady policy creates ordinal i once 0..i-1 are Ready), Jobs get Pods until they
+  succeed, and their status follows the Pods' phases and Ready conditions.
 
 Simplification (documented): a Deployment owns its Pods directly; there are no
 ReplicaSets in between. Pods carry an ownerReference to their workload (controller: true),
@@ -17,6 +18,7 @@ import asyncio
 import copy
 import hashlib
 import json
+import logging
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ from .store import Event
 if TYPE_CHECKING:
     from .operations import Operations
 
+log = logging.getLogger(__name__)
 _WORKLOADS = ("Deployment", "StatefulSet", "Job")
 DEFAULT_STORAGE_CLASS = "standard"
 _ROOT_CA = "-----BEGIN CERTIFICATE-----\nkdash-local-cluster\n-----END CERTIFICATE-----\n"
@@ -83,7 +86,10 @@ class Controllers:
                 except APIError:
                     pass
         if verb == "create" and rtype.kind == "PersistentVolumeClaim":
-            self._bind_claim(obj)
+            try:
+                self._bind_claim(obj)
+            except (TypeError, AttributeError, ValueError):
+                pass  # a malformed claim (schema validation off) just stays Pending
 
     def _bind_claim(self, pvc: dict) -> None:
         spec = pvc.get("spec") or {}
@@ -154,6 +160,8 @@ class Controllers:
                 getattr(self, f"_reconcile_{kind.lower()}")(obj)
             except APIError:
                 pass  # e.g. a quota refused the pod; the next event retries
+            except (TypeError, AttributeError, ValueError, KeyError):
+                log.warning("can't reconcile malformed %s %s/%s", kind, ns, name)
 
     def _owned_pods(self, owner: dict) -> list[dict]:
         return [o for t, o in self.ops.gc.dependents(owner) if t.kind == "Pod"]
@@ -238,15 +246,21 @@ class Controllers:
         pods = {p["metadata"]["name"]: p for p in self._owned_pods(sts)
                 if not p["metadata"].get("deletionTimestamp")}
         pvc_t = _t("PersistentVolumeClaim")
+        ordered = spec.get("podManagementPolicy", "OrderedReady") != "Parallel"
+        blocked = False  # OrderedReady: ordinal i waits until 0..i-1 are Running and Ready
         for i in range(want):
             pod_name = f"{name}-{i}"
             existing = pods.pop(pod_name, None)
             if existing is not None and (existing["metadata"].get("labels") or {}).get(
                     "controller-revision-hash") == f"{name}-{h}":
+                blocked = blocked or (ordered and not self._ready(existing))
                 continue
             if existing is not None:
                 self._delete_pod(existing)
+                blocked = blocked or ordered
                 continue  # recreated on the next event
+            if blocked:
+                continue
             for claim in spec.get("volumeClaimTemplates") or []:
                 cname = f"{claim['metadata']['name']}-{pod_name}"
                 if self.ops.store.raw(pvc_t, ns, cname) is None:
@@ -269,6 +283,7 @@ class Controllers:
                     vols.append({"name": cn, "persistentVolumeClaim": {
                         "claimName": f"{cn}-{pod_name}"}})
             self.ops.create(_t("Pod"), ns, body)
+            blocked = ordered
         for extra in pods.values():  # scale down: ordinals >= replicas
             self._delete_pod(extra)
         current = [p for p in self._owned_pods(sts) if not p["metadata"].get(

@@ -8,6 +8,8 @@ runs in another process.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import itertools
 import re
 from dataclasses import asdict, dataclass, field
@@ -57,6 +59,7 @@ class Faults:
 
     def __init__(self, store: Store):
         self._store = store
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, once started
         self.faults: list[Fault] = []
         self.fired = 0
 
@@ -91,5 +94,17 @@ class Faults:
         return None
 
     def drop_watches(self) -> int:
-        """Break every open watch connection now; returns how many were dropped."""
-        return self._store.drop_watches()
+        """Break every open watch connection now; returns how many were dropped.
+
+        Safe to call from another thread (a test driving a cluster run by start_in_thread).
+        """
+        loop = self.loop
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if loop is None or current is loop or not loop.is_running():
+            return self._store.drop_watches()
+        done: concurrent.futures.Future[int] = concurrent.futures.Future()
+        loop.call_soon_threadsafe(lambda: done.set_result(self._store.drop_watches()))
+        return done.result(timeout=10)

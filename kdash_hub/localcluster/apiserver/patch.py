@@ -182,14 +182,49 @@ def json_patch(target: Any, operations: Any) -> Any:
 # ---------------------------------------------------------------- strategic merge patch
 
 
-def strategic_merge_patch(target: Any, patch: Any) -> Any:
-    """Kubernetes strategic merge patch of `patch` onto `target` (neither is modified)."""
+class _NoSchema:
+    """Fallback when no schema is known: the merge-key table above."""
+
+    root = None
+
+    def field(self, node: Any, key: str) -> None:
+        return None
+
+    def child(self, node: Any, key: str) -> None:
+        return None
+
+    def items(self, field: Any) -> None:
+        return None
+
+
+def strategic_merge_patch(target: Any, patch: Any, schema: Any = None) -> Any:
+    """Kubernetes strategic merge patch of `patch` onto `target` (neither is modified).
+
+    `schema` (a validation.PatchSchema) supplies each field's patch strategy and merge key
+    from the OpenAPI definitions; without it the built-in table is used.
+    """
     if not isinstance(patch, dict):
         raise bad_request("strategic merge patch must be a JSON object")
-    return _smp_map(copy.deepcopy(target) if isinstance(target, dict) else {}, patch, ())
+    s = schema or _NoSchema()
+    return _smp_map(copy.deepcopy(target) if isinstance(target, dict) else {}, patch, (),
+                    s, s.root)
 
 
-def _smp_map(target: dict, patch: dict, path: tuple[str, ...]) -> dict | None:
+def _list_meta(s: Any, node: Any, key: str, path: tuple[str, ...]) -> tuple[bool, str | None]:
+    """(merge?, merge key) of a list field, from the schema or the fallback table."""
+    field = s.field(node, key) if node is not None else None
+    if field is None:
+        if key in _PRIMITIVE_MERGE:
+            return True, None
+        mk = merge_key(path)
+        return mk is not None, mk
+    strategy = str(field.get("x-kubernetes-patch-strategy") or "")
+    return "merge" in strategy.split(","), field.get("x-kubernetes-patch-merge-key")
+
+
+def _smp_map(target: dict, patch: dict, path: tuple[str, ...], s: Any = None,
+             node: Any = None) -> dict | None:
+    s = s or _NoSchema()
     directive = patch.get("$patch")
     if directive == "delete":
         return None
@@ -215,38 +250,43 @@ def _smp_map(target: dict, patch: dict, path: tuple[str, ...]) -> dict | None:
         sub = path + (key,)
         current = result.get(key)
         if isinstance(value, dict):
-            merged = _smp_map(current if isinstance(current, dict) else {}, value, sub)
+            merged = _smp_map(current if isinstance(current, dict) else {}, value, sub,
+                              s, s.child(node, key))
             if merged is None:
                 result.pop(key, None)
             else:
                 result[key] = merged
         elif isinstance(value, list):
-            result[key] = _smp_list(current if isinstance(current, list) else [], value, sub)
+            merge, mk = _list_meta(s, node, key, sub)
+            result[key] = _smp_list(current if isinstance(current, list) else [], value, sub,
+                                    merge, mk, s, s.items(s.field(node, key)))
         else:
             result[key] = copy.deepcopy(value)
     for field, order in orders.items():
         if isinstance(result.get(field), list):
-            result[field] = _apply_order(result[field], order, merge_key(path + (field,)))
+            result[field] = _apply_order(result[field], order,
+                                         _list_meta(s, node, field, path + (field,))[1])
     if isinstance(retain, list):
         keep = set(retain)
         result = {k: v for k, v in result.items() if k in keep}
     return result
 
 
-def _smp_list(current: list, patch: list, path: tuple[str, ...]) -> list:
-    field = path[-1]
+def _smp_list(current: list, patch: list, path: tuple[str, ...], merge: bool,
+              key: str | None, s: Any, item_node: Any) -> list:
     # `[{"$patch": "replace"}, ...items]` replaces the whole list
     if any(isinstance(p, dict) and p.get("$patch") == "replace" for p in patch):
         return [copy.deepcopy(p) for p in patch
                 if not (isinstance(p, dict) and p.get("$patch") == "replace")]
-    if field in _PRIMITIVE_MERGE:
+    if not merge:
+        return copy.deepcopy(patch)
+    if key is None:  # a set of primitives, e.g. finalizers
         out = list(current)
         for v in patch:
             if v not in out:
                 out.append(v)
         return out
-    key = merge_key(path)
-    if not key or not all(isinstance(p, dict) for p in patch):
+    if not all(isinstance(p, dict) for p in patch):
         return copy.deepcopy(patch)
     out = [copy.deepcopy(c) for c in current]
     for item in patch:
@@ -261,7 +301,7 @@ def _smp_list(current: list, patch: list, path: tuple[str, ...]) -> list:
         if idx is None:
             out.append({k: copy.deepcopy(v) for k, v in item.items() if k != "$patch"})
         else:
-            merged = _smp_map(out[idx], item, path)
+            merged = _smp_map(out[idx], item, path, s, item_node)
             if merged is not None:
                 out[idx] = merged
     return out

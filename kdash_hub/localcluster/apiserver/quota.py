@@ -192,7 +192,7 @@ class Admission:
             return
         delta = object_usage(rtype, obj)
         for q in quotas:
-            hard = (q.get("spec") or {}).get("hard") or {}
+            hard = _hard(q)
             if rtype.kind == "Pod" and _is_active_pod(obj):
                 self._check_must_specify(rtype, obj, q, hard, name)
             relevant = [k for k in hard if delta.get(k)]
@@ -278,7 +278,7 @@ class Admission:
             return
         quota_type = resources.by_kind("ResourceQuota")
         for q in self.store.raw_items(quota_type, ns):
-            hard = (q.get("spec") or {}).get("hard") or {}
+            hard = _hard(q)
             if rtype.kind != "ResourceQuota" and not any(
                     k in hard for k in object_usage(rtype, obj)):
                 continue
@@ -289,6 +289,12 @@ class Admission:
                 new = copy.deepcopy(q)
                 new["status"] = status
                 self.store.put(quota_type, new, "MODIFIED", q)
+
+
+def _hard(quota: dict) -> dict[str, Any]:
+    spec = quota.get("spec")
+    hard = spec.get("hard") if isinstance(spec, dict) else None
+    return hard if isinstance(hard, dict) else {}
 
 
 def _as_q(value: Any) -> Fraction:

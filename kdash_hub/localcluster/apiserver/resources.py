@@ -91,6 +91,10 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
        subresources=_ST),
     _r("storage.k8s.io", "v1", "StorageClass", "storageclasses", namespaced=False,
        short_names=("sc",)),
+    _r("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
+       namespaced=False, verbs=("create",)),
+    _r("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews",
+       namespaced=False, verbs=("create",)),
     _r("rbac.authorization.k8s.io", "v1", "Role", "roles"),
     _r("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
     _r("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False),
@@ -98,8 +102,10 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
        namespaced=False),
 )
 
-# kinds that are stored: Binding is a create-only verb on pods, never stored
-STORED_TYPES = tuple(t for t in RESOURCE_TYPES if t.kind != "Binding")
+# answered at once, never stored: a Binding is the scheduler's verb on a pod, and access
+# reviews are always allowed (the emulator does no authorization)
+VIRTUAL_KINDS = {"Binding", "SelfSubjectAccessReview", "SubjectAccessReview"}
+STORED_TYPES = tuple(t for t in RESOURCE_TYPES if t.kind not in VIRTUAL_KINDS)
 
 _BY_PATH = {(t.group, t.version, t.plural): t for t in RESOURCE_TYPES}
 _BY_KIND = {(t.group, t.kind): t for t in RESOURCE_TYPES}

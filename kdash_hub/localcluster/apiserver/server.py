@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import discovery, resources
+from . import discovery, resources, tables
 from .controllers import Controllers
 from .faults import Faults
 from .operations import APPLY_PATCH, Operations
@@ -30,6 +30,8 @@ from .validation import DEFAULT_KUBE_VERSION, Validator
 log = logging.getLogger("kdash_hub.localcluster.apiserver")
 
 _TRUE = {"1", "true", "True", "yes"}
+# kinds whose DELETE answers with the deleted object; the others answer with a Status
+_RETURNS_DELETED_OBJECT = {"Pod", "Service", "PersistentVolumeClaim", "PersistentVolume"}
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -69,6 +71,8 @@ class APIServer:
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.request_count: collections.Counter[str] = collections.Counter()
+        # "verb resource" -> count, e.g. "create pods", "watch events"
+        self.resource_count: collections.Counter[str] = collections.Counter()
         self.request_log: collections.deque[tuple[str, str, int]] = collections.deque(
             maxlen=10000)
         self._runner: web.AppRunner | None = None
@@ -87,6 +91,12 @@ class APIServer:
             "clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443,
                                                  "targetPort": 6443}]}})
 
+    def reset_counts(self) -> None:
+        """Zero the request counters (e.g. between the phases of a benchmark)."""
+        self.request_count.clear()
+        self.resource_count.clear()
+        self.request_log.clear()
+
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
@@ -98,6 +108,7 @@ class APIServer:
 
     async def start(self) -> None:
         self._stopping = False
+        self.faults.loop = asyncio.get_running_loop()
         self._runner = web.AppRunner(self.build_app(), access_log=None,
                                      handle_signals=False)
         await self._runner.setup()
@@ -169,26 +180,47 @@ class APIServer:
         method = request.method
         rtype, ns, name, sub = target.rtype, target.namespace, target.name, target.subresource
         watch = target.watch_prefix or q.get("watch", "") in _TRUE
+        verb = {"GET": "watch" if watch else ("get" if name else "list"), "POST": "create",
+                "PUT": "update", "PATCH": "patch",
+                "DELETE": "delete" if name else "deletecollection"}.get(method, method.lower())
+        self.request_count[verb] += 1
+        if verb not in rtype.verbs and not sub:
+            raise method_not_allowed()
+        self.resource_count[f"{verb} {rtype.plural}/{sub}" if sub else f"{verb} {rtype.plural}"
+                            ] += 1
+        return await self._resource_request(request, target, q, method, rtype, ns, name, sub)
+
+    async def _resource_request(self, request: web.Request, target: Target, q: Any,
+                                method: str, rtype: Any, ns: str | None, name: str | None,
+                                sub: str | None) -> web.StreamResponse:
+        watch = target.watch_prefix or q.get("watch", "") in _TRUE
         dry_run = bool(q.getall("dryRun", []))
         fv = q.get("fieldValidation", "Strict")
         if method == "GET":
             if watch:
-                self.request_count["watch"] += 1
                 return await self._watch(request, target)
             if name is None:
-                self.request_count["list"] += 1
                 limit = q.get("limit")
-                return _json(self.ops.list(
+                listed = self.ops.list(
                     rtype, ns, label_selector=q.get("labelSelector"),
                     field_selector=q.get("fieldSelector"),
                     limit=int(limit) if limit and limit.isdigit() else None,
-                    continue_token=q.get("continue")))
-            self.request_count["get"] += 1
+                    continue_token=q.get("continue"))
+                if tables.wants_table(request.headers.get("Accept", "")):
+                    meta = {k: v for k, v in listed["metadata"].items()
+                            if k != "remainingItemCount"}
+                    return _json(tables.table(rtype, listed["items"], meta,
+                                              q.get("includeObject", "Metadata")))
+                return _json(listed)
             if sub == "scale":
                 return _json(self.ops.get_scale(rtype, ns, name))
-            return _json(self.ops.get(rtype, ns, name))
+            obj = self.ops.get(rtype, ns, name)
+            if sub is None and tables.wants_table(request.headers.get("Accept", "")):
+                return _json(tables.table(rtype, [obj], {
+                    "resourceVersion": obj["metadata"]["resourceVersion"]},
+                    q.get("includeObject", "Metadata")))
+            return _json(obj)
         if method == "POST":
-            self.request_count["create"] += 1
             body = await self._body(request)
             if sub == "binding" or rtype.kind == "Binding":
                 return _json(self.ops.bind(ns, body, pod_name=name if sub else None), 201)
@@ -197,7 +229,6 @@ class APIServer:
             return _json(self.ops.create(rtype, ns, body, field_validation=fv,
                                          dry_run=dry_run), 201)
         if name is None and method == "DELETE":
-            self.request_count["deletecollection"] += 1
             body = await self._body(request, optional=True)
             return _json(self.ops.delete_collection(
                 rtype, ns, label_selector=q.get("labelSelector"),
@@ -205,7 +236,6 @@ class APIServer:
         if name is None:
             raise method_not_allowed()
         if method == "PUT":
-            self.request_count["update"] += 1
             body = await self._body(request)
             if sub == "scale":
                 return _json(self.ops.update_scale(rtype, ns, name, body))
@@ -214,7 +244,6 @@ class APIServer:
             return _json(self.ops.update(rtype, ns, name, body, subresource=sub,
                                          field_validation=fv, dry_run=dry_run))
         if method == "PATCH":
-            self.request_count["patch"] += 1
             ctype = request.headers.get("Content-Type", "")
             body = await self._body(request, yaml_ok=ctype.startswith(APPLY_PATCH))
             if sub == "scale":
@@ -224,10 +253,17 @@ class APIServer:
                                  field_validation=fv, dry_run=dry_run)
             return _json(obj, 200 if existed else 201)
         if method == "DELETE":
-            self.request_count["delete"] += 1
             body = await self._body(request, optional=True)
-            return _json(self.ops.delete(rtype, ns, name, self._delete_options(q, body),
-                                         dry_run=dry_run))
+            deleted = self.ops.delete(rtype, ns, name, self._delete_options(q, body),
+                                      dry_run=dry_run)
+            if rtype.kind in _RETURNS_DELETED_OBJECT or self.store.raw(rtype, ns, name):
+                return _json(deleted)  # still there (finalizers, grace) or such a kind
+            details = {"name": name, "kind": rtype.plural,
+                       "uid": deleted["metadata"].get("uid")}
+            if rtype.group:
+                details["group"] = rtype.group
+            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                          "status": "Success", "details": details})
         raise method_not_allowed()
 
     @staticmethod
@@ -246,6 +282,13 @@ class APIServer:
 
     async def _body(self, request: web.Request, *, optional: bool = False,
                     yaml_ok: bool = False) -> Any:
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
+        if "protobuf" in ctype or "cbor" in ctype:
+            raise APIError(415, "UnsupportedMediaType",
+                           f"the body of the request was in an unknown format - accepted media "
+                           f"types include: application/json, application/yaml (got {ctype}; "
+                           f"this emulator speaks JSON only)")
+        yaml_ok = yaml_ok or ctype in ("application/yaml", "application/x-yaml")
         raw = await request.read()
         if not raw.strip():
             if optional:
@@ -310,6 +353,8 @@ class APIServer:
         except ValueError:
             raise bad_request("timeoutSeconds must be a number") from None
         bookmarks = q.get("allowWatchBookmarks", "") in _TRUE
+        as_table = tables.wants_table(request.headers.get("Accept", ""))
+        include = q.get("includeObject", "Metadata")
         response = web.StreamResponse(status=200, headers={
             "Content-Type": "application/json", "Cache-Control": "no-cache, private"})
         response.enable_chunked_encoding()
@@ -358,6 +403,9 @@ class APIServer:
                     if etype == "__END__":
                         self._stopping = True
                         break
+                    if as_table:
+                        obj = tables.table(rtype, [obj], {
+                            "resourceVersion": obj["metadata"]["resourceVersion"]}, include)
                     chunks.append(_line(etype, obj))
                 if chunks:
                     await response.write(b"".join(chunks))
@@ -403,6 +451,11 @@ class APIServer:
             return _json({"dropped": self.faults.drop_watches()})
         if path == "/_kdash/requests" and method == "GET":
             return _json(dict(self.request_count))
+        if path == "/_kdash/requests/by-resource" and method == "GET":
+            return _json(dict(self.resource_count))
+        if path == "/_kdash/requests/reset" and method == "POST":
+            self.reset_counts()
+            return _json({"reset": True})
         if path == "/_kdash/compact" and method == "POST":
             self.store.compact()
             return _json({"compactedResourceVersion": str(self.store.compacted_rv)})

@@ -93,9 +93,15 @@ class Store:
     def raw_items(self, rtype: ResourceType, namespace: str | None = None) -> list[dict]:
         """Stored objects in key order (namespace, name), as etcd lists them."""
         bucket = self.objects[rtype]
-        keys = sorted(bucket) if not namespace else sorted(
-            k for k in bucket if k[0] == namespace)
-        return [bucket[k] for k in keys]
+        # list(dict) is one C call: safe against a writer in the server's thread
+        keys = sorted(list(bucket)) if not namespace else sorted(
+            k for k in list(bucket) if k[0] == namespace)
+        out = []
+        for k in keys:
+            obj = bucket.get(k)
+            if obj is not None:
+                out.append(obj)
+        return out
 
     def put(self, rtype: ResourceType, obj: dict, event_type: str,
             old: dict | None = None) -> dict:

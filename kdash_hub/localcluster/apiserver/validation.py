@@ -107,6 +107,67 @@ def _schema_dir(version: str) -> Any:
 
 
 @cache
+def _definitions_doc(version: str) -> dict:
+    return json.loads((_schema_dir(version) / "_definitions.json").read_text())
+
+
+@cache
+def _kind_definition(version: str, group: str, kind: str) -> str | None:
+    for name, d in _definitions_doc(version)["$defs"].items():
+        for gvk in d.get("x-kubernetes-group-version-kind") or []:
+            if gvk.get("kind") == kind and gvk.get("group", "") == group:
+                return name
+    return None
+
+
+def _resolve(defs: dict, node: Any) -> dict | None:
+    for _ in range(10):
+        if not isinstance(node, dict):
+            return None
+        ref = node.get("$ref")
+        if ref is None and isinstance(node.get("allOf"), list) and len(node["allOf"]) == 1:
+            ref = node["allOf"][0].get("$ref")
+        if ref is None:
+            return node
+        node = defs.get(ref.rsplit("/", 1)[-1])
+    return None
+
+
+class PatchSchema:
+    """Strategic-merge metadata (patch strategy, merge key) read from the OpenAPI schema."""
+
+    def __init__(self, defs: dict, root: dict):
+        self.defs = defs
+        self.root = root
+
+    def field(self, node: dict | None, key: str) -> dict | None:
+        """The (unresolved) schema of `key` inside `node`: a property or a map value."""
+        node = _resolve(self.defs, node)
+        if node is None:
+            return None
+        props = node.get("properties") or {}
+        if key in props:
+            return props[key]
+        extra = node.get("additionalProperties")
+        return extra if isinstance(extra, dict) else None
+
+    def child(self, node: dict | None, key: str) -> dict | None:
+        return _resolve(self.defs, self.field(node, key))
+
+    def items(self, field: dict | None) -> dict | None:
+        field = _resolve(self.defs, field)
+        return _resolve(self.defs, field.get("items")) if field else None
+
+
+def patch_schema(kube_version: str, rtype: ResourceType) -> PatchSchema | None:
+    name = _kind_definition(kube_version, rtype.group, rtype.kind)
+    if name is None:
+        return None
+    defs = _definitions_doc(kube_version)["$defs"]
+    return PatchSchema(defs, defs[name])
+
+
+@cache
 def _validator(version: str, kind: str, api_version: str) -> Any:
     import jsonschema
     from referencing import Registry, Resource
@@ -117,9 +178,21 @@ def _validator(version: str, kind: str, api_version: str) -> Any:
     if not path.is_file():
         return None
     schema = json.loads(path.read_text())
-    definitions = json.loads((directory / "_definitions.json").read_text())
+    definitions = _definitions_doc(version)
     registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
     return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+@cache
+def _sub_validator(version: str, kind: str, api_version: str, key: str) -> Any:
+    """A validator of one top-level field (e.g. `status`) of a kind, or None."""
+    v = _validator(version, kind, api_version)
+    if v is None:
+        return None
+    prop = (v.schema.get("properties") or {}).get(key)
+    if not isinstance(prop, dict):
+        return None
+    return v.evolve(schema={"$id": v.schema.get("$id", ""), **prop})
 
 
 class Validator:
@@ -132,6 +205,10 @@ class Validator:
         self.schema = schema
         self.calls = 0
 
+    def patch_schema(self, rtype: ResourceType) -> PatchSchema | None:
+        """Strategic-merge metadata of a kind (None: use the built-in merge-key table)."""
+        return patch_schema(self.kube_version, rtype)
+
     def warm(self, kinds: list[ResourceType]) -> None:
         """Build the validators up front so the first write of each kind isn't slow."""
         for t in kinds:
@@ -139,8 +216,15 @@ class Validator:
 
     # ---------------------------------------------------------------- schema
 
-    def validate(self, rtype: ResourceType, obj: dict, field_validation: str = "Strict"
-                 ) -> list[dict]:
+    def validate(self, rtype: ResourceType, obj: dict, field_validation: str = "Strict",
+                 previous: dict | None = None) -> list[dict]:
+        """Causes of `obj` being invalid.
+
+        With `previous` (the stored version, already valid) only the top-level fields that
+        changed are checked against their sub-schemas: a kubelet's status update doesn't
+        re-validate the pod spec. The same keys must be present in both, else it's a full
+        validation.
+        """
         causes: list[dict] = []
         meta = obj.get("metadata") or {}
         if isinstance(meta.get("name"), str) and meta["name"]:
@@ -153,7 +237,21 @@ class Validator:
             return causes
         self.calls += 1
         strict = field_validation not in ("Ignore", "Warn")
-        for err in sorted(v.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
+        errors: list[Any] = []
+        if previous is not None and set(obj) == set(previous):
+            for key in obj:
+                if obj[key] == previous[key]:
+                    continue
+                sub = _sub_validator(self.kube_version, rtype.kind, rtype.api_version, key)
+                if sub is None:
+                    errors = list(v.iter_errors(obj))
+                    break
+                for err in sub.iter_errors(obj[key]):
+                    err.path.appendleft(key)
+                    errors.append(err)
+        else:
+            errors = list(v.iter_errors(obj))
+        for err in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
             causes += self._causes(err, strict)
         return causes
 

@@ -1,0 +1,75 @@
+"""refresh_user per backend, so group and account changes take effect at the next refresh.
+
+LDAP: the service account re-reads the account and its groups (gone -> login again).
+OIDC: the stored refresh token is exchanged (refused -> login again) and the new id_token
+and userinfo give the current groups. A backend that is *down* keeps the current auth: an
+outage must not log everybody out. Nothing here can raise TypeError for an LDAP user
+(the inherited OAuthenticator.refresh_user did).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .discovery import ProviderUnavailable
+from .errors import LoginRefused
+from .ldap_backend import DirectoryUnavailable
+
+if TYPE_CHECKING:
+    from .base import KDashAuthenticator
+
+
+async def refresh_user(auth: KDashAuthenticator, user: Any, handler: Any) -> bool | dict:
+    if not auth.enable_auth_state:
+        return True
+    state = await user.get_auth_state() or {}
+    backend = state.get("backend") or ("ldap" if auth.ldap else "")
+    if backend == "ldap":
+        model = await _refresh_ldap(auth, user.name, state, handler)
+    elif backend.startswith("oidc:"):
+        model = await _refresh_oidc(auth, user.name, backend.split(":", 1)[1], state, handler)
+    else:
+        auth.log.info("No known backend for %s (%r); login required", user.name, backend)
+        return False
+    if isinstance(model, dict) and not auth.check_allowed(user.name, model):
+        auth.log.info("%s is no longer allowed (groups %s); login required",
+                      user.name, model.get("groups"))
+        return False
+    return model
+
+
+async def _refresh_ldap(auth: KDashAuthenticator, name: str, state: dict,
+                        handler: Any) -> bool | dict:
+    if auth.ldap is None:
+        return False
+    uid = (state.get("backends", {}).get("ldap") or {}).get("uid") or name
+    try:
+        identity = await auth.ldap.lookup(uid)
+    except DirectoryUnavailable as e:
+        auth.log.warning("Keeping auth of %s: directory unavailable (%s)", name, e)
+        return True
+    if identity is None:
+        auth.log.info("LDAP account of %s is gone; login required", name)
+        return False
+    model = await auth.ldap_model(handler, identity)
+    return model if model["name"] == name else False
+
+
+async def _refresh_oidc(auth: KDashAuthenticator, name: str, provider: str, state: dict,
+                        handler: Any) -> bool | dict:
+    backend = auth.oidc.get(provider)
+    detail = (state.get("backends") or {}).get(f"oidc:{provider}") or {}
+    refresh_token = detail.get("refresh_token")
+    if backend is None or not refresh_token:
+        return False
+    params = backend.build_refresh_token_request_params(refresh_token)
+    try:
+        token_info = await backend.get_token_info(None, params)
+        model = await auth.oidc_model(handler, backend, token_info, previous=detail)
+    except ProviderUnavailable as e:
+        auth.log.warning("Keeping auth of %s: %s unavailable (%s)", name, provider, e)
+        return True
+    except LoginRefused as e:
+        auth.log.info("Refresh of %s at %s refused (%s); login required", name, provider, e)
+        return False
+    return model if model["name"] == name else False

@@ -1,0 +1,181 @@
+"""One cull cycle of kdash-culler vs jupyterhub-idle-culler 1.4 on the same real hub.
+
+A real JupyterHub (+ configurable-http-proxy) with 5,000 users and 2,000 running servers
+(`--quick`: 500 / 200) of the InstantSpawner (tests/fixtures/culler.py: no process, one
+shared responder). The users and servers are written into the hub's database before it
+starts (the hub restores them as running servers at startup, routes and all); half the
+servers were last active 2 h ago, half 5 min ago. Each culler gets the same hub state (the
+database is restored and the hub restarted in between), the same idle timeout (1 h) and
+the same hub API token, and runs one cycle in this process. Hub API requests are counted
+from the hub's access log (every API request is logged with the token's owner).
+
+    python -m benchmarks.bench_culler [--quick] [--users N] [--servers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from kdash_hub.dev.hub import HubProcess
+from kdash_hub.dev.ports import free_port
+from tests.fixtures.culler import hub_config
+
+TIMEOUT = 3600
+SERVICE = "kdash-culler"
+
+
+def populate(db_path: Path, users: int, servers: int, port: int) -> set[str]:
+    """Write users and running servers into the hub database; returns the idle ones."""
+    from jupyterhub import orm
+
+    session = orm.new_session_factory(f"sqlite:///{db_path}")()
+    now = datetime.utcnow()  # the hub keeps naive UTC
+    idle = set()
+    rows = []
+    for i in range(users):
+        name = f"user{i:05d}"
+        user = orm.User(name=name, created=now - timedelta(days=3),
+                        last_activity=now - timedelta(hours=3))
+        rows.append(user)
+        if i < servers:
+            stale = i % 2 == 0
+            active_at = now - (timedelta(hours=2) if stale else timedelta(minutes=5))
+            spawner = orm.Spawner(name="", user=user, state={"running": True},
+                                  user_options={"profile": "gpu" if i % 3 else "cpu"},
+                                  started=now - timedelta(hours=2, minutes=10),
+                                  last_activity=active_at)
+            spawner.server = orm.Server(ip="127.0.0.1", port=port, base_url=f"/user/{name}/")
+            rows.append(spawner)
+            if stale:
+                idle.add(f"{name}/")
+    session.add_all(rows)
+    session.commit()
+    session.close()
+    return idle
+
+
+def count_requests(log_path: Path, offset: int) -> dict[str, int]:
+    text = log_path.read_bytes()[offset:].decode(errors="replace")
+    counts: dict[str, int] = {}
+    for method in re.findall(rf" \d{{3}} (GET|POST|DELETE|PUT|PATCH) /hub/api/\S* \({SERVICE}@",
+                             text):
+        counts[method] = counts.get(method, 0) + 1
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+async def running_servers(hub: HubProcess, token: str) -> set[str]:
+    import aiohttp
+
+    found: set[str] = set()
+    async with aiohttp.ClientSession(headers={"Authorization": f"token {token}"}) as s:
+        offset = 0
+        while True:
+            async with s.get(f"{hub.api_url}/users?state=active&limit=200&offset={offset}",
+                             headers={"Accept": "application/jupyterhub-pagination+json"}
+                             ) as resp:
+                page = await resp.json()
+            for user in page["items"]:
+                found.update(f"{user['name']}/{name}" for name in user["servers"])
+            if not page["_pagination"]["next"]:
+                return found
+            offset = page["_pagination"]["next"]["offset"]
+
+
+async def run_kdash(hub: HubProcess, token: str) -> None:
+    from kdash_hub.services.culler.app import CullerApp
+
+    app = CullerApp(hub_api_url=hub.api_url, api_token=token,
+                    default_rule={"idle": TIMEOUT}, opt_out_group="")
+    culler = app.make_culler()
+    try:
+        report = await culler.run_once()
+    finally:
+        await culler.hub.close()
+    assert not report.errors, report.errors
+
+
+async def run_idle_culler(hub: HubProcess, token: str) -> None:
+    from jupyterhub_idle_culler import __version__, cull_idle
+
+    assert __version__ == "1.4.0", __version__
+    await cull_idle(url=hub.api_url, api_token=token, inactive_limit=TIMEOUT)
+
+
+async def measure(name, runner, workdir: Path, snapshot: Path, config: str, token: str,
+                  expected: set[str]) -> dict:
+    shutil.copy(snapshot, workdir / "jupyterhub.sqlite")
+    hub = HubProcess(config, workdir, env={"PYTHONUNBUFFERED": "1"}, start_timeout=600)
+    t0 = time.perf_counter()
+    await hub.start()
+    startup = time.perf_counter() - t0
+    try:
+        before = await running_servers(hub, token)
+        offset = hub.log_path.stat().st_size
+        t0 = time.perf_counter()
+        await runner(hub, token)
+        elapsed = time.perf_counter() - t0
+        await asyncio.sleep(0.5)  # let the access log reach the file
+        requests = count_requests(hub.log_path, offset)
+        after = await running_servers(hub, token)
+    finally:
+        await hub.stop()
+    culled = before - after
+    print(f"  {name:<22} {elapsed:7.2f} s  requests {requests}  culled {len(culled)}"
+          f"  (hub start {startup:.1f} s, {len(before)} running)", flush=True)
+    return {"time": elapsed, "requests": requests, "culled": culled, "running": len(before)}
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="500 users, 200 servers")
+    parser.add_argument("--users", type=int)
+    parser.add_argument("--servers", type=int)
+    parser.add_argument("--keep", metavar="DIR", help="keep the hub's files in DIR")
+    args = parser.parse_args(argv)
+    users = args.users or (500 if args.quick else 5000)
+    servers = args.servers or (200 if args.quick else 2000)
+    logging.getLogger("kdash_hub.services.culler").setLevel(logging.WARNING)
+    logging.getLogger("tornado").setLevel(logging.ERROR)
+
+    token = secrets.token_hex(16)
+    port = free_port()
+    config = hub_config(token, f"c.InstantSpawner.shared_port = {port}\n"
+                               "c.JupyterHub.log_level = 'INFO'\n")
+    with tempfile.TemporaryDirectory(prefix="bench-culler-") as tmp:
+        workdir = Path(args.keep or tmp)
+        print(f"kdash-culler vs jupyterhub-idle-culler 1.4.0: {users} users, {servers} "
+              f"running servers, idle timeout {TIMEOUT} s", flush=True)
+        hub = HubProcess(config, workdir)
+        await hub.start()  # creates the database
+        await hub.stop()
+        expected = populate(workdir / "jupyterhub.sqlite", users, servers, port)
+        snapshot = workdir / "snapshot.sqlite"
+        shutil.copy(workdir / "jupyterhub.sqlite", snapshot)
+        workdir.joinpath("jupyterhub.log").unlink(missing_ok=True)
+        baseline = await measure("jupyterhub-idle-culler", run_idle_culler, workdir, snapshot,
+                                 config, token, expected)
+        ours = await measure("kdash-culler", run_kdash, workdir, snapshot, config, token,
+                             expected)
+    same = ours["culled"] == baseline["culled"] == expected
+    ratio = ours["time"] / baseline["time"]
+    print(f"time ratio kdash/idle-culler: {ratio:.2f}x (target <= 0.5x)")
+    print(f"hub API requests per cycle: kdash {ours['requests']['total']}, "
+          f"idle-culler {baseline['requests']['total']}")
+    print(f"same servers culled: {same} ({len(ours['culled'])} of {ours['running']}; "
+          f"expected {len(expected)})")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,98 @@
+"""Side services past their TTL: stop or delete them as their template says.
+
+The launcher owns the instance records and the stop/delete operations
+(`kdash_hub.services.launcher.lifecycle`); this only finds the expired ones and applies
+`on_expiry`, with retries when the Kubernetes API is unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kdash_hub.kube import KubeResources
+
+from .logs import emit
+
+
+@dataclass
+class ExpiryResult:
+    namespace: str
+    name: str
+    owner: str
+    template: str
+    action: str  # "stop" | "delete"
+    done: bool
+    error: str = ""
+
+
+class SideServiceExpiry:
+    """Apply the launcher's `expired_instances` / `stop_instance` / `delete_instance`."""
+
+    def __init__(self, kube: KubeResources, *, retries: int = 5, backoff_base: float = 0.5,
+                 backoff_max: float = 30.0,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self.kube = kube
+        self.retries = retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.sleep = sleep
+
+    async def _retry(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await call()
+            except Exception as e:  # noqa: BLE001 - the API may fail in any way; retry
+                if _not_retryable(e) or attempt > self.retries:
+                    raise
+                delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+                emit("kubernetes-retry", logging.WARNING, operation=what, attempt=attempt,
+                     delay=delay, error=f"{type(e).__name__}: {e}")
+                await self.sleep(delay)
+
+    async def expired(self, now: datetime) -> list:
+        from kdash_hub.services.launcher.lifecycle import expired_instances
+
+        return await self._retry("list-expired", lambda: expired_instances(self.kube, now))
+
+    async def expire(self, now: datetime, *, dry_run: bool = False) -> list[ExpiryResult]:
+        """Stop/delete every expired instance; one failure doesn't stop the others."""
+        from kdash_hub.services.launcher.lifecycle import delete_instance, stop_instance
+
+        results = []
+        for ref in await self.expired(now):
+            action = "delete" if ref.on_expiry == "delete" else "stop"
+            result = ExpiryResult(ref.namespace, ref.name, ref.owner, ref.template, action,
+                                  done=False)
+            fields = {"user": ref.owner, "namespace": ref.namespace, "instance": ref.name,
+                      "template": ref.template, "action": action, "dry_run": dry_run,
+                      "expired_seconds": round((now - ref.expires_at).total_seconds(), 1)}
+            if dry_run:
+                emit("instance-expired", **fields, outcome="dry-run")
+                results.append(result)
+                continue
+            operation = delete_instance if action == "delete" else stop_instance
+            try:
+                await self._retry(f"{action}-instance", lambda op=operation, r=ref:
+                                  op(self.kube, r.namespace, r.name))
+                result.done = True
+                emit("instance-expired", **fields, outcome="done")
+            except Exception as e:  # noqa: BLE001 - log, count, go on with the next one
+                result.error = f"{type(e).__name__}: {e}"
+                emit("instance-expiry-failed", logging.ERROR, **fields, error=result.error)
+            results.append(result)
+        return results
+
+
+def _not_retryable(exc: Exception) -> bool:
+    """Client errors (4xx but 429) won't get better by retrying."""
+    status = getattr(exc, "status", None)
+    if exc.__class__.__name__ == "InstanceNotFound":
+        return True
+    return isinstance(status, int) and 400 <= status < 500 and status != 429

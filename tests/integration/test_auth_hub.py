@@ -1,0 +1,193 @@
+"""KDashAuthenticator inside a real JupyterHub + proxy, with real slapd and oidc-provider."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from urllib.parse import parse_qs, urlencode, urlparse
+
+import aiohttp
+import pytest
+
+from tests.fixtures.oidc import follow
+
+
+def session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def login_page(s: aiohttp.ClientSession, hub) -> tuple[str, str]:
+    async with s.get(f"{hub.url}/hub/login") as r:
+        assert r.status == 200
+        html = await r.text()
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', html).group(1)
+    return html, xsrf
+
+
+async def form_login(s, hub, username, password, xsrf=None) -> tuple[int, str, str]:
+    if xsrf is None:
+        _, xsrf = await login_page(s, hub)
+    data = {"username": username, "password": password}
+    if xsrf:
+        data["_xsrf"] = xsrf
+    async with s.post(f"{hub.url}/hub/login", data=data, allow_redirects=False) as r:
+        return r.status, r.headers.get("Location", ""), await r.text()
+
+
+async def oidc_login(s, hub, login="alice", password="alice-idp"):
+    return await follow(s, f"{hub.url}/hub/oauth_login/idp", login=login, password=password)
+
+
+async def test_login_page_has_form_xsrf_and_buttons(auth_hub):
+    async with session() as s:
+        html, xsrf = await login_page(s, auth_hub.hub)
+    assert xsrf and 'id="ldap-login-form"' in html and 'name="password"' in html
+    assert 'href="/hub/oauth_login/idp?next="' in html and "Sign in with Test IdP" in html
+    assert "Sign in with Offline IdP" in html
+    assert 'id="jupyterhub-logo"' in html and 'id="login-main"' in html  # hub page.html
+
+
+async def test_ldap_form_login_sets_groups_admin_and_auth_state(auth_hub):
+    async with session() as s:
+        status, location, _ = await form_login(s, auth_hub.hub, "Alice", "alice-pw")
+    assert status == 302 and "/hub/" in location
+    user = await auth_hub.user("alice")
+    assert user["admin"] is True
+    assert sorted(user["groups"]) == ["admins", "gpu-users"]
+    state = user["auth_state"]
+    assert (state["backend"], state["uid"], state["gid"]) == ("ldap", 2001, 2001)
+    assert state["profiles"] == ["gpu"] and state["quota"] == {"nvidia.com/gpu": 1}
+
+
+async def test_form_without_xsrf_is_refused(auth_hub):
+    async with session() as s:
+        await login_page(s, auth_hub.hub)
+        status, _, _ = await form_login(s, auth_hub.hub, "alice", "alice-pw", xsrf="")
+    assert status == 403
+
+
+@pytest.mark.parametrize("username, password, message", [
+    ("*)(uid=*", "x", "may only contain"),
+    ("alice,ou=x", "alice-pw", "may only contain"),
+    ("b" * 200, "x", "at most 64 characters"),
+    ("bob", "", "Enter your password"),
+    ("bob", "p" * 4000, "password is too long"),
+    ("bob", "wrong", "Invalid username or password"),
+])
+async def test_bad_input_gets_a_clear_refusal(auth_hub, username, password, message):
+    async with session() as s:
+        status, _, html = await form_login(s, auth_hub.hub, username, password)
+    assert status == 403
+    assert message in html and 'id="ldap-login-form"' in html  # the form, with the reason
+
+
+async def test_oidc_login_maps_to_the_ldap_user_and_merges_auth_state(auth_hub):
+    async with session() as s:
+        await form_login(s, auth_hub.hub, "alice", "alice-pw")
+    async with session() as s:
+        url, status, _ = await oidc_login(s, auth_hub.hub)
+        assert status == 200 and "/hub/" in url and "/login" not in url
+    state = (await auth_hub.user("alice"))["auth_state"]
+    assert state["backend"] == "oidc:idp"
+    assert state["identities"] == {"ldap": "alice", "oidc:idp": "alice"}
+    assert state["uid"] == 2001  # looked up in LDAP
+    assert state["backends"]["oidc:idp"]["refresh_token"]
+
+
+async def test_wrong_oauth_state_is_refused(auth_hub):
+    hub = auth_hub.hub
+    callback = f"{hub.url}/hub/oauth_callback/idp"
+    async with session() as s:
+        url, _, _ = await follow(s, f"{hub.url}/hub/oauth_login/idp", stop_prefix=callback,
+                                 login="dave", password="dave-idp")
+        query = {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+        query["state"] = "eyJzdGF0ZV9pZCI6ICJmb3JnZWQifQ=="  # {"state_id": "forged"}
+        async with s.get(f"{callback}?{urlencode(query)}", allow_redirects=False) as r:
+            assert r.status == 400
+            assert "OAuth state mismatch" in await r.text()
+
+
+async def test_replayed_code_is_refused(auth_hub):
+    hub = auth_hub.hub
+    callback = f"{hub.url}/hub/oauth_callback/idp"
+    async with session() as s:
+        first, _, _ = await follow(s, f"{hub.url}/hub/oauth_login/idp", stop_prefix=callback,
+                                   login="dave", password="dave-idp")
+        async with s.get(first, allow_redirects=False) as r:
+            assert r.status == 302  # logged in once
+        second, _, _ = await follow(s, f"{hub.url}/hub/oauth_login/idp", stop_prefix=callback,
+                                    login="dave", password="dave-idp")
+        q1, q2 = parse_qs(urlparse(first).query), parse_qs(urlparse(second).query)
+        replay = urlencode({"code": q1["code"][0], "state": q2["state"][0]})
+        async with s.get(f"{callback}?{replay}", allow_redirects=False) as r:
+            assert r.status == 403
+            assert "already used code" in await r.text()
+
+
+async def test_provider_down_only_breaks_its_button(auth_hub):
+    async with session() as s:
+        t0 = time.monotonic()
+        async with s.get(f"{auth_hub.hub.url}/hub/oauth_login/down") as r:
+            assert r.status == 503
+            assert "Sign-in with Offline IdP is unavailable" in await r.text()
+        assert time.monotonic() - t0 < 6
+        status, _, _ = await form_login(s, auth_hub.hub, "bob", "bob-pw")
+        assert status == 302
+
+
+async def test_directory_down_says_so_and_oidc_still_works(auth_hub):
+    auth_hub.slapd.stop()
+    try:
+        async with session() as s:
+            t0 = time.monotonic()
+            status, _, html = await form_login(s, auth_hub.hub, "bob", "bob-pw")
+            assert status == 503 and time.monotonic() - t0 < 5
+            assert "directory is unavailable" in html and 'id="ldap-login-form"' in html
+        async with session() as s:
+            url, status, _ = await oidc_login(s, auth_hub.hub, "dave", "dave-idp")
+            assert status == 200 and "/login" not in url
+    finally:
+        auth_hub.slapd.start()
+
+
+async def test_refresh_applies_removed_group_and_removed_account(auth_hub):
+    hub, slapd = auth_hub.hub, auth_hub.slapd
+    async with session() as s:
+        status, _, _ = await form_login(s, hub, "carol", "carol-pw")
+        assert status == 302
+        assert (await auth_hub.user("carol"))["groups"] == ["datasci"]
+        slapd.remove_from_group("carol", "datasci")
+        await asyncio.sleep(1.2)  # auth_refresh_age = 1
+        async with s.get(f"{hub.url}/hub/home", allow_redirects=False) as r:
+            assert r.status == 200
+        assert (await auth_hub.user("carol"))["groups"] == []
+        slapd.delete_user("carol")
+        await asyncio.sleep(1.2)
+        async with s.get(f"{hub.url}/hub/home", allow_redirects=False) as r:
+            assert r.status == 302 and "/hub/login" in r.headers["Location"]
+
+
+async def test_oidc_refresh_through_the_hub_follows_the_provider(auth_hub):
+    hub, provider = auth_hub.hub, auth_hub.provider
+    users = dict(provider.users)
+    users["frank"] = {"password": "frank-idp", "claims": {
+        "preferred_username": "frank", "email": "frank@example.org", "groups": ["admins"]}}
+    provider.set_users(users)
+    async with session() as s:
+        url, status, _ = await oidc_login(s, hub, "frank", "frank-idp")
+        assert status == 200 and "/login" not in url
+        user = await auth_hub.user("frank")
+        assert user["groups"] == ["admins"] and user["admin"] is True
+        users["frank"]["claims"]["groups"] = ["datasci"]
+        provider.set_users(users)
+        await asyncio.sleep(1.2)  # auth_refresh_age = 1: the next request refreshes
+        async with s.get(f"{hub.url}/hub/home", allow_redirects=False) as r:
+            assert r.status == 200
+        user = await auth_hub.user("frank")
+        assert user["groups"] == ["datasci"] and user["admin"] is False
+        del users["frank"]
+        provider.set_users(users)
+        await asyncio.sleep(1.2)
+        async with s.get(f"{hub.url}/hub/home", allow_redirects=False) as r:
+            assert r.status == 302 and "/hub/login" in r.headers["Location"]
