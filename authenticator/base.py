@@ -128,6 +128,10 @@ class KDashAuthenticator(Authenticator):
         if self.enable_ldap:
             self.ldap = LDAPBackend(parent=self)
             self._check_ldap_config(self.ldap)
+            if not self.ldap.can_lookup:
+                self.log.warning(
+                    "LDAPBackend.lookup_dn_search_user is not set: LDAP accounts and groups are "
+                    "not re-checked at refresh, and OIDC users get no uid/gid from LDAP")
         if not self.ldap and not self.providers:
             raise ValueError("KDashAuthenticator: enable_ldap is False and oidc_providers is "
                              "empty, so nobody could log in. Configure at least one.")
@@ -256,7 +260,7 @@ class KDashAuthenticator(Authenticator):
             "claims": {k: claims.get(k) for k in ("preferred_username", "name", "email")},
         }
         uid = gid = None
-        if p.trusted and self.ldap and self.lookup_oidc_users_in_ldap:
+        if p.trusted and self.ldap and self.ldap.can_lookup and self.lookup_oidc_users_in_ldap:
             try:
                 found = await self.ldap.lookup(username)
             except DirectoryUnavailable as e:

@@ -196,6 +196,12 @@ class LDAPBackend(LDAPAuthenticator):
 
     # -- lookups without the user's password (refresh, OIDC users) ----------------------
 
+    @property
+    def can_lookup(self) -> bool:
+        """Lookups need the service account: anonymous searches usually see nothing, and
+        "not found" would log everybody out at the next refresh."""
+        return bool(self.lookup_dn_search_user)
+
     async def lookup(self, username: str) -> LDAPIdentity | None:
         """The account `username` as the service account sees it; None if it doesn't exist."""
         return await asyncio.to_thread(self._lookup_sync, username)

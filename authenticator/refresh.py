@@ -42,6 +42,8 @@ async def _refresh_ldap(auth: KDashAuthenticator, name: str, state: dict,
                         handler: Any) -> bool | dict:
     if auth.ldap is None:
         return False
+    if not auth.ldap.can_lookup:
+        return True  # nothing to check with (warned at start-up)
     uid = (state.get("backends", {}).get("ldap") or {}).get("uid") or name
     try:
         identity = await auth.ldap.lookup(uid)

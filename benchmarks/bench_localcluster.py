@@ -1,6 +1,7 @@
 """Benchmark of the emulated Kubernetes API server, through HTTP with kubernetes_asyncio.
 
-Measures create/get/list throughput with N pods and watch event latency, once with strict
+Measures create/get/list/patch/delete throughput with N pods (in a namespace with a
+ResourceQuota, as user namespaces have) and watch event latency, once with strict
 schema validation (the default) and once without it (the baseline), and prints the ratio,
 so later spawn benchmarks know what they stand on and what validation costs.
 
@@ -68,6 +69,11 @@ async def run_one(label: str, validate: bool, n: int, lists: int, watch_n: int,
         async with client.ApiClient(cfg) as api:
             v1 = client.CoreV1Api(api)
             await v1.create_namespace({"metadata": {"name": "bench"}})
+            # like a user namespace: every pod create goes through quota admission
+            await v1.create_namespaced_resource_quota("bench", {
+                "metadata": {"name": "compute"},
+                "spec": {"hard": {"pods": "100000", "requests.cpu": "100000",
+                                  "limits.memory": "100000Gi"}}})
             await v1.create_namespaced_pod("bench", pod_body(-1))  # warm-up
             t = time.perf_counter()
             await _gather_limited((v1.create_namespaced_pod("bench", pod_body(i))
@@ -167,15 +173,29 @@ async def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="smaller sizes (a few seconds)")
     p.add_argument("--objects", type=int, default=None, help="pods to create (default 1000)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (best is kept)")
     args = p.parse_args(argv)
     n = args.objects or (200 if args.quick else 1000)
     lists = 5 if args.quick else 20
     watch_n = 50 if args.quick else 300
     print(f"emulated API server benchmark: {n} pods, {lists} lists, {watch_n} watch events, "
           f"concurrency {args.concurrency}")
-    with_v = await run_one("validated", True, n, lists, watch_n, args.concurrency)
-    without = await run_one("no validation", False, n, lists, watch_n, args.concurrency)
-    print_table(with_v, without, validation_cost(50 if args.quick else 300))
+    runs: dict[bool, list[Result]] = {True: [], False: []}
+    for _ in range(args.rounds):  # interleaved, best of each: this machine is shared
+        for validate in (True, False):
+            runs[validate].append(await run_one(
+                "validated" if validate else "no validation", validate, n, lists, watch_n,
+                args.concurrency))
+    print_table(best(runs[True]), best(runs[False]), validation_cost(50 if args.quick else 300))
+
+
+def best(results: list[Result]) -> Result:
+    """Per figure, the best of the rounds (highest rate, lowest latency)."""
+    out = Result(results[0].label, counts=results[0].counts)
+    for key in results[0].figures:
+        values = [r.figures[key] for r in results]
+        out.figures[key] = min(values) if key.endswith("ms") else max(values)
+    return out
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import textwrap
@@ -49,6 +50,15 @@ DEMO_FLAVORS: list[dict[str, Any]] = [
      "gpu": {"resource": GPU_RESOURCE, "counts": [1, 2]}, "idle_timeout": 1800,
      "groups": ["gpu-users"]},
 ]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def ldap_available() -> bool:
@@ -92,6 +102,9 @@ class Demo:
         self.workdir = self.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
+        if not port_is_free(self.port):
+            raise RuntimeError(f"port {self.port} on 127.0.0.1 is in use: choose another with "
+                               "--port (0 picks a free one)")
         await self._start_cluster()
         await self._start_ldap()
         await self._start_oidc()
@@ -259,13 +272,24 @@ class Demo:
         if importlib.util.find_spec("jupyterlab") is None:
             self.notes.append("notebooks: JupyterLab is not installed in this environment, so "
                               "servers have no UI (pip install jupyterlab ipykernel)")
-        launcher_port = free_port()
-        config = self.hub_config(launcher_port)
-        self.hub = HubProcess(
-            config, self.workdir / "hub", env={"KUBECONFIG": str(self.cluster.kubeconfig_path)},
-            port=self.port,
-        )
-        await self.hub.start()
+        # a free port can be taken by another program before the hub binds it: try again
+        # with new ports once
+        for attempt in (1, 2):
+            config = self.hub_config(free_port())
+            self.hub = HubProcess(
+                config, self.workdir / "hub",
+                env={"KUBECONFIG": str(self.cluster.kubeconfig_path)}, port=self.port,
+            )
+            try:
+                await self.hub.start()
+                return
+            except (RuntimeError, TimeoutError):
+                await self.hub.stop()
+                log = self.hub.log_path.read_text(errors="replace")
+                self.hub = None
+                if attempt == 2 or "Address already in use" not in log:
+                    raise
+                self.log("demo: a port was taken while the hub started; trying again")
 
     async def _stop_hub(self) -> None:
         if self.hub is not None:

@@ -23,8 +23,8 @@ from traitlets.config import Configurable
 from . import z2jh
 
 PACKAGE = "kdash_hub"
-# modules that are programs or development tools, not configurable parts of the pack
-SKIP_MODULES = re.compile(r"(^|\.)(__main__|demo|dev|settings_doc|cli)(\.|$)")
+# modules that are programs or development tools (the local cluster too), not parts of a hub
+SKIP_MODULES = re.compile(r"(^|\.)(__main__|demo|dev|localcluster|settings_doc|cli)(\.|$)")
 UPSTREAM_DOCS = {
     "KubeSpawner": "https://jupyterhub-kubespawner.readthedocs.io/en/latest/spawner.html",
     "Spawner": "https://jupyterhub.readthedocs.io/en/stable/reference/api/spawner.html",
@@ -55,11 +55,19 @@ def upstream_bases(cls: type) -> list[str]:
     return [n for n in names if n in UPSTREAM_DOCS][:2]
 
 
+# the pack's package roots: spawner/, authenticator/ and services/ are mapped into
+# kdash_hub by setuptools' package-dir, so they are not below kdash_hub/ on disk
+ROOTS = (PACKAGE, f"{PACKAGE}.spawner", f"{PACKAGE}.authenticator", f"{PACKAGE}.services")
+
+
 def _pack_modules() -> Iterator[str]:
-    package = importlib.import_module(PACKAGE)
-    for info in pkgutil.walk_packages(package.__path__, prefix=f"{PACKAGE}."):
-        if not SKIP_MODULES.search(info.name[len(PACKAGE) + 1:]):
-            yield info.name
+    seen: set[str] = set()
+    for root in ROOTS:
+        package = importlib.import_module(root)
+        for info in pkgutil.walk_packages(package.__path__, prefix=f"{root}."):
+            if info.name not in seen and not SKIP_MODULES.search(info.name[len(PACKAGE) + 1:]):
+                seen.add(info.name)
+                yield info.name
 
 
 def discover_classes() -> list[tuple[str | None, type[Configurable]]]:
@@ -80,6 +88,8 @@ def discover_classes() -> list[tuple[str | None, type[Configurable]]]:
             if (
                 issubclass(cls, Configurable) and cls.__module__ == module_name
                 and cls not in seen and own_traits(cls)
+                # a mixin of a documented class is documented there
+                and not any(issubclass(known, cls) for known in seen)
             ):
                 seen.add(cls)
                 others.append((None, cls))

@@ -181,6 +181,19 @@ def drop_chart_profile_list(c: Config, sections: dict[str, Config]) -> None:
         del c.KubeSpawner["profile_list"]
 
 
+# what kubernetes_asyncio's in-cluster config reads; JupyterHub gives managed services only
+# the variables in Spawner.env_keep, so the hub passes these on to its services
+IN_CLUSTER_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+
+
+def pass_cluster_environment(service: dict) -> None:
+    """Give a service running in the hub pod what it needs to reach the Kubernetes API."""
+    environment = service.setdefault("environment", {})
+    for key in IN_CLUSTER_ENV:
+        if key in os.environ:
+            environment.setdefault(key, os.environ[key])
+
+
 def _service(c: Config, name: str) -> dict | None:
     for service in c.JupyterHub.get("services", []) or []:
         if service.get("name") == name:
@@ -193,6 +206,7 @@ def write_service_config(config: Config, name: str, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}-config.json"
     path.write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    path.chmod(0o600)  # may hold credentials; the services run as the hub's user
     return path
 
 
@@ -204,7 +218,9 @@ def apply_custom_config(
     Hub-side sections (spawner, authenticator) are merged into `c`. A service's section is
     written to `<service_config_dir>/<service>-config.json` and handed to the service's
     process with `--config=<file>` (the services are traitlets applications); it is also
-    merged into `c` so the hub's log shows one complete configuration.
+    merged into `c` so the hub's log shows one complete configuration. The pack's
+    services also get the in-cluster API address (KUBERNETES_SERVICE_HOST/PORT), which
+    JupyterHub does not pass to managed services by itself.
     """
     sections = custom_config(custom)
     link_culler_to_flavors(sections)
@@ -212,13 +228,13 @@ def apply_custom_config(
     directory = Path(service_config_dir or os.getcwd()) / "kdash-config"
     for section in SECTIONS:
         config = sections.get(section.name)
-        if config is None:
-            continue
-        c.merge(config)
-        if section.service is None:
-            continue
-        service = _service(c, section.service)
+        if config is not None:
+            c.merge(config)
+        service = _service(c, section.service) if section.service else None
         if service is None:
+            continue
+        pass_cluster_environment(service)
+        if config is None:
             continue
         path = write_service_config(config, section.service, directory)
         command = [a for a in service.get("command", []) if not str(a).startswith("--config=")]

@@ -59,6 +59,9 @@ class KDashSpawner(KDashSettings, KubeSpawner):
             self.namespace = naming.user_namespace(self.user.name, self.namespace_prefix)
             self.dns_name = self.dns_name_template.format(
                 namespace=self.namespace, name=self.pod_name)
+        if self.flavors and isinstance(self.profile_list, list | dict) and not self.profile_list:
+            # an empty profile_list (z2jh sets one) must not hide the flavors
+            self.profile_list = self._flavor_profiles
         self._configured = {k: copy.deepcopy(getattr(self, k)) for k in _PER_START}
         self._home_pvc_name = self.pvc_name
         self.kdash_auth_state: dict[str, Any] = {}

@@ -4,6 +4,7 @@ traitlets (`python -m kdash_hub.services.launcher [--config FILE]`)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 from pathlib import Path
@@ -13,7 +14,7 @@ from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from tornado import web
-from traitlets import Dict, Instance, Integer, Unicode, default
+from traitlets import Bytes, Dict, Instance, Integer, Unicode, default
 from traitlets.config import Application
 
 from kdash_hub.kube import KubeResources
@@ -45,6 +46,17 @@ class LauncherApp(Application):
         "", help="Kubeconfig to use; empty: in-cluster config, else $KUBECONFIG / ~/.kube.",
     ).tag(config=True)
     tornado_settings = Dict(help="Extra tornado Application settings.").tag(config=True)
+    cookie_secret = Bytes(
+        help="Signs the launcher's login cookies. Default: derived from the service's hub API"
+             " token, so logins survive restarts and are shared by replicas.",
+    ).tag(config=True)
+
+    @default("cookie_secret")
+    def _default_cookie_secret(self) -> bytes:
+        token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        if not token:
+            return os.urandom(32)
+        return hashlib.sha256(b"kdash-launcher-cookie-secret:" + token.encode()).digest()
     launcher = Instance(LauncherSettings)
     catalog = Instance(Catalog)
 
@@ -104,7 +116,7 @@ class LauncherApp(Application):
         return web.Application(
             routes, manager=manager, hub_auth=hub_auth,
             template_path=str(WEB_DIR / "templates"),
-            cookie_secret=os.urandom(32), log_function=self._log_request,
+            cookie_secret=self.cookie_secret, log_function=self._log_request,
             **self.tornado_settings,
         )
 

@@ -121,17 +121,47 @@ class InstanceManager:
 
     # --- launch ---------------------------------------------------------------------------
     def _ttl(self, template: Template, requested: Any) -> int | None:
+        """Seconds to live: the request's, else the template's, else default_ttl; with a
+        max_ttl every instance expires within it (a template default is capped to it)."""
         try:
-            ttl = parse_duration(requested) if requested not in (None, "") else (
-                template.ttl or parse_duration(self.settings.default_ttl))
             max_ttl = parse_duration(self.settings.max_ttl)
+            if requested in (None, ""):
+                ttl = template.ttl or parse_duration(self.settings.default_ttl)
+                return min(ttl or max_ttl, max_ttl) if max_ttl else ttl
+            ttl = parse_duration(requested)
         except ValueError as e:
             raise LauncherError(400, f"ttl: {e}") from None
+        if max_ttl and not ttl:
+            raise LauncherError(400, f"ttl: instances expire here, at most after"
+                                     f" {format_duration(max_ttl)}")
         if ttl and max_ttl and ttl > max_ttl:
             raise LauncherError(400, f"ttl: at most {format_duration(max_ttl)}")
         return ttl
 
-    async def _free_name(self, namespace: str, base: str, taken: set[str]) -> str:
+    def _plan(self, template: Template, username: str, name: str, values: Any,
+              ttl_seconds: int | None) -> tuple[InstanceRecord, list[dict], Any]:
+        """The record and objects of a launch (raises LauncherError 400 for bad values)."""
+        try:
+            objects, resolved = self.render(template, username, name, values)
+        except RenderError as e:
+            raise LauncherError(400, "; ".join(e.messages)) from None
+        now = now_utc()
+        automatic = self.automatic_values(username, name)
+        record = InstanceRecord(
+            namespace=self.settings.user_namespace(username), name=name, owner=username,
+            template=template.id, template_name=template.name, created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds) if ttl_seconds else None,
+            expiry=template.expiry, ttl=ttl_seconds,
+            objects=[{"kind": o["kind"], "name": o["metadata"]["name"]} for o in objects],
+            replicas={f"{o['kind']}/{o['metadata']['name']}": (o.get("spec") or {}).get(
+                "replicas", 1) for o in objects if o["kind"] in lifecycle.SCALABLE},
+            values={k: v for k, v in resolved.public.items() if k not in automatic},
+            proxy=proxy_target(template, objects),
+        )
+        return record, objects, resolved
+
+    @staticmethod
+    def _free_name(base: str, taken: set[str]) -> str:
         name, n = base, 1
         while name in taken:
             n += 1
@@ -162,38 +192,34 @@ class InstanceManager:
         if len(existing) >= self.settings.max_instances_per_user:
             raise LauncherError(409, f"you have {len(existing)} instances, the most allowed;"
                                      " delete one first")
-        if not name:
-            name = await self._free_name(namespace, template.id, {r.name for r in existing})
-        elif name in {r.name for r in existing}:
+        taken = {r.name for r in existing}
+        auto_name = not name
+        if auto_name:
+            name = self._free_name(template.id, taken)
+        elif name in taken:
             raise LauncherError(409, f"you already have an instance named {name!r}")
-        try:
-            objects, resolved = self.render(template, username, name, values)
-        except RenderError as e:
-            raise LauncherError(400, "; ".join(e.messages)) from None
+        # bad values are a 400 before anything is made
+        record, objects, resolved = self._plan(template, username, name, values, ttl_seconds)
         await self._ensure_namespace(namespace, username)
-        now = now_utc()
-        record = InstanceRecord(
-            namespace=namespace, name=name, owner=username, template=template.id,
-            template_name=template.name, created_at=now,
-            expires_at=now + timedelta(seconds=ttl_seconds) if ttl_seconds else None,
-            expiry=template.expiry, ttl=ttl_seconds,
-            objects=[{"kind": o["kind"], "name": o["metadata"]["name"]} for o in objects],
-            replicas={f"{o['kind']}/{o['metadata']['name']}": (o.get("spec") or {}).get(
-                "replicas", 1) for o in objects if o["kind"] in lifecycle.SCALABLE},
-            values={k: v for k, v in resolved.public.items()
-                    if k not in self.automatic_values(username, name)},
-            proxy=proxy_target(template, objects),
-        )
-        try:
-            await self.kube.create(record.to_secret(resolved.secret))
-        except ApiException as e:
-            raise self._api_error(e, f"instance {name!r}") from None
+        for _attempt in range(5):
+            try:
+                await self.kube.create(record.to_secret(resolved.secret))
+                break
+            except ApiException as e:
+                if not (auto_name and e.status == 409):
+                    raise self._api_error(e, f"instance {name!r}") from None
+                taken.add(name)  # a launch running at the same time took it: the next one
+                name = self._free_name(template.id, taken)
+                record, objects, resolved = self._plan(template, username, name, values,
+                                                       ttl_seconds)
+        else:
+            raise LauncherError(409, "too many launches at once; try again")
         created: list[dict] = []
         try:
             for obj in objects:
                 await self.kube.create(obj)
                 created.append(obj)
-        except Exception as e:
+        except BaseException as e:  # whatever happened (even a cancel): nothing half-made
             await self._rollback(namespace, created, name)
             if isinstance(e, ApiException):
                 what = f"{obj['kind']} {obj['metadata']['name']}"
@@ -244,20 +270,31 @@ class InstanceManager:
 
     # --- read -----------------------------------------------------------------------------
     async def _view(self, namespace: str | None, owner: str | None,
-                    all_events: bool = False) -> ClusterView:
-        """Workloads, pods and events in one go; a list only needs the Warning events."""
+                    details: bool = False) -> ClusterView:
+        """Workloads, events and pods, each in one request. A list needs only the Warning
+        events, and pods only where a workload isn't ready (their states say why), so a
+        list where everything runs doesn't fetch the pods at all."""
         selector = WORKLOAD_SELECTOR
         if owner is not None:
             selector = L.owner_selector(owner, "launcher")
-        deployments, statefulsets, jobs, pods, events = await asyncio.gather(
+
+        def pods(where: str | None) -> Any:
+            return self.kube.list("Pod", where, label_selector=selector)
+
+        deployments, statefulsets, jobs, events, pod_list = await asyncio.gather(
             self.kube.list("Deployment", namespace, label_selector=selector),
             self.kube.list("StatefulSet", namespace, label_selector=selector),
             self.kube.list("Job", namespace, label_selector=selector),
-            self.kube.list("Pod", namespace, label_selector=selector),
             self.kube.list("Event", namespace,
-                           field_selector=None if all_events else "type=Warning"),
+                           field_selector=None if details else "type=Warning"),
+            pods(namespace) if details else asyncio.sleep(0, []),
         )
-        return ClusterView.build(deployments + statefulsets + jobs, pods, events)
+        workloads = deployments + statefulsets + jobs
+        if not details:
+            starting = {w["metadata"].get("namespace") for w in workloads if not settled(w)}
+            if starting:
+                pod_list = await pods(starting.pop() if len(starting) == 1 else namespace)
+        return ClusterView.build(workloads, pod_list, events)
 
     async def list(self, actor: Actor, everyone: bool = False) -> list[dict[str, Any]]:
         """`actor`'s instances, or everyone's for an admin asking for them."""
@@ -296,7 +333,7 @@ class InstanceManager:
     async def details(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
         """The instance with its events and the last lines of its containers' logs."""
         _, rec = await self.record_for(actor, owner, name)
-        view = await self._view(rec.namespace, owner, all_events=True)
+        view = await self._view(rec.namespace, owner, details=True)
         info = self.describe(rec, view)
         info["events"] = [{
             "time": event_time(e), "type": e.get("type", ""), "reason": e.get("reason", ""),
@@ -349,6 +386,8 @@ class InstanceManager:
             raise LauncherError(400, f"by: {e}") from None
         if not seconds:
             raise LauncherError(400, "by: give a duration such as 2h")
+        if rec.expires_at is None:
+            raise LauncherError(400, f"instance {name!r} doesn't expire; nothing to extend")
         rec = await lifecycle.extend_instance(self.kube, rec.namespace, name, seconds,
                                               parse_duration(self.settings.max_ttl))
         return self.describe(rec, None)
@@ -378,6 +417,15 @@ class InstanceManager:
         url = self.settings.upstream_url_template.format(
             service=service, namespace=rec.namespace, port=port)
         return url, bool(rec.proxy.get("strip_prefix", True))
+
+
+def settled(workload: dict) -> bool:
+    """A workload whose pods need no look: all ready, scaled to zero, or a finished Job."""
+    spec, status = workload.get("spec") or {}, workload.get("status") or {}
+    if workload.get("kind") == "Job":
+        return bool(status.get("succeeded") or status.get("failed") or spec.get("suspend"))
+    want = spec.get("replicas", 1)
+    return want == 0 or (status.get("readyReplicas") or 0) >= want
 
 
 def address(rec: InstanceRecord) -> str | None:

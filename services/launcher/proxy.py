@@ -9,6 +9,7 @@ are never passed on to the instance.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from tornado import httpclient, web, websocket
@@ -26,6 +27,22 @@ HOP_BY_HOP = {
 WS_HANDSHAKE = {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                 "sec-websocket-protocol"}
 HUB_COOKIE_PREFIXES = ("jupyterhub-", "_xsrf", "__Host-jupyterhub", "kdash-launcher")
+
+
+_COOKIE_PATH = re.compile(r"(;\s*path=)(/[^;]*)", re.IGNORECASE)
+
+
+def rewrite_header(key: str, value: str, prefix: str) -> str:
+    """Keep an app that thinks it lives at `/` inside its proxy path (`prefix`):
+    absolute redirects and cookie paths get the prefix."""
+    if not prefix:
+        return value
+    lower = key.lower()
+    if lower == "location" and value.startswith("/") and not value.startswith("//"):
+        return prefix + value
+    if lower == "set-cookie":
+        return _COOKIE_PATH.sub(lambda m: m.group(1) + (prefix + m.group(2)).rstrip("/"), value)
+    return value
 
 
 def _strip_hub_cookies(value: str) -> str:
@@ -55,6 +72,7 @@ class ProxyHandler(LauncherHandler, websocket.WebSocketHandler):
 
     async def _target(self, owner: str, name: str, path: str, scheme: str) -> str:
         base, strip = await self.manager.upstream(self.actor, owner, name)
+        self._strip = strip
         if strip:  # from the raw path, so the app gets the encoding the client sent
             tail = self.request.path[len(self.manager.settings.service_prefix + "proxy/"):]
             parts = tail.split("/", 2)
@@ -110,9 +128,10 @@ class ProxyHandler(LauncherHandler, websocket.WebSocketHandler):
         self.set_status(response.code, response.reason)
         for default in ("Content-Type", "Server", "Date"):
             self.clear_header(default)
+        prefix = self.manager.path_prefix(owner, name) if self._strip else ""
         for key, value in response.headers.get_all():
             if key.lower() not in HOP_BY_HOP:
-                self.add_header(key, value)
+                self.add_header(key, rewrite_header(key, value, prefix))
         if response.code not in (204, 304) and method != "HEAD" and response.body:
             self.write(response.body)
         self.finish()

@@ -85,7 +85,9 @@ class LauncherSettings(Configurable):
         "", help="TTL of instances whose template sets none (e.g. 8h); empty: no expiry.",
     ).tag(config=True)
     max_ttl = Unicode(
-        "7d", help="The longest TTL a user can ask for or extend to (from now).",
+        "7d", help="The longest TTL a user can ask for or extend to (from now); every instance"
+                   " then expires within it (template defaults are capped). Empty: no limit,"
+                   " and templates without a ttl never expire.",
     ).tag(config=True)
     max_instances_per_user = Int(20, help="Instances one user may have at once.").tag(
         config=True)

@@ -165,6 +165,23 @@ async def test_demo_login_spawn_launcher_and_clean_stop(demo):
         async with session.get(f"{url}/services/kdash-launcher/") as resp:
             assert resp.status == 200
             assert "kdash" in (await resp.text()).lower()
+        # a side service next to the notebook, through the launcher's REST API
+        async with session.post(f"{url}/hub/api/users/{username}/tokens",
+                                headers={"X-XSRFToken": xsrf}, json={"note": "demo"}) as resp:
+            assert resp.status == 201
+            token = (await resp.json())["token"]
+        api = f"{url}/services/kdash-launcher/api/instances"
+        headers = {"Authorization": f"token {token}"}
+        async with session.post(api, headers=headers, json={"template": "redis"}) as resp:
+            assert resp.status == 201, await resp.text()
+        deadline = time.monotonic() + 20
+        while True:
+            async with session.get(api, headers=headers) as resp:
+                instances = (await resp.json())["instances"]
+            if [i for i in instances if i["name"] == "redis" and i["status"] == "ready"]:
+                break
+            assert time.monotonic() < deadline, instances
+            await asyncio.sleep(0.3)
 
     assert_stops_cleanly(proc, port)
     # --workdir keeps the files
@@ -177,3 +194,18 @@ def test_demo_help_names_its_options():
         capture_output=True, text=True, check=True,
     ).stdout
     assert "--port" in out and "--workdir" in out
+
+
+def test_demo_refuses_a_busy_port_and_says_what_to_do(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "kdash_hub.cli", "demo", "--port", str(port),
+             "--workdir", str(tmp_path / "demo")],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr
+    assert "--port" in result.stderr

@@ -1,6 +1,7 @@
 """Instances on the local cluster without the hub: the culler's interface (lifecycle),
 request counts of a launch, rollback on failure, templates from ConfigMaps."""
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -198,3 +199,22 @@ async def test_no_namespace_before_the_first_spawn(kube):
     assert e.value.status == 409 and "start your notebook server once" in e.value.message
     assert await kube.get("Namespace", "kdash-newcomer") is None
     assert await kube.list("Secret", "kdash-newcomer") == []
+
+
+async def test_concurrent_launches_without_a_name_get_distinct_names(manager, kube):
+    results = await asyncio.gather(*(manager.launch(ALICE, "tensorboard") for _ in range(4)))
+    names = sorted(r["name"] for r in results)
+    assert names == ["tensorboard", "tensorboard-2", "tensorboard-3", "tensorboard-4"]
+    assert len(await manager.list(ALICE)) == 4
+
+
+async def test_extend_needs_an_expiring_instance(kube):
+    catalog = load_directories([CATALOG_DIR])
+    with pytest.raises(LauncherError, match="at most after 7d"):  # max_ttl: no way around
+        await InstanceManager(kube, settings(), catalog).launch(ALICE, "redis", ttl="never")
+    manager = InstanceManager(kube, settings(max_ttl=""), catalog)
+    await manager.launch(ALICE, "redis", ttl="never")
+    with pytest.raises(LauncherError) as e:
+        await manager.extend(ALICE, "alice", "redis", "1h")
+    assert e.value.status == 400 and "doesn't expire" in e.value.message
+    assert (await manager.list(ALICE))[0]["ttl_left"] == "-"

@@ -31,7 +31,10 @@ async def test_http_proxy_forwards_for_the_owner_only(launcher_env, echo_server)
             assert (await resp.json())["body"] == "payload"
         async with s.get(base + "redirect", headers=env.headers("alice"),
                          allow_redirects=False) as resp:
-            assert resp.status == 302 and resp.headers["Location"] == "/elsewhere"
+            # the app thinks it lives at /: its redirects and cookies stay in its proxy path
+            assert resp.status == 302
+            assert resp.headers["Location"] == "/services/kdash-launcher/proxy/alice/web/elsewhere"
+            assert "Path=/services/kdash-launcher/proxy/alice/web" in resp.headers["Set-Cookie"]
         requests_before = len(echo_server.requests)
         for user in ("bob", "root"):  # another user; an admin without admin_proxy_access
             async with s.get(base, headers=env.headers(user)) as resp:

@@ -5,23 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from kdash_hub.spawner import bundle
 from tornado import web
 
 from kdash_hub import labels as L
-from kdash_hub.spawner import bundle
 from tests.fixtures.cluster import requires_emulator
 from tests.fixtures.spawner import build_spawner, validate
 
 BUNDLE_KINDS = [("ResourceQuota", bundle.QUOTA_NAME), ("LimitRange", bundle.LIMIT_RANGE_NAME),
                 ("NetworkPolicy", bundle.NETWORK_POLICY_NAME),
                 ("ServiceAccount", "kdash-user"), ("RoleBinding", bundle.ROLE_BINDING_NAME)]
-
-
-async def wait_for(predicate, timeout: float = 5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
 
 
 async def started(spawner):
@@ -160,3 +153,31 @@ async def test_delete_forever_spares_a_namespace_that_is_not_ours(local_cluster,
     await s.delete_forever()
     ns = await kube.get("Namespace", s.namespace)
     assert ns is not None and not ns["metadata"].get("deletionTimestamp")
+
+
+async def test_limit_range_lets_containers_without_limits_fit_the_quota(local_cluster, kube):
+    """z2jh#2428: an init container without resources must not block the spawn."""
+    s = build_spawner(username="ivy", quota={"limits.cpu": "8", "limits.memory": "16Gi",
+                                             "requests.cpu": "4", "requests.memory": "8Gi"},
+                      cpu_limit=1, mem_limit="1G", cpu_guarantee=0.1, mem_guarantee="128M",
+                      init_containers=[{"name": "net-setup", "image": "busybox",
+                                        "command": ["true"]}])
+    await started(s)
+    pod = await kube.get("Pod", s.pod_name, s.namespace)
+    init = [c for c in pod["spec"]["initContainers"] if c["name"] == "net-setup"][0]
+    assert init["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}  # LimitRange default
+    await s.stop()
+
+
+async def test_image_pull_secrets_are_copied(local_cluster, kube):
+    await kube.create({"apiVersion": "v1", "kind": "Secret",
+                       "type": "kubernetes.io/dockerconfigjson",
+                       "metadata": {"name": "registry", "namespace": "default"},
+                       "data": {".dockerconfigjson": "e30="}})
+    s = build_spawner(username="jo", image_pull_secrets_to_copy=["default/registry"])
+    await started(s)
+    copy = await kube.get("Secret", "registry", s.namespace)
+    assert copy["data"] == {".dockerconfigjson": "e30="} and L.is_owned_by(copy, "jo")
+    pod = await kube.get("Pod", s.pod_name, s.namespace)
+    assert {"name": "registry"} in pod["spec"]["imagePullSecrets"]
+    await s.stop()

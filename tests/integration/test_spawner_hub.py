@@ -48,9 +48,9 @@ async def api(hub, method, path, body=None):
             return resp.status, text
 
 
-async def wait_ready(hub, name, timeout=60):
+async def wait_ready(hub, name, limit=60):
     import json
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         _, text = await api(hub, "GET", f"/users/{name}")
         server = (json.loads(text).get("servers") or {}).get("")

@@ -87,3 +87,16 @@ def test_login_page_html_lists_form_and_buttons():
     assert 'name="_xsrf" value="T0K"' in html and 'name="password"' in html
     assert 'href="/hub/oauth_login/kc?next="' in html and "Sign in with SSO" in html
     assert "&lt;b&gt;bad&lt;/b&gt;" in html  # escaped
+
+
+def test_ldapauthenticator_settings_apply_to_the_backend():
+    from kdash_hub.authenticator import KDashAuthenticator
+    from traitlets.config import Config
+
+    c = Config()
+    c.LDAPAuthenticator.server_address = "ldap.example.org"
+    c.LDAPAuthenticator.bind_dn_template = ["uid={username},dc=x"]
+    c.LDAPBackend.server_port = 1389
+    auth = KDashAuthenticator(config=c)
+    assert (auth.ldap.server_address, auth.ldap.server_port) == ("ldap.example.org", 1389)
+    assert auth.get_handlers(None) == []  # no providers: no OAuth routes

@@ -195,3 +195,12 @@ async def test_refresh_of_user_without_auth_state_is_not_a_type_error(slapd):
     auth = make_authenticator(ldap=ldap_settings(slapd))
     refreshed = await auth.refresh_user(FakeUser("bob", None))
     assert refreshed["name"] == "bob" and refreshed["auth_state"]["uid"] == 2002
+
+
+async def test_refresh_without_service_account_keeps_auth(slapd):
+    settings = ldap_settings(slapd)
+    del settings["lookup_dn_search_user"], settings["lookup_dn_search_password"]
+    auth = make_authenticator(ldap=settings)
+    model = await login(auth, "alice", "alice-pw")
+    assert model["groups"] == ["admins", "gpu-users"]  # the user's own bind reads groups
+    assert await auth.refresh_user(FakeUser("alice", model["auth_state"])) is True

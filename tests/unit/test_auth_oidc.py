@@ -202,3 +202,15 @@ async def test_directory_down_leaves_oidc_working(oidc_provider, slapd_fresh):
     assert "or sign in with Test IdP" in err.value.message
     model, _ = await oidc_login(auth)
     assert model["name"] == "alice" and model["auth_state"]["uid"] is None
+
+
+async def test_unusable_provider_usernames_are_refused_clearly(oidc_provider_factory):
+    users = demo_users()
+    users["j\u00fcrgen"] = {"password": "pw", "claims": {"preferred_username": "J\u00fcrgen"}}
+    users["long"] = {"password": "pw", "claims": {"preferred_username": "l" * 200}}
+    provider = oidc_provider_factory(clients=[client("hub", [TEST_CALLBACK])], users=users)
+    auth = make_authenticator(providers=idp(provider, trusted=True))
+    with pytest.raises(LoginRefused, match="may only contain"):
+        await oidc_login(auth, "j\u00fcrgen", "pw")
+    with pytest.raises(LoginRefused, match="at most 64"):
+        await oidc_login(auth, "long", "pw")

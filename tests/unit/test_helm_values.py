@@ -209,3 +209,14 @@ def test_rbac_covers_what_the_code_does():
     role = next(yaml.safe_load_all(RBAC.read_text()))
     bind = [r for r in role["rules"] if r.get("verbs") == ["bind"]]
     assert bind and KDashSpawner.user_cluster_role.default_value in bind[0]["resourceNames"]
+
+
+@pytest.mark.parametrize("overlay", [None, *EXAMPLES, E2E_VALUES],
+                         ids=lambda p: p.stem if p else "values")
+def test_every_role_names_real_scopes(overlay: Path | None):
+    values = pack_values(*([overlay] if overlay else []))
+    for name, role in values["hub"]["loadRoles"].items():
+        for scope in role["scopes"]:
+            assert scope.split("!")[0] in scope_definitions, (name, scope)
+        for service in role.get("services", []):
+            assert service in values["hub"]["services"], (name, service)

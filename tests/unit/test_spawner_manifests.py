@@ -120,3 +120,10 @@ async def test_group_quota_lifts_the_limit(offline_kube):
              group_quotas={"hpc": {"limits.cpu": "128"}})
     await s.load_user_options()
     assert s.effective_quota()["limits.cpu"] == "128"
+
+
+async def test_an_empty_profile_list_does_not_hide_the_flavors(offline_kube):
+    s = make(offline_kube, profile_list=[], user_options={"profile": "big"})
+    with pytest.raises(web.HTTPError) as e:
+        await s.load_user_options()
+    assert e.value.status_code == 403

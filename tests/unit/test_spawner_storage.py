@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from kdash_hub.spawner import identity, storage
+
 from tests.fixtures.spawner import validate
 
 

@@ -53,3 +53,12 @@ def test_render_broken_file(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text(BAD)
     assert run("templates", "render", str(tmp_path / "bad.yaml"), "--user", "a") == 1
     assert "bad.yaml:5" in capsys.readouterr().err
+
+
+def test_through_the_kdash_hub_dispatcher(tmp_path, capsys):
+    from kdash_hub.cli import main
+
+    (tmp_path / "bad.yaml").write_text(BAD)
+    assert main(["templates", "validate", str(tmp_path)]) == 1
+    assert "bad.yaml:5: kind Namespace" in capsys.readouterr().err
+    assert main(["templates", "validate", str(CATALOG_DIR)]) == 0

@@ -90,3 +90,13 @@ def test_null_means_not_set_and_empty_custom_is_fine(tmp_path):
     z2jh.apply_custom_config(c, {}, service_config_dir=tmp_path)
     z2jh.apply_custom_config(c, None, service_config_dir=tmp_path)
     assert "namespace_prefix" not in c.KDashSpawner
+
+
+def test_services_in_the_hub_pod_get_the_in_cluster_api_address(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    c = chart_like_config()
+    z2jh.apply_custom_config(c, {"launcher": {}}, service_config_dir=tmp_path)
+    for service in c.JupyterHub.services:
+        assert service["environment"] == {"KUBERNETES_SERVICE_HOST": "10.96.0.1",
+                                          "KUBERNETES_SERVICE_PORT": "443"}

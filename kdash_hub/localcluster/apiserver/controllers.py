@@ -57,6 +57,9 @@ class Controllers:
         ops.store.listeners.append(self._on_event)
         self._ensure_storage_class()
 
+    def start(self) -> None:
+        self._stopped = False
+
     def stop(self) -> None:
         self._stopped = True
         if self._handle:

@@ -312,8 +312,10 @@ class Operations:
                 return self.create(rtype, namespace, body, field_validation=field_validation,
                                    dry_run=dry_run)
             raise not_found(rtype.plural, rtype.group, name)
-        patched = self.apply_patch(existing, body, content_type,
-                                   self.validator.patch_schema(rtype))
+        # a private copy: merge patch shares unchanged subtrees with the stored object,
+        # which must never change in place (watch history and readers hold it)
+        patched = copy.deepcopy(self.apply_patch(existing, body, content_type,
+                                                 self.validator.patch_schema(rtype)))
         if not isinstance(patched, dict):
             raise bad_request("the patched object is not a JSON object")
         obj = self._check_body(rtype, patched)

@@ -9,6 +9,7 @@ constrains (403 "failed quota: ...: must specify ..."), and keeps quota status.u
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -40,9 +41,14 @@ def parse_quantity(value: Any) -> Fraction:
         raise ValueError(f"not a quantity: {value!r}")
     if isinstance(value, int | float):
         return Fraction(str(value))
-    m = _QUANTITY.match(str(value).strip())
+    return _parse_text(str(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> Fraction:
+    m = _QUANTITY.match(text.strip())
     if not m:
-        raise ValueError(f"not a quantity: {value!r}")
+        raise ValueError(f"not a quantity: {text!r}")
     number, suffix = m.groups()
     base = Fraction(number)
     if suffix[:1] in ("e", "E") and len(suffix) > 1:
@@ -51,7 +57,7 @@ def parse_quantity(value: Any) -> Fraction:
         return base * _BINARY[suffix]
     if suffix in _DECIMAL:
         return base * _DECIMAL[suffix]
-    raise ValueError(f"not a quantity: {value!r}")
+    raise ValueError(f"not a quantity: {text!r}")
 
 
 def format_quantity(value: Fraction, resource: str = "") -> str:
@@ -135,6 +141,27 @@ class Admission:
 
     def __init__(self, ops: Operations):
         self.ops = ops
+        # running usage per namespace, kept by the store's events (no rescans per create)
+        self.totals: dict[str, dict[str, Fraction]] = {}
+        ops.store.listeners.append(self._count)
+
+    def _count(self, ev: Any) -> None:
+        if not ev.rtype.namespaced:
+            return
+        ns = ev.obj["metadata"].get("namespace", "")
+        totals = self.totals.setdefault(ns, {})
+        changes: list[tuple[dict, int]] = []
+        if ev.type in ("MODIFIED", "DELETED") and ev.old is not None:
+            changes.append((ev.old, -1))
+        if ev.type in ("ADDED", "MODIFIED"):
+            changes.append((ev.obj, 1))
+        for obj, sign in changes:
+            try:
+                usage = object_usage(ev.rtype, obj)
+            except (TypeError, AttributeError, ValueError):
+                continue  # malformed (schema validation off): counts as nothing
+            for k, v in usage.items():
+                totals[k] = totals.get(k, Fraction(0)) + sign * v
 
     @property
     def store(self):  # noqa: ANN201
@@ -261,15 +288,8 @@ class Admission:
     # ---------------------------------------------------------------- usage/status
 
     def usage(self, namespace: str, keys: list[str]) -> dict[str, Fraction]:
-        used = {k: Fraction(0) for k in keys}
-        for rtype in resources.STORED_TYPES:
-            if not rtype.namespaced:
-                continue
-            for obj in self.store.raw_items(rtype, namespace):
-                for k, v in object_usage(rtype, obj).items():
-                    if k in used:
-                        used[k] += v
-        return used
+        totals = self.totals.get(namespace, {})
+        return {k: totals.get(k, Fraction(0)) for k in keys}
 
     def after_change(self, rtype: ResourceType, obj: dict, deleted: bool = False) -> None:
         """Keep status.hard/used of the namespace's quotas current after a write."""

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from traitlets import Bool, Float, Int, Unicode
+from traitlets.config import LoggingConfigurable
 
 from . import discovery, resources, tables
 from .controllers import Controllers
@@ -44,32 +46,57 @@ def _status_response(err: APIError) -> web.Response:
     return _json(err.to_status(), err.code)
 
 
-class APIServer:
+class APIServer(LoggingConfigurable):
     """An in-process Kubernetes API server.
 
     `APIServer(host="127.0.0.1", port=0)`; `await start()`; `url`, `port`; `store` (objects,
     watch), `ops` (the verbs with full semantics, for in-process callers), `faults` (fault
     injection), `request_count` (Counter by verb: get/list/watch/create/update/patch/delete/
-    deletecollection/discovery, plus "total"); `await stop()`.
+    deletecollection/discovery/fault, plus "total"), `resource_count` ("create pods", ...),
+    `request_log`; `await stop()`.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 kube_version: str = DEFAULT_KUBE_VERSION, validate: bool = True,
-                 event_window: int = 5000, bookmark_interval: float = 5.0,
-                 default_watch_timeout: float = 1800.0, controllers: bool = True,
-                 graceful_pod_deletion: bool = False, namespace_delay: float = 0.05):
-        self.host = host
-        self.port = port
-        self.kube_version = kube_version
-        self.store = Store(event_window=event_window)
-        self.validator = Validator(kube_version, schema=validate)
+    host = Unicode("127.0.0.1", help="Address to listen on (loopback only in tests).").tag(
+        config=True)
+    port = Int(0, help="TCP port; 0 picks a free one (read `port` after start).").tag(
+        config=True)
+    kube_version = Unicode(DEFAULT_KUBE_VERSION, help=(
+        "Kubernetes version the server claims in /version and whose kubernetes-validate "
+        "schemas it validates against.")).tag(config=True)
+    validate = Bool(True, help=(
+        "Validate every write against the strict OpenAPI schema (422 on unknown fields). "
+        "Off only to measure its cost.")).tag(config=True)
+    event_window = Int(5000, help=(
+        "How many events the watch cache keeps; a watch from an older resourceVersion gets "
+        "410 Expired.")).tag(config=True)
+    bookmark_interval = Float(5.0, help=(
+        "Seconds between BOOKMARK events on watches that allow them.")).tag(config=True)
+    default_watch_timeout = Float(1800.0, help=(
+        "Watch duration when the client gives no timeoutSeconds.")).tag(config=True)
+    workload_controllers = Bool(True, help=(
+        "Run the minimal Deployment/StatefulSet/Job controllers (pods for workloads).")).tag(
+        config=True)
+    graceful_pod_deletion = Bool(False, help=(
+        "Keep a deleted pod that is bound to a node (with a deletionTimestamp) until it is "
+        "deleted again with gracePeriodSeconds=0, as a kubelet does; off: pods go at once."
+    )).tag(config=True)
+    namespace_delay = Float(0.05, help=(
+        "Seconds a deleted namespace stays Terminating before its content is deleted.")).tag(
+        config=True)
+
+    def __init__(self, host: str | None = None, port: int | None = None, **kwargs: Any):
+        if host is not None:
+            kwargs["host"] = host
+        if port is not None:
+            kwargs["port"] = port
+        super().__init__(**kwargs)
+        self.store = Store(event_window=self.event_window)
+        self.validator = Validator(self.kube_version, schema=self.validate)
         self.ops = Operations(self.store, self.validator,
-                              graceful_pod_deletion=graceful_pod_deletion)
-        self.ops.gc.namespace_delay = namespace_delay
+                              graceful_pod_deletion=self.graceful_pod_deletion)
+        self.ops.gc.namespace_delay = self.namespace_delay
         self.faults = Faults(self.store)
-        self.controllers = Controllers(self.ops, workloads=controllers)
-        self.bookmark_interval = bookmark_interval
-        self.default_watch_timeout = default_watch_timeout
+        self.controllers = Controllers(self.ops, workloads=self.workload_controllers)
         self.request_count: collections.Counter[str] = collections.Counter()
         # "verb resource" -> count, e.g. "create pods", "watch events"
         self.resource_count: collections.Counter[str] = collections.Counter()
@@ -108,6 +135,7 @@ class APIServer:
 
     async def start(self) -> None:
         self._stopping = False
+        self.controllers.start()
         self.faults.loop = asyncio.get_running_loop()
         self._runner = web.AppRunner(self.build_app(), access_log=None,
                                      handle_signals=False)
