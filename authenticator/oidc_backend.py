@@ -77,7 +77,7 @@ class OIDCBackend(GenericOAuthenticator):
             if e.code and 400 <= e.code < 500:
                 raise LoginRefused(
                     403, "Sign-in failed: the identity provider refused the request "
-                    "(expired or already used code). Please sign in again.", str(e)) from e
+                    "(expired or already used code or token). Please sign in again.", str(e)) from e
             raise ProviderUnavailable(self.provider.display_name, str(e)) from e
         except OSError as e:
             raise ProviderUnavailable(self.provider.display_name, str(e)) from e

@@ -81,10 +81,22 @@ def count_requests(log_path: Path, offset: int) -> dict[str, int]:
     return counts
 
 
-async def running_servers(hub: HubProcess, token: str) -> set[str]:
+async def running_servers(hub: HubProcess, token: str, *, settle: bool = False) -> set[str]:
+    """The servers the hub has as running; with `settle`, first wait until the hub has
+    finished checking the servers it restored at startup (none pending)."""
+    while settle:
+        found, pending = await _servers(hub, token)
+        if not pending:
+            return found
+        await asyncio.sleep(1)
+    return (await _servers(hub, token))[0]
+
+
+async def _servers(hub: HubProcess, token: str) -> tuple[set[str], int]:
     import aiohttp
 
     found: set[str] = set()
+    pending = 0
     async with aiohttp.ClientSession(headers={"Authorization": f"token {token}"}) as s:
         offset = 0
         while True:
@@ -94,8 +106,9 @@ async def running_servers(hub: HubProcess, token: str) -> set[str]:
                 page = await resp.json()
             for user in page["items"]:
                 found.update(f"{user['name']}/{name}" for name in user["servers"])
+                pending += sum(1 for s in user["servers"].values() if s.get("pending"))
             if not page["_pagination"]["next"]:
-                return found
+                return found, pending
             offset = page["_pagination"]["next"]["offset"]
 
 
@@ -110,6 +123,7 @@ async def run_kdash(hub: HubProcess, token: str) -> None:
     finally:
         await culler.hub.close()
     assert not report.errors, report.errors
+    assert not report.pending and not report.failed, (report.pending, report.failed)
 
 
 async def run_idle_culler(hub: HubProcess, token: str) -> None:
@@ -125,9 +139,9 @@ async def measure(name, runner, workdir: Path, snapshot: Path, config: str, toke
     hub = HubProcess(config, workdir, env={"PYTHONUNBUFFERED": "1"}, start_timeout=600)
     t0 = time.perf_counter()
     await hub.start()
-    startup = time.perf_counter() - t0
     try:
-        before = await running_servers(hub, token)
+        before = await running_servers(hub, token, settle=True)
+        startup = time.perf_counter() - t0
         offset = hub.log_path.stat().st_size
         cpu0 = cpu_seconds(hub.process.pid)
         t0 = time.perf_counter()

@@ -141,6 +141,37 @@ async def watch_latency(srv: APIServer, v1: client.CoreV1Api, n: int) -> dict[st
     return {"watch p50 ms": pct(lat, 0.5) * 1000, "watch p95 ms": pct(lat, 0.95) * 1000}
 
 
+def in_process(n: int) -> dict[str, float]:
+    """Server-side cost alone (no HTTP, no client): the verbs called directly."""
+    out: dict[str, float] = {}
+    for validate in (True, False):
+        srv = APIServer(validate=validate)
+        pods = resources.by_kind("Pod")
+        srv.ops.create(resources.by_kind("Namespace"), None, {"metadata": {"name": "bench"}})
+        t = time.perf_counter()
+        for i in range(n):
+            srv.ops.create(pods, "bench", pod_body(i))
+        tag = "validated" if validate else "unvalidated"
+        out[f"in-process create us ({tag})"] = (time.perf_counter() - t) / n * 1e6
+        if validate:
+            t = time.perf_counter()
+            for i in range(n):
+                cur = srv.store.get("Pod", f"bench-{i}", "bench")
+                cur["status"]["phase"] = "Running"
+                srv.ops.update(pods, "bench", f"bench-{i}", cur, subresource="status")
+            out["in-process status update us"] = (time.perf_counter() - t) / n * 1e6
+            items = srv.ops.list(pods, "bench")["items"]
+            t = time.perf_counter()
+            json.dumps(items)
+            out[f"encode {n} pods ms (cold)"] = (time.perf_counter() - t) * 1000
+            for o in items:
+                srv.store.encode(o)
+            t = time.perf_counter()
+            b",".join(srv.store.encode(o) for o in items)
+            out[f"encode {n} pods ms (cached)"] = (time.perf_counter() - t) * 1000
+    return out
+
+
 def validation_cost(iterations: int) -> dict[str, float]:
     """The cost of one strict schema validation of a notebook pod, in microseconds."""
     from kdash_hub.localcluster.apiserver.validation import Validator
@@ -163,7 +194,7 @@ def print_table(with_v: Result, without: Result, micro: dict[str, float]) -> Non
         print(f"{key:<28}{a:>14.1f}{b:>16.1f}{a / b if b else 0:>9.2f}")
     print("-" * 67)
     for key, value in micro.items():
-        print(f"{key:<28}{value:>14.1f}")
+        print(f"{key:<38}{value:>12.1f}")
     print("\nrequests (validated run):",
           ", ".join(f"{k}={v}" for k, v in sorted(with_v.counts.items())))
 
@@ -186,7 +217,9 @@ async def main(argv: list[str] | None = None) -> None:
             runs[validate].append(await run_one(
                 "validated" if validate else "no validation", validate, n, lists, watch_n,
                 args.concurrency))
-    print_table(best(runs[True]), best(runs[False]), validation_cost(50 if args.quick else 300))
+    micro = validation_cost(50 if args.quick else 300)
+    micro.update(in_process(n))
+    print_table(best(runs[True]), best(runs[False]), micro)
 
 
 def best(results: list[Result]) -> Result:

@@ -297,12 +297,14 @@ class Demo:
             self.hub = None
 
     def banner(self) -> str:
-        lines = [
-            "", "kdash-hub demo is running:", f"  {self.url}", "",
-        ]
+        lines = ["", "kdash-hub demo is running:", f"  {self.url}", ""]
         if self.logins:
             lines += ["logins:", *(f"  {line}" for line in self.logins), ""]
-        lines += [*(f"  {n}" for n in self.notes), "", "Press Ctrl-C to stop.", ""]
+        lines += [
+            "then: pick a profile (GPU ones for gpu-users), open your server, and launch a side",
+            f"service at {self.url}/services/kdash-launcher/", "",
+            *(f"  {n}" for n in self.notes), "", "Press Ctrl-C to stop.", "",
+        ]
         return "\n".join(lines)
 
 

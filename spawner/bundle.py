@@ -102,6 +102,14 @@ def default_egress(hub_namespace: str) -> list[dict]:
     ]
 
 
+def _with_protocols(rule: dict) -> dict:
+    """The rule with each port's protocol spelled out (the API server defaults it to TCP, and
+    a stored object that differs from the desired one would look like drift forever)."""
+    if not rule.get("ports"):
+        return dict(rule)
+    return {**rule, "ports": [{"protocol": "TCP", **p} for p in rule["ports"]]}
+
+
 def network_policy(spec: BundleSpec) -> dict:
     """Ingress only from the hub/proxy (and, optionally, the user's own pods); other users'
     namespaces are not selected, so they are kept out. Egress as configured."""
@@ -109,6 +117,7 @@ def network_policy(spec: BundleSpec) -> dict:
     if spec.allow_same_namespace:
         peers = peers + [{"podSelector": {}}]
     egress = default_egress(spec.hub_namespace) if spec.egress is None else list(spec.egress)
+    egress = [_with_protocols(rule) for rule in egress]
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": _meta(spec, NETWORK_POLICY_NAME),

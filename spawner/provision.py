@@ -1,11 +1,12 @@
 """Ensure a user's namespace bundle with as few API requests as a later start allows.
 
-First start: GET the namespace (404), create it, create the bundle objects concurrently,
-then record a hash of the desired bundle in an annotation on the Namespace. Later starts:
-one GET of the namespace (it replaces KubeSpawner's own namespace create) plus the drift
+First start: GET the namespace (404), create it, create the bundle objects concurrently.
+A hash of the desired bundle is kept in an annotation on the Namespace. Later starts: one
+GET of the namespace (it replaces KubeSpawner's own namespace create) plus the drift
 watch's memory (see drift.py) say whether everything is in place; only what is missing or
-changed is written. The hash is written last, so a start that failed half-way leaves no
-hash and the next start checks and finishes every object.
+changed is written. With the watch, every object is checked on every start, so the hash
+goes on with the namespace; without it ("hash" mode) the hash is written last, so a start
+that failed half-way leaves no hash and the next start checks and finishes every object.
 """
 
 from __future__ import annotations
@@ -57,8 +58,11 @@ class BundleProvisioner:
         fresh = ns is None
         if fresh:
             report(f"Creating namespace {spec.namespace}")
+            # with the drift watch the objects are checked on every start anyway, so the hash
+            # can go on at creation (saving a request); otherwise it is written last
+            early_hash = desired_hash if self.mode == "watch" else None
             try:
-                ns = await self.resources.create(bundle.namespace(spec))
+                ns = await self.resources.create(bundle.namespace(spec, early_hash))
             except ApiException as e:
                 if e.status != 409:
                     raise self._fail(bundle.namespace(spec), e) from e

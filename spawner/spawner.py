@@ -21,7 +21,7 @@ from kdash_hub import labels as L
 from kdash_hub import naming
 from kdash_hub.kube import KubeResources, api_error_message
 
-from . import bundle, identity, profiles, quotas, storage
+from . import bundle, identity, profiles, quotas, refusals, storage
 from .drift import DriftWatch
 from .gpu_availability import GpuAvailability
 from .provision import BundleError, BundleProvisioner
@@ -119,22 +119,8 @@ class KDashSpawner(KDashSettings, KubeSpawner):
         """The flavor asked for, or refuse with 400 (unknown) / 403 (not allowed)."""
         if not self.flavors or self.profile_list != self._flavor_profiles:
             return None
-        slug = (self.user_options or {}).get("profile")
-        allowed = self._allowed_flavors()
-        if slug:
-            flavor = profiles.find_flavor(self.flavors, slug)
-            if flavor is None:
-                raise web.HTTPError(400, f"There is no server profile {slug!r}. Choose one of: "
-                                    + ", ".join(profiles.flavor_slug(f) for f in allowed))
-            if flavor not in allowed:
-                raise web.HTTPError(
-                    403, f"The profile {flavor.get('display_name', slug)!r} is not available "
-                    f"to you (it is for the groups {', '.join(flavor.get('groups') or [])}).")
-            return flavor
-        if not allowed:
-            raise web.HTTPError(403, "No server profile is available to you; "
-                                "ask an admin to add you to a group that may start servers.")
-        return next((f for f in allowed if f.get("default")), allowed[0])
+        return refusals.choose_flavor(self.flavors, self._allowed_flavors(),
+                                      (self.user_options or {}).get("profile"))
 
     async def load_user_options(self):
         for key, value in self._configured.items():
@@ -167,38 +153,23 @@ class KDashSpawner(KDashSettings, KubeSpawner):
         self._check_quota(flavor, gpus)
 
     async def _check_gpus_free(self, flavor: dict, gpus: int) -> None:
-        free = await self._free_gpus(flavor)
-        if gpus > free.largest_node:
-            resource = flavor["gpu"].get("resource", "nvidia.com/gpu")
-            raise web.HTTPError(
-                400, f"{gpus} × {resource} asked for, but only {free.largest_node} are free on "
-                f"any one node right now ({free.total} in all). Choose fewer GPUs or try "
-                "again later.")
+        refusals.check_gpus_free(flavor, gpus, await self._free_gpus(flavor))
 
     def effective_quota(self) -> dict[str, Any]:
         return quotas.merge_grants(self.quota, self.group_quotas, self.groups())
-
-    def _requested(self, flavor: dict | None, gpus: int) -> dict[str, Any]:
-        asked = {"requests.cpu": self.cpu_guarantee, "limits.cpu": self.cpu_limit,
-                 "requests.memory": self.mem_guarantee, "limits.memory": self.mem_limit}
-        if flavor and gpus:
-            asked[f"requests.{flavor['gpu'].get('resource', 'nvidia.com/gpu')}"] = gpus
-        return {k: v for k, v in asked.items() if v}
 
     def _check_quota(self, flavor: dict | None, gpus: int) -> None:
         if not self.enable_user_namespaces:
             return
         used = {}
         watch = DriftWatch._by_loop.get(asyncio.get_running_loop())
-        if watch is not None and watch.ready:
+        if watch is not None and watch.ready:  # status.used, kept current by the watch
             current = watch.cached("ResourceQuota", self.namespace, bundle.QUOTA_NAME) or {}
             used = (current.get("status") or {}).get("used") or {}
-        problems = quotas.exceeds(self._requested(flavor, gpus), self.effective_quota(), used)
-        if problems:
-            raise web.HTTPError(
-                403, "This server would exceed your quota (" + "; ".join(problems)
-                + "). Choose a smaller profile, stop other things in your namespace, "
-                "or ask an admin for a larger quota.")
+        resource = flavor["gpu"].get("resource", "nvidia.com/gpu") if flavor and gpus else None
+        asked = refusals.requested(self.cpu_guarantee, self.cpu_limit, self.mem_guarantee,
+                                   self.mem_limit, resource, gpus)
+        refusals.check_quota(asked, self.effective_quota(), used)
 
     # --- storage ---------------------------------------------------------------------------
 

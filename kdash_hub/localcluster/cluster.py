@@ -122,8 +122,8 @@ class LocalCluster:
             self.kubelet = Kubelet(self.api.url, self.node_specs, mode=self.kubelet_mode,
                                    workdir=self.workdir / "kubelet")
             await self.kubelet.start()
-            # for the API server's pods/{name}/log (container output lives with the kubelet)
-            self.api.pod_log_reader = self.kubelet.read_log
+            # `kubectl logs`: the API server asks the kubelet, who has the container output
+            self.api.pod_log_source = self.kubelet.read_log
         except BaseException:
             await self.stop()
             raise
@@ -167,9 +167,10 @@ class LocalCluster:
             try:
                 loop.run_forever()
             finally:
-                for task in asyncio.all_tasks(loop):
+                leftovers = asyncio.all_tasks(loop)
+                for task in leftovers:
                     task.cancel()
-                loop.run_until_complete(asyncio.sleep(0))
+                loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.close()
 

@@ -14,6 +14,8 @@ stream drops) and drives each pod through its life the way the real components d
   (no restarts, whatever the restartPolicy). Other pods (postgres, minio, ...) are status
   only, in both modes, unless annotated `localcluster.kdash-hub.io/run-as-process: "true"`
   (then their commands run too); container output is served by `read_log`;
+- a status-only pod owned by a Job succeeds (exit code 0) `job_pod_seconds` after it starts,
+  so Jobs complete;
 - a pod with a deletionTimestamp has its processes stopped (SIGTERM, SIGKILL after the
   grace period, at least 2 s like the kubelet's minimum) and is then deleted for good
   (grace period 0).
@@ -48,6 +50,8 @@ log = logging.getLogger("kdash_hub.localcluster.kubelet")
 KubeletMode = Literal["status", "process"]
 MIN_GRACE_SECONDS = 2.0
 RETRY_SECONDS = 5.0
+START_TIMEOUT_SECONDS = 30.0
+JOB_POD_SECONDS = 0.5
 
 
 def pod_key(pod: dict) -> str:
@@ -71,6 +75,11 @@ class PodRun:
     finished: bool = False
 
 
+def _owned_by_job(pod: dict) -> bool:
+    return any(ref.get("kind") == "Job"
+               for ref in pod["metadata"].get("ownerReferences") or [])
+
+
 def _make_dirs(*paths: Path) -> None:
     for path in paths:
         path.mkdir(parents=True, exist_ok=True)
@@ -88,6 +97,7 @@ class Kubelet:
         token: str = "kdash-kubelet",
         workdir: Path | None = None,
         retry_seconds: float = RETRY_SECONDS,
+        job_pod_seconds: float = JOB_POD_SECONDS,
     ):
         if mode not in ("status", "process"):
             raise ValueError(f"kubelet mode must be 'status' or 'process', not {mode!r}")
@@ -99,6 +109,8 @@ class Kubelet:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="kdash-kubelet-"))
         # how often pods that can't start yet (unschedulable, a missing secret) are retried
         self.retry_seconds = retry_seconds
+        # how long a status-only pod of a Job "runs" before it succeeds
+        self.job_pod_seconds = job_pod_seconds
         self._config_errors: dict[str, str] = {}  # pod key -> last config error reported
         self._timers: set[asyncio.TimerHandle] = set()
         self._stopped = False
@@ -121,7 +133,12 @@ class Kubelet:
             await self.register_node(spec)
         self._tasks.append(asyncio.create_task(self._watch_pods(), name="kubelet-watch"))
         self._tasks.append(asyncio.create_task(self._retry_loop(), name="kubelet-retry"))
-        await self._synced.wait()
+        try:
+            await asyncio.wait_for(self._synced.wait(), START_TIMEOUT_SECONDS)
+        except TimeoutError:
+            await self.stop()
+            raise TimeoutError(f"the kubelet could not list pods from {self.api.url} "
+                               f"in {START_TIMEOUT_SECONDS}s") from None
 
     async def stop(self) -> None:
         """Stop watching and every process (pods keep their last status)."""
@@ -166,6 +183,9 @@ class Kubelet:
         fresh = {pod_key(p): p for p in listing.get("items") or []}
         gone = set(self.pods) - set(fresh)
         self.pods = fresh
+        for key in gone:  # deleted while we weren't watching
+            for table in (self._assumed, self._unschedulable, self._config_errors):
+                table.pop(key, None)
         for key in gone | set(fresh):
             self._enqueue(key)
         return listing["metadata"]["resourceVersion"]
@@ -398,6 +418,15 @@ class Kubelet:
         except Exception:
             await self._stop_run(run, 0)  # the next attempt starts from scratch
             raise
+        if _owned_by_job(pod):
+            # a Job's pod runs its command and ends; with nothing running, it ends now
+            run.monitor = asyncio.create_task(self._complete_later(pod, run),
+                                              name=f"kubelet job pod {run.key}")
+
+    async def _complete_later(self, pod: dict, run: PodRun) -> None:
+        await asyncio.sleep(self.job_pod_seconds)
+        await self._finish_run(pod, run, {c["name"]: (0, "Completed")
+                                          for c in pod["spec"].get("containers") or []})
 
     async def _container_events(self, pod: dict, name: str) -> None:
         field_path = f"spec.containers{{{name}}}"
@@ -468,7 +497,9 @@ class Kubelet:
                         env[var] = str(processes.container_path(root, env[var]))
                 await processes.prepare_volumes(pod, container, pod_root=root,
                                                 cluster_root=self.workdir, lookup=self._lookup)
-                _make_dirs(Path(env["HOME"]), root / "tmp")
+                _make_dirs(Path(env["HOME"]), root / "tmp",
+                           *([Path(env["JUPYTERHUB_ROOT_DIR"])]
+                             if env.get("JUPYTERHUB_ROOT_DIR") else []))
                 cwd = (processes.container_path(root, container["workingDir"])
                        if container.get("workingDir") else Path(env["HOME"]))
                 proc = processes.ContainerProcess(
@@ -476,6 +507,7 @@ class Kubelet:
                     root / "logs" / f"{container['name']}.log")
                 run.processes[container["name"]] = proc
         except processes.ContainerConfigError as e:
+            run.processes.clear()  # none started yet
             await self._config_error(pod, run, notebook, str(e))
             return
         started: dict[str, int | None] = {}
@@ -485,6 +517,7 @@ class Kubelet:
                 await proc.start()
                 started[container["name"]] = processes.notebook_port(container, proc.env)
             except OSError as e:
+                await asyncio.gather(*(p.stop(0) for p in run.processes.values()))
                 await self._finish_run(pod, run, {container["name"]: (128, f"StartError: {e}")})
                 return
         self._config_errors.pop(run.key, None)

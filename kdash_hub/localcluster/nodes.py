@@ -10,7 +10,8 @@ from typing import Any
 from . import processes
 from .podstatus import now_iso
 
-KUBELET_VERSION = "v1.30.0-kdash"
+KUBELET_VERSION = "v1.32.0-kdash"  # the version the API server validates against
+MAX_PODS_PER_NODE = 253  # pod IPs .2 to .254 of the node's /24
 
 
 @dataclass
@@ -26,6 +27,11 @@ class NodeSpec:
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[dict[str, str]] = field(default_factory=list)
     unschedulable: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < int(self.pods) <= MAX_PODS_PER_NODE:
+            raise ValueError(f"node {self.name}: pods must be 1..{MAX_PODS_PER_NODE} "
+                             "(its pod network is a /24)")
 
     def capacity(self) -> dict[str, str]:
         return {

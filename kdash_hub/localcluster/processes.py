@@ -327,6 +327,7 @@ class ContainerProcess:
         self.cwd = cwd
         self.log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
+        self._swept = False
 
     @property
     def pid(self) -> int | None:
@@ -357,9 +358,13 @@ class ContainerProcess:
             pass
 
     async def stop(self, grace: float) -> int | None:
-        """SIGTERM the process group, SIGKILL after `grace` seconds; the exit code."""
+        """SIGTERM the process group, SIGKILL after `grace` seconds; the exit code.
+
+        The group is swept once only: after that its id may belong to someone else."""
         if self.process is None:
             return None
+        if self._swept:
+            return await self.process.wait()
         if self.process.returncode is None:
             self._signal_group(signal.SIGTERM)
             try:
@@ -367,6 +372,7 @@ class ContainerProcess:
             except TimeoutError:
                 pass
         self._signal_group(signal.SIGKILL)  # also what the server left behind (kernels)
+        self._swept = True
         return await self.process.wait()
 
     def log_tail(self, lines: int = 20) -> str:

@@ -196,6 +196,10 @@ class CullerApp(Application):
     log_style = Unicode("json", help='"json" (one object per line) or "text".').tag(
         config=True)
 
+    @default("log_level")
+    def _default_log_level(self) -> int:
+        return logging.INFO  # every decision to cull is logged at INFO
+
     # --- setup ------------------------------------------------------------------------
 
     def initialize(self, argv: list[str] | None = None) -> None:

@@ -320,6 +320,11 @@ async def test_invalid_objects_get_422_with_causes(kube_target: KubeTarget):
     # a real server answers a strict-decoding error with 400, the emulator with 422
     assert r.status == (422 if k.is_local else 400) or r.status in (400, 422)
     assert "imagePullPolcy" in r.body["message"]
+    ignored = pod("ignored")
+    ignored["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    r = await k.request("POST", path, ignored, params={"fieldValidation": "Ignore"})
+    assert r.status == 201  # unknown fields dropped, not stored
+    assert "imagePullPolcy" not in r.body["spec"]["containers"][0]
     wrong_type = pod("wrongtype")
     wrong_type["spec"]["containers"][0]["ports"] = [{"containerPort": "eighty"}]
     r = await k.request("POST", path, wrong_type)
@@ -391,6 +396,9 @@ async def test_bad_input_gets_4xx_status_never_5xx(kube_target: KubeTarget):
     for body in malformed:
         r = await k.request("POST", pods, body)
         assert r.status == 400 and r.reason == "BadRequest", (body, r.body)
+    huge = {**cm("huge"), "data": {"k": "x" * (4 * 1024 * 1024)}}
+    cases.append(await k.request("POST", f"/api/v1/namespaces/{ns}/configmaps", huge))
+    assert cases[-1].status == 413
     statuses = [c.status for c in cases]
     assert all(400 <= s < 500 for s in statuses), statuses
     assert all(isinstance(c.body, dict) and c.body.get("kind") == "Status"
@@ -594,10 +602,12 @@ async def test_json_patch(kube_target: KubeTarget):
     k = kube_target
     ns = await k.namespace("jsonp")
     path = f"/api/v1/namespaces/{ns}/configmaps"
-    await k.request("POST", path, {**cm("j"), "data": {"x": "1", "a/b": "2"}})
+    created = await k.request("POST", path, {**cm("j", annotations={"a/b": "2", "c": "3"}),
+                                             "data": {"x": "1"}})
+    assert created.status == 201, created.body
     ops = [{"op": "add", "path": "/data/z", "value": "3"},
            {"op": "replace", "path": "/data/x", "value": "one"},
-           {"op": "remove", "path": "/data/a~1b"},
+           {"op": "remove", "path": "/metadata/annotations/a~1b"},
            {"op": "test", "path": "/data/z", "value": "3"},
            {"op": "copy", "from": "/data/z", "path": "/data/w"},
            {"op": "add", "path": "/metadata/labels", "value": {"l": "v"}}]
@@ -605,6 +615,7 @@ async def test_json_patch(kube_target: KubeTarget):
     assert r.status == 200, r.body
     assert r.body["data"] == {"x": "one", "z": "3", "w": "3"}
     assert r.body["metadata"]["labels"] == {"l": "v"}
+    assert r.body["metadata"]["annotations"] == {"c": "3"}
     failed = await k.request("PATCH", f"{path}/j", [
         {"op": "test", "path": "/data/x", "value": "nope"}], content_type=JSONP)
     assert failed.status == 422
@@ -1200,9 +1211,102 @@ async def test_graceful_pod_deletion_waits_for_the_kubelet():
         assert deleting["metadata"]["deletionTimestamp"]
         assert deleting["metadata"]["deletionGracePeriodSeconds"] == 30
         assert srv.store.find("Pod", "bound", "default") is not None
+        # the kubelet reports the stopped containers: the pod still waits for its delete
+        stopping = srv.store.get("Pod", "bound", "default")
+        stopping["status"]["phase"] = "Succeeded"
+        srv.ops.update(pods, "default", "bound", stopping, subresource="status")
+        assert srv.store.find("Pod", "bound", "default") is not None
+        again = srv.ops.delete(pods, "default", "bound")  # a second delete changes nothing
+        assert again["metadata"]["deletionGracePeriodSeconds"] == 30
+        shorter = srv.ops.delete(pods, "default", "bound", {"gracePeriodSeconds": 5})
+        assert shorter["metadata"]["deletionGracePeriodSeconds"] == 5
         srv.ops.delete(pods, "default", "bound", {"gracePeriodSeconds": 0})
         assert srv.store.find("Pod", "bound", "default") is None
         srv.ops.delete(pods, "default", "unbound")
         assert srv.store.find("Pod", "unbound", "default") is None
     finally:
         await srv.stop()
+
+
+async def test_scoped_quota_counts_only_matching_pods(kube_target: KubeTarget):
+    k = kube_target
+    ns = await k.namespace("scoped")
+    r = await k.request("POST", f"/api/v1/namespaces/{ns}/resourcequotas", {
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "besteffort"},
+        "spec": {"hard": {"pods": "1"}, "scopes": ["BestEffort"]}})
+    assert r.status == 201
+
+    async def ready():
+        q = await k.request("GET", f"/api/v1/namespaces/{ns}/resourcequotas/besteffort")
+        return (q.body.get("status") or {}).get("used") is not None
+    await eventually(ready)
+    pods = f"/api/v1/namespaces/{ns}/pods"
+    assert (await k.request("POST", pods, pod("be1"))).status == 201
+    second = await k.request("POST", pods, pod("be2"))
+    assert second.status == 403 and "exceeded quota: besteffort" in second.body["message"]
+    # a pod with requests is not BestEffort: outside the quota's scope
+    assert (await k.request("POST", pods, pod("burstable", cpu="100m"))).status == 201
+
+
+async def test_pod_log_subresource_uses_the_kubelets_log_source(kube_target: KubeTarget):
+    k = kube_target
+    srv = k.require_local("pod logs need a kubelet; the emulator test provides a fake source")
+    ns = await k.namespace("logs")
+    await k.request("POST", f"/api/v1/namespaces/{ns}/pods", pod("p"))
+    waiting = await k.request("GET", f"/api/v1/namespaces/{ns}/pods/p/log")
+    assert waiting.status == 400 and "waiting to start" in waiting.body["message"]
+    srv.pod_log_source = lambda namespace, name, container: (
+        f"{namespace}/{name}/{container} line 1\nline 2\n")
+    r = await k.request("GET", f"/api/v1/namespaces/{ns}/pods/p/log", params={"tailLines": "1"})
+    assert (r.status, r.body) == (200, "line 2\n")
+    bad = await k.request("GET", f"/api/v1/namespaces/{ns}/pods/p/log",
+                          params={"container": "nope"})
+    assert bad.status == 400
+
+
+async def test_watch_from_a_future_resource_version_asks_to_relist(kube_target: KubeTarget):
+    """A client holding a resourceVersion the server hasn't reached (e.g. it outlived an
+    emulator restart) gets an ERROR event (504, ResourceVersionTooLarge) and relists."""
+    k = kube_target
+    ns = await k.namespace("future")
+    listed = await k.request("GET", f"/api/v1/namespaces/{ns}/configmaps")
+    future = str(int(listed.body["metadata"]["resourceVersion"]) + 10**9)
+    r = await k.request("GET", f"/api/v1/namespaces/{ns}/configmaps", params={
+        "watch": "1", "resourceVersion": future, "timeoutSeconds": "10"})
+    # an ERROR event in a 200 stream (the emulator), or a plain 504 Status
+    status = r.body["object"] if r.status == 200 else r.body
+    assert r.status == 200 and r.body["type"] == "ERROR" or r.status == 504
+    assert status["code"] == 504 and status["reason"] == "Timeout"
+    assert "Too large resource version" in status["message"]
+
+
+async def test_pod_needs_its_service_account(kube_target: KubeTarget):
+    k = kube_target
+    ns = await k.namespace("sa")
+    r = await k.request("POST", f"/api/v1/namespaces/{ns}/pods",
+                        pod("p", serviceAccountName="not-yet"))
+    assert (r.status, r.reason) == (403, "Forbidden")
+    assert r.body["message"] == (f'pods "p" is forbidden: error looking up service account '
+                                 f'{ns}/not-yet: serviceaccount "not-yet" not found')
+    await k.request("POST", f"/api/v1/namespaces/{ns}/serviceaccounts", {
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "not-yet"}})
+    r = await k.request("POST", f"/api/v1/namespaces/{ns}/pods",
+                        pod("p", serviceAccountName="not-yet"))
+    assert r.status == 201
+
+
+async def test_secret_string_data_is_stored_as_base64_data(kube_target: KubeTarget):
+    k = kube_target
+    ns = await k.namespace("secret")
+    path = f"/api/v1/namespaces/{ns}/secrets"
+    r = await k.request("POST", path, {"apiVersion": "v1", "kind": "Secret",
+                                       "metadata": {"name": "s"}, "data": {"a": "YQ=="},
+                                       "stringData": {"b": "bee"}})
+    assert r.status == 201
+    assert r.body["data"] == {"a": "YQ==", "b": "YmVl"} and "stringData" not in r.body
+    assert r.body["type"] == "Opaque"
+    r = await k.request("PATCH", f"{path}/s", {"stringData": {"a": "new"}}, content_type=MERGE)
+    assert r.body["data"]["a"] == "bmV3" and "stringData" not in r.body
+    bad = await k.request("POST", f"/api/v1/namespaces/{ns}/configmaps",
+                          {**cm("c"), "data": {"not/a/key": "v"}})
+    assert bad.status == 422

@@ -228,3 +228,24 @@ async def test_unreachable_hub_backs_off_and_does_not_crash(culler_hub):
     errors = {s.labels["kind"]: s.value for m in culler.metrics.registry.collect()
               for s in m.samples if s.name == "kdash_culler_errors_total"}
     assert errors == {"hub": 1.0}
+
+
+async def test_kdash_hub_culler_command_dry_run_once(culler_hub, user_prefix, cleanup):
+    import asyncio
+    import sys
+
+    hub, p = culler_hub, user_prefix
+    await hub.create_users(p + "cli")
+    await hub.spawn(p + "cli", profile="gpu")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kdash_hub.cli", "culler", "--dry-run", "--once",
+        "--set", f"hub_api_url={hub.api_url}", "--set", f"api_token={hub.culler_token}",
+        "--set", "default_rule={\"idle\": \"1s\"}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    mine_ = [x for x in lines if x.get("event") == "decision" and x.get("user") == p + "cli"]
+    assert mine_ and mine_[0]["outcome"] == "would-stop" and mine_[0]["profile"] == "gpu", err
+    assert any(x["event"] == "cycle" and x["dry_run"] for x in lines)
+    assert await hub.running(p) == {f"{p}cli/"}

@@ -18,7 +18,7 @@ from kdash_hub.dev.ports import free_port
 from kdash_hub.localcluster.kubeconfig import server_of
 from tests.fixtures.cluster import requires_emulator
 
-CLI = [sys.executable, "-m", "kdash_hub.localcluster.cli", "local-cluster"]
+CLI = [sys.executable, "-m", "kdash_hub.cli", "local-cluster"]  # = `kdash-hub local-cluster`
 
 
 async def read_until(stream: asyncio.StreamReader, prefix: str, within: float = 60) -> str:
@@ -197,11 +197,14 @@ async def test_kubectl_against_the_local_cluster(local_cluster, tmp_path):
 
     manifest = tmp_path / "demo.yaml"
     manifest.write_text(MANIFEST)
-    applied = await kubectl(kubeconfig, "apply", "--validate=false", "-f", str(manifest))
+    applied = await kubectl(kubeconfig, "apply", "-f", str(manifest))
     for line in ("namespace/demo created", "configmap/settings created", "pod/web created",
                  "deployment.apps/api created"):
         assert line in applied
 
+    waited = await kubectl(kubeconfig, "wait", "--for=condition=Ready", "pod/web", "-n", "demo",
+                           "--timeout=30s")
+    assert "pod/web condition met" in waited
     deadline = time.monotonic() + 30
     while True:
         pods = json.loads(await kubectl(kubeconfig, "get", "pods", "-n", "demo", "-o", "json"))
@@ -213,7 +216,7 @@ async def test_kubectl_against_the_local_cluster(local_cluster, tmp_path):
     assert all(p["status"]["podIP"].startswith("127.") for p in pods["items"])
     assert len([name for name in phases if name.startswith("api-")]) == 2
 
-    again = await kubectl(kubeconfig, "apply", "--validate=false", "-f", str(manifest))
+    again = await kubectl(kubeconfig, "apply", "-f", str(manifest))
     assert "pod/web unchanged" in again
     deleted = await kubectl(kubeconfig, "delete", "pod", "web", "-n", "demo")
     assert 'pod "web" deleted' in deleted

@@ -88,12 +88,17 @@ async def test_pending_pod_is_scheduled_when_resources_free_up(make_local_cluste
         await kube.create(pod("first", **{"nvidia.com/gpu": "2"}))
         await running(kube, "first")
         await kube.create(pod("second", **{"nvidia.com/gpu": "1"}))
-        await asyncio.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            events = await kube.list("Event", "default",
+                                     field_selector="involvedObject.name=second")
+            if events:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
         second = await kube.get("Pod", "second", "default")
         assert second["status"]["phase"] == "Pending"
-        assert "spec" in second and not second["spec"].get("nodeName")
-        events = await kube.list("Event", "default",
-                                 field_selector="involvedObject.name=second")
+        assert not second["spec"].get("nodeName")
         assert [e["message"] for e in events] == [
             "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."]
 
@@ -238,5 +243,33 @@ async def test_annotated_side_service_runs_as_a_process(make_local_cluster):
                 pass
         log = cluster.kubelet.read_log("default", "real")
         assert '"GET / HTTP/1.1" 200' in log
+        # what `kubectl logs real` reads: the API server asks the kubelet
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer x"}) as http:
+            async with http.get(f"{cluster.url}/api/v1/namespaces/default/pods/real/log") as r:
+                assert r.status == 200 and '"GET / HTTP/1.1" 200' in await r.text()
         assert cluster.kubelet.read_log("default", "pretend") == ""
         assert cluster.kubelet.read_log("default", "nope") is None
+
+
+async def test_jobs_complete_in_status_mode(local_cluster, kube):
+    requires_emulator(local_cluster)
+    await kube.create({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "once", "namespace": "default"},
+        "spec": {"completions": 2, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}},
+    })
+    deadline = time.monotonic() + 15
+    while True:
+        job = await kube.get("Job", "once", "default")
+        conditions = {c["type"]: c["status"] for c in job.get("status", {}).get("conditions", [])}
+        if conditions.get("Complete") == "True":
+            break
+        assert time.monotonic() < deadline, job.get("status")
+        await asyncio.sleep(0.05)
+    assert job["status"]["succeeded"] == 2
+    pods = await kube.list("Pod", "default", label_selector="job-name=once")
+    assert [p["status"]["phase"] for p in pods] == ["Succeeded", "Succeeded"]
+    terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")

@@ -65,6 +65,7 @@ async def wait_for(predicate, within: float = 20.0, interval: float = 0.05):
 
 
 async def test_spawn_poll_stop_in_status_mode(local_cluster, kube):
+    requires_emulator(local_cluster)  # pods here never run a real server
     spawner = make_spawner("ann")
     assert isinstance(await spawner.poll(), int)  # nothing running yet
 
@@ -81,6 +82,10 @@ async def test_spawn_poll_stop_in_status_mode(local_cluster, kube):
     assert await spawner.poll() is None
 
     # the event reflector shows what a real cluster shows in the progress bar
+    async def all_events():
+        return len(spawner.events) >= 5
+
+    await wait_for(all_events)  # events come on their own watch, maybe after the pod's
     messages = [e["message"] for e in spawner.events]
     assert messages[0] == f"Successfully assigned default/{spawner.pod_name} to node-0"
     assert [e["reason"] for e in spawner.events][1:] == [
@@ -92,6 +97,7 @@ async def test_spawn_poll_stop_in_status_mode(local_cluster, kube):
 
 
 async def test_leftover_pod_conflict_is_replaced(local_cluster, kube):
+    requires_emulator(local_cluster)  # pods here never run a real server
     spawner = make_spawner("bob")
     leftover = await kube.create({
         "apiVersion": "v1", "kind": "Pod",
@@ -110,6 +116,7 @@ async def test_leftover_pod_conflict_is_replaced(local_cluster, kube):
 
 
 async def test_per_user_namespaces(local_cluster, kube):
+    requires_emulator(local_cluster)  # pods here never run a real server
     spawner = make_spawner("cat", enable_user_namespaces=True,
                            user_namespace_template="kdash-{username}")
     assert spawner.namespace == "kdash-cat"
@@ -126,10 +133,15 @@ async def test_unschedulable_gpu_request_says_why(make_local_cluster):
     cluster = await make_local_cluster(nodes=2, gpus={"nvidia.com/gpu": 4}, gpu_nodes=1)
     requires_emulator(cluster)
     spawner = make_spawner("dan", extra_resource_limits={"nvidia.com/gpu": "8"},
-                           start_timeout=3)
+                           start_timeout=1)
     with pytest.raises(TimeoutError):
         await spawner.start()
     message = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+
+    async def events():
+        return spawner.events
+
+    await wait_for(events)  # under load the event may come after the short timeout
     assert [e["message"] for e in spawner.events] == [message]
     assert spawner.events[0]["reason"] == "FailedScheduling"
     pod = spawner.pod_reflector.pods[f"default/{spawner.pod_name}"]
@@ -180,6 +192,18 @@ async def test_process_mode_reports_exit_codes(process_cluster):
     assert state["terminated"]["exitCode"] == 3
     assert state["terminated"]["reason"] == "Error"
 
+    await kube.create({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nostart", "namespace": "default"},
+        "spec": {"containers": [{
+            "name": "notebook", "image": "x", "command": ["/nonexistent/server"],
+            "env": [{"name": "JUPYTERHUB_SERVICE_URL", "value": "http://0.0.0.0:8888/"}],
+        }]},
+    })
+    pod = await wait_for(lambda: _phase(kube, "nostart", "Failed"))
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (128, "StartError")
+    assert "/nonexistent/server" in terminated["message"]
+
 
 async def test_real_hub_spawns_a_real_singleuser_server(process_cluster, tmp_path):
     cluster, kube = process_cluster
@@ -205,7 +229,12 @@ c.KubeSpawner.http_timeout = 60
                 server = (await r.json())["servers"].get("")
                 return server if server and server["ready"] else None
 
-        await wait_for(ready, within=60, interval=0.2)
+        try:
+            await wait_for(ready, within=60, interval=0.2)
+        except TimeoutError:
+            server_log = cluster.kubelet.read_log("default", "jupyter-eve")
+            raise AssertionError(f"server not ready.\nhub log:\n{hub.log_tail(40)}\n"
+                                 f"server log:\n{server_log}") from None
         pods = await kube.list("Pod", "default", label_selector="component=singleuser-server")
         assert len(pods) == 1
         pod = pods[0]

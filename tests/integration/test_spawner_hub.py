@@ -60,6 +60,27 @@ async def wait_ready(hub, name, limit=60):
     raise AssertionError(f"{name}'s server not ready; hub log:\n{hub.log_tail(60)}")
 
 
+async def progress_messages(hub, name, limit=30):
+    """The messages of the hub's progress event stream of `name`'s pending spawn."""
+    import json
+    deadline = time.monotonic() + limit
+    async with aiohttp.ClientSession(headers=hub.auth_headers()) as session:
+        while time.monotonic() < deadline:
+            async with session.get(f"{hub.api_url}/users/{name}/server/progress") as resp:
+                if resp.status != 200:
+                    await asyncio.sleep(0.05)
+                    continue
+                messages = []
+                async for line in resp.content:
+                    if line.startswith(b"data:"):
+                        event = json.loads(line[5:])
+                        messages.append(event.get("message", ""))
+                        if event.get("ready") or event.get("failed"):
+                            break
+                return messages
+    raise AssertionError("no progress stream")
+
+
 async def test_rest_api_spawn_and_refusals(hub):
     for name in ("rest-ok", "rest-bad"):
         assert (await api(hub, "POST", f"/users/{name}"))[0] == 201
@@ -68,8 +89,14 @@ async def test_rest_api_spawn_and_refusals(hub):
     assert status == 403 and "not available to you" in text, text
     status, text = await api(hub, "POST", "/users/rest-bad/server", {"profile": "nope"})
     assert status == 400 and "no server profile" in text.lower(), text
-    status, text = await api(hub, "POST", "/users/rest-ok/server", {"profile": "cpu-small"})
+    spawn = asyncio.ensure_future(
+        api(hub, "POST", "/users/rest-ok/server", {"profile": "cpu-small"}))
+    messages = await progress_messages(hub, "rest-ok")
+    status, text = await spawn
     assert status in (201, 202), text
+    # the bundle steps are in the hub's progress bar, before KubeSpawner's pod events
+    assert any("Creating namespace kdash-rest-ok" in m for m in messages), messages
+    assert any("network policy" in m for m in messages), messages
     server = await wait_ready(hub, "rest-ok")
     assert server["user_options"] == {"profile": "cpu-small"}
     assert (await api(hub, "DELETE", "/users/rest-ok/server"))[0] in (202, 204)

@@ -72,6 +72,8 @@ def test_network_policy_admits_only_hub_and_proxy_and_own_namespace():
     assert peers[1] == {"podSelector": {}}  # same namespace only (no namespaceSelector)
     # no peer selects other namespaces wholesale
     assert not any(p.get("namespaceSelector") == {} for p in peers)
+    custom = bundle.network_policy(spec(egress=[{"ports": [{"port": 443}]}]))["spec"]
+    assert custom["egress"] == [{"ports": [{"protocol": "TCP", "port": 443}]}]
     closed = bundle.network_policy(spec(allow_same_namespace=False, egress=[]))["spec"]
     assert len(closed["ingress"][0]["from"]) == 1 and closed["egress"] == []
     egress = pol["egress"]

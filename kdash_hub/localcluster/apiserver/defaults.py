@@ -7,6 +7,7 @@ and name label, workload replica counts and job selectors.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import uuid
 from typing import Any
@@ -174,6 +175,15 @@ def _service_defaults(spec: dict, alloc: Allocator) -> None:
         p.setdefault("targetPort", p.get("port"))
         if spec["type"] in ("NodePort", "LoadBalancer") and "nodePort" not in p:
             p["nodePort"] = alloc.node_port()
+
+
+def normalize(rtype: ResourceType, obj: dict) -> None:
+    """On every write: a Secret's write-only stringData is merged into data (base64)."""
+    if rtype.kind == "Secret" and isinstance(obj.get("stringData"), dict):
+        data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+        for k, v in obj.pop("stringData").items():
+            data[k] = base64.b64encode(str(v).encode()).decode()
+        obj["data"] = data
 
 
 def new_uid() -> str:

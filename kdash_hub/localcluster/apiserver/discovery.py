@@ -13,7 +13,7 @@ from . import resources
 from .resources import ResourceType
 
 _SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
-              "binding": ["create"], "finalize": ["update"]}
+              "binding": ["create"], "finalize": ["update"], "log": ["get"]}
 
 
 def version_info(kube_version: str) -> dict[str, Any]:

@@ -182,6 +182,7 @@ class Operations:
         if rtype.kind != "Event":
             meta["generation"] = 1
         with _malformed(rtype):
+            defaults.normalize(rtype, obj)
             defaults.on_create(rtype, obj, self.alloc)
             self.admission.mutate(rtype, obj)
             causes += self.validator.check_object(rtype, obj)
@@ -280,6 +281,8 @@ class Operations:
             new.setdefault("metadata", {}).setdefault("labels", {})[
                 "kubernetes.io/metadata.name"] = name
         if subresource != "status":
+            with _malformed(rtype):
+                defaults.normalize(rtype, new)
             self.admission.mutate_update(rtype, existing, new)
         if new == existing:
             return existing  # a no-op write doesn't change resourceVersion
@@ -292,13 +295,24 @@ class Operations:
             new["metadata"]["generation"] = old_meta["generation"] + 1
         if dry_run:
             return new
-        if old_meta.get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+        if self._finished(rtype, old_meta, new):
             stored = self.store.put(rtype, new, "MODIFIED", existing)
             return self._remove(rtype, stored)
         stored = self.store.put(rtype, new, "MODIFIED", existing)
         self.admission.after_change(rtype, stored)
         self._notify("update", rtype, stored)
         return stored
+
+    @staticmethod
+    def _finished(rtype: ResourceType, old_meta: dict, new: dict) -> bool:
+        """Being deleted, no finalizer left and no grace period running (a pod waiting for
+        its kubelet stays), and for a namespace no namespace-controller finalizer."""
+        meta = new["metadata"]
+        if not old_meta.get("deletionTimestamp") or meta.get("finalizers"):
+            return False
+        if meta.get("deletionGracePeriodSeconds"):
+            return False
+        return not (rtype.kind == "Namespace" and (new.get("spec") or {}).get("finalizers"))
 
     # ---------------------------------------------------------------- patch
 
@@ -377,6 +391,16 @@ class Operations:
             self.gc.orphan_dependents(existing)
         grace = options.get("gracePeriodSeconds")
         finalizers = list(meta.get("finalizers") or [])
+        if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds"):
+            # a pod already terminating: only a shorter grace period changes anything
+            current = meta["deletionGracePeriodSeconds"]
+            if grace is None or grace >= current:
+                return existing
+            if grace == 0 and not finalizers:
+                return self._remove(rtype, existing)
+            new = copy.deepcopy(existing)
+            new["metadata"]["deletionGracePeriodSeconds"] = grace
+            return self.store.put(rtype, new, "MODIFIED", existing)
         if policy == "Foreground" and self.gc.has_dependents(existing):
             if "foregroundDeletion" not in finalizers:
                 finalizers.append("foregroundDeletion")
@@ -398,6 +422,8 @@ class Operations:
             if rtype.kind == "Pod" and grace is None:
                 grace = (new.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
             meta["deletionGracePeriodSeconds"] = grace or 0
+        if new == existing:
+            return existing  # deleted again while finalizers are pending: nothing changes
         stored = self.store.put(rtype, new, "MODIFIED", existing)
         if policy == "Foreground":
             self.gc.delete_dependents(stored, "Foreground")

@@ -1,4 +1,4 @@
-"""Admission for resources: LimitRange defaults and limits, then ResourceQuota.
+"""Admission for pods and claims: ServiceAccount, LimitRange defaults and limits, ResourceQuota.
 
 Mirrors the real admission chain: LimitRanger fills in a container's default requests and
 limits (mutating) and enforces min/max; ResourceQuota then rejects a create that would take
@@ -212,6 +212,8 @@ class Admission:
         if not ns:
             return
         name = obj["metadata"]["name"]
+        if rtype.kind == "Pod":
+            self._check_service_account(rtype, obj, ns, name)
         if rtype.kind in ("Pod", "PersistentVolumeClaim"):
             self._check_limit_ranges(rtype, obj, ns, name)
         quotas = self._in_ns("ResourceQuota", ns)
@@ -220,12 +222,14 @@ class Admission:
         delta = object_usage(rtype, obj)
         for q in quotas:
             hard = _hard(q)
+            if not _in_scope(q, rtype, obj):
+                continue
             if rtype.kind == "Pod" and _is_active_pod(obj):
                 self._check_must_specify(rtype, obj, q, hard, name)
             relevant = [k for k in hard if delta.get(k)]
             if not relevant:
                 continue
-            used = self.usage(ns, relevant)
+            used = self.quota_usage(q, ns, relevant)
             exceeded = sorted(k for k in relevant
                               if used[k] + delta[k] > _safe(hard[k]))
             if exceeded:
@@ -236,6 +240,15 @@ class Admission:
                     rtype.plural, rtype.group, name,
                     f"exceeded quota: {q['metadata']['name']}, requested: {show(delta)}, "
                     f"used: {show(used)}, limited: {show(hard)}")
+
+    def _check_service_account(self, rtype: ResourceType, pod: dict, ns: str,
+                               name: str) -> None:
+        """The ServiceAccount admission plugin: a pod's service account must exist."""
+        sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        if self.store.raw(resources.by_kind("ServiceAccount"), ns, sa) is None:
+            raise forbidden(rtype.plural, rtype.group, name,
+                            f'error looking up service account {ns}/{sa}: serviceaccount '
+                            f'"{sa}" not found')
 
     def _check_must_specify(self, rtype: ResourceType, pod: dict, quota: dict, hard: dict,
                             name: str) -> None:
@@ -291,6 +304,20 @@ class Admission:
         totals = self.totals.get(namespace, {})
         return {k: totals.get(k, Fraction(0)) for k in keys}
 
+    def quota_usage(self, quota: dict, namespace: str, keys: list[str]
+                    ) -> dict[str, Fraction]:
+        """Usage a quota sees: the running totals, or a scan of pods for scoped quotas."""
+        if not _scopes(quota):
+            return self.usage(namespace, keys)
+        pods = resources.by_kind("Pod")
+        used = {k: Fraction(0) for k in keys}
+        for pod in self.store.raw_items(pods, namespace):
+            if _in_scope(quota, pods, pod):
+                for k, v in object_usage(pods, pod).items():
+                    if k in used:
+                        used[k] += v
+        return used
+
     def after_change(self, rtype: ResourceType, obj: dict, deleted: bool = False) -> None:
         """Keep status.hard/used of the namespace's quotas current after a write."""
         ns = obj["metadata"].get("namespace")
@@ -302,13 +329,37 @@ class Admission:
             if rtype.kind != "ResourceQuota" and not any(
                     k in hard for k in object_usage(rtype, obj)):
                 continue
-            used = self.usage(ns, list(hard))
+            used = self.quota_usage(q, ns, list(hard))
             status = {"hard": dict(hard),
                       "used": {k: format_quantity(v, k) for k, v in used.items()}}
             if q.get("status") != status:
                 new = copy.deepcopy(q)
                 new["status"] = status
                 self.store.put(quota_type, new, "MODIFIED", q)
+
+
+def _scopes(quota: dict) -> list[str]:
+    spec = quota.get("spec") if isinstance(quota.get("spec"), dict) else {}
+    scopes = list(spec.get("scopes") or [])
+    for e in (spec.get("scopeSelector") or {}).get("matchExpressions") or []:
+        if e.get("operator") == "Exists":
+            scopes.append(e.get("scopeName", ""))
+    return scopes
+
+
+def _in_scope(quota: dict, rtype: ResourceType, obj: dict) -> bool:
+    """Whether a (pod-)scoped quota covers the object (BestEffort, Terminating, ...)."""
+    scopes = _scopes(quota)
+    if not scopes:
+        return True
+    if rtype.kind != "Pod":
+        return False
+    spec = obj.get("spec") or {}
+    qos = (obj.get("status") or {}).get("qosClass") or _qos(spec)
+    terminating = spec.get("activeDeadlineSeconds") is not None
+    checks = {"BestEffort": qos == "BestEffort", "NotBestEffort": qos != "BestEffort",
+              "Terminating": terminating, "NotTerminating": not terminating}
+    return all(checks.get(scope, True) for scope in scopes)
 
 
 def _hard(quota: dict) -> dict[str, Any]:

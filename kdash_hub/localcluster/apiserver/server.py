@@ -1,49 +1,43 @@
 """The HTTP side: an aiohttp app on 127.0.0.1 speaking the Kubernetes REST API.
 
-Routing, body decoding, watch streaming (chunked JSON lines with bookmarks and timeouts),
-request counters, fault injection and the rule that no request ever ends in an unhandled
-exception: anything unexpected becomes a 500 InternalError Status.
+`APIServer` wires the parts together and dispatches requests to the verbs (operations.py),
+watch streams (watch.py), discovery and the /_kdash control API (control.py); it counts
+requests, applies injected faults, and makes sure no request ends in an unhandled exception:
+anything unexpected becomes a 500 InternalError Status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
-import yaml
 from aiohttp import web
 from traitlets import Bool, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import discovery, resources, tables
+from .control import handle_control
 from .controllers import Controllers
 from .faults import Faults
 from .operations import APPLY_PATCH, Operations
 from .routing import Target, parse
-from .selectors import parse_field_selector, parse_label_selector
 from .status import APIError, bad_request, internal_error, method_not_allowed
 from .store import Store
 from .validation import DEFAULT_KUBE_VERSION, Validator
+from .watch import serve_watch
+from .wire import json_response, read_body, status_response
 
 log = logging.getLogger("kdash_hub.localcluster.apiserver")
 
 _TRUE = {"1", "true", "True", "yes"}
+_MAX_BODY = 3 * 1024 * 1024  # a real API server's request size limit
 # kinds whose DELETE answers with the deleted object; the others answer with a Status
 _RETURNS_DELETED_OBJECT = {"Pod", "Service", "PersistentVolumeClaim", "PersistentVolume"}
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(data, separators=(",", ":")).encode(), status=status,
-                        content_type="application/json")
-
-
-def _status_response(err: APIError) -> web.Response:
-    return _json(err.to_status(), err.code)
 
 
 class APIServer(LoggingConfigurable):
@@ -102,6 +96,8 @@ class APIServer(LoggingConfigurable):
         self.resource_count: collections.Counter[str] = collections.Counter()
         self.request_log: collections.deque[tuple[str, str, int]] = collections.deque(
             maxlen=10000)
+        # (namespace, pod, container) -> log text or None; set by a kubelet that runs pods
+        self.pod_log_source: Callable[[str, str, str], str | None] | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = False
         self._bootstrap()
@@ -129,7 +125,7 @@ class APIServer(LoggingConfigurable):
         return f"http://{self.host}:{self.port}"
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=_MAX_BODY)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app
 
@@ -170,9 +166,12 @@ class APIServer(LoggingConfigurable):
         path = request.path
         if path.startswith("/_kdash/"):
             try:
-                return await self._control(request)
+                return await handle_control(self, request)
             except APIError as e:
-                return _status_response(e)
+                return status_response(e)
+            except Exception as e:  # noqa: BLE001
+                log.exception("control request %s %s failed", request.method, path)
+                return status_response(internal_error(f"{type(e).__name__}: {e}"))
         self.request_count["total"] += 1
         status = 500
         try:
@@ -189,12 +188,20 @@ class APIServer(LoggingConfigurable):
             return response
         except APIError as e:
             status = e.code
-            return _status_response(e)
+            return status_response(e)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
+        except web.HTTPException as e:  # e.g. 413 from aiohttp for an oversized body
+            status = e.status
+            if e.status == 413:
+                return status_response(APIError(
+                    413, "RequestEntityTooLarge",
+                    f"Request entity too large: limit is {_MAX_BODY}"))
+            return status_response(APIError(e.status, (e.reason or "").replace(" ", ""),
+                                             e.text or e.reason or ""))
         except Exception as e:  # noqa: BLE001 - the contract: never an unhandled error
             log.exception("unexpected error on %s %s", request.method, request.path_qs)
-            return _status_response(internal_error(f"{type(e).__name__}: {e}"))
+            return status_response(internal_error(f"{type(e).__name__}: {e}"))
         finally:
             self.request_log.append((request.method, request.path_qs, status))
 
@@ -226,7 +233,7 @@ class APIServer(LoggingConfigurable):
         fv = q.get("fieldValidation", "Strict")
         if method == "GET":
             if watch:
-                return await self._watch(request, target)
+                return await serve_watch(self, request, target)
             if name is None:
                 limit = q.get("limit")
                 listed = self.ops.list(
@@ -237,62 +244,91 @@ class APIServer(LoggingConfigurable):
                 if tables.wants_table(request.headers.get("Accept", "")):
                     meta = {k: v for k, v in listed["metadata"].items()
                             if k != "remainingItemCount"}
-                    return _json(tables.table(rtype, listed["items"], meta,
+                    return json_response(tables.table(rtype, listed["items"], meta,
                                               q.get("includeObject", "Metadata")))
-                return _json(listed)
+                return self._list_response(listed)
             if sub == "scale":
-                return _json(self.ops.get_scale(rtype, ns, name))
+                return json_response(self.ops.get_scale(rtype, ns, name))
+            if sub == "log":
+                return self._pod_log(ns, name, q)
             obj = self.ops.get(rtype, ns, name)
             if sub is None and tables.wants_table(request.headers.get("Accept", "")):
-                return _json(tables.table(rtype, [obj], {
+                return json_response(tables.table(rtype, [obj], {
                     "resourceVersion": obj["metadata"]["resourceVersion"]},
                     q.get("includeObject", "Metadata")))
-            return _json(obj)
+            return json_response(obj)
         if method == "POST":
-            body = await self._body(request)
+            body = await read_body(request)
             if sub == "binding" or rtype.kind == "Binding":
-                return _json(self.ops.bind(ns, body, pod_name=name if sub else None), 201)
+                return json_response(self.ops.bind(ns, body, pod_name=name if sub else None), 201)
             if name is not None:
                 raise method_not_allowed()
-            return _json(self.ops.create(rtype, ns, body, field_validation=fv,
+            return json_response(self.ops.create(rtype, ns, body, field_validation=fv,
                                          dry_run=dry_run), 201)
         if name is None and method == "DELETE":
-            body = await self._body(request, optional=True)
-            return _json(self.ops.delete_collection(
+            body = await read_body(request, optional=True)
+            return json_response(self.ops.delete_collection(
                 rtype, ns, label_selector=q.get("labelSelector"),
                 field_selector=q.get("fieldSelector"), options=self._delete_options(q, body)))
         if name is None:
             raise method_not_allowed()
         if method == "PUT":
-            body = await self._body(request)
+            body = await read_body(request)
             if sub == "scale":
-                return _json(self.ops.update_scale(rtype, ns, name, body))
+                return json_response(self.ops.update_scale(rtype, ns, name, body))
             if sub == "finalize":
                 sub = None
-            return _json(self.ops.update(rtype, ns, name, body, subresource=sub,
+            return json_response(self.ops.update(rtype, ns, name, body, subresource=sub,
                                          field_validation=fv, dry_run=dry_run))
         if method == "PATCH":
             ctype = request.headers.get("Content-Type", "")
-            body = await self._body(request, yaml_ok=ctype.startswith(APPLY_PATCH))
+            body = await read_body(request, yaml_ok=ctype.startswith(APPLY_PATCH))
             if sub == "scale":
-                return _json(self.ops.update_scale(rtype, ns, name, body, content_type=ctype))
+                return json_response(self.ops.update_scale(rtype, ns, name, body,
+                                                           content_type=ctype))
             existed = self.store.raw(rtype, ns, name) is not None
             obj = self.ops.patch(rtype, ns, name, body, ctype, subresource=sub,
                                  field_validation=fv, dry_run=dry_run)
-            return _json(obj, 200 if existed else 201)
+            return json_response(obj, 200 if existed else 201)
         if method == "DELETE":
-            body = await self._body(request, optional=True)
+            body = await read_body(request, optional=True)
             deleted = self.ops.delete(rtype, ns, name, self._delete_options(q, body),
                                       dry_run=dry_run)
             if rtype.kind in _RETURNS_DELETED_OBJECT or self.store.raw(rtype, ns, name):
-                return _json(deleted)  # still there (finalizers, grace) or such a kind
+                return json_response(deleted)  # still there (finalizers, grace) or such a kind
             details = {"name": name, "kind": rtype.plural,
                        "uid": deleted["metadata"].get("uid")}
             if rtype.group:
                 details["group"] = rtype.group
-            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                           "status": "Success", "details": details})
         raise method_not_allowed()
+
+    def _pod_log(self, ns: str | None, name: str, q: Any) -> web.Response:
+        """`kubectl logs`: text from `pod_log_source` (set by a kubelet that runs pods)."""
+        pod = self.ops.get(resources.by_kind("Pod"), ns, name)
+        containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+        container = q.get("container") or (containers[0] if len(containers) == 1 else None)
+        if container is None:
+            raise bad_request(f"a container name must be specified for pod {name}, choose one "
+                              f"of: [{' '.join(map(str, containers))}]")
+        if container not in containers:
+            raise bad_request(f"container {container} is not valid for pod {name}")
+        text = self.pod_log_source(ns or "", name, container) if self.pod_log_source else None
+        if text is None:
+            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: '
+                              f"ContainerCreating")
+        tail = q.get("tailLines")
+        if tail and tail.isdigit():
+            text = "".join(text.splitlines(keepends=True)[-int(tail):]) if int(tail) else ""
+        return web.Response(text=text, content_type="text/plain")
+
+    def _list_response(self, listed: dict) -> web.Response:
+        """A list whose items are the stored versions' cached encodings."""
+        head = {k: v for k, v in listed.items() if k != "items"}
+        body = json.dumps(head, separators=(",", ":")).encode()[:-1] + b',"items":[' + \
+            b",".join(self.store.encode(o) for o in listed["items"]) + b"]}"
+        return web.Response(body=body, content_type="application/json")
 
     @staticmethod
     def _delete_options(q: Any, body: Any) -> dict:
@@ -308,42 +344,21 @@ class APIServer(LoggingConfigurable):
             options["orphanDependents"] = q["orphanDependents"] in _TRUE
         return options
 
-    async def _body(self, request: web.Request, *, optional: bool = False,
-                    yaml_ok: bool = False) -> Any:
-        ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
-        if "protobuf" in ctype or "cbor" in ctype:
-            raise APIError(415, "UnsupportedMediaType",
-                           f"the body of the request was in an unknown format - accepted media "
-                           f"types include: application/json, application/yaml (got {ctype}; "
-                           f"this emulator speaks JSON only)")
-        yaml_ok = yaml_ok or ctype in ("application/yaml", "application/x-yaml")
-        raw = await request.read()
-        if not raw.strip():
-            if optional:
-                return None
-            raise bad_request("the body of the request was empty")
-        try:
-            if yaml_ok:
-                return yaml.safe_load(raw)
-            return json.loads(raw)
-        except (ValueError, yaml.YAMLError) as e:
-            raise bad_request(f"couldn't get version/kind; json parse error: {e}") from None
-
     # ---------------------------------------------------------------- non-resource
 
     def _non_resource(self, path: str) -> web.Response:
         if path == "/version":
-            return _json(discovery.version_info(self.kube_version))
+            return json_response(discovery.version_info(self.kube_version))
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
         if path == "/api":
-            return _json(discovery.api_versions(f"{self.host}:{self.port}"))
+            return json_response(discovery.api_versions(f"{self.host}:{self.port}"))
         if path == "/apis":
-            return _json(discovery.api_group_list())
+            return json_response(discovery.api_group_list())
         parts = [p for p in path.split("/") if p]
         doc = None
         if path == "/openapi/v3":
-            return _json(discovery.openapi_v3_index())
+            return json_response(discovery.openapi_v3_index())
         if path.startswith("/openapi/v3/"):
             doc = discovery.openapi_v3_document(path[len("/openapi/v3/"):])
         if len(parts) == 2 and parts[0] == "api":
@@ -354,141 +369,4 @@ class APIServer(LoggingConfigurable):
             doc = discovery.resource_list(parts[1], parts[2])
         if doc is None:
             raise APIError(404, "NotFound", "the server could not find the requested resource")
-        return _json(doc)
-
-    # ---------------------------------------------------------------- watch
-
-    async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
-        q = request.query
-        rtype = target.rtype
-        lm = parse_label_selector(q.get("labelSelector"))
-        fm = parse_field_selector(q.get("fieldSelector"), rtype.kind)
-        only = target.name  # /watch/namespaces/ns/pods/NAME
-
-        def match(o: dict) -> bool:
-            return lm(o) and fm(o) and (only is None or o["metadata"]["name"] == only)
-        rv_param = q.get("resourceVersion", "")
-        since: int | None
-        if rv_param in ("", "0"):
-            since = None
-        else:
-            try:
-                since = int(rv_param)
-            except ValueError:
-                raise bad_request(f"invalid resource version: {rv_param!r}") from None
-        try:
-            timeout = float(q.get("timeoutSeconds") or self.default_watch_timeout)
-        except ValueError:
-            raise bad_request("timeoutSeconds must be a number") from None
-        bookmarks = q.get("allowWatchBookmarks", "") in _TRUE
-        as_table = tables.wants_table(request.headers.get("Accept", ""))
-        include = q.get("includeObject", "Metadata")
-        response = web.StreamResponse(status=200, headers={
-            "Content-Type": "application/json", "Cache-Control": "no-cache, private"})
-        response.enable_chunked_encoding()
-        try:
-            watcher = self.store.subscribe(rtype, target.namespace, match, since)
-        except APIError as e:
-            await response.prepare(request)
-            await response.write(_line("ERROR", e.to_status()))
-            await response.write_eof()
-            return response
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        # like the watch cache: a bookmark every interval, and one ~2 s before the deadline
-        next_bookmark = loop.time() + min(self.bookmark_interval, max(timeout - 2.0, 0.0))
-        try:
-            await response.prepare(request)
-            while not self._stopping:
-                now = loop.time()
-                if now >= deadline:
-                    break
-                wait = deadline - now
-                if bookmarks:
-                    if now >= next_bookmark:
-                        await response.write(_line("BOOKMARK", {
-                            "kind": rtype.kind, "apiVersion": rtype.api_version,
-                            "metadata": {"resourceVersion": str(self.store.rv)}}))
-                        next_bookmark = now + self.bookmark_interval
-                        if deadline - 2.0 > now:
-                            next_bookmark = min(next_bookmark, deadline - 2.0)
-                    wait = min(wait, max(next_bookmark - now, 0.0))
-                try:
-                    item = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
-                except TimeoutError:
-                    continue
-                batch = [item]
-                while not watcher.queue.empty():
-                    batch.append(watcher.queue.get_nowait())
-                chunks = []
-                for etype, obj in batch:
-                    if etype == "__DROP__":
-                        if chunks:
-                            await response.write(b"".join(chunks))
-                        if request.transport is not None:
-                            request.transport.close()
-                        return response
-                    if etype == "__END__":
-                        self._stopping = True
-                        break
-                    if as_table:
-                        obj = tables.table(rtype, [obj], {
-                            "resourceVersion": obj["metadata"]["resourceVersion"]}, include)
-                    chunks.append(_line(etype, obj))
-                if chunks:
-                    await response.write(b"".join(chunks))
-            with contextlib.suppress(ConnectionResetError):
-                await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            self.store.unsubscribe(watcher)
-        return response
-
-    # ---------------------------------------------------------------- /_kdash control API
-
-    async def _control(self, request: web.Request) -> web.Response:
-        path, method = request.path.rstrip("/"), request.method
-        if path == "/_kdash/faults":
-            if method == "GET":
-                return _json({"faults": [f.to_dict() for f in self.faults.faults],
-                              "fired": self.faults.fired})
-            if method == "POST":
-                spec = await self._body(request)
-                if not isinstance(spec, dict):
-                    raise bad_request("fault must be a JSON object")
-                allowed = {"method", "path_regex", "status", "reason", "times", "latency",
-                           "message"}
-                unknown = set(spec) - allowed
-                if unknown:
-                    raise bad_request(f"unknown fault fields: {sorted(unknown)}")
-                try:
-                    fault = self.faults.add(**spec)
-                except (TypeError, ValueError) as e:
-                    raise bad_request(str(e)) from None
-                return _json(fault.to_dict(), 201)
-            if method == "DELETE":
-                self.faults.clear()
-                return _json({"cleared": True})
-        if path.startswith("/_kdash/faults/") and method == "DELETE":
-            tail = path.rsplit("/", 1)[1]
-            if tail.isdigit():
-                self.faults.remove(int(tail))
-                return _json({"removed": int(tail)})
-        if path == "/_kdash/drop-watches" and method == "POST":
-            return _json({"dropped": self.faults.drop_watches()})
-        if path == "/_kdash/requests" and method == "GET":
-            return _json(dict(self.request_count))
-        if path == "/_kdash/requests/by-resource" and method == "GET":
-            return _json(dict(self.resource_count))
-        if path == "/_kdash/requests/reset" and method == "POST":
-            self.reset_counts()
-            return _json({"reset": True})
-        if path == "/_kdash/compact" and method == "POST":
-            self.store.compact()
-            return _json({"compactedResourceVersion": str(self.store.compacted_rv)})
-        raise APIError(404, "NotFound", f"no such control endpoint: {method} {path}")
-
-
-def _line(etype: str, obj: dict) -> bytes:
-    return json.dumps({"type": etype, "object": obj}, separators=(",", ":")).encode() + b"\n"
+        return json_response(doc)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections import deque
+import json
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,8 @@ class Store:
         self.compacted_rv = 0  # a watch may resume from any rv >= this
         self.watchers: set[Watcher] = set()
         self.listeners: list[Callable[[Event], None]] = []
+        self._encoded: OrderedDict[str, bytes] = OrderedDict()
+        self._encoded_max = max(event_window * 2, 20000)
 
     # ---------------------------------------------------------------- raw access
 
@@ -134,6 +137,20 @@ class Store:
             w.offer(event)
         for listener in list(self.listeners):
             listener(event)
+
+    def encode(self, obj: dict) -> bytes:
+        """The JSON of a stored object version, encoded once and shared by every list and
+        watch that sends it (a version is identified by its unique resourceVersion)."""
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if rv is None:
+            return json.dumps(obj, separators=(",", ":")).encode()
+        data = self._encoded.get(rv)
+        if data is None:
+            data = json.dumps(obj, separators=(",", ":")).encode()
+            self._encoded[rv] = data
+            if len(self._encoded) > self._encoded_max:
+                self._encoded.popitem(last=False)
+        return data
 
     def compact(self) -> None:
         """Forget all events so far (as etcd compaction does): older watches get 410."""

@@ -8,6 +8,7 @@ not a file load (see benchmarks/bench_localcluster.py for its measured cost).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from functools import cache
@@ -199,7 +200,18 @@ class Validator:
     """Schema + semantic validation; returns Status causes (an empty list when valid)."""
 
     def __init__(self, kube_version: str = DEFAULT_KUBE_VERSION, schema: bool = True):
-        if not _schema_dir(kube_version).is_dir():
+        self.have_schemas = True
+        try:
+            import jsonschema  # noqa: F401
+            import kubernetes_validate  # noqa: F401
+            import referencing  # noqa: F401
+        except ImportError as e:
+            self.have_schemas = False
+            if schema:
+                raise RuntimeError(
+                    f"schema validation needs kubernetes-validate ({e}); install "
+                    f"'kdash-hub[test]' or start the emulator with validate=False") from None
+        if schema and not _schema_dir(kube_version).is_dir():
             raise ValueError(f"kubernetes-validate has no schema for Kubernetes {kube_version}")
         self.kube_version = kube_version
         self.schema = schema
@@ -207,7 +219,7 @@ class Validator:
 
     def patch_schema(self, rtype: ResourceType) -> PatchSchema | None:
         """Strategic-merge metadata of a kind (None: use the built-in merge-key table)."""
-        return patch_schema(self.kube_version, rtype)
+        return patch_schema(self.kube_version, rtype) if self.have_schemas else None
 
     def warm(self, kinds: list[ResourceType]) -> None:
         """Build the validators up front so the first write of each kind isn't slow."""
@@ -220,10 +232,11 @@ class Validator:
                  previous: dict | None = None) -> list[dict]:
         """Causes of `obj` being invalid.
 
-        With `previous` (the stored version, already valid) only the top-level fields that
-        changed are checked against their sub-schemas: a kubelet's status update doesn't
-        re-validate the pod spec. The same keys must be present in both, else it's a full
-        validation.
+        With fieldValidation Ignore or Warn, unknown fields are removed from `obj` (a private
+        copy) instead of reported. With `previous` (the stored version, already valid) only
+        the top-level fields that changed are checked against their sub-schemas: a kubelet's
+        status update doesn't re-validate the pod spec. The same keys must be present in
+        both, else it's a full validation.
         """
         causes: list[dict] = []
         meta = obj.get("metadata") or {}
@@ -253,6 +266,8 @@ class Validator:
             errors = list(v.iter_errors(obj))
         for err in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
             causes += self._causes(err, strict)
+            if not strict and err.validator == "additionalProperties":
+                _drop_unknown(err)
         return causes
 
     def _causes(self, err: Any, strict: bool) -> list[dict]:
@@ -291,6 +306,8 @@ class Validator:
 
     def check_object(self, rtype: ResourceType, obj: dict) -> list[dict]:
         kind = rtype.kind
+        if kind in ("Secret", "ConfigMap"):
+            return _check_data_keys(obj)
         spec = obj.get("spec")
         if not isinstance(spec, dict):
             return []
@@ -345,6 +362,41 @@ class Validator:
                     return [cause("FieldValueForbidden", f,
                                   "Forbidden: field is immutable when `immutable` is set")]
         return []
+
+
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def _check_data_keys(obj: dict) -> list[dict]:
+    """Keys of data/binaryData must be valid file names; Secret data must be base64."""
+    out = []
+    for section in ("data", "binaryData", "stringData"):
+        values = obj.get(section)
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if not _CONFIG_KEY.match(key) or len(key) > 253:
+                out.append(cause("FieldValueInvalid", f"{section}[{key}]",
+                                 f"Invalid value: {_q(key)}: a valid config key must consist "
+                                 f"of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',"
+                                 f"  or 'KEY_NAME',  or 'key-name', regex used for validation "
+                                 f"is '[-._a-zA-Z0-9]+')"))
+            if (section == "binaryData" or (section == "data" and obj.get("kind") == "Secret")
+                    ) and isinstance(value, str):
+                try:
+                    base64.b64decode(value, validate=True)
+                except ValueError:
+                    out.append(cause("FieldValueInvalid", f"{section}[{key}]",
+                                     "Invalid value: illegal base64 data"))
+    return out
+
+
+def _drop_unknown(err: Any) -> None:
+    """fieldValidation=Ignore|Warn: unknown fields are dropped, as a real server does."""
+    known = set((err.schema or {}).get("properties") or {})
+    if isinstance(err.instance, dict):
+        for key in [k for k in err.instance if k not in known]:
+            del err.instance[key]
 
 
 def _without(d: dict, keys: tuple[str, ...]) -> dict:
