@@ -24,7 +24,7 @@ $(PY):
 	$(PY) -m pip install -q -U pip "setuptools>=68" wheel
 
 python-packages: $(PY)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,demo]'
 
 node-packages:
 	@[ -x node_modules/.bin/configurable-http-proxy ] && [ -d node_modules/oidc-provider ] || npm install --no-audit --no-fund --loglevel=error

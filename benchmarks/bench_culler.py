@@ -6,10 +6,16 @@ shared responder). The users and servers are written into the hub's database bef
 starts (the hub restores them as running servers at startup, routes and all); half the
 servers were last active 2 h ago, half 5 min ago. Each culler gets the same hub state (the
 database is restored and the hub restarted in between), the same idle timeout (1 h) and
-the same hub API token, and runs one cycle in this process. Hub API requests are counted
-from the hub's access log (every API request is logged with the token's owner).
+the same hub API token, and runs one cycle in this process, calling the hub's own API
+port as services do in z2jh (`--via-proxy`: through configurable-http-proxy). Hub API
+requests are counted from the hub's access log (every API request is logged with the
+token's owner), the hub's CPU time from /proc.
 
-    python -m benchmarks.bench_culler [--quick] [--users N] [--servers N]
+The hub's files (its sqlite database) are on tmpfs (/dev/shm) by default: the hub commits
+synchronously in its event loop, and on this shared machine the disk's fsync latency made
+single runs vary 2x for both cullers alike. `--on-disk` measures with the database on disk.
+
+    python -m benchmarks.bench_culler [--quick] [--repeat N] [--via-proxy] [--on-disk]
 """
 
 from __future__ import annotations
@@ -112,10 +118,19 @@ async def _servers(hub: HubProcess, token: str) -> tuple[set[str], int]:
             offset = page["_pagination"]["next"]["offset"]
 
 
+VIA_PROXY = False
+
+
+def api_url(hub: HubProcess) -> str:
+    """The hub's own API port, as services in z2jh use it (http://hub:8081/hub/api), or the
+    public URL through configurable-http-proxy with --via-proxy."""
+    return hub.api_url if VIA_PROXY else f"http://127.0.0.1:{hub.hub_port}/hub/api"
+
+
 async def run_kdash(hub: HubProcess, token: str) -> None:
     from kdash_hub.services.culler.app import CullerApp
 
-    app = CullerApp(hub_api_url=hub.api_url, api_token=token,
+    app = CullerApp(hub_api_url=api_url(hub), api_token=token,
                     default_rule={"idle": TIMEOUT}, opt_out_group="")
     culler = app.make_culler()
     try:
@@ -130,7 +145,7 @@ async def run_idle_culler(hub: HubProcess, token: str) -> None:
     from jupyterhub_idle_culler import __version__, cull_idle
 
     assert __version__ == "1.4.0", __version__
-    await cull_idle(url=hub.api_url, api_token=token, inactive_limit=TIMEOUT)
+    await cull_idle(url=api_url(hub), api_token=token, inactive_limit=TIMEOUT)
 
 
 async def measure(name, runner, workdir: Path, snapshot: Path, config: str, token: str,
@@ -167,9 +182,17 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int)
     parser.add_argument("--servers", type=int)
     parser.add_argument("--keep", metavar="DIR", help="keep the hub's files in DIR")
+    parser.add_argument("--via-proxy", action="store_true",
+                        help="call the hub API through configurable-http-proxy")
+    parser.add_argument("--on-disk", action="store_true",
+                        help="the hub's database in the system temp dir, not /dev/shm")
     parser.add_argument("--repeat", type=int, default=2,
                         help="cycles per culler (alternating order); the best one counts")
     args = parser.parse_args(argv)
+    global VIA_PROXY
+    VIA_PROXY = args.via_proxy
+    import jupyterhub_idle_culler  # noqa: F401 - imports are not part of a cycle's time
+    import kdash_hub.services.culler.app  # noqa: F401
     users = args.users or (500 if args.quick else 5000)
     servers = args.servers or (200 if args.quick else 2000)
     logging.getLogger("kdash_hub.services.culler").setLevel(logging.WARNING)
@@ -180,10 +203,13 @@ async def main(argv: list[str] | None = None) -> int:
     config = hub_config(token, f"c.InstantSpawner.shared_port = {port}\n"
                                "c.JupyterHub.log_level = 'INFO'\n",
                         slow_stop_timeout=10)
-    with tempfile.TemporaryDirectory(prefix="bench-culler-") as tmp:
+    shm = Path("/dev/shm")
+    parent = None if args.on_disk or not os.access(shm, os.W_OK) else str(shm)
+    with tempfile.TemporaryDirectory(prefix="bench-culler-", dir=parent) as tmp:
         workdir = Path(args.keep or tmp)
         print(f"kdash-culler vs jupyterhub-idle-culler 1.4.0: {users} users, {servers} "
-              f"running servers, idle timeout {TIMEOUT} s", flush=True)
+              f"running servers, idle timeout {TIMEOUT} s, hub files in {workdir}, API "
+              f"{'through the proxy' if VIA_PROXY else 'direct'}", flush=True)
         hub = HubProcess(config, workdir)
         await hub.start()  # creates the database
         await hub.stop()

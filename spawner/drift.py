@@ -79,7 +79,8 @@ class DriftWatch:
         self.parent = parent
         self.timeout_seconds = timeout_seconds
         self.reflectors: dict[str, BundleReflector] = {}
-        self._started: asyncio.Task | None = None
+        self._started: asyncio.Future | None = None
+        self._failed_at = float("-inf")
 
     @classmethod
     def for_loop(cls, parent: Any, timeout_seconds: int = 240) -> DriftWatch:
@@ -89,11 +90,24 @@ class DriftWatch:
             watch = cls._by_loop[loop] = cls(parent, timeout_seconds)
         return watch
 
+    RETRY_SECONDS = 60.0
+
     async def start(self) -> None:
-        """Start every watch once (concurrent callers wait for the same start)."""
-        if self._started is None:
+        """Start every watch once (concurrent callers wait for the same start); after a
+        failed start (e.g. no list/watch rights) try again at most every RETRY_SECONDS."""
+        failed = self._started is not None and self._started.done() and (
+            self._started.cancelled() or self._started.exception() is not None)
+        loop = asyncio.get_running_loop()
+        if self._started is None or failed and loop.time() - self._failed_at > self.RETRY_SECONDS:
+            for reflector in list(self.reflectors.values()):
+                await reflector.stop()
+            self.reflectors.clear()
             self._started = asyncio.ensure_future(self._start_all())
-        await asyncio.shield(self._started)
+        try:
+            await asyncio.shield(self._started)
+        except Exception:
+            self._failed_at = loop.time()
+            raise
 
     async def _start_all(self) -> None:
         async def one(kind: str) -> None:
@@ -113,8 +127,14 @@ class DriftWatch:
 
     @property
     def ready(self) -> bool:
-        return self._started is not None and self._started.done() and not (
-            self._started.cancelled() or self._started.exception())
+        """All watches loaded and still running (a watch that gave up makes its copy stale,
+        and then every start ensures every object, as in "always" mode)."""
+        if self._started is None or not self._started.done():
+            return False
+        if self._started.cancelled() or self._started.exception():
+            return False
+        return all(r.watch_task is not None and not r.watch_task.done()
+                   for r in self.reflectors.values())
 
     def cached(self, kind: str, namespace: str, name: str) -> dict | None:
         reflector = self.reflectors.get(kind)

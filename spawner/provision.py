@@ -53,7 +53,8 @@ class BundleProvisioner:
         desired_hash = bundle.bundle_hash(spec)
         if self.mode == "watch" and self.drift is not None:
             # warm the shared watches early: a first start does not wait for them
-            asyncio.ensure_future(self.drift.start())
+            warming = asyncio.ensure_future(self.drift.start())
+            warming.add_done_callback(self._log_watch_failure)
         ns = await self.resources.get("Namespace", spec.namespace)
         fresh = ns is None
         if fresh:
@@ -81,7 +82,11 @@ class BundleProvisioner:
             todo = []
         else:  # watch: only what the watched copies say is missing or different
             if self.drift is not None:
-                await self.drift.start()
+                try:
+                    await self.drift.start()
+                except Exception as e:  # the watches are an optimisation: fall back
+                    self.log.warning("Bundle drift watches unavailable (%s); ensuring every "
+                                     "object of %s", e, spec.namespace)
             if self.drift is None or not self.drift.ready:
                 todo = objects
             else:
@@ -94,6 +99,11 @@ class BundleProvisioner:
         await asyncio.gather(*(self._ensure_one(o, report, fresh) for o in todo))
         await self._mark_complete(ns, spec, desired_hash)
         return "created" if fresh else "repaired"
+
+    def _log_watch_failure(self, task: asyncio.Future) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.warning("Bundle drift watches did not start (%s); every start will "
+                             "ensure every bundle object", task.exception())
 
     def _check_namespace(self, ns: dict, spec: bundle.BundleSpec) -> None:
         meta = ns.get("metadata") or {}

@@ -75,6 +75,12 @@ class PodRun:
     finished: bool = False
 
 
+def _scheduler_name(pod: dict) -> str:
+    """Who signs scheduling events: this scheduler stands in for every schedulerName (z2jh's
+    user-scheduler included), so a pod never waits for a scheduler that isn't there."""
+    return (pod.get("spec") or {}).get("schedulerName") or "default-scheduler"
+
+
 def _owned_by_job(pod: dict) -> bool:
     return any(ref.get("kind") == "Job"
                for ref in pod["metadata"].get("ownerReferences") or [])
@@ -119,6 +125,7 @@ class Kubelet:
         self._assumed: dict[str, str] = {}  # pod key -> node, bound but not yet seen
         self._unschedulable: dict[str, str] = {}  # pod key -> last FailedScheduling message
         self._dirty: set[str] = set()
+        self._failures: dict[str, int] = {}  # pod key -> failed attempts in a row
         self._workers: dict[str, asyncio.Task] = {}
         self._schedule_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
@@ -230,6 +237,7 @@ class Kubelet:
             self._assumed.pop(key, None)
             self._unschedulable.pop(key, None)
             self._config_errors.pop(key, None)
+            self._failures.pop(key, None)
             self._retry_pending()
         else:
             self.pods[key] = pod
@@ -250,11 +258,15 @@ class Kubelet:
                 self._dirty.discard(key)
                 try:
                     await self._reconcile(key)
+                    self._failures.pop(key, None)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("kubelet: handling pod %s failed; retrying", key)
-                    await asyncio.sleep(1)
+                    failures = self._failures[key] = self._failures.get(key, 0) + 1
+                    delay = min(0.1 * 2 ** failures, 5.0)  # back off, as the kubelet does
+                    log.exception("kubelet: handling pod %s failed; retrying in %.1fs",
+                                  key, delay)
+                    await asyncio.sleep(delay)
                     if key in self.pods:
                         self._dirty.add(key)
         finally:
@@ -363,7 +375,7 @@ class Kubelet:
             self._unschedulable.pop(key, None)
         await self._event(pod, "Scheduled",
                           f"Successfully assigned {meta['namespace']}/{meta['name']} "
-                          f"to {decision.node}", component="default-scheduler")
+                          f"to {decision.node}", component=_scheduler_name(pod))
 
     async def _unschedulable_pod(self, key: str, pod: dict, message: str) -> None:
         previous = self._unschedulable.get(key)
@@ -378,7 +390,7 @@ class Kubelet:
                                           message)],
             })
         await self._event(pod, "FailedScheduling", message, kind="Warning",
-                          component="default-scheduler")
+                          component=_scheduler_name(pod))
         log.info("pod %s/%s unschedulable: %s", meta["namespace"], meta["name"], message)
 
     # --- running -----------------------------------------------------------------------
@@ -396,8 +408,10 @@ class Kubelet:
             return
         ports = [p["containerPort"] for c in spec.get("containers") or []
                  for p in c.get("ports") or [] if "containerPort" in p] if run_processes else []
-        run = PodRun(meta["uid"], key, node, self.network.allocate(node, ports),
-                     self.network.host_ip(node), now_iso())
+        host_ip = self.network.host_ip(node)
+        # hostNetwork pods share the node's address, as on a real node
+        ip = host_ip if spec.get("hostNetwork") else self.network.allocate(node, ports)
+        run = PodRun(meta["uid"], key, node, ip, host_ip, now_iso())
         self.runs[key] = run
         try:
             for container in spec.get("containers") or []:

@@ -13,8 +13,9 @@ with a command in a pod annotated `localcluster.kdash-hub.io/run-as-process: "tr
   `JUPYTERHUB_SERVICE_URL` on 0.0.0.0 (or ::) is rewritten to the pod IP;
 - a root directory per pod: container paths (`workingDir`, `HOME` = /home/jovyan by
   default, volume mounts) live under it. A PVC mount is a directory per claim that outlives
-  the pod (so data survives a restart), emptyDir is per pod, configMap/secret volumes are
-  written out as files.
+  the pod (so data survives a restart), an NFS export a directory per server:path shared by
+  all pods, a hostPath a directory per node, emptyDir is per pod, configMap/secret volumes
+  are written out as files.
 
 Not emulated: the image itself, users/uids (securityContext; when this machine runs the
 kubelet as root the server gets `--allow-root`, as it would run as jovyan in the image),
@@ -293,6 +294,14 @@ async def prepare_volumes(
         if "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"].get("claimName", mount["name"])
             source = cluster_root / "volumes" / namespace / claim
+        elif "nfs" in volume:  # one export, shared by every pod that mounts it
+            nfs = volume["nfs"]
+            source = container_path(cluster_root / "nfs" / nfs.get("server", "server"),
+                                    nfs.get("path", "/"))
+        elif "hostPath" in volume:  # the node's directory
+            node = (pod.get("spec") or {}).get("nodeName") or "node"
+            source = container_path(cluster_root / "hostpath" / node,
+                                    volume["hostPath"].get("path", "/"))
         elif "configMap" in volume or "secret" in volume:
             source = pod_root.parent / f".{pod_root.name}-volumes" / mount["name"]
             kind, ref = (

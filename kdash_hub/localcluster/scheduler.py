@@ -9,37 +9,16 @@ nvidia.com/gpu.` Scoring is "least allocated": among the nodes that fit, the emp
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-_SUFFIXES = {
-    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30,
-    "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
-    "P": Decimal("1e15"), "E": Decimal("1e18"),
-}
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
+from kdash_hub.quantities import parse_quantity
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 # taint effects the scheduler must respect (PreferNoSchedule is only a preference)
 _HARD_EFFECTS = ("NoSchedule", "NoExecute")
-
-
-def parse_quantity(value: str | int | float) -> Decimal:
-    """A Kubernetes quantity ("500m", "32Gi", "1e3", 4) as a Decimal of base units."""
-    if isinstance(value, int | float):
-        return Decimal(str(value))
-    match = _QUANTITY.match(str(value).strip())
-    if not match or match.group(2) not in _SUFFIXES:
-        raise ValueError(f"invalid quantity {value!r}")
-    try:
-        return Decimal(match.group(1)) * _SUFFIXES[match.group(2)]
-    except InvalidOperation:
-        raise ValueError(f"invalid quantity {value!r}") from None
 
 
 def _container_requests(container: Mapping) -> dict[str, Decimal]:

@@ -12,8 +12,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from kdash_hub.durations import parse_duration
+
 from ..kube import RESOURCES
-from .durations import parse_duration
 from .errors import TemplateError
 from .model import EXPIRY_ACTIONS, VARIABLE_TYPES, Manifest, Template, Variable
 from .yamldocs import Document, load_documents

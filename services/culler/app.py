@@ -26,13 +26,14 @@ from urllib.parse import urlsplit
 from traitlets import Bool, Dict, Float, Int, List, TraitError, TraitType, Unicode, default
 from traitlets.config import Application
 
+from kdash_hub.durations import parse_duration
+
 from .clock import Clock
 from .culler import Culler, CullerOptions
-from .durations import parse_duration
 from .hubapi import HubAPI
 from .logs import JSONFormatter, log
 from .metrics import CullerMetrics, metrics_app
-from .rules import RuleError, RuleSet
+from .rules import RuleError, RuleSet, parse_rule
 
 
 class ConfigError(ValueError):
@@ -49,7 +50,36 @@ class Duration(TraitType):
         try:
             parse_duration(value)
         except ValueError as e:
-            raise TraitError(f"{type(obj).__name__}.{self.name}: {e}") from None
+            raise TraitError(f"{_owner(self, obj)}.{self.name}: {e}") from None
+        return value
+
+
+def _owner(trait: TraitType, obj: Any) -> str:
+    return getattr(getattr(trait, "this_class", None), "__name__", type(obj).__name__)
+
+
+class CullRule(Dict):
+    """One rule, {"idle": DURATION, "max_age": DURATION}, checked when set."""
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        value = super().validate(obj, value)
+        try:
+            parse_rule(f"{_owner(self, obj)}.{self.name}", self.name, value)
+        except RuleError as e:
+            raise TraitError(str(e)) from None
+        return value
+
+
+class CullRules(Dict):
+    """Rules by name (profile slug or group), each checked when set."""
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        value = super().validate(obj, value)
+        for key, rule in value.items():
+            try:
+                parse_rule(f"{_owner(self, obj)}.{self.name}[{key!r}]", str(key), rule)
+            except RuleError as e:
+                raise TraitError(str(e)) from None
         return value
 
 
@@ -107,20 +137,20 @@ class CullerApp(Application):
     dry_run = Bool(False, help="Log (and count in metrics) what would be culled; stop "
                                "nothing, delete nothing.").tag(config=True)
 
-    default_rule = Dict(
+    default_rule = CullRule(
         {"idle": "8h", "max_age": "never"},
         help='The rule of servers no other rule matches: {"idle": DURATION, "max_age": '
              'DURATION}; "never" means no limit.',
     ).tag(config=True)
 
-    profile_rules = Dict(
+    profile_rules = CullRules(
         {},
         help='Rules by profile slug (the server\'s user_options.profile), e.g. {"gpu": '
              '{"idle": "1h", "max_age": "8h"}, "cpu": {"idle": "8h"}}. Fields a rule leaves '
              "out come from default_rule.",
     ).tag(config=True)
 
-    group_rules = Dict(
+    group_rules = CullRules(
         {},
         help='Rules by hub group, applied over the profile rule, e.g. {"long-jobs": '
              '{"idle": "12h"}}; for a member of several such groups the most lenient '
@@ -336,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     app = CullerApp()
     try:
         app.initialize(argv)
-    except (ConfigError, TraitError) as e:
+    except (ConfigError, TraitError, RuleError) as e:
         print(f"kdash-culler: configuration error: {e}", file=sys.stderr)
-        return 2
+        return 1  # the exit code traitlets uses for bad config on the command line
     app.start()
     return 0

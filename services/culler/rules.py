@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .durations import parse_duration
+from kdash_hub.durations import parse_duration
 
 RULE_KEYS = ("idle", "max_age")
 _UNSET = object()

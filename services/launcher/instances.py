@@ -19,6 +19,7 @@ from urllib.parse import quote, urlparse
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kdash_hub import labels as L
+from kdash_hub.durations import format_duration, parse_duration
 from kdash_hub.kube import KubeResources, api_error_message, api_error_reason
 from kdash_hub.naming import is_dns1123_label
 from kdash_hub.templating import (
@@ -28,7 +29,6 @@ from kdash_hub.templating import (
     render_objects,
     resolve_values,
 )
-from kdash_hub.templating.durations import format_duration, parse_duration
 
 from . import lifecycle
 from .records import InstanceRecord, iso, now_utc, record_name
@@ -324,7 +324,8 @@ class InstanceManager:
             if rec.proxy and rec.proxy.get("http", True) else None,
             "address": address(rec),
             "created_at": iso(rec.created_at), "expires_at": iso(rec.expires_at) or None,
-            "age_seconds": int(age) if age is not None else None, "age": format_duration(age),
+            "age_seconds": int(age) if age is not None else None,
+            "age": format_duration(age, none="-"),
             "ttl_left_seconds": max(0, int(ttl_left)) if ttl_left is not None else None,
             "ttl_left": format_duration(max(0, ttl_left)) if ttl_left is not None else "-",
             "on_expiry": rec.expiry, "values": rec.values, "objects": rec.objects,

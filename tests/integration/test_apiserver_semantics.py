@@ -223,6 +223,8 @@ async def test_pagination_with_limit_and_continue(kube_target: KubeTarget):
             params["continue"] = token
         page = await k.request("GET", f"/api/v1/namespaces/{ns}/configmaps", params=params)
         assert len(page.body["items"]) <= 2
+        if not token:  # the first page: 6 configmaps (with kube-root-ca.crt), 2 shown
+            assert page.body["metadata"]["remainingItemCount"] == 4
         names += [i["metadata"]["name"] for i in page.body["items"]]
         token = page.body["metadata"].get("continue")
         if not token:
@@ -325,6 +327,14 @@ async def test_invalid_objects_get_422_with_causes(kube_target: KubeTarget):
     r = await k.request("POST", path, ignored, params={"fieldValidation": "Ignore"})
     assert r.status == 201  # unknown fields dropped, not stored
     assert "imagePullPolcy" not in r.body["spec"]["containers"][0]
+    warned = pod("warned")
+    warned["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    session = k.api.rest_client.pool_manager
+    async with session.post(f"{k.url}{path}", json=warned, params={"fieldValidation": "Warn"},
+                            headers=await k._headers("application/json")) as resp:
+        assert resp.status == 201
+        warning = resp.headers.get("Warning", "")
+        assert warning.startswith("299 - ") and "spec.containers[0].imagePullPolcy" in warning
     wrong_type = pod("wrongtype")
     wrong_type["spec"]["containers"][0]["ports"] = [{"containerPort": "eighty"}]
     r = await k.request("POST", path, wrong_type)

@@ -273,3 +273,21 @@ async def test_jobs_complete_in_status_mode(local_cluster, kube):
     assert [p["status"]["phase"] for p in pods] == ["Succeeded", "Succeeded"]
     terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")
+
+
+async def test_custom_scheduler_names_and_host_network(local_cluster, kube):
+    requires_emulator(local_cluster)
+    body = pod("user-sched")
+    body["spec"]["schedulerName"] = "jupyterhub-user-scheduler"  # z2jh's userScheduler
+    await kube.create(body)
+    scheduled = await running(kube, "user-sched")
+    events = await kube.list("Event", "default", field_selector="involvedObject.name=user-sched")
+    assert events[0]["reason"] == "Scheduled"
+    assert events[0]["source"]["component"] == "jupyterhub-user-scheduler"
+
+    body = pod("host-net")
+    body["spec"]["hostNetwork"] = True
+    await kube.create(body)
+    host_net = await running(kube, "host-net")
+    assert host_net["status"]["podIP"] == host_net["status"]["hostIP"]
+    assert scheduled["status"]["podIP"] != scheduled["status"]["hostIP"]

@@ -185,3 +185,19 @@ async def test_image_pull_secrets_are_copied(local_cluster, kube):
     pod = await kube.get("Pod", s.pod_name, s.namespace)
     assert {"name": "registry"} in pod["spec"]["imagePullSecrets"]
     await s.stop()
+
+
+async def test_without_watch_rights_every_start_ensures_the_bundle(local_cluster, kube):
+    """The drift watches are an optimisation: when they can't start, starts still work and
+    still repair drift (by ensuring every object, as in "always" mode)."""
+    requires_emulator(local_cluster)
+    local_cluster.api.faults.add(method="GET", path_regex=r"^/apis/networking\.k8s\.io/v1/"
+                                 r"networkpolicies", status=403, times=None)
+    s = build_spawner(username="kim")
+    await started(s)
+    await s.stop()
+    await kube.delete("NetworkPolicy", bundle.NETWORK_POLICY_NAME, s.namespace)
+    s.clear_state()
+    await started(s)
+    assert await kube.get("NetworkPolicy", bundle.NETWORK_POLICY_NAME, s.namespace)
+    await s.stop()

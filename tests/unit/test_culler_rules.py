@@ -7,28 +7,7 @@ import sys
 
 import pytest
 from kdash_hub.services.culler.app import ConfigError, CullerApp
-from kdash_hub.services.culler.durations import format_seconds, parse_duration
 from kdash_hub.services.culler.rules import RuleError, RuleSet
-
-
-@pytest.mark.parametrize("text, seconds", [
-    (3600, 3600), ("90", 90), ("90s", 90), ("90m", 5400), ("1h", 3600), ("8h30m", 30600),
-    ("1d 12h", 129600), ("2w", 1209600), ("1.5h", 5400), ("never", None), ("0", None),
-    (None, None), ("", None), (0, None),
-])
-def test_durations(text, seconds):
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("bad", ["-5m", -1, "abc", "5x", "1h-5m", True, "h"])
-def test_bad_durations(bad):
-    with pytest.raises(ValueError):
-        parse_duration(bad)
-
-
-def test_format_seconds():
-    assert [format_seconds(s) for s in (None, 0, 45, 3600, 5400, 30600, 90061)] == [
-        "never", "0s", "45s", "1h", "1h30m", "8h30m", "1d1h"]
 
 
 def rules(**kw) -> RuleSet:
@@ -92,8 +71,16 @@ def test_command_line_fails_at_startup_with_the_setting(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "kdash_hub.services.culler", f"--config={config}", "--once"],
         capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "CullerApp.profile_rules['gpu'].max_age: a duration can't be negative" in proc.stderr
+    # a rule naming an unknown profile: the same, at startup
+    config.write_text('{"CullerApp": {"api_token": "t", "known_profiles": ["cpu"], '
+                      '"profile_rules": {"gpu": {"idle": "1h"}}}}')
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdash_hub.services.culler", f"--config={config}", "--once"],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "CullerApp.profile_rules['gpu']: unknown profile 'gpu'" in proc.stderr
 
 
 def test_kdash_hub_culler_subcommand_parses():

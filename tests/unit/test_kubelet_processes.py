@@ -116,3 +116,38 @@ def test_kubeconfig_points_the_current_context_at_the_server(tmp_path):
     assert config["users"][0]["user"]["token"]
     assert server_of(path) == "http://127.0.0.1:1234"
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_volumes_are_directories_that_live_as_long_as_their_kind(tmp_path):
+    def pod_with(name):
+        return {
+            "metadata": {"name": name, "namespace": "hub", "uid": name},
+            "spec": {"nodeName": "node-0", "volumes": [
+                {"name": "home", "persistentVolumeClaim": {"claimName": "home-ann"}},
+                {"name": "shared", "nfs": {"server": "nfs.example", "path": "/exports/data"}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "settings", "configMap": {"name": "settings"}},
+            ]},
+        }
+
+    container = {"volumeMounts": [  # a child mount listed before its parent
+        {"name": "shared", "mountPath": "/home/jovyan/shared"},
+        {"name": "home", "mountPath": "/home/jovyan"},
+        {"name": "scratch", "mountPath": "/scratch"},
+        {"name": "settings", "mountPath": "/etc/settings"},
+    ]}
+    roots = []
+    for name in ("one", "two"):
+        root = tmp_path / "pods" / name
+        await processes.prepare_volumes(pod_with(name), container, pod_root=root,
+                                        cluster_root=tmp_path, lookup=lookup)
+        roots.append(root)
+    one, two = roots
+    (one / "home/jovyan/notes.txt").write_text("kept")
+    assert (two / "home/jovyan/notes.txt").read_text() == "kept"  # same claim
+    (one / "home/jovyan/shared/d.csv").write_text("1,2")
+    assert (two / "home/jovyan/shared/d.csv").read_text() == "1,2"  # same NFS export
+    assert (tmp_path / "nfs/nfs.example/exports/data/d.csv").exists()
+    (one / "scratch/tmp").write_text("x")
+    assert not (two / "scratch/tmp").exists()  # emptyDir is per pod
+    assert (one / "etc/settings/MODE").read_text() == "dev"

@@ -5,7 +5,6 @@ import textwrap
 import pytest
 
 from kdash_hub.templating import RenderError, parse_template, resolve_values
-from kdash_hub.templating.durations import format_duration, parse_duration
 
 T = parse_template(textwrap.dedent("""\
     kind: Template
@@ -57,27 +56,6 @@ def test_value_limits():
         resolve_values(T, {"PASSWORD": "a\x00b"}, {})
     with pytest.raises(RenderError, match="longer than"):
         resolve_values(T, {"PASSWORD": "x" * 9000}, {})
-
-
-@pytest.mark.parametrize("text,seconds", [
-    (None, None), ("", None), (0, None), ("never", None), (90, 90), ("90", 90),
-    ("90s", 90), ("30m", 1800), ("8h", 28800), ("2d", 172800), ("1w", 604800),
-])
-def test_durations(text, seconds):
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("bad", ["-1", "1.5h", "soon", True, -5, "8 hours"])
-def test_bad_durations(bad):
-    with pytest.raises(ValueError):
-        parse_duration(bad)
-
-
-def test_format_duration():
-    assert format_duration(None) == "-"
-    assert format_duration(0) == "0s"
-    assert format_duration(3 * 86400 + 3600 + 5) == "3d1h"
-    assert format_duration(125) == "2m5s"
 
 
 def test_yaml11_boolean_variable_name_is_reported():

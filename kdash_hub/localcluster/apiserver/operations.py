@@ -219,12 +219,13 @@ class Operations:
                 raise bad_request("continue key is not valid") from None
             items = [o for o in items if _key(o) > after]
         if limit and limit > 0 and len(items) > limit:
+            remaining = len(items) - limit
             last = items[limit - 1]
             items = items[:limit]
             ns, nm = _key(last)
             meta["continue"] = base64.urlsafe_b64encode(
                 json.dumps({"ns": ns, "name": nm}).encode()).decode()
-            meta["remainingItemCount"] = len(items)
+            meta["remainingItemCount"] = remaining
         return {"kind": rtype.kind + "List", "apiVersion": rtype.api_version,
                 "metadata": meta, "items": items}
 

@@ -9,10 +9,10 @@ constrains (403 "failed quota: ...: must specify ..."), and keeps quota status.u
 from __future__ import annotations
 
 import copy
-import functools
-import re
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
+
+from kdash_hub import quantities
 
 from . import resources
 from .resources import ResourceType
@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     from .operations import Operations
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "": 1,
-            "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[a-zA-Z]*)$")
 
 # quota names that constrain each container's cpu/memory (the "must specify" rule)
 _MUST_SPECIFY = {"cpu": "requests.cpu", "memory": "requests.memory",
@@ -37,28 +34,7 @@ _OBJECT_COUNTS = {"pods": "pods", "services": "services", "secrets": "secrets",
 
 def parse_quantity(value: Any) -> Fraction:
     """A Kubernetes quantity ('500m', '2Gi', '1e3', 4) as an exact number."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a quantity: {value!r}")
-    if isinstance(value, int | float):
-        return Fraction(str(value))
-    return _parse_text(str(value))
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_text(text: str) -> Fraction:
-    m = _QUANTITY.match(text.strip())
-    if not m:
-        raise ValueError(f"not a quantity: {text!r}")
-    number, suffix = m.groups()
-    base = Fraction(number)
-    if suffix[:1] in ("e", "E") and len(suffix) > 1:
-        return base * Fraction(10) ** int(suffix[1:])
-    if suffix in _BINARY:
-        return base * _BINARY[suffix]
-    if suffix in _DECIMAL:
-        return base * _DECIMAL[suffix]
-    raise ValueError(f"not a quantity: {text!r}")
-
+    return Fraction(quantities.parse_quantity(value))
 
 def format_quantity(value: Fraction, resource: str = "") -> str:
     """Canonical-ish text of a quantity: '2', '500m', '1Gi' (binary units for bytes)."""

@@ -27,7 +27,7 @@ from .operations import APPLY_PATCH, Operations
 from .routing import Target, parse
 from .status import APIError, bad_request, internal_error, method_not_allowed
 from .store import Store
-from .validation import DEFAULT_KUBE_VERSION, Validator
+from .validation import DEFAULT_KUBE_VERSION, Validator, request_warnings
 from .watch import serve_watch
 from .wire import json_response, read_body, status_response
 
@@ -183,7 +183,17 @@ class APIServer(LoggingConfigurable):
                 if err is not None:
                     self.request_count["fault"] += 1
                     raise err
-            response = await self._dispatch(request)
+            warnings: list[str] = []
+            token = request_warnings.set(warnings)
+            try:
+                response = await self._dispatch(request)
+            finally:
+                request_warnings.reset(token)
+            if warnings and request.query.get("fieldValidation") == "Warn" and not (
+                    response.prepared):
+                for w in warnings:
+                    escaped = w.replace("\\", "\\\\").replace('"', '\\"')
+                    response.headers.add("Warning", f'299 - "{escaped}"')
             status = response.status
             return response
         except APIError as e:
@@ -359,6 +369,12 @@ class APIServer(LoggingConfigurable):
         doc = None
         if path == "/openapi/v3":
             return json_response(discovery.openapi_v3_index())
+        if path == "/openapi/v2":
+            # clients before 1.27 (Debian's kubectl 1.20) only read the protobuf v2 document;
+            # an empty one makes them leave validation to the server, which is strict here
+            return web.Response(
+                body=b"", content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+            )
         if path.startswith("/openapi/v3/"):
             doc = discovery.openapi_v3_document(path[len("/openapi/v3/"):])
         if len(parts) == 2 and parts[0] == "api":

@@ -76,6 +76,9 @@ class Store:
         self.rv = 0
         self.objects: dict[ResourceType, dict[Key, dict]] = {
             t: {} for t in resources.STORED_TYPES}
+        # type -> namespace -> names: lists in one namespace don't scan the others
+        self.by_namespace: dict[ResourceType, dict[str, set[str]]] = {
+            t: {} for t in resources.STORED_TYPES}
         self.events: deque[Event] = deque(maxlen=event_window)
         self.compacted_rv = 0  # a watch may resume from any rv >= this
         self.watchers: set[Watcher] = set()
@@ -96,9 +99,12 @@ class Store:
     def raw_items(self, rtype: ResourceType, namespace: str | None = None) -> list[dict]:
         """Stored objects in key order (namespace, name), as etcd lists them."""
         bucket = self.objects[rtype]
-        # list(dict) is one C call: safe against a writer in the server's thread
-        keys = sorted(list(bucket)) if not namespace else sorted(
-            k for k in list(bucket) if k[0] == namespace)
+        # list()/set() copies are one C call: safe against a writer in the server's thread
+        if namespace:
+            keys = sorted((namespace, n) for n in set(
+                self.by_namespace[rtype].get(namespace, ())))
+        else:
+            keys = sorted(list(bucket))
         out = []
         for k in keys:
             obj = bucket.get(k)
@@ -114,6 +120,7 @@ class Store:
         meta["resourceVersion"] = str(rv)
         key = (meta.get("namespace", "") if rtype.namespaced else "", meta["name"])
         self.objects[rtype][key] = obj
+        self.by_namespace[rtype].setdefault(key[0], set()).add(key[1])
         self._emit(Event(rv, event_type, rtype, obj, old))
         return obj
 
@@ -122,6 +129,11 @@ class Store:
         meta = obj["metadata"]
         key = (meta.get("namespace", "") if rtype.namespaced else "", meta["name"])
         old = self.objects[rtype].pop(key)
+        names = self.by_namespace[rtype].get(key[0])
+        if names is not None:
+            names.discard(key[1])
+            if not names:
+                del self.by_namespace[rtype][key[0]]
         gone_obj = dict(old)
         gone_obj["metadata"] = dict(old["metadata"])
         rv = self.next_rv()

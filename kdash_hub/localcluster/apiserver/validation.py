@@ -9,6 +9,7 @@ not a file load (see benchmarks/bench_localcluster.py for its measured cost).
 from __future__ import annotations
 
 import base64
+import contextvars
 import json
 import re
 from functools import cache
@@ -41,6 +42,17 @@ DNS1035_MSG = (
 _LABEL_NAMED = {"Namespace"}
 _DNS1035_NAMED = {"Service"}
 _PATH_NAMED = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+# warnings of the request being served (fieldValidation=Warn), sent as `Warning` headers
+request_warnings: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "request_warnings", default=None)
+
+
+def warn(message: str) -> None:
+    warnings = request_warnings.get()
+    if warnings is not None:
+        warnings.append(message)
 
 
 def cause(reason: str, field: str, message: str) -> dict[str, str]:
@@ -275,9 +287,12 @@ class Validator:
         field = _field_path(path)
         kind = err.validator
         if kind == "additionalProperties":
-            if not strict:
-                return []
             known = set((err.schema or {}).get("properties") or {})
+            if not strict:
+                for k in (err.instance or {}):
+                    if k not in known:
+                        warn(f'unknown field "{_field_path([*path, k])}"')
+                return []
             extra = [k for k in (err.instance or {}) if k not in known]
             return [cause("FieldValueInvalid", _field_path([*path, k]),
                           f'unknown field "{_field_path([*path, k])}"') for k in extra]
