@@ -7,6 +7,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 
 .PHONY: setup system-packages python-packages node-packages demo test lint bench settings-doc
+# `make bench BENCH_ARGS=--quick` for the small sizes
 
 setup: system-packages python-packages node-packages
 
@@ -40,7 +41,7 @@ lint: python-packages
 	$(VENV)/bin/ruff check .
 
 bench: setup
-	$(PY) -m benchmarks.run
+	for b in benchmarks/bench_*.py; do m=$${b%.py}; $(PY) -m $${m//\//.} $(BENCH_ARGS) || exit 1; done
 
 settings-doc: python-packages
 	$(VENV)/bin/kdash-hub settings-doc > docs/settings.md
