@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import random
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import resources
@@ -40,6 +41,10 @@ def _t(kind: str) -> ResourceType:
     t = resources.by_kind(kind)
     assert t is not None
     return t
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def template_hash(template: Any) -> str:
@@ -161,10 +166,43 @@ class Controllers:
                 continue
             try:
                 getattr(self, f"_reconcile_{kind.lower()}")(obj)
-            except APIError:
-                pass  # e.g. a quota refused the pod; the next event retries
+            except APIError as err:
+                # e.g. quota or PodSecurity refused the pod; the next event retries
+                self._failed_create(kind, obj, err)
             except (TypeError, AttributeError, ValueError, KeyError):
                 log.warning("can't reconcile malformed %s %s/%s", kind, ns, name)
+
+    def _failed_create(self, kind: str, owner: dict, err: APIError) -> None:
+        """A Warning event `FailedCreate` on the workload, as the real controllers record
+        (counted up, not repeated, while the same error persists)."""
+        meta = owner["metadata"]
+        ns = meta.get("namespace", "")
+        event_t = _t("Event")
+        name = f"{meta['name']}.failedcreate-{meta.get('uid', '')[:8]}"
+        message = f"Error creating: {err.message}"
+        stamp = _now()
+        try:
+            current = self.ops.store.raw(event_t, ns, name)
+            if current is not None:
+                if current.get("message") == message:
+                    body = copy.deepcopy(current)
+                    body["count"] = int(body.get("count") or 1) + 1
+                    body["lastTimestamp"] = stamp
+                    self.ops.update(event_t, ns, name, body)
+                    return
+                self.ops.delete(event_t, ns, name)
+            api_version = "apps/v1" if kind in ("Deployment", "StatefulSet") else "batch/v1"
+            self.ops.create(event_t, ns, {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": ns},
+                "involvedObject": {"kind": kind, "apiVersion": api_version, "namespace": ns,
+                                   "name": meta["name"], "uid": meta.get("uid", "")},
+                "reason": "FailedCreate", "type": "Warning", "message": message,
+                "source": {"component": f"{kind.lower()}-controller"},
+                "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1})
+        except APIError as e:
+            log.warning("can't record FailedCreate for %s %s/%s: %s", kind, ns, meta["name"],
+                        e.message)
 
     def _owned_pods(self, owner: dict) -> list[dict]:
         return [o for t, o in self.ops.gc.dependents(owner) if t.kind == "Pod"]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from . import defaults, resources
+from . import defaults, podsecurity, resources
 from .gc import GarbageCollector
 from .patch import json_patch, merge_patch, strategic_merge_patch
 from .quota import Admission
@@ -132,6 +132,15 @@ class Operations:
                     f"unable to create new content in namespace {namespace} because it is "
                     f"being terminated")
 
+    def _check_pod_security(self, rtype: ResourceType, obj: dict, name: str) -> None:
+        """PodSecurity admission: a Pod must meet its namespace's enforce level (403)."""
+        if rtype.kind != "Pod":
+            return
+        ns = self.store.raw(resources.by_kind("Namespace"), None, obj["metadata"]["namespace"])
+        why = podsecurity.forbidden_reason(obj, ns)
+        if why:
+            raise forbidden(rtype.plural, rtype.group, name, why)
+
     def _raise_invalid(self, rtype: ResourceType, name: str, causes: list[dict]) -> None:
         if causes:
             raise invalid(rtype.kind, rtype.group, name, causes)
@@ -188,6 +197,7 @@ class Operations:
             causes += self.validator.check_object(rtype, obj)
         self._raise_invalid(rtype, name, causes)
         with _malformed(rtype):
+            self._check_pod_security(rtype, obj, name)
             self.admission.validate_create(rtype, obj)
         if self.store.raw(rtype, namespace, name) is not None:
             raise already_exists(rtype.plural, rtype.group, name)
