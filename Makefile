@@ -22,7 +22,7 @@ system-packages:
 
 $(PY):
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -U pip "setuptools>=68" wheel
+	$(PY) -m pip install -q -U pip "setuptools>=77" wheel
 
 python-packages: $(PY)
 	$(PY) -m pip install -q -e '.[test,demo]'
