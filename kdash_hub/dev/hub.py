@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from .ports import free_port
+from .process import terminate
 
 ADMIN_SERVICE = "kdash-test-admin"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -156,17 +157,11 @@ class HubProcess:
         proc = self.process
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
+        terminate(proc, signal.SIGTERM, timeout)
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # the proxy and any local servers it left
         except (ProcessLookupError, PermissionError):
             pass
-        proc.wait()
         self.process = None
 
     async def stop(self) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .ports import free_port
+from .process import terminate
 
 SCRIPT = Path(__file__).with_name("oidc_provider.mjs")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -106,12 +107,6 @@ class OIDCProvider:
         proc, self.process = self.process, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, signal.SIGTERM)
         if proc.stdout:
             proc.stdout.close()
