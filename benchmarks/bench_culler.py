@@ -192,6 +192,7 @@ async def main(argv: list[str] | None = None) -> int:
     global VIA_PROXY
     VIA_PROXY = args.via_proxy
     import jupyterhub_idle_culler  # noqa: F401 - imports are not part of a cycle's time
+
     import kdash_hub.services.culler.app  # noqa: F401
     users = args.users or (500 if args.quick else 5000)
     servers = args.servers or (200 if args.quick else 2000)

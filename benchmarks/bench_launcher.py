@@ -21,15 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from kdash_hub.services.launcher import lifecycle
-from kdash_hub.services.launcher.instances import Actor, InstanceManager
-from kdash_hub.services.launcher.settings import CATALOG_DIR, LauncherSettings
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.config import load_kube_config
 
 from kdash_hub.kube import KubeResources
 from kdash_hub.localcluster.apiserver import APIServer
 from kdash_hub.localcluster.kubeconfig import write_kubeconfig
+from kdash_hub.services.launcher import lifecycle
+from kdash_hub.services.launcher.instances import Actor, InstanceManager
+from kdash_hub.services.launcher.settings import CATALOG_DIR, LauncherSettings
 from kdash_hub.templating import load_directories
 
 TEMPLATES = ("postgresql", "minio", "tensorboard", "redis", "filebrowser")

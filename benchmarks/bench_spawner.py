@@ -27,14 +27,14 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from kdash_hub.spawner import KDashSpawner
-from kdash_hub.spawner.drift import DriftWatch
 from kubernetes_asyncio.config import kube_config
 from kubespawner import KubeSpawner, clients
 
 from kdash_hub.dev.hub import HubProcess
 from kdash_hub.dev.ports import free_port
 from kdash_hub.localcluster import LocalCluster
+from kdash_hub.spawner import KDashSpawner
+from kdash_hub.spawner.drift import DriftWatch
 from tests.fixtures.spawner import build_spawner
 
 POD = dict(cpu_limit=1, cpu_guarantee=0.1, mem_limit="1G", mem_guarantee="256M",
@@ -44,6 +44,9 @@ PLAIN = dict(POD, enable_user_namespaces=True, user_namespace_template="plain-{u
              volumes=[{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
              volume_mounts=[{"name": "home", "mountPath": "/home/jovyan"}])
 KDASH = dict(POD, storage_preset="dynamic", dynamic_storage={"capacity": "10Gi"})
+# nfs homes: a per-user PV of the user's directory, made by a Job in the hub namespace once
+KDASH_NFS = dict(POD, storage_preset="nfs",
+                 nfs_storage={"server": "10.0.0.5", "path": "/export/homes"})
 
 
 def pct(values: list[float], q: float) -> float:
@@ -89,7 +92,8 @@ async def part1(users: int) -> dict:
     clients.load_config.cache_clear()
     api = cluster.api
     kinds = {"plain": (KubeSpawner, PLAIN), "kdash": (KDashSpawner, KDASH),
-             "kdash-always": (KDashSpawner, dict(KDASH, bundle_drift_check="always"))}
+             "kdash-always": (KDashSpawner, dict(KDASH, bundle_drift_check="always")),
+             "kdash-nfs": (KDashSpawner, KDASH_NFS)}
     results: dict[str, dict[str, list]] = {k: {"first": [], "later": []} for k in kinds}
     try:
         for label, (cls, traits) in kinds.items():  # warm up: reflectors, clients, watches
@@ -288,6 +292,13 @@ def report(p1: dict | None, p2: dict | None) -> None:
         print("plain later-spawn requests:", plain["later"]["example_paths"])
         print("kdash-always later-spawn requests:",
               len(p1["kdash-always"]["later"]["example_paths"]))
+        if "kdash-nfs" in p1:
+            nfs = p1["kdash-nfs"]
+            extra = {ph: nfs[ph]["spawner_requests"] - plain[ph]["spawner_requests"]
+                     for ph in ("first", "later")}
+            print("kdash-nfs (home Job on first spawn) extra spawner requests vs plain: "
+                  f"first {extra['first']:+.1f}, later {extra['later']:+.1f}")
+            print("kdash-nfs later-spawn requests:", nfs["later"]["example_paths"])
     if p2:
         print("== part 2: users spawning at once through a real hub ==")
         for label, f in p2.items():

@@ -21,6 +21,8 @@ LIMIT_RANGE_NAME = "kdash-limits"
 NETWORK_POLICY_NAME = "kdash-user-pods"
 ROLE_BINDING_NAME = "kdash-user"
 PULL_SECRET_COMPONENT = "pull-secret"
+POD_SECURITY_LABEL = "pod-security.kubernetes.io/enforce"
+POD_SECURITY_VERSION_LABEL = "pod-security.kubernetes.io/enforce-version"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class BundleSpec:
     namespace_labels: dict[str, str] = field(default_factory=dict)
     namespace_annotations: dict[str, str] = field(default_factory=dict)
     pull_secrets: list[dict] = field(default_factory=list)  # source Secrets as read
+    pod_security_level: str = "baseline"
 
 
 def _meta(spec: BundleSpec, name: str, component: str = COMPONENT,
@@ -56,7 +59,9 @@ def _meta(spec: BundleSpec, name: str, component: str = COMPONENT,
 
 def namespace(spec: BundleSpec, bundle_hash: str | None = None) -> dict:
     meta = _meta(spec, spec.namespace, namespaced=False)
-    meta["labels"] = {**spec.namespace_labels, **meta["labels"]}
+    meta["labels"] = {**spec.namespace_labels, **meta["labels"],
+                      POD_SECURITY_LABEL: spec.pod_security_level,
+                      POD_SECURITY_VERSION_LABEL: "latest"}
     meta["annotations"] = {**spec.namespace_annotations, **meta["annotations"]}
     if bundle_hash:
         meta["annotations"][BUNDLE_HASH_ANNOTATION] = bundle_hash

@@ -47,6 +47,7 @@ class BundleProvisioner:
         self.log = log
         self.mode = mode
         self.drift = drift
+        self.namespace_object: dict = {}  # the user's Namespace as last read or written
 
     async def ensure(self, spec: bundle.BundleSpec, report: Report) -> str:
         """Make the bundle of `spec` exist; returns "created", "repaired" or "unchanged"."""
@@ -70,6 +71,7 @@ class BundleProvisioner:
                 ns = await self.resources.get("Namespace", spec.namespace)
                 fresh = False
         self._check_namespace(ns, spec)
+        self.namespace_object = ns
 
         objects = bundle.bundle_objects(spec)
         annotations = (ns.get("metadata") or {}).get("annotations") or {}

@@ -116,7 +116,30 @@ class KDashSettings(Configurable):
     )
     home_init_image = Unicode(
         "busybox:1.36", config=True,
-        help="Image of the init container that creates and chowns the home directory.",
+        help="Image of the provisioning Job that creates and chowns a user's home directory "
+             "(`nfs` and `local` presets).",
+    )
+    home_provisioner_namespace = Unicode(
+        config=True,
+        help="Admin namespace where the Job creating users' home directories runs (it mounts "
+             "the export root holding every home, so users must have no access there). "
+             "Default: `hub_namespace`.",
+    )
+
+    @default("home_provisioner_namespace")
+    def _home_provisioner_namespace_default(self) -> str:
+        return self.hub_namespace
+
+    home_provisioner_timeout_seconds = Float(
+        120.0, config=True,
+        help="How long a start waits for the Job creating the user's home directory.",
+    )
+    pod_security_level = Enum(
+        ["privileged", "baseline", "restricted"], "baseline", config=True,
+        help="Pod Security Standard enforced on user namespaces (label "
+             "`pod-security.kubernetes.io/enforce`). `restricted` also refuses pods with "
+             "inline NFS/hostPath volumes (no user pod can mount another user's home or an "
+             "arbitrary NFS server); the notebook pod is then made to satisfy it.",
     )
     shared_volumes = List(
         [], config=True,

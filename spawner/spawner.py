@@ -12,6 +12,7 @@ import asyncio
 import copy
 from typing import Any
 
+from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
@@ -21,7 +22,7 @@ from kdash_hub import labels as L
 from kdash_hub import naming
 from kdash_hub.kube import KubeResources, api_error_message
 
-from . import bundle, identity, profiles, quotas, refusals, storage
+from . import bundle, homedir, identity, profiles, quotas, refusals, storage
 from .drift import DriftWatch
 from .gpu_availability import GpuAvailability
 from .provision import BundleError, BundleProvisioner
@@ -37,6 +38,24 @@ _PER_START = (
     "image_pull_secrets", "extra_annotations",
 )
 _GPU_CACHES: dict[Any, GpuAvailability] = {}
+
+
+def _make_restricted(pod: Any) -> None:
+    """Make the notebook pod satisfy the `restricted` Pod Security Standard."""
+    spec = pod.spec
+    spec.security_context = {**_as_dict(spec.security_context), "runAsNonRoot": True,
+                             "seccompProfile": {"type": "RuntimeDefault"}}
+    for container in spec.containers:
+        container.security_context = {**_as_dict(container.security_context),
+                                      "allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                                      "capabilities": {"drop": ["ALL"]}}
+
+
+def _as_dict(value: Any) -> dict:
+    """A security context as the API's JSON (KubeSpawner gives dicts, models are possible)."""
+    return ApiClient().sanitize_for_serialization(value) if value else {}
+
+
 IDLE_TIMEOUT_ANNOTATION = "kdash-hub.io/idle-timeout"
 PROFILE_ANNOTATION = "kdash-hub.io/profile"
 
@@ -70,6 +89,7 @@ class KDashSpawner(KDashSettings, KubeSpawner):
         self._events: list[dict] = []
         self._events_changed = asyncio.Event()
         self._bundle_finished = True
+        self._home_done: str | None = None  # "<volume>|<uid:gid>" of a made home directory
 
     # --- profiles -------------------------------------------------------------------------
 
@@ -190,10 +210,16 @@ class KDashSpawner(KDashSettings, KubeSpawner):
         try:
             plan = storage.plan_home(
                 preset, settings, username=self.user.name, namespace=self.namespace,
-                pvc_name=self.pvc_name, uid=uid, gid=gid, mount_path=self.home_mount_path,
-                init_image=self.home_init_image)
+                pvc_name=self.pvc_name, uid=uid, gid=gid, mount_path=self.home_mount_path)
         except ValueError as e:
             raise web.HTTPError(500, f"Storage is misconfigured: {e}") from e
+        if self.pod_security_level != "privileged" and any("hostPath" in v
+                                                            for v in plan.volumes):
+            raise web.HTTPError(
+                500, "Storage is misconfigured: a hostPath home (`local` preset, type "
+                "`hostPath`) is refused by Pod Security level "
+                f"`{self.pod_security_level}`; use type `local` (a local PV) or set "
+                "pod_security_level = 'privileged'.")
         self.storage_pvc_ensure = plan.pvc is not None
         if plan.pvc:
             self.storage_class = plan.pvc.get("storage_class")
@@ -249,6 +275,7 @@ class KDashSpawner(KDashSettings, KubeSpawner):
             namespace_labels=self._expand_all(self.user_namespace_labels),
             namespace_annotations=self._expand_all(self.user_namespace_annotations),
             pull_secrets=[s for s in sources if s],
+            pod_security_level=self.pod_security_level,
         )
 
     async def _read_pull_secret(self, ref: str) -> dict | None:
@@ -269,22 +296,51 @@ class KDashSpawner(KDashSettings, KubeSpawner):
             outcome = await provisioner.ensure(spec, self.report)
             if outcome == "unchanged":
                 self.report(f"Namespace {self.namespace} is ready")
-            await self._ensure_home_volume()
+            await self._ensure_home_volume(provisioner.namespace_object)
         except BundleError as e:
             raise web.HTTPError(e.status, e.message) from e
+        except homedir.HomeDirError as e:
+            raise web.HTTPError(500, str(e)) from e
         finally:
             self._bundle_finished = True
             self._events_changed.set()
 
-    async def _ensure_home_volume(self) -> None:
-        pv = self._plan.pv if self._plan else None
-        if pv is None or not self.storage_pvc_ensure or self._pvc_exists:
+    async def _ensure_home_volume(self, namespace_object: dict) -> None:
+        """The user's PV (if any) and their home directory, made once and recorded."""
+        plan = self._plan
+        if plan is None or plan.home_root is None:
             return
-        self.report(f"Preparing home volume {pv['metadata']['name']}")
-        try:
-            await self.kube.ensure(pv)
-        except ApiException as e:
-            raise BundleError(f"Could not prepare your home volume: {api_error_message(e)}") from e
+        want = homedir.owner(self.uid, self.gid)
+        key = f"{plan.pv or plan.volumes}|{want}"
+        if self._home_done == key and (plan.pv is None or self._pvc_exists):
+            return
+        if plan.pv is not None:
+            self.report(f"Preparing home volume {plan.pv['metadata']['name']}")
+            try:
+                _, current = await self.kube.ensure(plan.pv)
+            except ApiException as e:
+                raise BundleError("Could not prepare your home volume: "
+                                  f"{api_error_message(e)}") from e
+        else:
+            current = namespace_object
+        recorded = ((current.get("metadata") or {}).get("annotations") or {}).get(
+            homedir.PROVISIONED_ANNOTATION)
+        if recorded != want:
+            self.report(f"Creating your home directory {plan.home_dir} (owner {want})")
+            job = homedir.home_job(plan, username=self.user.name,
+                                   namespace=self.home_provisioner_namespace,
+                                   image=self.home_init_image, uid=self.uid, gid=self.gid)
+            await homedir.run_home_job(self.kube, job, self.home_provisioner_timeout_seconds,
+                                       self.log)
+            kind = "PersistentVolume" if plan.pv is not None else "Namespace"
+            name = plan.pv["metadata"]["name"] if plan.pv is not None else self.namespace
+            try:
+                await self.kube.patch(kind, name, None, {"metadata": {"annotations": {
+                    homedir.PROVISIONED_ANNOTATION: want}}})
+            except ApiException as e:
+                raise BundleError("Could not record your home directory: "
+                                  f"{api_error_message(e)}") from e
+        self._home_done = key
 
     async def _make_create_pod_request(self, pod, request_timeout):
         try:
@@ -308,6 +364,8 @@ class KDashSpawner(KDashSettings, KubeSpawner):
         spec.init_containers = plan.init_containers + list(spec.init_containers or [])
         if plan.node_selector:
             spec.node_selector = {**(spec.node_selector or {}), **plan.node_selector}
+        if self.pod_security_level == "restricted":
+            _make_restricted(pod)
         return pod
 
     def get_env(self):

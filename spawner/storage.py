@@ -1,10 +1,11 @@
 """Storage presets for the user's home, plus shared and dataset volumes.
 
-Every preset except `dynamic`/`none` mounts a root volume (an NFS export or a node-local
-directory) with `subPath` = the user's directory, and an init container creates that
-directory and gives it to the user's uid/gid before the notebook starts — so homes are
-never root-owned (z2jh#421). `dynamic` is a StorageClass claim made through KubeSpawner's
-own PVC step; ownership there comes from fsGroup.
+The `nfs` and `local` presets give the user's namespace a volume of the user's OWN directory
+(`<export>/<home_dir>`), never of the export root holding every home: a user with `edit`
+rights could otherwise mount the root and read everyone's home. The directory is created
+and chowned to the user's uid/gid beforehand by a Job in an admin namespace (homedir.py),
+which is the only thing that mounts the export root. `dynamic` is a StorageClass claim made
+through KubeSpawner's own PVC step; ownership there comes from fsGroup.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class StoragePlan:
     volumes: list[dict] = field(default_factory=list)
     volume_mounts: list[dict] = field(default_factory=list)
     init_containers: list[dict] = field(default_factory=list)
+    # the export root and the user's directory in it, for the provisioning Job only
+    home_root: dict | None = None
+    home_dir: str = ""
     pv: dict | None = None  # a cluster-scoped PersistentVolume to ensure first
     pvc: dict | None = None  # overrides for the PVC (storage class, size, volumeName)
     node_selector: dict[str, str] = field(default_factory=dict)
@@ -39,25 +43,11 @@ def home_dir(username: str) -> str:
     return dns_label(username)
 
 
-def home_init_container(image: str, sub_path: str, uid: int | None, gid: int | None,
-                        mode: str = "0750") -> dict:
-    """Create `sub_path` under the root volume and chown it to uid:gid (only this directory,
-    never recursively). Runs as root with only the capabilities chown needs."""
+def home_setup_script(target: str, uid: int | None, gid: int | None,
+                      mode: str = "0750") -> str:
+    """Create `target` and give it to uid:gid (only this directory, never recursively)."""
     owner = f"{uid if uid is not None else 1000}:{gid if gid is not None else 100}"
-    target = f"{INIT_MOUNT}/{sub_path}"
-    return {
-        "name": "kdash-home-setup",
-        "image": image,
-        "command": ["sh", "-c",
-                    f"mkdir -p '{target}' && chown {owner} '{target}' && chmod {mode} '{target}'"],
-        "securityContext": {
-            "runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER", "DAC_OVERRIDE"]},
-        },
-        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
-                      "limits": {"cpu": "100m", "memory": "64Mi"}},
-        "volumeMounts": [{"name": HOME_VOLUME, "mountPath": INIT_MOUNT}],
-    }
+    return f"mkdir -p '{target}' && chown {owner} '{target}' && chmod {mode} '{target}'"
 
 
 def _pv(name: str, username: str, capacity: str, source: dict, claim_ns: str,
@@ -83,7 +73,7 @@ def _pv(name: str, username: str, capacity: str, source: dict, claim_ns: str,
 
 def plan_home(preset: str, settings: dict[str, Any], *, username: str, namespace: str,
               pvc_name: str, uid: int | None, gid: int | None, mount_path: str,
-              init_image: str) -> StoragePlan:
+              init_image: str = "") -> StoragePlan:
     """The home volume of `preset` with its `settings` (see KDashSpawner's help)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown storage preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -101,36 +91,44 @@ def plan_home(preset: str, settings: dict[str, Any], *, username: str, namespace
     sub = home_dir(username)
     capacity = str(settings.get("capacity", "10Gi"))
     pv_name = dns_label("kdash-home", namespace)
+    plan.home_dir = sub
     if preset == "nfs":
         if not settings.get("server") or not settings.get("path"):
             raise ValueError("the nfs storage preset needs `server` and `path`")
-        source = {"nfs": {"server": settings["server"], "path": settings["path"]}}
+        root = {"nfs": {"server": settings["server"], "path": settings["path"]}}
+        source = {"nfs": {"server": settings["server"], "path": _join(settings["path"], sub)}}
         if settings.get("mode", "pv") == "inline":
-            plan.volumes = [{"name": HOME_VOLUME, **copy.deepcopy(source)}]
+            plan.volumes = [{"name": HOME_VOLUME, **source}]
         else:
             plan.pv = _pv(pv_name, username, capacity, source, namespace, pvc_name)
     else:  # local
         path = settings.get("path", "/var/lib/kdash-hub/homes")
         node = settings.get("node")
+        root = {"hostPath": {"path": path, "type": "DirectoryOrCreate"}}
         if settings.get("type", "hostPath") == "local":
             if not node:
                 raise ValueError("a `local` PersistentVolume needs the `node` it lives on")
             affinity = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                 {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}
-            plan.pv = _pv(pv_name, username, capacity, {"local": {"path": path}},
+            plan.pv = _pv(pv_name, username, capacity, {"local": {"path": _join(path, sub)}},
                           namespace, pvc_name, affinity)
         else:
+            # made by the provisioning Job: `Directory` never lets kubelet create it root-owned
             plan.volumes = [{"name": HOME_VOLUME,
-                             "hostPath": {"path": path, "type": "DirectoryOrCreate"}}]
+                             "hostPath": {"path": _join(path, sub), "type": "Directory"}}]
         if node:
             plan.node_selector = {"kubernetes.io/hostname": node}
+    plan.home_root = root
     if plan.pv is not None:
         plan.pvc = {"storage_class": "", "capacity": capacity, "volume_name": pv_name,
                     "access_modes": plan.pv["spec"]["accessModes"]}
         plan.volumes = [{"name": HOME_VOLUME, "persistentVolumeClaim": {"claimName": pvc_name}}]
-    plan.volume_mounts = [{"name": HOME_VOLUME, "mountPath": mount_path, "subPath": sub}]
-    plan.init_containers = [home_init_container(init_image, sub, uid, gid)]
+    plan.volume_mounts = [{"name": HOME_VOLUME, "mountPath": mount_path}]
     return plan
+
+
+def _join(root: str, sub: str) -> str:
+    return f"{root.rstrip('/')}/{sub}"
 
 
 def _applies(entry: dict, groups: list[str]) -> bool:

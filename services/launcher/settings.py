@@ -52,10 +52,10 @@ class LauncherSettings(Configurable):
     ).tag(config=True)
     private_volume_sub_path_template = Unicode(
         "",
-        help="PRIVATE_SUBPATH: the user's directory inside the home claim. Empty for the"
-             " spawner's `dynamic` preset (the claim is the home); `{home_dir}` for the `nfs`"
-             " and `local` presets, whose claim is the root of every home (the spawner mounts"
-             " it with subPath = home_dir(username)).",
+        help="PRIVATE_SUBPATH: a directory inside the home claim to mount instead of its"
+             " root (`{home_dir}` = the spawner's home directory name). Keep it empty with the"
+             " spawner's presets: every preset's claim is the user's own home (nfs and local"
+             " claims are bound to the user's own directory on the export).",
     ).tag(config=True)
     shared_volume_claim = Unicode(
         "", help="SHARED_VOLUME: the claim of the shared/dataset volume in user namespaces"

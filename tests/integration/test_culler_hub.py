@@ -9,10 +9,10 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from kdash_hub.services.culler.app import CullerApp
 from kdash_hub.services.culler.clock import ManualClock
 from kdash_hub.services.culler.hubapi import HubAPI
-
 from tests.fixtures.culler import Fault
 
 RULES = {

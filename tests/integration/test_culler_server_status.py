@@ -9,11 +9,11 @@ from datetime import timedelta
 
 import aiohttp
 import pytest
+
+from kdash_hub.dev.hub import HubProcess
 from kdash_hub.services.culler.activity import parse_time
 from kdash_hub.services.culler.app import CullerApp
 from kdash_hub.services.culler.clock import ManualClock
-
-from kdash_hub.dev.hub import HubProcess
 from tests.fixtures.culler import CULLER_SCOPES, HubDriver
 
 

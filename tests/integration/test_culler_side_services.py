@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from kdash_hub.services.culler.app import CullerApp
 from kdash_hub.services.culler.clock import ManualClock
 from kdash_hub.services.culler.sideservices import SideServiceExpiry
 from kdash_hub.services.launcher.instances import Actor, InstanceManager
 from kdash_hub.services.launcher.records import record_name
 from kdash_hub.services.launcher.settings import CATALOG_DIR, LauncherSettings
-
 from kdash_hub.templating import load_directories
 from tests.fixtures.cluster import requires_emulator
 

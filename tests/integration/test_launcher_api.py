@@ -4,9 +4,9 @@ import base64
 import json
 
 import aiohttp
-from kdash_hub.services.launcher.records import record_name
 
 from kdash_hub import labels as L
+from kdash_hub.services.launcher.records import record_name
 
 
 async def test_launch_list_details_and_objects(launcher_env, launcher_kube):
@@ -250,6 +250,7 @@ def test_openapi_documents_every_endpoint():
     from pathlib import Path
 
     import yaml
+
     from kdash_hub.services.launcher import api
 
     spec = yaml.safe_load((Path(api.__file__).parent / "openapi.yaml").read_text())

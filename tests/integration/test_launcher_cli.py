@@ -5,6 +5,7 @@ import asyncio
 import json
 
 import pytest
+
 from kdash_hub.services.launcher import cli
 from kdash_hub.services.launcher.client import LauncherClient, LauncherClientError
 

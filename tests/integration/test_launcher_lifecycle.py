@@ -6,13 +6,13 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
+from kdash_hub.kube import KubeResources
 from kdash_hub.services.launcher import lifecycle
 from kdash_hub.services.launcher.app import LauncherApp
 from kdash_hub.services.launcher.instances import Actor, InstanceManager, LauncherError
 from kdash_hub.services.launcher.records import record_name
 from kdash_hub.services.launcher.settings import CATALOG_DIR, LauncherSettings
-
-from kdash_hub.kube import KubeResources
 from kdash_hub.templating import load_directories
 from tests.fixtures.cluster import requires_emulator
 

@@ -1,9 +1,8 @@
 """Status rules of an instance (pure: built from the objects a list returns)."""
 
+from kdash_hub import labels as L
 from kdash_hub.services.launcher.records import STOPPED, InstanceRecord
 from kdash_hub.services.launcher.status import ClusterView, instance_status
-
-from kdash_hub import labels as L
 
 REC = InstanceRecord(namespace="ns", name="db", owner="alice", template="postgresql",
                      objects=[{"kind": "Deployment", "name": "db"},

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from kdash_hub.spawner import bundle
 from tornado import web
 
 from kdash_hub import labels as L
+from kdash_hub.spawner import bundle
 from tests.fixtures.cluster import requires_emulator
 from tests.fixtures.spawner import build_spawner, validate
 

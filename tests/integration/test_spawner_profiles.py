@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from tornado import web
 
+from kdash_hub.spawner import homedir, storage
 from tests.fixtures.spawner import build_spawner
 
 GPU = {"slug": "gpu", "display_name": "GPU A100",
@@ -67,11 +68,12 @@ async def test_profile_storage_reaches_the_cluster(local_cluster, kube):
     pvc = await kube.get("PersistentVolumeClaim", s.pvc_name, s.namespace)
     assert s.pvc_name != "claim-a-b" or pvc["spec"].get("volumeName")
     pv = await kube.get("PersistentVolume", pvc["spec"]["volumeName"])
-    assert pv["spec"]["nfs"] == {"server": "10.1.2.3", "path": "/homes"}
+    home = storage.home_dir("a.b")
+    assert pv["spec"]["nfs"] == {"server": "10.1.2.3", "path": f"/homes/{home}"}
     assert pv["spec"]["claimRef"]["namespace"] == s.namespace
+    assert pv["metadata"]["annotations"][homedir.PROVISIONED_ANNOTATION] == "4242:4343"
     pod = await kube.get("Pod", s.pod_name, s.namespace)
-    init = pod["spec"]["initContainers"][0]
-    assert "chown 4242:4343" in init["command"][-1]
+    assert not pod["spec"].get("initContainers")
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert (env["NB_UID"], env["NB_GID"]) == ("4242", "4343")
     await s.stop()

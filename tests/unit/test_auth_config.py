@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from kdash_hub.authenticator.groups import profiles_and_quota
 from kdash_hub.authenticator.usernames import UsernameRefused, UsernameRule
-
 from tests.fixtures.oidc import make_authenticator
 
 LDAP = {"server_address": "127.0.0.1", "bind_dn_template": ["uid={username},dc=x"]}
@@ -90,8 +90,9 @@ def test_login_page_html_lists_form_and_buttons():
 
 
 def test_ldapauthenticator_settings_apply_to_the_backend():
-    from kdash_hub.authenticator import KDashAuthenticator
     from traitlets.config import Config
+
+    from kdash_hub.authenticator import KDashAuthenticator
 
     c = Config()
     c.LDAPAuthenticator.server_address = "ldap.example.org"

@@ -6,8 +6,8 @@ import socket
 import time
 
 import pytest
-from kdash_hub.authenticator.errors import LoginRefused
 
+from kdash_hub.authenticator.errors import LoginRefused
 from tests.fixtures.ldap import ldap_settings
 from tests.fixtures.oidc import FakeHandler, FakeUser, make_authenticator
 

@@ -7,9 +7,9 @@ import time
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+
 from kdash_hub.authenticator import id_token
 from kdash_hub.authenticator.errors import LoginRefused
-
 from kdash_hub.dev.oidc import client
 from kdash_hub.dev.ports import free_port
 from tests.fixtures.ldap import ldap_settings

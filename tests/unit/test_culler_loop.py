@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from kdash_hub.dev.ports import free_port
 from kdash_hub.services.culler.app import CullerApp
 from kdash_hub.services.culler.hubapi import HubAPI
-
-from kdash_hub.dev.ports import free_port
 
 
 async def test_run_forever_survives_a_dead_hub_and_stops_on_request():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from kdash_hub.services.culler.app import ConfigError, CullerApp
 from kdash_hub.services.culler.rules import RuleError, RuleSet
 
@@ -84,9 +85,8 @@ def test_command_line_fails_at_startup_with_the_setting(tmp_path):
 
 
 def test_kdash_hub_culler_subcommand_parses():
-    from kdash_hub.services.culler.cli import argv_of
-
     from kdash_hub.cli import build_parser
+    from kdash_hub.services.culler.cli import argv_of
 
     args = build_parser().parse_args(
         ["culler", "--config", "c.json", "--dry-run", "--once", "--set", "cull_every=10m"])

@@ -185,7 +185,6 @@ def needs(kind: str, *verbs: str) -> set[tuple[str, str, str]]:
 def test_rbac_covers_what_the_code_does():
     from kdash_hub.spawner import KDashSpawner
     from kdash_hub.spawner.drift import WATCHED
-
     from kdash_hub.templating import DEFAULT_ALLOWED_KINDS
 
     wanted: set[tuple[str, str, str]] = set()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from kdash_hub.spawner import bundle, quotas
 
 from kdash_hub import labels as L
 from kdash_hub.naming import is_dns1123_label, user_namespace
+from kdash_hub.spawner import bundle, quotas
 from tests.fixtures.spawner import validate
 
 AWKWARD = ["alice", "Ünïcode", "ünïcode", "a.b", "a-b", "A_B", "a_b", "ab", "AB", "x" * 100,

@@ -6,6 +6,7 @@ import pytest
 from tornado import web
 
 from kdash_hub.naming import user_namespace
+from kdash_hub.spawner import homedir, storage
 from tests.fixtures.spawner import build_spawner, to_dict, validate
 
 DEFAULT_TOL = {"key": "hub.jupyter.org/dedicated", "operator": "Equal", "value": "user",
@@ -41,7 +42,7 @@ async def test_namespace_comes_from_the_naming_module(offline_kube, username):
 
 async def test_pod_runs_as_directory_uid_gid_with_merged_tolerations(offline_kube):
     s = make(offline_kube, groups=["ml"], auth_state={"uid": 2001, "gid": 3001},
-             user_options={"profile": "scratch"})
+             user_options={"profile": "scratch"}, pod_security_level="privileged")
     await s.load_user_options()
     pod = to_dict(await s.get_pod_manifest())
     validate(pod)
@@ -58,16 +59,23 @@ async def test_pod_runs_as_directory_uid_gid_with_merged_tolerations(offline_kub
     assert {"name": "registry"} in spec["imagePullSecrets"]
     assert spec["nodeSelector"]["kubernetes.io/hostname"] == "node-0"
     # the profile's storage (local hostPath) really reached the pod, not the nfs default
-    assert any(v.get("hostPath", {}).get("path") == "/scratch" for v in spec["volumes"])
-    assert spec["initContainers"][0]["name"] == "kdash-home-setup"
-    assert "chown 2001:3001" in spec["initContainers"][0]["command"][-1]
+    # ... as the user's own directory only; no root init container any more
+    home = storage.home_dir("alice")
+    assert any(v.get("hostPath", {}).get("path") == f"/scratch/{home}" for v in spec["volumes"])
+    assert not any(v.get("hostPath", {}).get("path") == "/scratch" for v in spec["volumes"])
+    assert not spec.get("initContainers")
+    job = homedir.home_job(s._plan, username="alice", namespace="hub", image="busybox",
+                           uid=s.uid, gid=s.gid)
+    assert f"chown 2001:3001 '/kdash-storage-root/{home}'" in \
+        job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
     assert {"name": "shared-shared", "mountPath": "/shared", "readOnly": False} in [
         {k: m.get(k) for k in ("name", "mountPath", "readOnly")} for m in nb["volumeMounts"]]
     assert pod["metadata"]["annotations"]["kdash-hub.io/profile"] == "scratch"
 
 
 async def test_profile_does_not_leak_into_the_next_start(offline_kube):
-    s = make(offline_kube, groups=["ml"], user_options={"profile": "scratch"})
+    s = make(offline_kube, groups=["ml"], user_options={"profile": "scratch"},
+             pod_security_level="privileged")
     await s.load_user_options()
     s.user_options = {"profile": "small"}
     await s.load_user_options()
@@ -127,3 +135,31 @@ async def test_an_empty_profile_list_does_not_hide_the_flavors(offline_kube):
     with pytest.raises(web.HTTPError) as e:
         await s.load_user_options()
     assert e.value.status_code == 403
+
+
+async def test_restricted_level_makes_the_notebook_pod_restricted(offline_kube):
+    from kdash_hub.localcluster.apiserver import podsecurity
+
+    s = make(offline_kube, pod_security_level="restricted", auth_state={"uid": 2001, "gid": 1})
+    await s.load_user_options()
+    pod = to_dict(await s.get_pod_manifest())
+    validate(pod)
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    nb = pod["spec"]["containers"][0]["securityContext"]
+    assert nb["capabilities"] == {"drop": ["ALL"]} and nb["allowPrivilegeEscalation"] is False
+    assert nb["runAsNonRoot"] is True and nb["runAsUser"] == 2001
+    ns = {"metadata": {"labels": {podsecurity.ENFORCE_LABEL: "restricted"}}}
+    assert podsecurity.forbidden_reason(pod, ns) is None
+
+
+def test_pod_security_level_is_validated(offline_kube):
+    from traitlets import TraitError
+
+    with pytest.raises(TraitError):
+        make(offline_kube, pod_security_level="lenient")
+
+
+async def test_a_hostpath_home_needs_the_privileged_level(offline_kube):
+    s = make(offline_kube, groups=["ml"], user_options={"profile": "scratch"})
+    with pytest.raises(web.HTTPError, match="type `local`"):
+        await s.load_user_options()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kdash_hub.spawner import profiles
 from kdash_hub.spawner.gpu_availability import GpuFree, free_gpus
 

@@ -3,8 +3,8 @@
 import argparse
 
 import yaml
-from kdash_hub.services.launcher import cli
 
+from kdash_hub.services.launcher import cli
 from services.launcher.settings import CATALOG_DIR
 
 BAD = "kind: Template\nname: Bad\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n"

@@ -1,0 +1,136 @@
+"""Home directories on shared storage: per-user PVs, the admin-namespace Job, Pod Security."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kdash_hub.spawner import bundle, homedir, storage
+from tests.fixtures.cluster import requires_emulator
+from tests.fixtures.spawner import build_spawner
+
+NFS = {"server": "10.0.0.5", "path": "/export/homes"}
+
+
+def nfs_spawner(username: str, uid: int, **traits):
+    return build_spawner(username=username, auth_state={"uid": uid, "gid": 3001},
+                         storage_preset="nfs", nfs_storage=NFS, **traits)
+
+
+def job_posts(log, start: int) -> list[str]:
+    return [p for m, p, _ in list(log)[start:] if m == "POST" and "/jobs" in p]
+
+
+async def test_each_home_is_made_by_an_admin_job_and_mounted_alone(local_cluster, kube):
+    requires_emulator(local_cluster)
+    log = local_cluster.api.request_log
+    alice, bob = nfs_spawner("alice", 2001), nfs_spawner("bob", 2002)
+    n = len(log)
+    await alice.start()
+    hub_ns = alice.home_provisioner_namespace
+    assert hub_ns == alice.hub_namespace != alice.namespace
+    assert job_posts(log, n) == [f"/apis/batch/v1/namespaces/{hub_ns}/jobs"]
+    events = [e["message"] async for e in alice.progress()]
+    assert any("Creating your home directory alice (owner 2001:3001)" in m for m in events)
+    assert await kube.get("Job", homedir.job_name("alice"), hub_ns) is None  # cleaned up
+    await bob.start()
+
+    pvs = {}
+    for s in (alice, bob):
+        pv = await kube.get("PersistentVolume", s._plan.pv["metadata"]["name"])
+        pvs[s.user.name] = pv
+        assert pv["spec"]["nfs"]["path"] == f"/export/homes/{storage.home_dir(s.user.name)}"
+        assert pv["spec"]["claimRef"]["namespace"] == s.namespace
+        assert pv["metadata"]["annotations"][homedir.PROVISIONED_ANNOTATION] == f"{s.uid}:3001"
+        pod = await kube.get("Pod", s.pod_name, s.namespace)
+        assert not pod["spec"].get("initContainers")
+        home = [v for v in pod["spec"]["volumes"] if v["name"] == storage.HOME_VOLUME]
+        assert home == [{"name": "home", "persistentVolumeClaim": {"claimName": s.pvc_name}}]
+        # nothing in the user's namespace reaches the export root
+        for p in (await kube.list("Pod", s.namespace)):
+            assert not any("nfs" in v or "hostPath" in v for v in p["spec"]["volumes"])
+    assert pvs["alice"]["spec"]["nfs"]["path"] != pvs["bob"]["spec"]["nfs"]["path"]
+    await bob.stop()
+    await alice.stop()
+
+    # a later start: no Job, no request for the home
+    alice.clear_state()
+    n = len(log)
+    await alice.start()
+    mine = [(m, p) for m, p, _ in list(log)[n:] if "/binding" not in p and "/status" not in p
+            and not p.endswith("/events") and not p.startswith("/api/v1/nodes")]
+    assert mine == [("GET", f"/api/v1/namespaces/{alice.namespace}"),
+                    ("POST", f"/api/v1/namespaces/{alice.namespace}/pods")]
+    await alice.stop()
+    # after a hub restart the PV's annotation says the home is made: still no Job
+    again = nfs_spawner("alice", 2001)
+    n = len(log)
+    await again.start()
+    assert job_posts(log, n) == []
+    await again.stop()
+
+
+async def test_inline_mode_records_the_home_on_the_namespace(local_cluster, kube):
+    requires_emulator(local_cluster)
+    log = local_cluster.api.request_log
+    s = build_spawner(username="ida", auth_state={"uid": 2005, "gid": 3001},
+                      storage_preset="nfs", nfs_storage={**NFS, "mode": "inline"})
+    await s.start()
+    pod = await kube.get("Pod", s.pod_name, s.namespace)
+    assert {"name": "home", "nfs": {"server": "10.0.0.5", "path": "/export/homes/ida"}} in \
+        pod["spec"]["volumes"]
+    ns = await kube.get("Namespace", s.namespace)
+    assert ns["metadata"]["annotations"][homedir.PROVISIONED_ANNOTATION] == "2005:3001"
+    await s.stop()
+    n = len(log)
+    fresh = build_spawner(username="ida", auth_state={"uid": 2005, "gid": 3001},
+                          storage_preset="nfs", nfs_storage={**NFS, "mode": "inline"})
+    await fresh.start()
+    assert job_posts(log, n) == []
+    await fresh.stop()
+
+
+async def test_a_failing_home_job_fails_the_start_clearly(local_cluster, kube):
+    requires_emulator(local_cluster)
+    s = nfs_spawner("fay", 2003, home_provisioner_timeout_seconds=0.3)
+    with pytest.raises(Exception, match="home directory was not ready"):
+        # the Job's pod cannot be scheduled on a node that does not exist
+        s.load_user_options = _with_missing_node(s)
+        await s.start()
+
+
+def _with_missing_node(s):
+    original = s.load_user_options
+
+    async def load():
+        await original()
+        s._plan.node_selector = {"kubernetes.io/hostname": "no-such-node"}
+    return load
+
+
+async def test_restricted_namespace_refuses_pods_mounting_the_export_root(local_cluster, kube):
+    requires_emulator(local_cluster)
+    s = nfs_spawner("rex", 2004, pod_security_level="restricted")
+    await s.start()  # the notebook pod itself satisfies `restricted`
+    ns = await kube.get("Namespace", s.namespace)
+    assert ns["metadata"]["labels"][bundle.POD_SECURITY_LABEL] == "restricted"
+    assert ns["metadata"]["labels"][bundle.POD_SECURITY_VERSION_LABEL] == "latest"
+    for volume in ({"nfs": {"server": "10.0.0.5", "path": "/export/homes"}},
+                   {"hostPath": {"path": "/export/homes"}}):
+        evil = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "peek", "namespace": s.namespace},
+                "spec": {"containers": [{"name": "c", "image": "busybox",
+                                         "volumeMounts": [{"name": "r", "mountPath": "/r"}]}],
+                         "volumes": [{"name": "r", **volume}]}}
+        with pytest.raises(ApiException) as err:
+            await kube.create(evil)
+        assert err.value.status == 403 and "restricted" in err.value.body
+    await s.stop()
+
+
+async def test_default_level_is_baseline(local_cluster, kube):
+    s = build_spawner(username="bea")
+    await s.start()
+    ns = await kube.get("Namespace", s.namespace)
+    assert ns["metadata"]["labels"][bundle.POD_SECURITY_LABEL] == "baseline"
+    await s.stop()
