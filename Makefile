@@ -6,7 +6,7 @@ APT_PACKAGES := slapd ldap-utils chromium
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: setup system-packages python-packages node-packages demo test lint bench settings-doc
+.PHONY: setup system-packages python-packages node-packages demo test lint bench settings-doc screenshots
 # `make bench BENCH_ARGS=--quick` for the small sizes
 
 setup: system-packages python-packages node-packages
@@ -42,6 +42,11 @@ lint: python-packages
 
 bench: setup
 	for b in benchmarks/bench_*.py; do m=$${b%.py}; $(PY) -m $${m//\//.} $(BENCH_ARGS) || exit 1; done
+
+# the README's screenshots: the browser tests write them to artifacts/; copy them on purpose
+screenshots: setup
+	$(VENV)/bin/python -m pytest -q -m browser
+	cp artifacts/profile-chooser.png artifacts/launcher.png artifacts/login.png docs/images/
 
 settings-doc: python-packages
 	$(VENV)/bin/kdash-hub settings-doc > docs/settings.md

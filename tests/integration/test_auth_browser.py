@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -31,8 +30,6 @@ async def test_login_page_and_oidc_button_in_chromium(auth_hub):
             artifacts = REPO / "artifacts"
             artifacts.mkdir(exist_ok=True)
             await page.screenshot(path=str(artifacts / "login.png"), full_page=True)
-            (REPO / "docs" / "images").mkdir(parents=True, exist_ok=True)
-            shutil.copy(artifacts / "login.png", REPO / "docs" / "images" / "login.png")
 
             await page.click("#oidc-idp")
             await page.wait_for_selector("input[name=login]")  # the provider's own form

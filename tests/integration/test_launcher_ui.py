@@ -1,7 +1,6 @@
 """The launcher's web UI in headless Chromium: hub login, list, new form, launch, details."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -90,8 +89,6 @@ async def test_list_new_form_launch_details(launcher_env, echo_server):
             artifacts = REPO / "artifacts"
             artifacts.mkdir(exist_ok=True)
             await page.screenshot(path=str(artifacts / "launcher.png"), full_page=True)
-            (REPO / "docs" / "images").mkdir(parents=True, exist_ok=True)
-            shutil.copy(artifacts / "launcher.png", REPO / "docs" / "images" / "launcher.png")
 
             page.on("dialog", lambda dialog: dialog.accept())
             await page.goto(env.url + "instances/erin/analytics")

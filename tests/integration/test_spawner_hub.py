@@ -8,7 +8,6 @@ KUBECONFIG. Process mode runs each notebook pod as a real jupyterhub-singleuser,
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
@@ -120,9 +119,6 @@ async def test_profile_chooser_in_chromium(hub):
         shot = REPO / "artifacts" / "profile-chooser.png"
         shot.parent.mkdir(exist_ok=True)
         await page.screenshot(path=str(shot), full_page=True)
-        docs = REPO / "docs" / "images" / "profile-chooser.png"
-        docs.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, docs)
 
         # asking for more GPUs than are free is refused at once, with the reason
         await page.click("#profile-item-gpu-a100")
