@@ -8,7 +8,7 @@ import base64
 import time
 
 from kdash_hub.kube import KubeResources
-from tests.fixtures.cluster import requires_emulator
+from tests.fixtures.cluster import api_client_for, requires_emulator
 
 
 def pod(name: str, **resources) -> dict:
@@ -77,13 +77,7 @@ async def test_api_errors_are_retried(local_cluster, kube):
 async def test_pending_pod_is_scheduled_when_resources_free_up(make_local_cluster):
     cluster = await make_local_cluster(gpus={"nvidia.com/gpu": 2})
     requires_emulator(cluster)
-    from kubernetes_asyncio.client import ApiClient, Configuration
-    from kubernetes_asyncio.config import load_kube_config
-
-    configuration = Configuration()
-    await load_kube_config(config_file=str(cluster.kubeconfig_path),
-                           client_configuration=configuration)
-    async with ApiClient(configuration=configuration) as client:
+    async with api_client_for(cluster.kubeconfig_path) as client:
         kube = KubeResources(client)
         await kube.create(pod("first", **{"nvidia.com/gpu": "2"}))
         await running(kube, "first")
@@ -144,16 +138,10 @@ async def test_process_mode_waits_for_missing_secrets_and_mounts_volumes(make_lo
     cluster = await make_local_cluster(kubelet="process")
     requires_emulator(cluster)
     cluster.kubelet.retry_seconds = 0.1
-    from kubernetes_asyncio.client import ApiClient, Configuration
-    from kubernetes_asyncio.config import load_kube_config
-
-    configuration = Configuration()
-    await load_kube_config(config_file=str(cluster.kubeconfig_path),
-                           client_configuration=configuration)
     script = ("import os, pathlib; "
               "pathlib.Path('/'.join([os.environ['HOME'], 'data', 'out.txt']))"
               ".write_text(os.environ['SECRET'] + ' ' + os.environ['GREETING'])")
-    async with ApiClient(configuration=configuration) as client:
+    async with api_client_for(cluster.kubeconfig_path) as client:
         kube = KubeResources(client)
         await kube.create({
             "apiVersion": "v1", "kind": "Pod",
@@ -197,16 +185,10 @@ async def test_process_mode_waits_for_missing_secrets_and_mounts_volumes(make_lo
 
 
 async def test_annotated_side_service_runs_as_a_process(make_local_cluster):
-    from kubernetes_asyncio.client import ApiClient, Configuration
-    from kubernetes_asyncio.config import load_kube_config
-
     from kdash_hub.localcluster.processes import RUN_AS_PROCESS
 
     cluster = await make_local_cluster(kubelet="process")
     requires_emulator(cluster)
-    configuration = Configuration()
-    await load_kube_config(config_file=str(cluster.kubeconfig_path),
-                           client_configuration=configuration)
 
     def service(name: str, annotated: bool) -> dict:
         body = pod(name)
@@ -218,7 +200,7 @@ async def test_annotated_side_service_runs_as_a_process(make_local_cluster):
                      "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}
         return body
 
-    async with ApiClient(configuration=configuration) as client:
+    async with api_client_for(cluster.kubeconfig_path) as client:
         kube = KubeResources(client)
         await kube.create(service("real", annotated=True))
         await kube.create(service("pretend", annotated=False))

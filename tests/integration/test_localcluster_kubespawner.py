@@ -18,14 +18,12 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 from jupyterhub.objects import Hub
-from kubernetes_asyncio.client import ApiClient, Configuration
-from kubernetes_asyncio.config import load_kube_config
 from kubespawner import KubeSpawner
 from traitlets.config import Config
 
 from kdash_hub.dev.hub import HubProcess
 from kdash_hub.kube import KubeResources
-from tests.fixtures.cluster import requires_emulator
+from tests.fixtures.cluster import api_client_for, requires_emulator
 
 
 def fake_user(name: str, uid: int = 1) -> SimpleNamespace:
@@ -170,10 +168,7 @@ async def _phase(kube: KubeResources, name: str, phase: str, namespace: str = "d
 async def process_cluster(make_local_cluster):
     cluster = await make_local_cluster(kubelet="process")
     requires_emulator(cluster)
-    configuration = Configuration()
-    await load_kube_config(config_file=str(cluster.kubeconfig_path),
-                           client_configuration=configuration)
-    async with ApiClient(configuration=configuration) as client:
+    async with api_client_for(cluster.kubeconfig_path) as client:
         yield cluster, KubeResources(client)
 
 
