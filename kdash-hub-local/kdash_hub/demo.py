@@ -1,0 +1,1 @@
+../../kdash_hub/demo.py
