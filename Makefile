@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := slapd ldap-utils chromium
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
+REAL_TIER_TESTS ?= tests/realtier tests/integration
 
-.PHONY: setup system-packages python-packages node-packages demo test lint bench settings-doc screenshots
+.PHONY: setup system-packages python-packages node-packages demo test test-fast test-real kube-binaries lint bench settings-doc screenshots
 # `make bench BENCH_ARGS=--quick` for the small sizes
 
 setup: system-packages python-packages node-packages
@@ -33,9 +34,24 @@ node-packages:
 demo: setup
 	$(VENV)/bin/kdash-hub demo
 
+# two tiers: the fast one on the emulator, then the integration suite on a real control plane
 test: setup
 	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory test-fast
+	$(MAKE) --no-print-directory test-real
+
+test-fast: setup
+	@echo "== fast tier: the emulator"
 	$(VENV)/bin/python -m pytest -q -ra
+
+# kube-apiserver, controller-manager, scheduler, etcd and helm from their pinned Go modules
+# (tools/kube), built once into ~/.cache/kdash-hub/kube and then found there
+kube-binaries: python-packages
+	$(PY) -m kdash_hub.localcluster.real.build
+
+test-real: setup kube-binaries
+	@echo "== real tier: a real Kubernetes control plane"
+	KDASH_REAL_TIER=1 $(VENV)/bin/python -m pytest -q -ra $(REAL_TIER_TESTS)
 
 lint: python-packages
 	$(VENV)/bin/ruff check .

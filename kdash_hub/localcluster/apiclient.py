@@ -8,6 +8,7 @@ keeps its watch handling explicit: line-delimited events, ERROR events, dropped 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,20 +31,23 @@ class WatchExpired(Exception):
 
 
 class KubeHTTP:
-    """JSON over HTTP to one API server with a bearer token."""
+    """JSON over HTTP(S) to one API server, as a bearer token or a client certificate
+    (`ssl_context` with the cluster's CA and, for a node, its own certificate)."""
 
-    def __init__(self, url: str, token: str, *, user_agent: str = "kdash-kubelet"):
+    def __init__(self, url: str, token: str | None, *, user_agent: str = "kdash-kubelet",
+                 ssl_context: ssl.SSLContext | None = None):
         self.url = url.rstrip("/")
-        self.headers = {
-            "Authorization": f"Bearer {token}", "Accept": "application/json",
-            "User-Agent": user_agent,
-        }
+        self.headers = {"Accept": "application/json", "User-Agent": user_agent}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self.headers)
+            connector = aiohttp.TCPConnector(ssl=self.ssl_context) if self.ssl_context else None
+            self._session = aiohttp.ClientSession(headers=self.headers, connector=connector)
         return self._session
 
     async def close(self) -> None:

@@ -5,15 +5,22 @@
 
 It writes the kubeconfig (current context = this cluster), prints the API URL, and on
 SIGTERM or SIGINT stops every pod process and the server, then exits 0.
+
+`--control-plane real` runs a real Kubernetes control plane instead of the emulator: etcd,
+kube-apiserver, kube-controller-manager and kube-scheduler built from their pinned Go modules
+(tools/kube; built once, then cached), with the same kubelet as node agent. The kubeconfig is
+then an admin one (client certificate in system:masters, the cluster CA verified).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from .cluster import DEFAULT_GPU_PRODUCT, LocalCluster
 
@@ -37,6 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--control-plane", choices=("emulator", "real"), default="emulator",
+                        help="emulator: the in-process API emulator (fast, the demo's); real: "
+                             "etcd + kube-apiserver + controller-manager + scheduler built "
+                             "from their Go modules")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0,
                         help="API server port (default: any free port)")
@@ -61,22 +72,47 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 async def serve(args: argparse.Namespace) -> int:
-    cluster = LocalCluster(
+    options = dict(
         nodes=args.nodes, gpus=args.gpus, gpu_nodes=args.gpu_nodes, kubelet=args.kubelet,
         kubeconfig_path=args.kubeconfig, host=args.host, port=args.port,
         node_cpu=args.node_cpu, node_memory=args.node_memory, workdir=args.workdir,
         gpu_product=args.gpu_product,
     )
+    cluster: Any
+    if args.control_plane == "real":
+        from .real.build import BuildError
+        from .real.controlplane import ComponentFailed, RealControlPlane
+        cluster = RealControlPlane(**options)
+        failures: tuple[type[Exception], ...] = (BuildError, ComponentFailed)
+    else:
+        cluster = LocalCluster(**options)
+        failures = ()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await cluster.start()
+    start = asyncio.ensure_future(cluster.start())
+    interrupted = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({start, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        if not start.done():  # SIGTERM/SIGINT during start-up: stop what was started
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await start
+            await cluster.stop()
+            print("local cluster stopped", flush=True)
+            return 0
+        start.result()
+    except failures as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        interrupted.cancel()
     try:
         print(f"local cluster: {cluster.url}", flush=True)
         print(f"kubeconfig: {cluster.kubeconfig_path}", flush=True)
         print(f"nodes: {', '.join(s.name for s in cluster.node_specs)}; "
-              f"kubelet: {args.kubelet}", flush=True)
+              f"kubelet: {args.kubelet}; control plane: {args.control_plane}", flush=True)
         await stop.wait()
     finally:
         await cluster.stop()

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import secrets
 import shutil
+import ssl
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,7 +43,7 @@ import aiohttp
 from . import processes
 from .apiclient import MERGE_PATCH, ApiError, KubeHTTP, WatchExpired
 from .nodes import NodeSpec, PodNetwork, node_object, node_ready
-from .podstatus import condition, container_status, now_iso, pod_conditions
+from .podstatus import condition, container_status, now_iso, now_micro, pod_conditions
 from .scheduler import TERMINAL_PHASES, schedule
 
 log = logging.getLogger("kdash_hub.localcluster.kubelet")
@@ -100,17 +101,28 @@ class Kubelet:
         nodes: list[NodeSpec],
         *,
         mode: KubeletMode = "status",
-        token: str = "kdash-kubelet",
+        token: str | None = "kdash-kubelet",
         workdir: Path | None = None,
         retry_seconds: float = RETRY_SECONDS,
         job_pod_seconds: float = JOB_POD_SECONDS,
+        ssl_context: ssl.SSLContext | None = None,
+        schedule_pods: bool = True,
+        heartbeat_seconds: float | None = None,
+        network: PodNetwork | None = None,
     ):
         if mode not in ("status", "process"):
             raise ValueError(f"kubelet mode must be 'status' or 'process', not {mode!r}")
-        self.api = KubeHTTP(api_url, token)
+        self.api = KubeHTTP(api_url, token, ssl_context=ssl_context)
+        # on the emulator this kubelet is also the scheduler; beside a real kube-scheduler
+        # it is one node's agent: it sees only its node's pods (as the Node authorizer
+        # allows) and renews its Lease and Ready condition like a real kubelet
+        self.schedule_pods = schedule_pods
+        self.heartbeat_seconds = heartbeat_seconds
+        if not schedule_pods and len(nodes) != 1:
+            raise ValueError("a kubelet beside a real scheduler runs exactly one node")
         self.node_specs = list(nodes)
         self.mode = mode
-        self.network = PodNetwork()
+        self.network = network or PodNetwork()
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="kdash-kubelet-"))
         # how often pods that can't start yet (unschedulable, a missing secret) are retried
@@ -140,6 +152,9 @@ class Kubelet:
             await self.register_node(spec)
         self._tasks.append(asyncio.create_task(self._watch_pods(), name="kubelet-watch"))
         self._tasks.append(asyncio.create_task(self._retry_loop(), name="kubelet-retry"))
+        if self.heartbeat_seconds:
+            self._tasks.append(asyncio.create_task(self._heartbeat_loop(),
+                                                   name="kubelet-heartbeat"))
         try:
             await asyncio.wait_for(self._synced.wait(), START_TIMEOUT_SECONDS)
         except TimeoutError:
@@ -182,10 +197,49 @@ class Kubelet:
             )
         return created
 
+    async def _heartbeat_loop(self) -> None:
+        """Renew each node's Lease and Ready condition, so the node lifecycle controller
+        of a real control plane keeps the node Ready (and untainted)."""
+        assert self.heartbeat_seconds
+        while True:
+            for spec in self.node_specs:
+                try:
+                    await self._heartbeat(spec)
+                except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as e:
+                    log.info("heartbeat of node %s failed: %s", spec.name, e)
+            await asyncio.sleep(self.heartbeat_seconds)
+
+    async def _heartbeat(self, spec: NodeSpec) -> None:
+        status = node_object(spec, self.network)["status"]
+        await self.api.request(
+            "PATCH", f"/api/v1/nodes/{spec.name}/status",
+            body={"status": {"conditions": status["conditions"]}}, content_type=MERGE_PATCH)
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{spec.name}"
+        now = now_micro()
+        try:
+            await self.api.request("PATCH", path, body={"spec": {"renewTime": now}},
+                                   content_type=MERGE_PATCH)
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            await self.api.request(
+                "POST", path.rsplit("/", 1)[0], body={
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": spec.name, "namespace": "kube-node-lease"},
+                    "spec": {"holderIdentity": spec.name,
+                             "leaseDurationSeconds": int(4 * self.heartbeat_seconds),
+                             "renewTime": now}})
+
     # --- the pod watch -----------------------------------------------------------------
 
+    def _pod_selector(self) -> dict[str, str]:
+        """Beside a real scheduler: only the pods bound to this kubelet's node."""
+        if self.schedule_pods:
+            return {}
+        return {"fieldSelector": f"spec.nodeName={self.node_specs[0].name}"}
+
     async def _relist(self) -> str:
-        listing = await self.api.request("GET", "/api/v1/pods")
+        listing = await self.api.request("GET", "/api/v1/pods", params=self._pod_selector())
         self.relists += 1
         fresh = {pod_key(p): p for p in listing.get("items") or []}
         gone = set(self.pods) - set(fresh)
@@ -207,7 +261,8 @@ class Kubelet:
                     self._synced.set()
                 async for event in self.api.watch(
                     "/api/v1/pods",
-                    {"resourceVersion": resource_version, "allowWatchBookmarks": True},
+                    {"resourceVersion": resource_version, "allowWatchBookmarks": True,
+                     **self._pod_selector()},
                 ):
                     delay = 0.05
                     obj = event.get("object") or {}
@@ -302,7 +357,8 @@ class Kubelet:
                 await self._stop_run(run, 0, forget=False)
             return
         if not spec.get("nodeName"):
-            await self._schedule(key, pod)
+            if self.schedule_pods:
+                await self._schedule(key, pod)
             return
         if run is None:
             await self._start_pod(pod)

@@ -9,6 +9,11 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def now_micro() -> str:
+    """MicroTime, as Leases and Events carry it."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def condition(kind: str, status: bool, now: str, reason: str | None = None,
                message: str | None = None) -> dict:
     cond = {"type": kind, "status": "True" if status else "False", "lastTransitionTime": now}

@@ -1,0 +1,1 @@
+"""A real Kubernetes control plane built from Go modules, for the real test tier."""
