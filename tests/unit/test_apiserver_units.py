@@ -18,11 +18,11 @@ from kdash_hub.localcluster.apiserver.selectors import (
     parse_label_selector,
 )
 from kdash_hub.localcluster.apiserver.status import APIError
-from kdash_hub.localcluster.apiserver.validation import patch_schema
+from kdash_hub.localcluster.apiserver.validation import DEFAULT_KUBE_VERSION, patch_schema
 
 
 def _pod_schema():
-    return patch_schema("1.32", resources.by_kind("Pod"))
+    return patch_schema(DEFAULT_KUBE_VERSION, resources.by_kind("Pod"))
 
 
 def test_smp_uses_schema_merge_keys_for_fields_outside_the_table():

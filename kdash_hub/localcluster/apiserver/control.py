@@ -30,7 +30,7 @@ async def handle_control(srv: APIServer, request: web.Request) -> web.Response:
             if not isinstance(spec, dict):
                 raise bad_request("fault must be a JSON object")
             allowed = {"method", "path_regex", "status", "reason", "times", "latency",
-                       "message"}
+                       "message", "fraction", "seed"}
             unknown = set(spec) - allowed
             if unknown:
                 raise bad_request(f"unknown fault fields: {sorted(unknown)}")

@@ -3,9 +3,10 @@
 - namespaces get their `default` ServiceAccount and `kube-root-ca.crt` ConfigMap;
 - PersistentVolumeClaims without a class get the default StorageClass and are bound to a
   dynamically "provisioned" PersistentVolume;
-- Deployments and StatefulSets get `spec.replicas` Pods (a StatefulSet with the default
-  OrderedReady policy creates ordinal i once 0..i-1 are Ready), Jobs get Pods until they
-  succeed, and their status follows the Pods' phases and Ready conditions.
+- Deployments, StatefulSets, ReplicaSets and ReplicationControllers get `spec.replicas`
+  Pods (a StatefulSet with the default OrderedReady policy creates ordinal i once 0..i-1
+  are Ready), Jobs get Pods until they succeed, and their status follows the Pods' phases
+  and Ready conditions.
 
 Simplification (documented): a Deployment owns its Pods directly; there are no
 ReplicaSets in between. Pods carry an ownerReference to their workload (controller: true),
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from .operations import Operations
 
 log = logging.getLogger(__name__)
-_WORKLOADS = ("Deployment", "StatefulSet", "Job")
+_WORKLOADS = ("Deployment", "StatefulSet", "Job", "ReplicaSet", "ReplicationController")
 DEFAULT_STORAGE_CLASS = "standard"
 _ROOT_CA = "-----BEGIN CERTIFICATE-----\nkdash-local-cluster\n-----END CERTIFICATE-----\n"
 
@@ -191,7 +192,7 @@ class Controllers:
                     self.ops.update(event_t, ns, name, body)
                     return
                 self.ops.delete(event_t, ns, name)
-            api_version = "apps/v1" if kind in ("Deployment", "StatefulSet") else "batch/v1"
+            api_version = _t(kind).api_version
             self.ops.create(event_t, ns, {
                 "apiVersion": "v1", "kind": "Event",
                 "metadata": {"name": name, "namespace": ns},
@@ -276,6 +277,38 @@ class Controllers:
         if len(pods) - ready:
             status["unavailableReplicas"] = len(pods) - ready
         self._set_status("Deployment", dep, status)
+
+    def _reconcile_replicaset(self, rs: dict) -> None:
+        self._reconcile_replicas("ReplicaSet", rs)
+
+    def _reconcile_replicationcontroller(self, rc: dict) -> None:
+        self._reconcile_replicas("ReplicationController", rc)
+
+    def _reconcile_replicas(self, kind: str, owner: dict) -> None:
+        """ReplicaSet / ReplicationController: `spec.replicas` pods from the template,
+        the newest deleted first when there are too many (no adoption of orphans)."""
+        if owner["metadata"].get("deletionTimestamp"):
+            return
+        ns, name = owner["metadata"]["namespace"], owner["metadata"]["name"]
+        spec = owner.get("spec") or {}
+        want = int(spec.get("replicas", 1))
+        pods = [p for p in self._owned_pods(owner) if not p["metadata"].get("deletionTimestamp")
+                and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+        pods.sort(key=lambda p: p["metadata"]["creationTimestamp"])
+        for p in pods[want:]:
+            self._delete_pod(p)
+        pods = pods[:want]
+        for _ in range(want - len(pods)):
+            pods.append(self.ops.create(_t("Pod"), ns, self._pod_body(
+                owner, kind, generate=f"{name}-")))
+        ready = sum(1 for p in pods if self._ready(p))
+        status: dict[str, Any] = {"replicas": len(pods)}
+        if pods:
+            status["fullyLabeledReplicas"] = len(pods)
+        if ready:
+            status["readyReplicas"] = status["availableReplicas"] = ready
+        status["observedGeneration"] = owner["metadata"].get("generation", 1)
+        self._set_status(kind, owner, status)
 
     def _reconcile_statefulset(self, sts: dict) -> None:
         if sts["metadata"].get("deletionTimestamp"):

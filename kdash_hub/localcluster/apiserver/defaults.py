@@ -131,6 +131,20 @@ def on_create(rtype: ResourceType, obj: dict, alloc: Allocator) -> None:
                                                    "rollingUpdate": {"partition": 0}})
             _template_defaults(obj)
         obj["status"] = {"replicas": 0}
+    elif kind == "ReplicationController":
+        spec = obj.setdefault("spec", {})
+        if isinstance(spec, dict):
+            tmpl = spec.get("template")
+            labels = ((tmpl.get("metadata") or {}).get("labels")
+                      if isinstance(tmpl, dict) else None)
+            if labels:  # as SetDefaults_ReplicationController
+                if not spec.get("selector"):
+                    spec["selector"] = dict(labels)
+                if not meta.get("labels"):
+                    meta["labels"] = dict(labels)
+            spec.setdefault("replicas", 1)
+            _template_defaults(obj)
+        obj["status"] = {"replicas": 0}
     elif kind == "Job":
         spec = obj.setdefault("spec", {})
         if isinstance(spec, dict):

@@ -131,5 +131,5 @@ def openapi_v3_document(gv_path: str) -> dict[str, Any] | None:
                 "x-kubernetes-action": verb,
                 "x-kubernetes-group-version-kind": gvk}
         paths[f"{base}/{t.plural}/{{name}}"] = ops
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.36.0"},
             "paths": paths, "components": {"schemas": {}}}

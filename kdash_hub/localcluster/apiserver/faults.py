@@ -2,6 +2,9 @@
 
 `faults.add(...)` arms a fault for requests whose method and path (with query string) match;
 it fires `times` times (None: until removed). A fault with `status=None` only adds latency.
+`fraction` (0 < f <= 1) makes it fire on that share of the matching requests, drawn at
+random (`seed` for a repeatable draw); a request it passes over goes on to the next armed
+fault, so "20% errors, and 200 ms on every create" is two faults.
 The same API is served over HTTP under /_kdash/faults so a test can drive an emulator that
 runs in another process.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import random
 import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,11 +41,23 @@ class Fault:
     latency: float = 0.0
     id: int = field(default_factory=lambda: next(_ids))
     hits: int = 0
+    fraction: float = 1.0
+    seed: int | None = None
+    _draw: random.Random = field(default_factory=random.Random, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], not {self.fraction}")
+        self._draw = random.Random(self.seed)
 
     def matches(self, method: str, path_qs: str) -> bool:
         if self.method and self.method.upper() != method.upper():
             return False
         return not self.path_regex or re.search(self.path_regex, path_qs) is not None
+
+    def fires(self) -> bool:
+        """This matching request is one of the `fraction` it hits."""
+        return self.fraction >= 1.0 or self._draw.random() < self.fraction
 
     def error(self) -> APIError | None:
         if self.status is None:
@@ -51,7 +67,9 @@ class Fault:
                         self.message or f"injected fault #{self.id}: {reason}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("_draw", None)
+        return out
 
 
 class Faults:
@@ -65,11 +83,13 @@ class Faults:
 
     def add(self, method: str | None = None, path_regex: str | None = None,
             status: int | None = 500, reason: str | None = None, times: int | None = 1,
-            latency: float = 0.0, message: str | None = None) -> Fault:
+            latency: float = 0.0, message: str | None = None, fraction: float = 1.0,
+            seed: int | None = None) -> Fault:
         """Arm a fault; returns it (pass it to `remove`)."""
         if path_regex:
             re.compile(path_regex)
-        fault = Fault(method, path_regex, status, reason, message, times, float(latency))
+        fault = Fault(method, path_regex, status, reason, message, times, float(latency),
+                      fraction=float(fraction), seed=seed)
         self.faults.append(fault)
         return fault
 
@@ -83,7 +103,7 @@ class Faults:
     def match(self, method: str, path_qs: str) -> Fault | None:
         """The first armed fault for this request (its remaining count is used up)."""
         for f in self.faults:
-            if f.matches(method, path_qs):
+            if f.matches(method, path_qs) and f.fires():
                 f.hits += 1
                 self.fired += 1
                 if f.times is not None:

@@ -34,7 +34,7 @@ from .status import (
     unsupported_media_type,
 )
 from .store import Store
-from .validation import Validator
+from .validation import UNKNOWN_FIELD, Validator, request_duplicates, warn
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -80,34 +80,52 @@ class Operations:
                 f"{body.get('apiVersion')!r}")
         meta = body.setdefault("metadata", {})
         if not isinstance(meta, dict):
-            raise _undecodable(kind, api_version, "metadata", "must be an object")
+            raise _undecodable(kind, api_version, "metadata: must be an object")
         for k in ("name", "generateName", "namespace", "resourceVersion", "uid"):
             if k in meta and not isinstance(meta[k], str):
-                raise _undecodable(kind, api_version, f"metadata.{k}", "must be a string")
+                raise _undecodable(kind, api_version, f"metadata.{k}: must be a string")
         for k in ("labels", "annotations"):
             if k in meta and not (isinstance(meta[k], dict) and all(
                     isinstance(v, str) for v in meta[k].values())):
-                raise _undecodable(kind, api_version, f"metadata.{k}",
-                                   "must be a map of strings")
+                raise _undecodable(kind, api_version, f"metadata.{k}: must be a map of strings")
         if "finalizers" in meta and not (isinstance(meta["finalizers"], list) and all(
                 isinstance(v, str) for v in meta["finalizers"])):
-            raise _undecodable(kind, api_version, "metadata.finalizers",
-                               "must be a list of strings")
+            raise _undecodable(kind, api_version, "metadata.finalizers: must be a list of strings")
         if "ownerReferences" in meta and not (isinstance(meta["ownerReferences"], list) and all(
                 isinstance(r, dict) and isinstance(r.get("uid", ""), str)
                 for r in meta["ownerReferences"])):
-            raise _undecodable(kind, api_version, "metadata.ownerReferences",
-                               "must be a list of owner references")
+            raise _undecodable(kind, api_version,
+                               "metadata.ownerReferences: must be a list of owner references")
         return body
 
     def _schema(self, rtype: ResourceType, obj: dict, field_validation: str,
-                previous: dict | None = None) -> list[dict]:
-        """Schema causes; a wrongly typed field is a decode error (400), as on a real server."""
+                previous: dict | None = None, patch: Callable[[], str] | None = None
+                ) -> list[dict]:
+        """Schema causes; a wrongly typed field is a decode error (400), as on a real server.
+
+        Unknown and duplicate fields under fieldValidation=Strict fail as a real server's
+        strict decoding does: 400 BadRequest for a create or update, and for a patch (`patch()`
+        gives its text) 422 Invalid on the field `patch`. Under Warn each is a warning."""
         causes = self.validator.validate(rtype, obj, field_validation, previous)
+        strict = [c["message"] for c in causes if c["reason"] == UNKNOWN_FIELD]
+        causes = [c for c in causes if c["reason"] != UNKNOWN_FIELD]
+        duplicates = [f'duplicate field "{p}"' for p in request_duplicates.get() or ()]
+        if field_validation == "Warn":
+            for message in duplicates:
+                warn(message)
+        elif field_validation == "Strict":
+            strict = duplicates + strict
+        if strict:
+            text = "strict decoding error: " + ", ".join(strict)
+            if patch is None:
+                raise _undecodable(rtype.kind, rtype.api_version, text)
+            raise invalid("", "", "", [{"reason": "FieldValueInvalid", "field": "patch",
+                                        "message": f"Invalid value: {json.dumps(patch())}: "
+                                                   f"{text}"}])
         typed = [c for c in causes if c["reason"] == "FieldValueTypeInvalid"]
         if typed:
-            raise _undecodable(rtype.kind, rtype.api_version, typed[0]["field"],
-                               typed[0]["message"])
+            raise _undecodable(rtype.kind, rtype.api_version,
+                               f'{typed[0]["field"]}: {typed[0]["message"]}')
         return causes
 
     def _namespace_for_write(self, rtype: ResourceType, namespace: str | None,
@@ -256,8 +274,10 @@ class Operations:
         return self._write(rtype, existing, obj, subresource, field_validation, dry_run)
 
     def _write(self, rtype: ResourceType, existing: dict, obj: dict,
-               subresource: str | None, field_validation: str, dry_run: bool) -> dict:
-        """The common end of update and patch: preconditions, merge rules, validation."""
+               subresource: str | None, field_validation: str, dry_run: bool,
+               patch: Callable[[], str] | None = None) -> dict:
+        """The common end of update and patch: preconditions, merge rules, validation.
+        `patch`: the patch's text as a real server quotes it in a strict decoding error."""
         meta = obj["metadata"]
         old_meta = existing["metadata"]
         name = old_meta["name"]
@@ -295,9 +315,9 @@ class Operations:
             with _malformed(rtype):
                 defaults.normalize(rtype, new)
             self.admission.mutate_update(rtype, existing, new)
+        causes = self._schema(rtype, new, field_validation, previous=existing, patch=patch)
         if new == existing:
             return existing  # a no-op write doesn't change resourceVersion
-        causes = self._schema(rtype, new, field_validation, previous=existing)
         with _malformed(rtype):
             causes += self.validator.check_object(rtype, new)
             causes += self.validator.check_update(rtype, existing, new, subresource)
@@ -354,7 +374,13 @@ class Operations:
                 obj["status"] = copy.deepcopy(existing["status"])
             else:
                 obj.pop("status", None)
-        return self._write(rtype, existing, obj, subresource, field_validation, dry_run)
+        def text() -> str:  # only needed for an error
+            if content_type == STRATEGIC_PATCH:
+                return go_map_text(body)
+            return json.dumps(patched, separators=(",", ":"))
+
+        return self._write(rtype, existing, obj, subresource, field_validation, dry_run,
+                           patch=None if content_type == APPLY_PATCH else text)
 
     @staticmethod
     def apply_patch(existing: dict, body: Any, content_type: str, schema: Any = None) -> Any:
@@ -532,10 +558,10 @@ class Operations:
         return _scale_of(stored)
 
 
-def _undecodable(kind: str, api_version: str, field: str, why: str) -> APIError:
+def _undecodable(kind: str, api_version: str, why: str) -> APIError:
+    """A body that can't be decoded into the kind: 400, in a real server's words."""
     version = api_version.rpartition("/")[2]
-    return bad_request(f'{kind} in version "{version}" cannot be handled as a {kind}: '
-                       f"{field}: {why}")
+    return bad_request(f'{kind} in version "{version}" cannot be handled as a {kind}: {why}')
 
 
 @contextlib.contextmanager
@@ -544,8 +570,25 @@ def _malformed(rtype: ResourceType) -> Iterator[None]:
     try:
         yield
     except (TypeError, AttributeError, KeyError, ValueError) as e:
-        raise _undecodable(rtype.kind, rtype.api_version, "object",
-                           f"malformed: {type(e).__name__}: {e}") from None
+        raise _undecodable(rtype.kind, rtype.api_version,
+                           f"object: malformed: {type(e).__name__}: {e}") from None
+
+
+def go_map_text(value: Any) -> str:
+    """A decoded JSON value as Go's `%+v` prints it (`map[spec:map[replicas:2]]`): how a
+    real server quotes a strategic merge patch in its errors."""
+    if isinstance(value, dict):
+        return "map[" + " ".join(f"{k}:{go_map_text(value[k])}" for k in sorted(value)) + "]"
+    if isinstance(value, list):
+        return "[" + " ".join(go_map_text(v) for v in value) + "]"
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        number = float(value)
+        return str(int(number)) if number.is_integer() and abs(number) < 1e21 else repr(number)
+    return str(value)
 
 
 def _prune_nulls(value: Any) -> None:
@@ -582,11 +625,14 @@ def _selector_string(selector: dict | None) -> str:
 
 def _scale_of(obj: dict) -> dict:
     m = obj["metadata"]
+    selector = (obj.get("spec") or {}).get("selector")
+    if obj.get("kind") == "ReplicationController":  # a plain map of labels
+        selector = {"matchLabels": selector or {}}
     return {
         "kind": "Scale", "apiVersion": "autoscaling/v1",
         "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion",
                                        "creationTimestamp") if k in m},
         "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
         "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                   "selector": _selector_string((obj.get("spec") or {}).get("selector"))},
+                   "selector": _selector_string(selector)},
     }

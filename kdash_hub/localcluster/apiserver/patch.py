@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .status import APIError, bad_request
+from .status import APIError, bad_request, generic
 
 # (parent field, field) or field -> merge key
 _MERGE_KEYS: dict[str, str] = {
@@ -77,7 +77,9 @@ def _pointer(path: str) -> list[str]:
 
 
 def _patch_error(message: str) -> APIError:
-    return APIError(422, "Invalid", message)
+    """A JSON patch operation that fails: a real server answers a generic 422 (its message
+    doesn't carry the reason)."""
+    return generic(422, message)
 
 
 def _container_and_key(doc: Any, tokens: list[str]) -> tuple[Any, str]:

@@ -7,6 +7,7 @@ per-kind behaviour flags used by the rest of the server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -72,6 +73,9 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _r("", "v1", "ResourceQuota", "resourcequotas", short_names=("quota",), subresources=_ST),
     _r("", "v1", "LimitRange", "limitranges", short_names=("limits",)),
     _r("", "v1", "Binding", "bindings", verbs=("create",)),
+    _r("", "v1", "ReplicationController", "replicationcontrollers", short_names=("rc",),
+       subresources=("status", "scale"), categories=("all",)),
+    _r("", "v1", "PodTemplate", "podtemplates"),
     _r("apps", "v1", "Deployment", "deployments", short_names=("deploy",),
        subresources=("status", "scale"), categories=("all",)),
     _r("apps", "v1", "StatefulSet", "statefulsets", short_names=("sts",),
@@ -100,7 +104,23 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _r("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False),
     _r("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings",
        namespaced=False),
+    _r("apiregistration.k8s.io", "v1", "APIService", "apiservices", namespaced=False,
+       subresources=_ST, categories=("api-extensions",)),
 )
+
+# (groupPriorityMinimum, versionPriority) of each served group-version's APIService, as
+# kube-apiserver registers them; discovery lists groups in this order, highest first
+API_SERVICE_PRIORITY: dict[tuple[str, str], tuple[int, int]] = {
+    ("", "v1"): (18000, 1),
+    ("apiregistration.k8s.io", "v1"): (18000, 15),
+    ("apps", "v1"): (17800, 15),
+    ("authorization.k8s.io", "v1"): (17600, 15),
+    ("batch", "v1"): (17400, 15),
+    ("networking.k8s.io", "v1"): (17200, 15),
+    ("policy", "v1"): (17100, 15),
+    ("rbac.authorization.k8s.io", "v1"): (17000, 15),
+    ("storage.k8s.io", "v1"): (16800, 15),
+}
 
 # answered at once, never stored: a Binding is the scheduler's verb on a pod, and access
 # reviews are always allowed (the emulator does no authorization)
@@ -127,11 +147,14 @@ def by_kind(kind: str, api_version: str | None = None) -> ResourceType | None:
     return None
 
 
+@cache
 def groups() -> dict[str, list[str]]:
-    """group -> versions served, for discovery (the core group '' included)."""
+    """group -> versions served, for discovery (the core group '' included), in the
+    aggregator's order: by APIService group priority, highest first, then by name."""
     out: dict[str, list[str]] = {}
     for t in RESOURCE_TYPES:
         versions = out.setdefault(t.group, [])
         if t.version not in versions:
             versions.append(t.version)
-    return out
+    return dict(sorted(out.items(), key=lambda kv: (
+        -API_SERVICE_PRIORITY.get((kv[0], kv[1][0]), (0, 0))[0], kv[0])))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from . import resources
 from .resources import ResourceType
-from .status import APIError
+from .status import APIError, PageNotFound, generic
 
 
 @dataclass
@@ -22,10 +22,12 @@ class Target:
     watch_prefix: bool = False
 
 
-def _unknown(path: str) -> APIError:
-    return APIError(404, "NotFound", "the server could not find the requested resource",
-                    details={"causes": [{"reason": "UnexpectedServerResponse",
-                                         "message": f"404 page not found: {path}"}]})
+def _unknown(group: str, version: str) -> APIError:
+    """Inside a served group-version the route table answers with a generic 404 Status;
+    elsewhere Go's plain `404 page not found`, as a real server does."""
+    if version in resources.groups().get(group, []):
+        return generic(404)
+    return PageNotFound()
 
 
 def parse(path: str) -> Target | None:
@@ -43,15 +45,15 @@ def parse(path: str) -> Target | None:
     if rest[0] == "watch":
         watch, rest = True, rest[1:]
         if not rest:
-            raise _unknown(path)
+            raise _unknown(group, version)
     namespace = None
     if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
         namespace, rest = rest[1], rest[2:]
     rtype = resources.by_path(group, version, rest[0])
     if rtype is None or (namespace is not None and not rtype.namespaced):
-        raise _unknown(path)
+        raise _unknown(group, version)
     name = rest[1] if len(rest) >= 2 else None
     sub = rest[2] if len(rest) >= 3 else None
     if len(rest) > 3 or (sub is not None and sub not in rtype.subresources):
-        raise _unknown(path)
+        raise _unknown(group, version)
     return Target(rtype, namespace, name, sub, watch)

@@ -25,9 +25,22 @@ from .controllers import Controllers
 from .faults import Faults
 from .operations import APPLY_PATCH, Operations
 from .routing import Target, parse
-from .status import APIError, bad_request, internal_error, method_not_allowed
+from .status import (
+    APIError,
+    PageNotFound,
+    bad_request,
+    internal_error,
+    invalid,
+    method_not_allowed,
+    ordered_details,
+)
 from .store import Store
-from .validation import DEFAULT_KUBE_VERSION, Validator, request_warnings
+from .validation import (
+    DEFAULT_KUBE_VERSION,
+    Validator,
+    request_duplicates,
+    request_warnings,
+)
 from .watch import serve_watch
 from .wire import json_response, read_body, status_response
 
@@ -35,9 +48,23 @@ log = logging.getLogger("kdash_hub.localcluster.apiserver")
 
 _TRUE = {"1", "true", "True", "yes"}
 _MAX_BODY = 3 * 1024 * 1024  # a real API server's request size limit
-# kinds whose DELETE answers with the deleted object; the others answer with a Status
-_RETURNS_DELETED_OBJECT = {"Pod", "Service", "PersistentVolumeClaim", "PersistentVolume"}
+# kinds whose DELETE answers with the deleted object (ReturnDeletedObject in their real
+# registry); the others answer with a Status
+_RETURNS_DELETED_OBJECT = {"Pod", "Service", "PersistentVolumeClaim", "PersistentVolume",
+                           "ServiceAccount", "ResourceQuota", "Namespace", "StorageClass",
+                           "PodTemplate"}
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+def _field_validation(value: str, method: str) -> str:
+    """The fieldValidation directive of a write: Warn when not given, as on a real server."""
+    if value in ("", "Ignore", "Warn", "Strict") or method not in ("POST", "PUT", "PATCH"):
+        return value or "Warn"
+    options = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
+    raise invalid(options[method], "meta.k8s.io", "", [{
+        "reason": "FieldValueNotSupported", "field": "fieldValidation",
+        "message": f'Unsupported value: "{value}": supported values: "", "Ignore", "Strict", '
+                   f'"Warn"'}])
 
 
 class APIServer(LoggingConfigurable):
@@ -58,8 +85,8 @@ class APIServer(LoggingConfigurable):
         "Kubernetes version the server claims in /version and whose kubernetes-validate "
         "schemas it validates against.")).tag(config=True)
     validate = Bool(True, help=(
-        "Validate every write against the strict OpenAPI schema (422 on unknown fields). "
-        "Off only to measure its cost.")).tag(config=True)
+        "Validate every write against the OpenAPI schema (unknown fields: a warning, or 400 "
+        "under fieldValidation=Strict). Off only to measure its cost.")).tag(config=True)
     event_window = Int(5000, help=(
         "How many events the watch cache keeps; a watch from an older resourceVersion gets "
         "410 Expired.")).tag(config=True)
@@ -113,6 +140,29 @@ class APIServer(LoggingConfigurable):
             "component": "apiserver", "provider": "kubernetes"}}, "spec": {
             "clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443,
                                                  "targetPort": 6443}]}})
+        self._register_api_services()
+
+    def _register_api_services(self) -> None:
+        """One local APIService per served group-version, as kube-apiserver's aggregator
+        registers them at start (`v1.`, `v1.apps`, ...), Available."""
+        rtype = resources.by_kind("APIService")
+        for group, versions in resources.groups().items():
+            for version in versions:
+                group_priority, version_priority = resources.API_SERVICE_PRIORITY.get(
+                    (group, version), (1000, 15))
+                name = f"{version}.{group}"
+                spec: dict[str, Any] = {"group": group} if group else {}
+                spec |= {"version": version, "groupPriorityMinimum": group_priority,
+                         "versionPriority": version_priority}
+                self.ops.create(rtype, None, {"metadata": {"name": name, "labels": {
+                    "kube-aggregator.kubernetes.io/automanaged": "onstart"}}, "spec": spec})
+                stored = self.ops.get(rtype, None, name)
+                self.ops.update(rtype, None, name, {**stored, "status": {"conditions": [{
+                    "type": "Available", "status": "True",
+                    "lastTransitionTime": stored["metadata"]["creationTimestamp"],
+                    "reason": "Local",
+                    "message": "Local APIServices are always available"}]}},
+                    subresource="status")
 
     def reset_counts(self) -> None:
         """Zero the request counters (e.g. between the phases of a benchmark)."""
@@ -185,12 +235,13 @@ class APIServer(LoggingConfigurable):
                     raise err
             warnings: list[str] = []
             token = request_warnings.set(warnings)
+            dup_token = request_duplicates.set([])
             try:
                 response = await self._dispatch(request)
             finally:
                 request_warnings.reset(token)
-            if warnings and request.query.get("fieldValidation") == "Warn" and not (
-                    response.prepared):
+                request_duplicates.reset(dup_token)
+            if warnings and not response.prepared:
                 for w in warnings:
                     escaped = w.replace("\\", "\\\\").replace('"', '\\"')
                     response.headers.add("Warning", f'299 - "{escaped}"')
@@ -240,7 +291,7 @@ class APIServer(LoggingConfigurable):
                                 sub: str | None) -> web.StreamResponse:
         watch = target.watch_prefix or q.get("watch", "") in _TRUE
         dry_run = bool(q.getall("dryRun", []))
-        fv = q.get("fieldValidation", "Strict")
+        fv = _field_validation(q.get("fieldValidation", ""), method)
         if method == "GET":
             if watch:
                 return await serve_watch(self, request, target)
@@ -306,12 +357,11 @@ class APIServer(LoggingConfigurable):
                                       dry_run=dry_run)
             if rtype.kind in _RETURNS_DELETED_OBJECT or self.store.raw(rtype, ns, name):
                 return json_response(deleted)  # still there (finalizers, grace) or such a kind
-            details = {"name": name, "kind": rtype.plural,
-                       "uid": deleted["metadata"].get("uid")}
-            if rtype.group:
-                details["group"] = rtype.group
+            details = ordered_details({"name": name, "group": rtype.group,
+                                       "kind": rtype.plural,
+                                       "uid": deleted["metadata"].get("uid")})
             return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                          "status": "Success", "details": details})
+                                  "status": "Success", "details": details})
         raise method_not_allowed()
 
     def _pod_log(self, ns: str | None, name: str, q: Any) -> web.Response:
@@ -384,5 +434,5 @@ class APIServer(LoggingConfigurable):
         elif len(parts) == 3 and parts[0] == "apis":
             doc = discovery.resource_list(parts[1], parts[2])
         if doc is None:
-            raise APIError(404, "NotFound", "the server could not find the requested resource")
+            raise PageNotFound()
         return json_response(doc)

@@ -10,7 +10,11 @@ from typing import Any
 
 
 class APIError(Exception):
-    """A failed API call, carried to the HTTP layer as a Status object."""
+    """A failed API call, carried to the HTTP layer as a Status object.
+
+    `details` None means the Status has no `details` key (BadRequest, Expired); an empty
+    dict is sent as `"details":{}`, as a real server does for its generic errors.
+    """
 
     def __init__(
         self,
@@ -25,11 +29,12 @@ class APIError(Exception):
         self.code = code
         self.reason = reason
         self.message = message
-        self.details = dict(details or {})
+        self.details = None if details is None else dict(details)
         if causes:
-            self.details["causes"] = causes
+            self.details = {**(self.details or {}), "causes": causes}
 
     def to_status(self) -> dict[str, Any]:
+        """The Status in the field order a real server encodes (metav1.Status's struct)."""
         status: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
@@ -37,20 +42,46 @@ class APIError(Exception):
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         }
-        if self.details:
-            status["details"] = self.details
+        if self.details is not None:
+            status["details"] = ordered_details(self.details)
+        status["code"] = self.code
         return status
 
 
+_DETAIL_ORDER = ("name", "group", "kind", "uid", "causes", "retryAfterSeconds")
+_CAUSE_ORDER = ("reason", "message", "field")
+
+
+def ordered_details(details: dict[str, Any]) -> dict[str, Any]:
+    """StatusDetails with its keys in the Go struct's order, empty ones left out."""
+    out = {k: details[k] for k in _DETAIL_ORDER if details.get(k)}
+    if "causes" in out:
+        out["causes"] = [{k: c[k] for k in _CAUSE_ORDER if c.get(k)} for c in out["causes"]]
+    return out
+
+
 def _details(name: str | None, group: str, kind: str) -> dict[str, Any]:
-    d: dict[str, Any] = {"kind": kind}
-    if name:
-        d["name"] = name
-    if group:
-        d["group"] = group
-    return d
+    return {"name": name, "group": group, "kind": kind}
+
+
+_GENERIC = {
+    400: ("BadRequest", "the server rejected our request for an unknown reason"),
+    404: ("NotFound", "the server could not find the requested resource"),
+    405: ("MethodNotAllowed", "the server does not allow this method on the requested resource"),
+    422: ("Invalid", "the server rejected our request due to an error in our request"),
+}
+
+
+def generic(code: int, server_message: str = "") -> APIError:
+    """The error a real server builds from a bare HTTP code (its route table, a failed JSON
+    patch operation): fixed message, `"details":{}`."""
+    reason, message = _GENERIC.get(code, ("Unknown", f"the server responded with the status "
+                                                     f"code {code} but did not return more "
+                                                     f"information"))
+    if code == 415:
+        reason, message = "UnsupportedMediaType", server_message
+    return APIError(code, reason, message, details={})
 
 
 def qualified(plural: str, group: str) -> str:
@@ -111,8 +142,9 @@ def gone(message: str) -> APIError:
     return APIError(410, "Expired", message)
 
 
-def method_not_allowed(message: str = "the server does not allow this method on the requested resource") -> APIError:  # noqa: E501
-    return APIError(405, "MethodNotAllowed", message)
+def method_not_allowed() -> APIError:
+    """A verb the resource has no route for."""
+    return generic(405)
 
 
 def unsupported_media_type(content_type: str) -> APIError:
@@ -124,5 +156,14 @@ def unsupported_media_type(content_type: str) -> APIError:
     )
 
 
+class PageNotFound(APIError):
+    """A path outside every served group-version: a real server answers with Go's plain
+    text `404 page not found`, not a Status."""
+
+    def __init__(self) -> None:
+        super().__init__(404, "NotFound", "404 page not found")
+
+
 def internal_error(message: str) -> APIError:
-    return APIError(500, "InternalError", f"Internal error occurred: {message}")
+    return APIError(500, "InternalError", f"Internal error occurred: {message}",
+                    causes=[{"message": message}])

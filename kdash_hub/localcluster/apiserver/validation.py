@@ -2,8 +2,10 @@
 and the per-kind rules clients trip over (immutable fields, selectors, requests <= limits).
 
 Schemas come from the kubernetes-validate package's strict variant, so unknown fields are
-rejected. Validators are built once per kind and cached: a validation costs a schema walk,
-not a file load (see benchmarks/bench_localcluster.py for its measured cost).
+found; `fieldValidation` says what happens to them, as on a real server: Strict fails the
+request, Warn (the default) drops them with a `Warning` header each, Ignore drops them.
+Validators are built once per kind and cached: a validation costs a schema walk, not a file
+load (see benchmarks/bench_localcluster.py for its measured cost).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from .resources import ResourceType
 
-DEFAULT_KUBE_VERSION = "1.32"
+DEFAULT_KUBE_VERSION = "1.36"
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -41,12 +43,22 @@ DNS1035_MSG = (
 
 _LABEL_NAMED = {"Namespace"}
 _DNS1035_NAMED = {"Service"}
-_PATH_NAMED = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+_PATH_NAMED = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "APIService"}
 
 
 # warnings of the request being served (fieldValidation=Warn), sent as `Warning` headers
 request_warnings: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "request_warnings", default=None)
+
+
+# duplicate fields of the request's JSON body (paths like `metadata.name`), found when the
+# body is decoded; fieldValidation decides whether they warn or fail, as unknown fields do
+request_duplicates: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "request_duplicates", default=None)
+
+# the cause reason the validator gives an unknown field under fieldValidation=Strict; the
+# operations turn it into a strict decoding error, never send it as it is
+UNKNOWN_FIELD = "FieldValueUnknown"
 
 
 def warn(message: str) -> None:
@@ -261,7 +273,8 @@ class Validator:
         if v is None:
             return causes
         self.calls += 1
-        strict = field_validation not in ("Ignore", "Warn")
+        strict = field_validation == "Strict"
+        warn_unknown = field_validation == "Warn"
         errors: list[Any] = []
         if previous is not None and set(obj) == set(previous):
             for key in obj:
@@ -276,26 +289,29 @@ class Validator:
                     errors.append(err)
         else:
             errors = list(v.iter_errors(obj))
+        unknown: list[tuple[tuple[int, ...], str]] = []
         for err in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
-            causes += self._causes(err, strict)
-            if not strict and err.validator == "additionalProperties":
+            if err.validator != "additionalProperties":
+                causes += self._causes(err)
+                continue
+            path = list(err.absolute_path)
+            known = set((err.schema or {}).get("properties") or {})
+            for k in [k for k in (err.instance or {}) if k not in known]:
+                unknown.append((_document_position(obj, [*path, k]), _field_path([*path, k])))
+            if not strict:
                 _drop_unknown(err)
+        # in the order of the document, as a decoder meets them
+        for _, field in sorted(unknown):
+            if strict:
+                causes.append(cause(UNKNOWN_FIELD, field, f'unknown field "{field}"'))
+            elif warn_unknown:
+                warn(f'unknown field "{field}"')
         return causes
 
-    def _causes(self, err: Any, strict: bool) -> list[dict]:
+    def _causes(self, err: Any) -> list[dict]:
         path = list(err.absolute_path)
         field = _field_path(path)
         kind = err.validator
-        if kind == "additionalProperties":
-            known = set((err.schema or {}).get("properties") or {})
-            if not strict:
-                for k in (err.instance or {}):
-                    if k not in known:
-                        warn(f'unknown field "{_field_path([*path, k])}"')
-                return []
-            extra = [k for k in (err.instance or {}) if k not in known]
-            return [cause("FieldValueInvalid", _field_path([*path, k]),
-                          f'unknown field "{_field_path([*path, k])}"') for k in extra]
         if kind == "required":
             missing = re.findall(r"'([^']+)' is a required property", err.message)
             name = missing[0] if missing else "?"
@@ -323,12 +339,15 @@ class Validator:
         kind = rtype.kind
         if kind in ("Secret", "ConfigMap"):
             return _check_data_keys(obj)
+        if kind == "APIService":
+            return _check_api_service(obj)
         spec = obj.get("spec")
         if not isinstance(spec, dict):
             return []
         if kind == "Pod":
             return _check_pod_spec(spec, "spec")
-        if kind in ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet", "Job"):
+        if kind in ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet", "Job",
+                    "ReplicationController"):
             return _check_workload(kind, spec)
         return []
 
@@ -379,6 +398,24 @@ class Validator:
         return []
 
 
+def _check_api_service(obj: dict) -> list[dict]:
+    """An APIService is named `<version>.<group>`; its priorities have ranges."""
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    out = []
+    name = (obj.get("metadata") or {}).get("name", "")
+    required = f"{spec.get('version', '')}.{spec.get('group', '')}"
+    if name != required:
+        out.append(cause("FieldValueInvalid", "metadata.name",
+                         f"Invalid value: {_q(name)}: must be `spec.version+\".\"+spec.group`: "
+                         f"{_q(required)}"))
+    for key, top in (("groupPriorityMinimum", 20000), ("versionPriority", 1000)):
+        value = spec.get(key, 0)
+        if not isinstance(value, int) or not 0 < value <= top:
+            out.append(cause("FieldValueInvalid", f"spec.{key}",
+                             f"Invalid value: {value}: must be positive and less than {top}"))
+    return out
+
+
 _CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
@@ -404,6 +441,23 @@ def _check_data_keys(obj: dict) -> list[dict]:
                     out.append(cause("FieldValueInvalid", f"{section}[{key}]",
                                      "Invalid value: illegal base64 data"))
     return out
+
+
+def _document_position(obj: Any, path: list[Any]) -> tuple[int, ...]:
+    """Where `path` comes in a pre-order walk of the decoded document (keys in the order
+    they were written), to report unknown fields in that order."""
+    out = []
+    for part in path:
+        if isinstance(obj, dict):
+            keys = list(obj)
+            out.append(keys.index(part) if part in obj else len(keys))
+            obj = obj.get(part)
+        elif isinstance(obj, list) and isinstance(part, int):
+            out.append(part)
+            obj = obj[part] if part < len(obj) else None
+        else:
+            out.append(0)
+    return tuple(out)
 
 
 def _drop_unknown(err: Any) -> None:
@@ -509,7 +563,9 @@ def _check_workload(kind: str, spec: dict) -> list[dict]:
         return out
     labels = ((tmpl.get("metadata") or {}).get("labels") or {}) if isinstance(
         tmpl, dict) else {}
-    wanted = selector.get("matchLabels") or {}
+    # a ReplicationController's selector is a plain map of labels
+    wanted = selector if kind == "ReplicationController" else (
+        selector.get("matchLabels") or {})
     if any(labels.get(k) != v for k, v in wanted.items()):
         out.append(cause("FieldValueInvalid", "spec.template.metadata.labels",
                          f"Invalid value: {labels!r}: `selector` does not match template "
