@@ -173,6 +173,10 @@ def test_the_local_distribution_holds_the_local_parts_only(dists):
         assert needed in names
     code = [n for n in names if not n.startswith("kdash_hub_local-")]
     assert [n for n in code if not n.startswith(LOCAL_PARTS)] == []
+    # every module of the checkout's local parts, sub-packages included
+    sources = {str(f.relative_to(REPO)) for part in ("localcluster", "dev")
+               for f in (REPO / "kdash_hub" / part).rglob("*.py") if "__pycache__" not in f.parts}
+    assert sorted(sources - set(code)) == []
     requires = wheel_metadata(dists["local-wheel"]).get_all("Requires-Dist")
     assert f"kdash-hub=={VERSION}" in requires
     with tarfile.open(dists["local-sdist"]) as sdist:
