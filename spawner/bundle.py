@@ -1,8 +1,10 @@
 """The objects of a user's namespace bundle, as plain dicts (no API calls here).
 
-Namespace, ResourceQuota, LimitRange, NetworkPolicy, ServiceAccount, RoleBinding and copies
-of image pull secrets. Every object carries kdash-hub's managed/owner labels, so ownership
-checks and the drift watch (label-selected) see exactly these.
+Namespace, the RoleBindings giving the hub, the launcher and the culler their rights in the
+namespace, ResourceQuota, LimitRange, NetworkPolicy, ServiceAccount, the user's RoleBinding
+and copies of image pull secrets. Every object carries kdash-hub's managed/owner labels, so
+ownership checks, the admission policies (helm-values/rbac/admission-policies.yaml) and the
+drift watch (label-selected) see exactly these.
 """
 
 from __future__ import annotations
@@ -35,13 +37,25 @@ class BundleSpec:
     quota: dict[str, Any]
     limit_range: dict[str, Any]
     service_account: str = "kdash-user"
-    cluster_role: str = "edit"
+    cluster_role: str = "kdash-user"  # "" = no RoleBinding for the user's ServiceAccount
+    # the hub's own rights in the namespace: this ClusterRole bound to its ServiceAccount
+    # (made before anything else there); "" = the hub holds cluster-wide rights instead
+    hub_role: str = ""
+    hub_service_account: str = "hub"
+    # the other services' rights: {ClusterRole: "serviceaccount" (in hub_namespace) or
+    # "namespace/serviceaccount"}
+    service_roles: dict[str, str] = field(default_factory=dict)
     ingress_from: list[dict] = field(default_factory=list)
     egress: list[dict] | None = None
+    egress_denied_cidrs: tuple[str, ...] = (
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.169.254/32")
+    hub_api_port: int = 8081
     allow_same_namespace: bool = True
     namespace_labels: dict[str, str] = field(default_factory=dict)
     namespace_annotations: dict[str, str] = field(default_factory=dict)
     pull_secrets: list[dict] = field(default_factory=list)  # source Secrets as read
+    # PersistentVolumes and claims of NFS shared directories and datasets (storage.py)
+    storage_objects: list[dict] = field(default_factory=list)
     pod_security_level: str = "baseline"
 
 
@@ -95,16 +109,25 @@ def hub_peers(hub_namespace: str) -> list[dict]:
     }]
 
 
-def default_egress(hub_namespace: str) -> list[dict]:
-    """DNS anywhere, the hub API, and the internet except the cloud metadata address."""
-    return [
+def default_egress(hub_namespace: str, denied_cidrs: tuple[str, ...] | list[str] = (
+        "169.254.169.254/32",), hub_api_port: int = 8081,
+        same_namespace: bool = False) -> list[dict]:
+    """DNS anywhere, the hub API, (the user's own pods) and the internet except
+    `denied_cidrs` (the cluster's own addresses and cloud metadata)."""
+    rules: list[dict] = [
         {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
         {"to": [{
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": hub_namespace}},
             "podSelector": {"matchLabels": {"component": "hub"}},
-        }], "ports": [{"protocol": "TCP", "port": 8081}]},
-        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]},
+        }], "ports": [{"protocol": "TCP", "port": hub_api_port}]},
     ]
+    if same_namespace:
+        rules.append({"to": [{"podSelector": {}}]})
+    internet: dict[str, Any] = {"cidr": "0.0.0.0/0"}
+    if denied_cidrs:
+        internet["except"] = list(denied_cidrs)
+    rules.append({"to": [{"ipBlock": internet}]})
+    return rules
 
 
 def _with_protocols(rule: dict) -> dict:
@@ -121,7 +144,11 @@ def network_policy(spec: BundleSpec) -> dict:
     peers = list(spec.ingress_from) or hub_peers(spec.hub_namespace)
     if spec.allow_same_namespace:
         peers = peers + [{"podSelector": {}}]
-    egress = default_egress(spec.hub_namespace) if spec.egress is None else list(spec.egress)
+    if spec.egress is None:
+        egress = default_egress(spec.hub_namespace, spec.egress_denied_cidrs,
+                                spec.hub_api_port, spec.allow_same_namespace)
+    else:
+        egress = list(spec.egress)
     egress = [_with_protocols(rule) for rule in egress]
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -140,17 +167,41 @@ def service_account(spec: BundleSpec) -> dict:
             "metadata": _meta(spec, spec.service_account)}
 
 
+def _binding(spec: BundleSpec, name: str, role: str, subject: dict) -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": _meta(spec, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": role},
+        "subjects": [subject],
+    }
+
+
 def role_binding(spec: BundleSpec) -> dict:
     """The user's ServiceAccount gets `cluster_role` in this namespace only (a RoleBinding,
     never a ClusterRoleBinding)."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": _meta(spec, ROLE_BINDING_NAME),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": spec.cluster_role},
-        "subjects": [{"kind": "ServiceAccount", "name": spec.service_account,
-                      "namespace": spec.namespace}],
-    }
+    return _binding(spec, ROLE_BINDING_NAME, spec.cluster_role,
+                    {"kind": "ServiceAccount", "name": spec.service_account,
+                     "namespace": spec.namespace})
+
+
+def service_account_ref(ref: str, hub_namespace: str) -> tuple[str, str]:
+    """("namespace", "name") of "name" (in the hub's namespace) or "namespace/name"."""
+    namespace, _, name = ref.rpartition("/")
+    return namespace or hub_namespace, name
+
+
+def service_role_bindings(spec: BundleSpec) -> list[dict]:
+    """The hub's RoleBinding (first), then one per other service (launcher, culler): their
+    rights in this namespace, granted here and nowhere else. Each is named after its role."""
+    roles = ([(spec.hub_role, spec.hub_service_account)] if spec.hub_role else []) + [
+        (role, ref) for role, ref in sorted(spec.service_roles.items()) if role != spec.hub_role]
+    out = []
+    for role, ref in roles:
+        namespace, name = service_account_ref(ref, spec.hub_namespace)
+        out.append(_binding(spec, role, role, {"kind": "ServiceAccount", "name": name,
+                                               "namespace": namespace}))
+    return out
 
 
 def pull_secret_copy(spec: BundleSpec, source: dict) -> dict:
@@ -168,15 +219,24 @@ def pull_secret_copy(spec: BundleSpec, source: dict) -> dict:
 
 
 def bundle_objects(spec: BundleSpec) -> list[dict]:
-    """The namespaced objects of the bundle, in the order they are ensured."""
+    """The namespaced objects of the bundle, in the order they are ensured: the services'
+    RoleBindings first (the hub's own rights here come from the first one)."""
     return [
+        *service_role_bindings(spec),
         resource_quota(spec),
         limit_range(spec),
         network_policy(spec),
         service_account(spec),
-        role_binding(spec),
+        *([role_binding(spec)] if spec.cluster_role else []),
         *(pull_secret_copy(spec, s) for s in spec.pull_secrets),
+        *spec.storage_objects,
     ]
+
+
+def bootstrap_count(spec: BundleSpec) -> int:
+    """How many of `bundle_objects` must be in place before the rest can be written: the
+    hub's own RoleBinding, when the hub holds its namespace rights through one."""
+    return 1 if spec.hub_role else 0
 
 
 def bundle_hash(spec: BundleSpec) -> str:
@@ -192,4 +252,6 @@ STEP_TITLES = {
     "ServiceAccount": "service account",
     "RoleBinding": "role binding",
     "Secret": "image pull secret",
+    "PersistentVolume": "shared volume",
+    "PersistentVolumeClaim": "shared volume claim",
 }

@@ -18,15 +18,16 @@ from traitlets import Unicode
 
 from kdash_hub import labels as L
 
-from .bundle import COMPONENT, PULL_SECRET_COMPONENT
+from .bundle import COMPONENT
 from .quotas import parse_quantity
 
-# kind -> (API class of kubernetes_asyncio, all-namespaces list method, component label)
+# kind -> (API class of kubernetes_asyncio, all-namespaces list method, component label).
+# Not Secrets (copied pull secrets): the hub holds no cluster-wide right on Secrets, so
+# those are ensured at every start instead.
 WATCHED = {
     "ResourceQuota": ("CoreV1Api", "list_resource_quota_for_all_namespaces", COMPONENT),
     "LimitRange": ("CoreV1Api", "list_limit_range_for_all_namespaces", COMPONENT),
     "ServiceAccount": ("CoreV1Api", "list_service_account_for_all_namespaces", COMPONENT),
-    "Secret": ("CoreV1Api", "list_secret_for_all_namespaces", PULL_SECRET_COMPONENT),
     "NetworkPolicy": ("NetworkingV1Api", "list_network_policy_for_all_namespaces", COMPONENT),
     "RoleBinding": ("RbacAuthorizationV1Api", "list_role_binding_for_all_namespaces",
                     COMPONENT),

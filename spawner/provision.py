@@ -98,7 +98,12 @@ class BundleProvisioner:
         if todo and not fresh:
             self.log.info("Namespace %s: ensuring %s", spec.namespace,
                           ", ".join(_ref(o) for o in todo))
-        await asyncio.gather(*(self._ensure_one(o, report, fresh) for o in todo))
+        # the hub's own rights in the namespace come from its RoleBinding: that one first,
+        # and the rest may meet a 403 until the API server's RBAC cache has seen it
+        boot = [o for o in objects[:bundle.bootstrap_count(spec)] if o in todo]
+        await asyncio.gather(*(self._ensure_one(o, report, fresh) for o in boot))
+        await asyncio.gather(*(self._ensure_one(o, report, fresh, wait_for_rbac=bool(boot))
+                               for o in todo if o not in boot))
         await self._mark_complete(ns, spec, desired_hash)
         return "created" if fresh else "repaired"
 
@@ -119,20 +124,31 @@ class BundleProvisioner:
                 f"Namespace {spec.namespace} belongs to another user; ask an admin to "
                 "check the namespace prefix and naming.", 409)
 
-    async def _ensure_one(self, obj: dict, report: Report, fresh: bool) -> None:
+    RBAC_WAIT_SECONDS = 5.0
+
+    async def _ensure_one(self, obj: dict, report: Report, fresh: bool,
+                          wait_for_rbac: bool = False) -> None:
         title = bundle.STEP_TITLES.get(obj["kind"], obj["kind"])
         report(f"{'Creating' if fresh else 'Repairing'} {title} ({obj['metadata']['name']})")
-        try:
-            if fresh:
-                try:
-                    await self.resources.create(obj)
-                    return
-                except ApiException as e:
-                    if e.status != 409:
-                        raise
-            await self.resources.ensure(obj)
-        except ApiException as e:
-            raise self._fail(obj, e) from e
+        deadline = asyncio.get_running_loop().time() + self.RBAC_WAIT_SECONDS
+        while True:
+            try:
+                return await self._ensure_once(obj, fresh)
+            except ApiException as e:
+                late = asyncio.get_running_loop().time() > deadline
+                if not (wait_for_rbac and e.status == 403) or late:
+                    raise self._fail(obj, e) from e
+                await asyncio.sleep(0.1)
+
+    async def _ensure_once(self, obj: dict, fresh: bool) -> None:
+        if fresh:
+            try:
+                await self.resources.create(obj)
+                return
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        await self.resources.ensure(obj)
 
     async def _mark_complete(self, ns: dict, spec: bundle.BundleSpec, desired_hash: str) -> None:
         want = bundle.namespace(spec, desired_hash)["metadata"]

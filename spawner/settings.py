@@ -61,18 +61,61 @@ class KDashSettings(Configurable):
         help="Let pods of the same user namespace reach each other (side services).",
     )
     network_policy_egress = List(
-        None, allow_none=True, config=True,
-        help="Egress rules of user pods. None: DNS, the hub API and the internet except "
-             "169.254.169.254 (cloud metadata). [] blocks all egress.",
+        default_value=None, allow_none=True, config=True,
+        help="Egress rules of user pods (NetworkPolicy `egress` items). None (default): DNS "
+             "(port 53 anywhere), the hub API, the user's own namespace and the internet "
+             "except `network_policy_egress_denied_cidrs` (cluster-internal addresses and "
+             "cloud metadata). [] blocks all egress.",
+    )
+    network_policy_egress_denied_cidrs = List(
+        Unicode(),
+        ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+         "169.254.169.254/32"],
+        config=True,
+        help="IPv4 ranges the default egress rules keep user pods away from: the cluster's "
+             "pod and service CIDRs (private ranges by default: set your own if the cluster "
+             "uses public addresses inside) and the cloud metadata address. DNS and the hub "
+             "API stay reachable through their own rules.",
+    )
+    network_policy_hub_api_port = Integer(
+        8081, config=True,
+        help="Port of the hub API on the hub pod (z2jh: 8081), allowed by the default egress.",
     )
     user_service_account = Unicode(
         "kdash-user", config=True,
         help="ServiceAccount created in each user namespace and used by the notebook pod.",
     )
     user_cluster_role = Unicode(
-        "edit", config=True,
+        "kdash-user", config=True,
         help="ClusterRole bound (by a RoleBinding, so only inside the user's namespace) to "
-             "the user's ServiceAccount. Empty: no ServiceAccount token is mounted.",
+             "the user's ServiceAccount. `kdash-user` (helm-values/rbac/users.yaml): the "
+             "user's workloads, not the namespace's guardrails. Empty: no RoleBinding, and "
+             "no ServiceAccount token is mounted in the notebook.",
+    )
+    hub_namespace_role = Unicode(
+        "kdash-hub-namespace", config=True,
+        help="ClusterRole the hub binds to its own ServiceAccount in every user namespace as "
+             "it makes the namespace (before anything else there): the hub's rights inside "
+             "user namespaces come from these RoleBindings, not from a cluster-wide grant "
+             "(helm-values/rbac/hub.yaml). Empty: make no such binding (the hub then needs "
+             "those rights cluster-wide).",
+    )
+    hub_service_account = Unicode(
+        "hub", config=True,
+        help="The hub's ServiceAccount (in `hub_namespace`; z2jh names it `hub` unless "
+             "fullnameOverride/nameOverride are set).",
+    )
+    service_cluster_roles = Dict(
+        Unicode(),
+        default_value={"kdash-launcher-namespace": "kdash-launcher",
+                       "kdash-culler-namespace": "kdash-culler"},
+        config=True,
+        help="Rights of the pack's services inside every user namespace, as {ClusterRole: "
+             "ServiceAccount}: a RoleBinding per entry, made with the namespace. The "
+             "ServiceAccount is a name in `hub_namespace` or `namespace/name`. The defaults "
+             "match helm-values/services/ (the launcher and the culler as Deployments of "
+             "their own); with the services in the hub pod, give both roles to the hub's "
+             "ServiceAccount. The hub may bind only the roles helm-values/rbac/ lets it bind.",
     )
     image_pull_secrets_to_copy = List(
         Unicode(), [], config=True,

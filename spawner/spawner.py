@@ -214,19 +214,23 @@ class KDashSpawner(KDashSettings, KubeSpawner):
                 pvc_name=self.pvc_name, uid=uid, gid=gid, mount_path=self.home_mount_path)
         except ValueError as e:
             raise web.HTTPError(500, f"Storage is misconfigured: {e}") from e
-        if self.pod_security_level != "privileged" and any("hostPath" in v
-                                                            for v in plan.volumes):
-            raise web.HTTPError(
-                500, "Storage is misconfigured: a hostPath home (`local` preset, type "
-                "`hostPath`) is refused by Pod Security level "
-                f"`{self.pod_security_level}`; use type `local` (a local PV) or set "
-                "pod_security_level = 'privileged'.")
+        problem = storage.pod_security_problem(
+            plan, self.pod_security_level, self._shared_plan().volumes,
+            storage.uses_nfs(self.shared_volumes, self.datasets))
+        if problem:
+            raise web.HTTPError(500, f"Storage is misconfigured: {problem}.")
         self.storage_pvc_ensure = plan.pvc is not None
         if plan.pvc:
             self.storage_class = plan.pvc.get("storage_class")
             self.storage_capacity = str(plan.pvc["capacity"])
             self.storage_access_modes = list(plan.pvc["access_modes"])
         self._plan = plan
+
+    def _shared_plan(self) -> storage.SharedPlan:
+        """Shared directories and datasets; NFS ones as claims in the user's namespace."""
+        return storage.shared_plan(
+            self.shared_volumes, self.datasets, self.groups(), username=self.user.name,
+            namespace=self.namespace if self.enable_user_namespaces else None)
 
     def get_pvc_manifest(self):
         pvc = super().get_pvc_manifest()
@@ -269,7 +273,13 @@ class KDashSpawner(KDashSettings, KubeSpawner):
             quota=quotas.merge_grants(self.quota, self.group_quotas, groups),
             limit_range=quotas.merge_grants(self.limit_range, self.group_limit_ranges, groups),
             service_account=self.user_service_account,
-            cluster_role=self.user_cluster_role or "view",
+            cluster_role=self.user_cluster_role,
+            hub_role=self.hub_namespace_role,
+            hub_service_account=self.hub_service_account,
+            service_roles=dict(self.service_cluster_roles),
+            egress_denied_cidrs=tuple(self.network_policy_egress_denied_cidrs),
+            hub_api_port=self.network_policy_hub_api_port,
+            storage_objects=self._shared_plan().objects,
             ingress_from=list(self.network_policy_ingress_from),
             egress=self.network_policy_egress,
             allow_same_namespace=self.network_policy_allow_same_namespace,
@@ -356,8 +366,8 @@ class KDashSpawner(KDashSettings, KubeSpawner):
     async def get_pod_manifest(self):
         pod = await super().get_pod_manifest()
         plan = self._plan or storage.StoragePlan("none")
-        volumes, mounts = storage.shared_mounts(self.shared_volumes, self.datasets,
-                                                self.groups())
+        shared = self._shared_plan()
+        volumes, mounts = shared.volumes, shared.volume_mounts
         spec = pod.spec
         spec.volumes = list(spec.volumes or []) + plan.volumes + volumes
         container = spec.containers[0]

@@ -14,7 +14,9 @@ from tests.fixtures.spawner import build_spawner, validate
 
 BUNDLE_KINDS = [("ResourceQuota", bundle.QUOTA_NAME), ("LimitRange", bundle.LIMIT_RANGE_NAME),
                 ("NetworkPolicy", bundle.NETWORK_POLICY_NAME),
-                ("ServiceAccount", "kdash-user"), ("RoleBinding", bundle.ROLE_BINDING_NAME)]
+                ("ServiceAccount", "kdash-user"), ("RoleBinding", bundle.ROLE_BINDING_NAME),
+                ("RoleBinding", "kdash-hub-namespace"), ("RoleBinding", "kdash-launcher-namespace"),
+                ("RoleBinding", "kdash-culler-namespace")]
 
 
 async def started(spawner):
@@ -40,7 +42,7 @@ async def test_first_start_creates_the_bundle(local_cluster, kube):
     quota = await kube.get("ResourceQuota", bundle.QUOTA_NAME, s.namespace)
     assert quota["spec"]["hard"]["requests.cpu"] == "32"  # the ml group's grant
     rb = await kube.get("RoleBinding", bundle.ROLE_BINDING_NAME, s.namespace)
-    assert rb["roleRef"]["name"] == "edit"
+    assert rb["roleRef"]["name"] == "kdash-user"
     assert rb["subjects"][0] == {"kind": "ServiceAccount", "name": "kdash-user",
                                  "namespace": s.namespace}
     pod = await kube.get("Pod", s.pod_name, s.namespace)
@@ -50,6 +52,25 @@ async def test_first_start_creates_the_bundle(local_cluster, kube):
     events = [e["message"] async for e in s.progress()]
     assert any("Creating namespace" in m for m in events)
     assert any("network policy" in m for m in events)
+    await s.stop()
+
+
+async def test_the_hubs_own_role_binding_is_made_before_anything_else(local_cluster, kube):
+    """The hub's rights in a new namespace come from its RoleBinding there: made first."""
+    requires_emulator(local_cluster)
+    log = local_cluster.api.request_log
+    n = len(log)
+    s = build_spawner(username="lena")
+    await started(s)
+    writes = [p for m, p, _ in list(log)[n:] if m == "POST"
+              and p.startswith(f"/api/v1/namespaces/{s.namespace}/")
+              or m == "POST" and f"/namespaces/{s.namespace}/" in p]
+    assert writes[0] == (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{s.namespace}"
+                         "/rolebindings"), writes
+    first = [b for b in await kube.list("RoleBinding", s.namespace)
+             if b["metadata"]["name"] == "kdash-hub-namespace"][0]
+    assert first["subjects"] == [{"kind": "ServiceAccount", "name": "hub",
+                                  "namespace": s.hub_namespace}]
     await s.stop()
 
 
@@ -83,7 +104,7 @@ async def test_later_start_writes_nothing_and_repairs_drift(local_cluster, kube)
     await started(s)
     assert await kube.get("NetworkPolicy", bundle.NETWORK_POLICY_NAME, s.namespace)
     rb = await kube.get("RoleBinding", bundle.ROLE_BINDING_NAME, s.namespace)
-    assert rb["roleRef"]["name"] == "edit"
+    assert rb["roleRef"]["name"] == "kdash-user"
     await s.stop()
 
 

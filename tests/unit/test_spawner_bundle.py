@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+
 import pytest
 
 from kdash_hub import labels as L
@@ -9,6 +12,8 @@ from kdash_hub.naming import is_dns1123_label, user_namespace
 from kdash_hub.spawner import bundle, quotas
 from tests.fixtures.spawner import validate
 
+SERVICE_ROLES = {"kdash-launcher-namespace": "kdash-launcher",
+                 "kdash-culler-namespace": "jhub/kdash-culler"}
 AWKWARD = ["alice", "Ünïcode", "ünïcode", "a.b", "a-b", "A_B", "a_b", "ab", "AB", "x" * 100,
            "x" * 99 + "y", "user@example.org", "-lead", "trail-"]
 
@@ -38,10 +43,11 @@ def test_every_bundle_object_is_valid_and_labelled(username):
     s = spec(username, pull_secrets=[{
         "metadata": {"name": "registry", "namespace": "jhub"},
         "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}}])
+    s = dataclasses.replace(s, hub_role="kdash-hub-namespace", service_roles=SERVICE_ROLES)
     objects = [bundle.namespace(s, "abc")] + bundle.bundle_objects(s)
     assert [o["kind"] for o in objects] == [
-        "Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy", "ServiceAccount",
-        "RoleBinding", "Secret"]
+        "Namespace", "RoleBinding", "RoleBinding", "RoleBinding", "ResourceQuota",
+        "LimitRange", "NetworkPolicy", "ServiceAccount", "RoleBinding", "Secret"]
     for obj in objects:
         validate(obj)
         assert L.is_owned_by(obj, username)
@@ -76,9 +82,52 @@ def test_network_policy_admits_only_hub_and_proxy_and_own_namespace():
     assert custom["egress"] == [{"ports": [{"protocol": "TCP", "port": 443}]}]
     closed = bundle.network_policy(spec(allow_same_namespace=False, egress=[]))["spec"]
     assert len(closed["ingress"][0]["from"]) == 1 and closed["egress"] == []
-    egress = pol["egress"]
-    assert {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}} in egress[2]["to"]
-    assert all(p.get("protocol") for rule in egress for p in rule.get("ports", []))
+    assert all(p.get("protocol") for rule in pol["egress"] for p in rule.get("ports", []))
+
+
+def _allowed_by(egress: list[dict], address: str, port: int, protocol: str = "TCP") -> bool:
+    """Would a packet to `address:port` (outside the cluster's pod selectors) pass?"""
+    ip = ipaddress.ip_address(address)
+    for rule in egress:
+        ports = rule.get("ports")
+        if ports and not any(p.get("port") == port and p.get("protocol", "TCP") == protocol
+                             for p in ports):
+            continue
+        peers = rule.get("to")
+        if not peers:
+            return True
+        for peer in peers:
+            block = peer.get("ipBlock")
+            if block and ip in ipaddress.ip_network(block["cidr"]) and not any(
+                    ip in ipaddress.ip_network(e) for e in block.get("except", [])):
+                return True
+    return False
+
+
+def test_default_egress_allows_dns_hub_and_internet_but_not_the_cluster_or_metadata():
+    egress = bundle.network_policy(spec())["spec"]["egress"]
+    assert egress[0] == {"ports": [{"protocol": "UDP", "port": 53},
+                                   {"protocol": "TCP", "port": 53}]}
+    assert egress[1] == {"to": [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jhub"}},
+        "podSelector": {"matchLabels": {"component": "hub"}}}],
+        "ports": [{"protocol": "TCP", "port": 8081}]}
+    assert {"to": [{"podSelector": {}}]} in egress  # the user's own side services
+    assert _allowed_by(egress, "1.1.1.1", 443) and _allowed_by(egress, "8.8.8.8", 53, "UDP")
+    # DNS is reachable wherever the cluster's resolver is (kube-dns in the service CIDR)
+    assert _allowed_by(egress, "10.96.0.10", 53, "UDP")
+    for inside in ("10.96.0.1", "10.244.1.7", "172.20.0.5", "192.168.1.1", "100.100.100.200",
+                   "169.254.169.254"):
+        assert not _allowed_by(egress, inside, 443), inside
+    assert _allowed_by(egress, "169.254.169.253", 80)  # only the metadata address itself
+    # configurable: the cluster's own ranges, the hub API's port
+    own = bundle.network_policy(spec(egress_denied_cidrs=("203.0.113.0/24",),
+                                     hub_api_port=9000))["spec"]["egress"]
+    assert own[1]["ports"] == [{"protocol": "TCP", "port": 9000}]
+    assert not _allowed_by(own, "203.0.113.9", 443) and _allowed_by(own, "10.0.0.1", 443)
+    # without same-namespace traffic, no rule to the own pods either
+    closed = bundle.network_policy(spec(allow_same_namespace=False))["spec"]["egress"]
+    assert {"to": [{"podSelector": {}}]} not in closed
 
 
 def test_role_binding_is_namespaced_and_bound_to_the_users_service_account():
@@ -90,11 +139,45 @@ def test_role_binding_is_namespaced_and_bound_to_the_users_service_account():
     assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "me",
                                "namespace": "kdash-alice"}]
     assert bundle.service_account(spec(service_account="me"))["metadata"]["name"] == "me"
+    assert spec().cluster_role == "kdash-user"
+
+
+def test_no_cluster_role_means_no_role_binding_for_the_user():
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in bundle.bundle_objects(
+        spec(cluster_role=""))]
+    assert ("RoleBinding", bundle.ROLE_BINDING_NAME) not in kinds
+    assert ("ServiceAccount", "kdash-user") in kinds  # the pod still names its account
+
+
+def test_services_get_their_rights_by_role_bindings_the_hub_first():
+    s = spec(hub_role="kdash-hub-namespace", hub_service_account="hub",
+             service_roles={**SERVICE_ROLES, "kdash-hub-namespace": "ignored"})
+    bindings = bundle.service_role_bindings(s)
+    assert bundle.bundle_objects(s)[:3] == bindings and bundle.bootstrap_count(s) == 1
+    got = [(b["metadata"]["name"], b["roleRef"]["name"], b["subjects"]) for b in bindings]
+    assert got == [
+        ("kdash-hub-namespace", "kdash-hub-namespace",
+         [{"kind": "ServiceAccount", "name": "hub", "namespace": "jhub"}]),
+        ("kdash-culler-namespace", "kdash-culler-namespace",
+         [{"kind": "ServiceAccount", "name": "kdash-culler", "namespace": "jhub"}]),
+        ("kdash-launcher-namespace", "kdash-launcher-namespace",
+         [{"kind": "ServiceAccount", "name": "kdash-launcher", "namespace": "jhub"}]),
+    ]
+    for b in bindings:
+        validate(b)
+        assert b["metadata"]["namespace"] == s.namespace and L.is_owned_by(b, "alice")
+    # no hub role: the hub has cluster-wide rights, nothing to make first
+    legacy = spec(service_roles=SERVICE_ROLES)
+    assert bundle.bootstrap_count(legacy) == 0
+    assert [b["metadata"]["name"] for b in bundle.service_role_bindings(legacy)] == [
+        "kdash-culler-namespace", "kdash-launcher-namespace"]
 
 
 def test_bundle_hash_tracks_the_desired_state():
     assert bundle.bundle_hash(spec()) == bundle.bundle_hash(spec())
     assert bundle.bundle_hash(spec()) != bundle.bundle_hash(spec(cluster_role="view"))
+    assert bundle.bundle_hash(spec()) != bundle.bundle_hash(spec(hub_role="kdash-hub-namespace"))
+    assert bundle.bundle_hash(spec()) != bundle.bundle_hash(spec(egress_denied_cidrs=()))
     assert bundle.bundle_hash(spec()) != bundle.bundle_hash(spec(quota={"pods": "1"}))
 
 

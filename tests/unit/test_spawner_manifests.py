@@ -27,7 +27,8 @@ def make(offline_kube, **kw):
                   nfs_storage={"server": "10.0.0.5", "path": "/export/homes"},
                   shared_volumes=[{"name": "shared", "volume": {"emptyDir": {}},
                                    "mount_path": "/shared"}],
-                  image_pull_secrets_to_copy=["registry"])
+                  image_pull_secrets_to_copy=["registry"],
+                  pod_security_level="restricted")
     traits.update(kw)
     return build_spawner(**traits)
 
@@ -75,7 +76,7 @@ async def test_pod_runs_as_directory_uid_gid_with_merged_tolerations(offline_kub
 
 async def test_profile_does_not_leak_into_the_next_start(offline_kube):
     s = make(offline_kube, groups=["ml"], user_options={"profile": "scratch"},
-             pod_security_level="privileged")
+             pod_security_level="privileged", storage_preset="dynamic")
     await s.load_user_options()
     s.user_options = {"profile": "small"}
     await s.load_user_options()
@@ -163,3 +164,117 @@ async def test_a_hostpath_home_needs_the_privileged_level(offline_kube):
     s = make(offline_kube, groups=["ml"], user_options={"profile": "scratch"})
     with pytest.raises(web.HTTPError, match="type `local`"):
         await s.load_user_options()
+
+
+NFS = {"server": "10.0.0.5", "path": "/export/homes"}
+SHARED = [{"name": "group-shared", "volume": {"nfs": {"server": "nfs.example.org",
+                                                     "path": "/exports/shared"}},
+           "mount_path": "/shared/{group}", "sub_path": "{group}"}]
+DATASETS = [{"name": "imagenet", "volume": {"nfs": {"server": "nfs.example.org",
+                                                   "path": "/exports/datasets/imagenet"}}}]
+
+
+@pytest.mark.parametrize("level", ["baseline", "privileged"])
+async def test_nfs_homes_refuse_a_level_where_users_could_mount_the_export(offline_kube, level):
+    """Below `restricted` any user can put the whole export in a pod of their own."""
+    s = make(offline_kube, pod_security_level=level, flavors=[])
+    with pytest.raises(web.HTTPError) as e:
+        await s.load_user_options()
+    assert e.value.status_code == 500
+    assert "needs pod_security_level `restricted`" in e.value.log_message
+    shared = make(offline_kube, pod_security_level=level, flavors=[], storage_preset="dynamic",
+                  shared_volumes=SHARED)
+    with pytest.raises(web.HTTPError, match="NFS shared volumes or datasets need"):
+        await shared.load_user_options()
+
+
+async def test_inline_nfs_homes_cannot_be_restricted(offline_kube):
+    s = make(offline_kube, flavors=[], nfs_storage={**NFS, "mode": "inline"})
+    with pytest.raises(web.HTTPError, match="use mode `pv`"):
+        await s.load_user_options()
+
+
+async def test_restricted_refuses_other_inline_volume_types_before_kubernetes_does(offline_kube):
+    s = make(offline_kube, flavors=[], shared_volumes=[
+        {"name": "scratch", "volume": {"hostPath": {"path": "/scratch"}}}])
+    with pytest.raises(web.HTTPError, match=r"shared-scratch \(hostPath\) are refused"):
+        await s.load_user_options()
+
+
+async def test_nfs_shared_volumes_reach_the_pod_as_claims_of_the_users_own_directories(
+        offline_kube):
+    from kdash_hub.localcluster.apiserver import podsecurity
+
+    s = make(offline_kube, flavors=[], groups=["ml", "bio"], shared_volumes=SHARED,
+             datasets=DATASETS, image_pull_secrets_to_copy=[])
+    await s.load_user_options()
+    pod = to_dict(await s.get_pod_manifest())
+    validate(pod)
+    ns = {"metadata": {"labels": {podsecurity.ENFORCE_LABEL: "restricted"}}}
+    assert podsecurity.forbidden_reason(pod, ns) is None
+    assert not any("nfs" in v for v in pod["spec"]["volumes"])
+    objects = (await s.bundle_spec()).storage_objects
+    pvs = {o["spec"]["nfs"]["path"]: o for o in objects if o["kind"] == "PersistentVolume"}
+    claims = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PersistentVolumeClaim"}
+    # one PV per directory the user may see: each group's own, never the export root
+    assert set(pvs) == {"/exports/shared/ml", "/exports/shared/bio",
+                        "/exports/datasets/imagenet"}
+    assert pvs["/exports/datasets/imagenet"]["spec"]["nfs"]["readOnly"] is True
+    assert pvs["/exports/datasets/imagenet"]["spec"]["accessModes"] == ["ReadOnlyMany"]
+    for pv in pvs.values():
+        validate(pv)
+        assert pv["spec"]["claimRef"]["namespace"] == s.namespace
+        assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+        claim = claims[pv["spec"]["claimRef"]["name"]]
+        validate(claim)
+        assert claim["spec"]["volumeName"] == pv["metadata"]["name"]
+        assert claim["metadata"]["namespace"] == s.namespace
+    mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["/shared/ml"]["readOnly"] is False and "subPath" not in mounts["/shared/ml"]
+    assert mounts["/datasets/imagenet"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes[mounts["/shared/bio"]["name"]]["persistentVolumeClaim"]["claimName"] in claims
+    # another user's PVs have other names (PV names are cluster-wide)
+    other = make(offline_kube, flavors=[], username="bob", groups=["ml"],
+                 shared_volumes=SHARED, image_pull_secrets_to_copy=[])
+    await other.load_user_options()
+    theirs = {o["metadata"]["name"] for o in (await other.bundle_spec()).storage_objects
+              if o["kind"] == "PersistentVolume"}
+    assert not theirs & {pv["metadata"]["name"] for pv in pvs.values()}
+
+
+async def test_network_policy_egress_default_is_the_documented_one(offline_kube):
+    """`network_policy_egress` left unset means DNS, hub API, internet: not `[]` (deny all)."""
+    from kdash_hub.spawner import bundle
+
+    s = make(offline_kube, flavors=[], image_pull_secrets_to_copy=[])
+    assert s.network_policy_egress is None
+    spec = await s.bundle_spec()
+    egress = bundle.network_policy(spec)["spec"]["egress"]
+    assert len(egress) == 4 and egress[0]["ports"][0]["port"] == 53
+    assert "10.0.0.0/8" in egress[-1]["to"][0]["ipBlock"]["except"]
+    closed = make(offline_kube, flavors=[], image_pull_secrets_to_copy=[],
+                  network_policy_egress=[])
+    assert bundle.network_policy(await closed.bundle_spec())["spec"]["egress"] == []
+
+
+async def test_an_empty_user_cluster_role_means_no_binding_and_no_token(offline_kube):
+    s = make(offline_kube, flavors=[], image_pull_secrets_to_copy=[], user_cluster_role="")
+    await s.load_user_options()
+    pod = to_dict(await s.get_pod_manifest())
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    spec = await s.bundle_spec()
+    from kdash_hub.spawner import bundle
+
+    names = [(o["kind"], o["metadata"]["name"]) for o in bundle.bundle_objects(spec)]
+    assert ("RoleBinding", bundle.ROLE_BINDING_NAME) not in names
+    assert not any(o.get("roleRef", {}).get("name") in ("view", "edit", "kdash-user")
+                   for o in bundle.bundle_objects(spec))
+    # the default: the shipped kdash-user role, and the services' bindings, hub first
+    d = make(offline_kube, flavors=[], image_pull_secrets_to_copy=[])
+    await d.load_user_options()
+    assert to_dict(await d.get_pod_manifest())["spec"]["automountServiceAccountToken"] is True
+    objects = bundle.bundle_objects(await d.bundle_spec())
+    roles = [o["roleRef"]["name"] for o in objects if o["kind"] == "RoleBinding"]
+    assert roles == ["kdash-hub-namespace", "kdash-culler-namespace",
+                     "kdash-launcher-namespace", "kdash-user"]
