@@ -48,6 +48,7 @@ RESOURCES: dict[str, Resource] = {
     "LimitRange": Resource("v1", "limitranges"),
     "Deployment": Resource("apps/v1", "deployments"),
     "StatefulSet": Resource("apps/v1", "statefulsets"),
+    "ReplicaSet": Resource("apps/v1", "replicasets"),
     "Job": Resource("batch/v1", "jobs"),
     "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),
     "Ingress": Resource("networking.k8s.io/v1", "ingresses"),

@@ -2,7 +2,9 @@
 
 The launcher owns the instance records and the stop/delete operations
 (`kdash_hub.services.launcher.lifecycle`); this only finds the expired ones and applies
-`on_expiry`, with retries when the Kubernetes API is unavailable.
+`on_expiry`, with retries when the Kubernetes API is unavailable. Records are verified with
+the launcher's signing key (`signer`, default: $KDASH_RECORD_SIGNING_KEY(_FILE)); one that
+doesn't verify or can't be read is skipped and logged, and never stops the others.
 """
 
 from __future__ import annotations
@@ -35,8 +37,12 @@ class SideServiceExpiry:
 
     def __init__(self, kube: KubeResources, *, retries: int = 5, backoff_base: float = 0.5,
                  backoff_max: float = 30.0,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 signer: Any = None):
+        from kdash_hub.services.launcher.signing import default_signer
+
         self.kube = kube
+        self.signer = signer or default_signer()
         self.retries = retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -59,7 +65,8 @@ class SideServiceExpiry:
     async def expired(self, now: datetime) -> list:
         from kdash_hub.services.launcher.lifecycle import expired_instances
 
-        return await self._retry("list-expired", lambda: expired_instances(self.kube, now))
+        return await self._retry("list-expired",
+                                 lambda: expired_instances(self.kube, now, self.signer))
 
     async def expire(self, now: datetime, *, dry_run: bool = False) -> list[ExpiryResult]:
         """Stop/delete every expired instance; one failure doesn't stop the others."""
@@ -80,7 +87,7 @@ class SideServiceExpiry:
             operation = delete_instance if action == "delete" else stop_instance
             try:
                 await self._retry(f"{action}-instance", lambda op=operation, r=ref:
-                                  op(self.kube, r.namespace, r.name))
+                                  op(self.kube, r.namespace, r.name, signer=self.signer))
                 result.done = True
                 emit("instance-expired", **fields, outcome="done")
             except Exception as e:  # noqa: BLE001 - log, count, go on with the next one
@@ -93,6 +100,6 @@ class SideServiceExpiry:
 def _not_retryable(exc: Exception) -> bool:
     """Client errors (4xx but 429) won't get better by retrying."""
     status = getattr(exc, "status", None)
-    if exc.__class__.__name__ == "InstanceNotFound":
+    if exc.__class__.__name__ in ("InstanceNotFound", "RecordInvalid"):
         return True
     return isinstance(status, int) and 400 <= status < 500 and status != 429

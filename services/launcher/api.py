@@ -31,7 +31,7 @@ class APIHandler(LauncherHandler):
             return {}
         try:
             body = json.loads(self.request.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise LauncherError(400, "the request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise LauncherError(400, "the request body must be a JSON object")
@@ -60,7 +60,8 @@ class TemplatesHandler(APIHandler):
 class InstancesHandler(APIHandler):
     async def get(self) -> None:
         everyone = self.get_argument("all", "") in ("1", "true", "yes")
-        self.write_json({"instances": await self.manager.list(self.actor, everyone)})
+        instances, invalid = await self.manager.list_checked(self.actor, everyone)
+        self.write_json({"instances": instances, "invalid_records": invalid})
 
     async def post(self) -> None:
         if not self.is_user:

@@ -1,5 +1,6 @@
 """The base of every launcher handler: hub authentication (OAuth cookie or API token),
-the acting user, and errors as JSON (API) or a page (UI)."""
+the acting user, errors as JSON (API) or a page (UI), and the security headers of every
+launcher answer (a strict Content-Security-Policy: no inline script can run)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,26 @@ from tornado import web
 
 from .instances import Actor, InstanceManager, LauncherError
 
+# pages load their script and styles from this origin only; nothing inline runs
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    " object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
 
 class LauncherHandler(HubOAuthenticated, web.RequestHandler):
     """Authenticates once per request (async) and knows the manager and settings."""
 
     api = False  # API handlers answer 403 JSON instead of redirecting to the login
+
+    def set_default_headers(self) -> None:
+        for key, value in SECURITY_HEADERS.items():
+            self.set_header(key, value)
 
     @property
     def manager(self) -> InstanceManager:
@@ -59,6 +75,8 @@ class LauncherHandler(HubOAuthenticated, web.RequestHandler):
         self.finish(json.dumps(data))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        for key, value in SECURITY_HEADERS.items():
+            self.set_header(key, value)
         message = self._reason
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, web.HTTPError) and exc.log_message:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +20,6 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kdash_hub import labels as L
 from kdash_hub.durations import format_duration, parse_duration
 from kdash_hub.kube import KubeResources, api_error_message, api_error_reason
-from kdash_hub.naming import is_dns1123_label
 from kdash_hub.templating import (
     Catalog,
     RenderError,
@@ -31,12 +29,21 @@ from kdash_hub.templating import (
 )
 
 from . import lifecycle
-from .records import InstanceRecord, iso, now_utc, record_name
+from .records import (
+    RECORD_PREFIX,
+    InstanceRecord,
+    RecordInvalid,
+    is_instance_name,
+    iso,
+    now_utc,
+    record_name,
+)
 from .settings import LauncherSettings
 from .status import ClusterView, event_time, instance_status
+from .targets import Target, TargetError, find_target
 
 log = logging.getLogger("kdash_hub.launcher")
-INSTANCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+MAX_SECONDS = 10 * 366 * 86400  # the longest lifetime anyone may ask for (max_ttl "" too)
 WORKLOAD_SELECTOR = f"{L.MANAGED_BY}={L.MANAGED_BY_VALUE},{L.COMPONENT}=launcher"
 
 
@@ -53,6 +60,12 @@ def not_found(owner: str, name: str) -> LauncherError:
     return LauncherError(404, f"no instance {name!r} of user {owner!r}")
 
 
+def untrusted(name: str) -> LauncherError:
+    return LauncherError(409, f"the record of instance {name!r} was changed outside the"
+                              " launcher (its signature doesn't verify), so the launcher no"
+                              " longer acts on it; ask an admin to look at it")
+
+
 @dataclass
 class Actor:
     """Who is asking: a hub user name and whether they are a hub admin."""
@@ -66,6 +79,8 @@ class InstanceManager:
         self.kube = kube
         self.settings = settings
         self.catalog = catalog
+        self.signer = settings.signer()
+        self.pod_networks = settings.pod_networks()
 
     # --- access -----------------------------------------------------------------------
     def can_manage(self, actor: Actor, owner: str) -> bool:
@@ -76,14 +91,16 @@ class InstanceManager:
 
     async def record_for(self, actor: Actor, owner: str, name: str) -> tuple[dict, InstanceRecord]:
         """The record of `owner`'s instance `name` if `actor` may see it; else 404."""
-        if not self.can_manage(actor, owner) or not INSTANCE_NAME.match(name or ""):
+        if not self.can_manage(actor, owner) or not is_instance_name(name):
             raise not_found(owner, name)
         namespace = self.settings.user_namespace(owner)
         try:
-            secret, rec = await lifecycle.read_record(self.kube, namespace, name)
+            secret, rec = await lifecycle.read_record(self.kube, namespace, name, self.signer)
         except lifecycle.InstanceNotFound:
             raise not_found(owner, name) from None
-        if not L.is_owned_by(secret, owner):
+        except RecordInvalid:
+            raise untrusted(name) from None
+        if rec.owner != owner or rec.namespace != namespace:
             raise not_found(owner, name)
         return secret, rec
 
@@ -129,8 +146,10 @@ class InstanceManager:
                 ttl = template.ttl or parse_duration(self.settings.default_ttl)
                 return min(ttl or max_ttl, max_ttl) if max_ttl else ttl
             ttl = parse_duration(requested)
-        except ValueError as e:
+        except (ValueError, OverflowError) as e:
             raise LauncherError(400, f"ttl: {e}") from None
+        if ttl and ttl > MAX_SECONDS:
+            raise LauncherError(400, "ttl: at most 10 years")
         if max_ttl and not ttl:
             raise LauncherError(400, f"ttl: instances expire here, at most after"
                                      f" {format_duration(max_ttl)}")
@@ -150,9 +169,12 @@ class InstanceManager:
         record = InstanceRecord(
             namespace=self.settings.user_namespace(username), name=name, owner=username,
             template=template.id, template_name=template.name, created_at=now,
+            renewed_at=now,
             expires_at=now + timedelta(seconds=ttl_seconds) if ttl_seconds else None,
             expiry=template.expiry, ttl=ttl_seconds,
-            objects=[{"kind": o["kind"], "name": o["metadata"]["name"]} for o in objects],
+            max_ttl=parse_duration(self.settings.max_ttl),
+            objects=[{"kind": o["kind"], "name": o["metadata"]["name"], "uid": ""}
+                     for o in objects],
             replicas={f"{o['kind']}/{o['metadata']['name']}": (o.get("spec") or {}).get(
                 "replicas", 1) for o in objects if o["kind"] in lifecycle.SCALABLE},
             values={k: v for k, v in resolved.public.items() if k not in automatic},
@@ -177,22 +199,26 @@ class InstanceManager:
             raise LauncherError(404, f"no template {template_id!r}")
         if values is not None and not isinstance(values, dict):
             raise LauncherError(400, "values must be an object of variable names to values")
-        if name not in (None, "") and (not isinstance(name, str) or not INSTANCE_NAME.match(name)):
+        if name not in (None, "") and not is_instance_name(name):
             raise LauncherError(400, "name: use 1-40 lowercase letters, digits and '-', starting"
                                      " with a letter")
         ttl_seconds = self._ttl(template, ttl)
         username = actor.name
         namespace = self.settings.user_namespace(username)
-        existing = await lifecycle.list_records(self.kube, username, namespace)
+        existing, invalid = await lifecycle.list_records_checked(
+            self.kube, username, namespace, self.signer)
         if template.singleton:
             same = [r.name for r in existing if r.template == template.id]
             if same:
                 raise LauncherError(409, f"{template.name} allows one instance per user;"
                                          f" you already have {same[0]!r}")
-        if len(existing) >= self.settings.max_instances_per_user:
-            raise LauncherError(409, f"you have {len(existing)} instances, the most allowed;"
+        # records that don't verify still hold their names and count against the limit
+        count = len(existing) + len(invalid)
+        if count >= self.settings.max_instances_per_user:
+            raise LauncherError(409, f"you have {count} instances, the most allowed;"
                                      " delete one first")
-        taken = {r.name for r in existing}
+        taken = {r.name for r in existing} | {
+            r.record.removeprefix(RECORD_PREFIX) for r in invalid}
         auto_name = not name
         if auto_name:
             name = self._free_name(template.id, taken)
@@ -203,7 +229,8 @@ class InstanceManager:
         await self._ensure_namespace(namespace, username)
         for _attempt in range(5):
             try:
-                await self.kube.create(record.to_secret(resolved.secret))
+                made = await self.kube.create(record.to_secret(self.signer, resolved.secret))
+                record.resource_version = made["metadata"].get("resourceVersion", "")
                 break
             except ApiException as e:
                 if not (auto_name and e.status == 409):
@@ -217,12 +244,16 @@ class InstanceManager:
         created: list[dict] = []
         try:
             for obj in objects:
-                await self.kube.create(obj)
+                made = await self.kube.create(obj)
                 created.append(obj)
+                record.objects[len(created) - 1]["uid"] = made["metadata"]["uid"]
+            # sealed: from now on only these objects (these UIDs) are the instance's
+            await lifecycle.save_record(self.kube, record, self.signer)
         except BaseException as e:  # whatever happened (even a cancel): nothing half-made
             await self._rollback(namespace, created, name)
             if isinstance(e, ApiException):
-                what = f"{obj['kind']} {obj['metadata']['name']}"
+                what = (f"{obj['kind']} {obj['metadata']['name']}" if len(created) < len(objects)
+                        else f"instance {name!r}")
                 raise self._api_error(e, what) from None
             raise
         log.info("%s launched %s (%s) in %s: %d objects", username, name, template.id,
@@ -298,24 +329,39 @@ class InstanceManager:
 
     async def list(self, actor: Actor, everyone: bool = False) -> list[dict[str, Any]]:
         """`actor`'s instances, or everyone's for an admin asking for them."""
+        return (await self.list_checked(actor, everyone))[0]
+
+    async def list_checked(self, actor: Actor, everyone: bool = False,
+                           ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+        """The instances, and the records in the same namespaces that don't verify
+        (skipped, logged; shown as "tampered")."""
         if everyone and actor.admin and self.settings.admin_access:
-            records, view = await asyncio.gather(
-                lifecycle.list_records(self.kube), self._view(None, None))
+            (records, invalid), view = await asyncio.gather(
+                lifecycle.list_records_checked(self.kube, signer=self.signer),
+                self._view(None, None))
         else:
             namespace = self.settings.user_namespace(actor.name)
-            records, view = await asyncio.gather(
-                lifecycle.list_records(self.kube, actor.name, namespace),
+            (records, invalid), view = await asyncio.gather(
+                lifecycle.list_records_checked(self.kube, actor.name, namespace, self.signer),
                 self._view(namespace, actor.name))
         now = now_utc()
         records.sort(key=lambda r: (r.owner, r.name))
-        return [self.describe(r, view, now) for r in records]
+        described = []
+        for rec in records:
+            try:
+                described.append(self.describe(rec, view, now))
+            except Exception:  # noqa: BLE001 - one instance must not break everyone's list
+                log.exception("instance %s/%s left out of the list", rec.namespace, rec.name)
+        invalid.sort(key=lambda r: (r.namespace, r.record))
+        return described, [r.as_dict() for r in invalid]
 
     def describe(self, rec: InstanceRecord, view: ClusterView | None,
                  now: datetime | None = None) -> dict[str, Any]:
         now = now or now_utc()
         status, reason = instance_status(rec, view) if view else ("pending", "created")
         age = (now - rec.created_at).total_seconds() if rec.created_at else None
-        ttl_left = (rec.expires_at - now).total_seconds() if rec.expires_at else None
+        expires = rec.expires(self.max_ttl)
+        ttl_left = (expires - now).total_seconds() if expires else None
         return {
             "name": rec.name, "owner": rec.owner, "namespace": rec.namespace,
             "template": rec.template, "template_name": rec.template_name,
@@ -323,13 +369,18 @@ class InstanceManager:
             "url": self.instance_url(rec.owner, rec.name)
             if rec.proxy and rec.proxy.get("http", True) else None,
             "address": address(rec),
-            "created_at": iso(rec.created_at), "expires_at": iso(rec.expires_at) or None,
+            "created_at": iso(rec.created_at), "expires_at": iso(expires) or None,
             "age_seconds": int(age) if age is not None else None,
             "age": format_duration(age, none="-"),
             "ttl_left_seconds": max(0, int(ttl_left)) if ttl_left is not None else None,
             "ttl_left": format_duration(max(0, ttl_left)) if ttl_left is not None else "-",
-            "on_expiry": rec.expiry, "values": rec.values, "objects": rec.objects,
+            "on_expiry": rec.expiry, "values": rec.values,
+            "objects": [{"kind": o["kind"], "name": o["name"]} for o in rec.objects],
         }
+
+    @property
+    def max_ttl(self) -> int | None:
+        return parse_duration(self.settings.max_ttl)
 
     async def details(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
         """The instance with its events and the last lines of its containers' logs."""
@@ -371,35 +422,54 @@ class InstanceManager:
     # --- change ---------------------------------------------------------------------------
     async def stop(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
         _, rec = await self.record_for(actor, owner, name)
-        rec = await lifecycle.stop_instance(self.kube, rec.namespace, name)
+        rec = await self._change(lifecycle.stop_instance(self.kube, rec.namespace, name,
+                                                         signer=self.signer), name)
         return self.describe(rec, None) | {"status": "stopped", "reason": ""}
 
     async def start(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
         _, rec = await self.record_for(actor, owner, name)
-        rec = await lifecycle.start_instance(self.kube, rec.namespace, name)
+        rec = await self._change(lifecycle.start_instance(self.kube, rec.namespace, name,
+                                                          signer=self.signer), name)
         return self.describe(rec, None)
 
     async def extend(self, actor: Actor, owner: str, name: str, by: Any) -> dict[str, Any]:
         _, rec = await self.record_for(actor, owner, name)
         try:
             seconds = parse_duration(by)
-        except ValueError as e:
+        except (ValueError, OverflowError) as e:
             raise LauncherError(400, f"by: {e}") from None
         if not seconds:
             raise LauncherError(400, "by: give a duration such as 2h")
-        if rec.expires_at is None:
+        if seconds > MAX_SECONDS:
+            raise LauncherError(400, "by: at most 10 years")
+        if rec.expires() is None:
             raise LauncherError(400, f"instance {name!r} doesn't expire; nothing to extend")
-        rec = await lifecycle.extend_instance(self.kube, rec.namespace, name, seconds,
-                                              parse_duration(self.settings.max_ttl))
+        rec = await self._change(lifecycle.extend_instance(
+            self.kube, rec.namespace, name, seconds, self.max_ttl, signer=self.signer), name)
         return self.describe(rec, None)
 
     async def delete(self, actor: Actor, owner: str, name: str) -> None:
         _, rec = await self.record_for(actor, owner, name)
-        await lifecycle.delete_instance(self.kube, rec.namespace, name)
+        await self._change(lifecycle.delete_instance(self.kube, rec.namespace, name,
+                                                     signer=self.signer), name)
+
+    async def _change(self, operation: Any, name: str) -> Any:
+        """Run a lifecycle operation; a record changed meanwhile is a 409, gone a 404."""
+        try:
+            return await operation
+        except RecordInvalid:
+            raise untrusted(name) from None
+        except lifecycle.InstanceNotFound:
+            raise LauncherError(404, f"instance {name!r} is gone") from None
+        except ApiException as e:
+            if e.status == 409:
+                raise LauncherError(409, f"instance {name!r} is being changed by someone"
+                                         " else; try again") from None
+            raise self._api_error(e, f"instance {name!r}") from None
 
     async def upstream(self, actor: Actor, owner: str, name: str) -> tuple[str, bool]:
-        """The base URL the proxy forwards to and whether to strip the proxy prefix
-        (404 unless `actor` may use it)."""
+        """The base URL the proxy forwards to (a ready pod of the instance's own workload)
+        and whether to strip the proxy prefix (404 unless `actor` may use it)."""
         if not self.can_proxy(actor, owner):
             raise not_found(owner, name)
         _, rec = await self.record_for(Actor(owner), owner, name)
@@ -410,14 +480,18 @@ class InstanceManager:
                                      f" {address(rec)} from your notebook")
         if rec.state != "running":
             raise LauncherError(503, f"instance {name!r} is stopped; start it first")
-        service, port = rec.proxy.get("service"), rec.proxy.get("port")
-        # the record lives in the user's namespace: never trust it to build a URL
-        if not (isinstance(service, str) and is_dns1123_label(service)
-                and isinstance(port, int) and 0 < port < 65536):
-            raise LauncherError(502, f"instance {name!r} has an invalid proxy target")
-        url = self.settings.upstream_url_template.format(
-            service=service, namespace=rec.namespace, port=port)
-        return url, bool(rec.proxy.get("strip_prefix", True))
+        target = await self.target(rec)
+        return target.base_url, bool(rec.proxy.get("strip_prefix", True))
+
+    async def target(self, rec: InstanceRecord) -> Target:
+        try:
+            return await find_target(self.kube, rec, self.pod_networks)
+        except TargetError as e:
+            if e.status == 409:
+                log.warning("proxy to %s/%s refused: %s", rec.namespace, rec.name, e.message)
+            raise LauncherError(e.status, e.message) from None
+        except ApiException as e:
+            raise self._api_error(e, f"the pods of instance {rec.name!r}") from None
 
 
 def settled(workload: dict) -> bool:
@@ -434,23 +508,60 @@ def address(rec: InstanceRecord) -> str | None:
     proxy = rec.proxy or {}
     if not proxy.get("service"):
         return None
-    return f"{proxy['service']}.{rec.namespace}.svc:{proxy.get('port')}"
+    return f"{proxy['service']}.{rec.namespace}.svc:{proxy.get('service_port')}"
+
+
+def _labels_match(selector: dict, labels: Any) -> bool:
+    return isinstance(labels, dict) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _container_port(workload: dict, target: Any) -> int | None:
+    """The container port a Service's targetPort means in `workload`'s pods."""
+    if isinstance(target, int) and not isinstance(target, bool):
+        return target if 0 < target < 65536 else None
+    pod = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for container in pod.get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == target and isinstance(port.get("containerPort"), int):
+                return port["containerPort"]
+    return None
 
 
 def proxy_target(template: Template, objects: list[dict]) -> dict[str, Any] | None:
-    """The Service (and port) the proxy forwards to: the first Service of the template."""
+    """What the proxy reaches: the first Service of the template (its address for
+    notebooks), the workload it selects and the container port behind its port. Decided
+    here, from the rendered objects, and signed with the record."""
     for obj in objects:
         if obj["kind"] != "Service":
             continue
-        ports = (obj.get("spec") or {}).get("ports") or []
+        spec = obj.get("spec") or {}
+        ports = [p for p in spec.get("ports") or [] if isinstance(p, dict)]
         if not ports:
             return None
-        port = ports[0].get("port")
+        chosen = ports[0]
         if template.service_port is not None:
             wanted = str(template.service_port)
             for p in ports:
                 if str(p.get("name")) == wanted or str(p.get("port")) == wanted:
-                    port = p.get("port")
-        return {"service": obj["metadata"]["name"], "port": port,
-                "strip_prefix": template.proxy_strip_prefix, "http": template.http}
+                    chosen = p
+        service_port = chosen.get("port")
+        if not isinstance(service_port, int) or not 0 < service_port < 65536:
+            return None
+        selector = spec.get("selector")
+        workload, port = None, None
+        for candidate in objects:
+            if candidate["kind"] not in lifecycle.SCALABLE or not isinstance(selector, dict) \
+                    or not selector:
+                continue
+            pod_meta = (((candidate.get("spec") or {}).get("template") or {})
+                        .get("metadata") or {})
+            if _labels_match(selector, pod_meta.get("labels")):
+                workload = {"kind": candidate["kind"], "name": candidate["metadata"]["name"]}
+                port = _container_port(candidate, chosen.get("targetPort", service_port))
+                break
+        if port is None:
+            workload = None
+        return {"service": obj["metadata"]["name"], "service_port": service_port,
+                "workload": workload, "port": port,
+                "strip_prefix": bool(template.proxy_strip_prefix), "http": bool(template.http)}
     return None

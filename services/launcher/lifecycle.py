@@ -5,11 +5,17 @@ remembering the replicas in the record, so start brings back exactly what was th
 the objects, their data and their definition stay (Kubeflow's model). Delete removes the
 objects the record lists and then the record. Which of the two happens when an instance's
 TTL runs out is the template's `expiry` (default: stop, so no data is lost).
+
+Every record is verified (`records.py`): one that doesn't verify is skipped and logged by
+the listings, and refused by the operations on one instance (`RecordInvalid`). An object
+is only changed when its UID is the one the record signed, so an object the user deleted
+and made again under the same name is never touched.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,18 +26,17 @@ from kdash_hub.kube import RESOURCES, KubeResources
 from kdash_hub.naming import label_value
 
 from .records import (
-    ANN_EXPIRES,
-    ANN_REPLICAS,
-    ANN_STATE,
     RUNNING,
     STOPPED,
     InstanceRecord,
-    iso,
+    RecordInvalid,
     now_utc,
     record_name,
     record_selector,
 )
+from .signing import RecordSigner, default_signer
 
+log = logging.getLogger("kdash_hub.launcher.records")
 SCALABLE = ("Deployment", "StatefulSet")
 # never touched through a record, whatever it says: the namespace's guardrails
 GUARDRAIL_KINDS = {"ResourceQuota", "LimitRange", "Role", "RoleBinding", "NetworkPolicy",
@@ -39,20 +44,21 @@ GUARDRAIL_KINDS = {"ResourceQuota", "LimitRange", "Role", "RoleBinding", "Networ
 
 
 def may_touch(kind: str) -> bool:
-    """Kinds a record may name: namespaced ones that aren't the namespace's guardrails.
-
-    Records live in the user's namespace, where a user may be able to edit them; so what a
-    record lists is checked here and against each object's labels before any change.
-    """
+    """Kinds a record may name: namespaced ones that aren't the namespace's guardrails."""
     resource = RESOURCES.get(kind)
     return resource is not None and resource.namespaced and kind not in GUARDRAIL_KINDS
 
 
-def belongs_to(obj: dict | None, rec: InstanceRecord) -> bool:
-    """True when `obj` carries this instance's labels and owner."""
+def belongs_to(obj: dict | None, rec: InstanceRecord, kind: str = "", name: str = "") -> bool:
+    """True when `obj` is the object the record made: the UID it signed (before the
+    launch recorded UIDs: the instance's labels and owner)."""
     if obj is None:
         return False
-    labels = (obj.get("metadata") or {}).get("labels") or {}
+    meta = obj.get("metadata") or {}
+    uid = rec.uid_of(kind or obj.get("kind", ""), name or meta.get("name", ""))
+    if uid:
+        return meta.get("uid") == uid
+    labels = meta.get("labels") or {}
     return labels.get(L.INSTANCE) == label_value(rec.name) and L.is_owned_by(obj, rec.owner)
 
 
@@ -72,38 +78,121 @@ class InstanceRef:
     expires_at: datetime
 
 
+@dataclass(frozen=True)
+class InvalidRecord:
+    """A record that didn't verify: shown to admins, never acted on."""
+
+    namespace: str
+    record: str
+    claimed_owner: str  # from the Secret's annotation: the user may have written it
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"namespace": self.namespace, "record": self.record,
+                "claimed_owner": self.claimed_owner, "reason": self.reason,
+                "status": "tampered"}
+
+
+def invalid_record(secret: dict, reason: str) -> InvalidRecord:
+    meta = secret.get("metadata") if isinstance(secret, dict) else {}
+    meta = meta if isinstance(meta, dict) else {}
+    ann = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    owner = ann.get(L.OWNER_ANNOTATION)
+    return InvalidRecord(str(meta.get("namespace", ""))[:253], str(meta.get("name", ""))[:253],
+                         owner[:256] if isinstance(owner, str) else "", reason)
+
+
 async def read_record(
-    kube: KubeResources, namespace: str, name: str,
+    kube: KubeResources, namespace: str, name: str, signer: RecordSigner | None = None,
 ) -> tuple[dict, InstanceRecord]:
-    """The record Secret of an instance and what it says (raises InstanceNotFound)."""
+    """The record Secret of an instance and what it says (raises InstanceNotFound, or
+    RecordInvalid for a record the launcher didn't write as it is)."""
     secret = await kube.get("Secret", record_name(name), namespace)
     if secret is None:
         raise InstanceNotFound(f"no instance {name!r} in {namespace}")
-    return secret, InstanceRecord.from_secret(secret)
+    try:
+        rec = InstanceRecord.from_secret(secret, signer or default_signer())
+    except RecordInvalid as e:
+        log.warning("instance record %s/%s refused: %s", namespace, record_name(name), e)
+        raise
+    if rec.name != name:
+        raise RecordInvalid("the record names another instance")
+    return secret, rec
+
+
+async def list_records_checked(
+    kube: KubeResources, username: str | None = None, namespace: str | None = None,
+    signer: RecordSigner | None = None,
+) -> tuple[list[InstanceRecord], list[InvalidRecord]]:
+    """Every verified instance record (of `username` when given) and the ones that
+    failed — one list request; a bad record never stops the others."""
+    signer = signer or default_signer()
+    secrets = await kube.list("Secret", namespace, label_selector=record_selector(username))
+    records, invalid = [], []
+    for secret in secrets:
+        try:
+            rec = InstanceRecord.from_secret(secret, signer)
+        except RecordInvalid as e:
+            bad = invalid_record(secret, str(e))
+            log.warning("instance record %s/%s skipped: %s", bad.namespace, bad.record,
+                        bad.reason)
+            invalid.append(bad)
+            continue
+        if username is not None and rec.owner != username:
+            continue  # label values can be hashed: the signed owner is exact
+        records.append(rec)
+    return records, invalid
 
 
 async def list_records(kube: KubeResources, username: str | None = None,
-                       namespace: str | None = None) -> list[InstanceRecord]:
-    """Every instance record (of `username` when given) — one list request."""
-    secrets = await kube.list("Secret", namespace, label_selector=record_selector(username))
-    records = [InstanceRecord.from_secret(s) for s in secrets]
-    if username is not None:  # label values can be hashed: the annotation is exact
-        records = [r for r in records if r.owner == username]
-    return records
+                       namespace: str | None = None,
+                       signer: RecordSigner | None = None) -> list[InstanceRecord]:
+    """Every verified instance record (of `username` when given); bad ones are skipped."""
+    return (await list_records_checked(kube, username, namespace, signer))[0]
 
 
-async def expired_instances(kube: KubeResources, now: datetime) -> list[InstanceRef]:
+async def expired_instances(kube: KubeResources, now: datetime,
+                            signer: RecordSigner | None = None) -> list[InstanceRef]:
     """Running instances whose expiry time is at or before `now` (stopped ones that expire
-    with `delete` too: a stopped instance still holds its storage)."""
+    with `delete` too: a stopped instance still holds its storage). Records that don't
+    verify are skipped (logged): their lifetime is unknown, and they are never acted on."""
     refs = []
-    for rec in await list_records(kube):
-        if rec.expires_at is None or rec.expires_at > now:
+    for rec in await list_records(kube, signer=signer):
+        expires = rec.expires()
+        if expires is None or expires > now:
             continue
         if rec.state == STOPPED and rec.expiry == "stop":
             continue
         refs.append(InstanceRef(rec.namespace, rec.name, rec.owner, rec.template,
-                                rec.expiry, rec.expires_at))
+                                rec.expiry, expires))
     return refs
+
+
+async def save_record(kube: KubeResources, rec: InstanceRecord, signer: RecordSigner) -> None:
+    """Write `rec` back, signed; 409 (ApiException) when the record changed since it was
+    read (its resourceVersion), so two writers never undo each other."""
+    patch: dict = {"metadata": {"annotations": rec.signed_annotations(signer)}}
+    if rec.resource_version:
+        patch["metadata"]["resourceVersion"] = rec.resource_version
+    saved = await kube.patch("Secret", record_name(rec.name), rec.namespace, patch)
+    rec.resource_version = (saved.get("metadata") or {}).get("resourceVersion", "")
+
+
+async def update_record(kube: KubeResources, namespace: str, name: str,
+                        change: Callable[[InstanceRecord], None],
+                        signer: RecordSigner | None = None) -> InstanceRecord:
+    """Read, change and write back the record, again when someone wrote in between."""
+    signer = signer or default_signer()
+    for attempt in range(5):
+        _, rec = await read_record(kube, namespace, name, signer)
+        change(rec)
+        try:
+            await save_record(kube, rec, signer)
+            return rec
+        except ApiException as e:
+            if e.status != 409 or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def _scale(kube: KubeResources, kind: str, name: str, namespace: str,
@@ -111,62 +200,82 @@ async def _scale(kube: KubeResources, kind: str, name: str, namespace: str,
     await kube.patch(kind, name, namespace, {"spec": {"replicas": replicas}})
 
 
-async def stop_instance(kube: KubeResources, namespace: str, name: str) -> InstanceRecord:
+async def _recorded(kube: KubeResources, rec: InstanceRecord, obj: dict) -> dict | None:
+    """The object the record names if it is still the one the launcher made."""
+    current = await kube.get(obj["kind"], obj["name"], rec.namespace)
+    if current is not None and not belongs_to(current, rec, obj["kind"], obj["name"]):
+        log.warning("%s %s/%s is not the one instance %s made (UID differs): left alone",
+                    obj["kind"], rec.namespace, obj["name"], rec.name)
+        return None
+    return current
+
+
+async def stop_instance(kube: KubeResources, namespace: str, name: str,
+                        signer: RecordSigner | None = None) -> InstanceRecord:
     """Scale the instance to zero, keeping its objects and definition (idempotent)."""
-    secret, rec = await read_record(kube, namespace, name)
+    signer = signer or default_signer()
+    _, rec = await read_record(kube, namespace, name, signer)
     if rec.state == STOPPED:
         return rec
     replicas = dict(rec.replicas)
     for obj in rec.objects:
         kind, obj_name = obj["kind"], obj["name"]
+        if kind not in (*SCALABLE, "Job"):
+            continue
         try:
+            current = await _recorded(kube, rec, obj)
+            if current is None:
+                continue
             if kind in SCALABLE:
-                current = await kube.get(kind, obj_name, namespace)
-                if not belongs_to(current, rec):
-                    continue
                 count = (current.get("spec") or {}).get("replicas", 1)
-                if count:
+                if isinstance(count, int) and 0 < count <= 100:
                     replicas[f"{kind}/{obj_name}"] = count
                 await _scale(kube, kind, obj_name, namespace, 0)
-            elif kind == "Job":
+            else:
                 await kube.patch(kind, obj_name, namespace, {"spec": {"suspend": True}})
         except ApiException as e:
             if e.status != 404:
                 raise
-    rec.state, rec.replicas = STOPPED, replicas
-    await kube.patch("Secret", record_name(name), namespace, {"metadata": {"annotations": {
-        ANN_STATE: STOPPED, ANN_REPLICAS: json.dumps(replicas)}}})
-    return rec
+
+    def stopped(r: InstanceRecord) -> None:
+        r.state, r.replicas = STOPPED, replicas
+
+    return await update_record(kube, namespace, name, stopped, signer)
 
 
 async def start_instance(kube: KubeResources, namespace: str, name: str,
-                         now: datetime | None = None) -> InstanceRecord:
+                         now: datetime | None = None,
+                         signer: RecordSigner | None = None) -> InstanceRecord:
     """Scale a stopped instance back to its replicas; an expired TTL starts again."""
-    secret, rec = await read_record(kube, namespace, name)
+    signer = signer or default_signer()
+    _, rec = await read_record(kube, namespace, name, signer)
     if rec.state == RUNNING:
         return rec
     for obj in rec.objects:
         kind, obj_name = obj["kind"], obj["name"]
+        if kind not in (*SCALABLE, "Job"):
+            continue
         try:
+            if await _recorded(kube, rec, obj) is None:
+                continue
             if kind in SCALABLE:
-                if not belongs_to(await kube.get(kind, obj_name, namespace), rec):
-                    continue
                 await _scale(kube, kind, obj_name, namespace,
-                             int(rec.replicas.get(f"{kind}/{obj_name}", 1)))
-            elif kind == "Job":
+                             rec.replicas.get(f"{kind}/{obj_name}", 1))
+            else:
                 await kube.patch(kind, obj_name, namespace, {"spec": {"suspend": False}})
         except ApiException as e:
             if e.status != 404:
                 raise
     now = now or now_utc()
-    annotations = {ANN_STATE: RUNNING}
-    if rec.ttl and (rec.expires_at is None or rec.expires_at <= now):
-        rec.expires_at = now + timedelta(seconds=rec.ttl)
-        annotations[ANN_EXPIRES] = iso(rec.expires_at)
-    rec.state = RUNNING
-    await kube.patch("Secret", record_name(name), namespace,
-                     {"metadata": {"annotations": annotations}})
-    return rec
+
+    def started(r: InstanceRecord) -> None:
+        r.state = RUNNING
+        expires = r.expires()
+        if r.ttl and (expires is None or expires <= now):
+            r.renewed_at = now
+            r.expires_at = now + timedelta(seconds=min(r.ttl, r.max_ttl or r.ttl))
+
+    return await update_record(kube, namespace, name, started, signer)
 
 
 async def delete_objects(kube: KubeResources, namespace: str, objects: list[dict]) -> None:
@@ -175,33 +284,35 @@ async def delete_objects(kube: KubeResources, namespace: str, objects: list[dict
         await kube.delete(obj["kind"], obj["name"], namespace)
 
 
-async def delete_instance(kube: KubeResources, namespace: str, name: str) -> None:
-    """Delete every object of the instance, then its record (raises InstanceNotFound).
-
-    Only objects that still carry the instance's labels are deleted: a record edited to
-    name something else in the namespace (or elsewhere) deletes nothing extra.
-    """
-    secret, rec = await read_record(kube, namespace, name)
+async def delete_instance(kube: KubeResources, namespace: str, name: str,
+                          signer: RecordSigner | None = None) -> None:
+    """Delete every object of the instance, then its record (raises InstanceNotFound or
+    RecordInvalid). Only the objects the record made (same UID) are deleted."""
+    _, rec = await read_record(kube, namespace, name, signer)
     for obj in reversed(rec.objects):
         if not may_touch(obj["kind"]):
             continue
-        if belongs_to(await kube.get(obj["kind"], obj["name"], namespace), rec):
+        if await _recorded(kube, rec, obj) is not None:
             await kube.delete(obj["kind"], obj["name"], namespace)
     await kube.delete("Secret", record_name(name), namespace)
 
 
 async def extend_instance(kube: KubeResources, namespace: str, name: str, seconds: int,
-                          max_ttl: int | None = None,
-                          now: datetime | None = None) -> InstanceRecord:
+                          max_ttl: int | None = None, now: datetime | None = None,
+                          signer: RecordSigner | None = None) -> InstanceRecord:
     """Move the expiry `seconds` later (from now if it already passed), capped at
-    `max_ttl` from now."""
-    secret, rec = await read_record(kube, namespace, name)
+    `max_ttl` from now (and at the cap the record was made with)."""
     now = now or now_utc()
-    base = rec.expires_at if rec.expires_at and rec.expires_at > now else now
-    expires = base + timedelta(seconds=seconds)
-    if max_ttl:
-        expires = min(expires, now + timedelta(seconds=max_ttl))
-    rec.expires_at = expires
-    await kube.patch("Secret", record_name(name), namespace,
-                     {"metadata": {"annotations": {ANN_EXPIRES: iso(expires)}}})
-    return rec
+
+    def extended(r: InstanceRecord) -> None:
+        current = r.expires(max_ttl)
+        base = current if current and current > now else now
+        expires = base + timedelta(seconds=seconds)
+        caps = [c for c in (max_ttl, r.max_ttl) if c]
+        if caps:
+            expires = min(expires, now + timedelta(seconds=min(caps)))
+        r.expires_at, r.renewed_at = expires, now
+        if max_ttl:
+            r.max_ttl = min(caps)
+
+    return await update_record(kube, namespace, name, extended, signer)

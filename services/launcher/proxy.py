@@ -1,9 +1,11 @@
-"""The authenticating reverse proxy to an instance's Service, HTTP and WebSocket.
+"""The authenticating reverse proxy to an instance, HTTP and WebSocket.
 
 `<prefix>proxy/<owner>/<instance>/<path>` is forwarded only for the instance's exact owner
 (and admins when `admin_proxy_access` is on); anyone else gets the same 404 as for an
-instance that doesn't exist. The hub's credentials (Authorization header, hub cookies)
-are never passed on to the instance.
+instance that doesn't exist. It connects only to a ready pod of the instance's own
+workload (`targets.py`). Only the request headers of `proxy_forward_headers` go on; the
+hub's and the launcher's credentials never do (no Authorization, none of their cookies),
+and an instance can't set cookies under their names.
 """
 
 from __future__ import annotations
@@ -26,7 +28,42 @@ HOP_BY_HOP = {
 # WebSocket handshake headers the client library sets itself
 WS_HANDSHAKE = {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                 "sec-websocket-protocol"}
-HUB_COOKIE_PREFIXES = ("jupyterhub-", "_xsrf", "__Host-jupyterhub", "kdash-launcher")
+# the hub's cookies (jupyterhub/handlers/base.py, objects.py, user.py): its login session,
+# its own login cookie, each server's login cookie and OAuth state, the old services cookie
+HUB_COOKIES = ("jupyterhub-session-id", "jupyterhub-hub-login", "jupyterhub-services")
+HUB_COOKIE_PREFIXES = ("jupyterhub-user-",)
+# JupyterHub's xsrf cookie, which the launcher (a HubOAuth service) sets on its path
+XSRF_COOKIE = "_xsrf"
+
+
+class CookieFilter:
+    """Which cookie names are the hub's or the launcher's, by exact name: the launcher's
+    own names come from its running HubOAuth (`service-kdash-launcher`, its OAuth state
+    cookies `...-oauth-state` and `...-oauth-state-<8 letters>`); any of them may carry
+    JupyterHub's `__Host-` prefix."""
+
+    def __init__(self, launcher_cookie: str, launcher_state_cookie: str):
+        self.exact = {*HUB_COOKIES, XSRF_COOKIE, launcher_cookie.removeprefix("__Host-"),
+                      launcher_state_cookie.removeprefix("__Host-")}
+        self.state = launcher_state_cookie.removeprefix("__Host-")
+
+    def protected(self, name: str) -> bool:
+        bare = name.strip().removeprefix("__Host-")
+        if bare in self.exact or bare.startswith(HUB_COOKIE_PREFIXES):
+            return True
+        suffix = bare.removeprefix(self.state + "-")
+        return suffix != bare and len(suffix) == 8 and suffix.isascii() and suffix.isalpha()
+
+    def strip(self, header: str) -> str:
+        kept = []
+        for part in header.split(";"):
+            name = part.strip().split("=", 1)[0]
+            if name and not self.protected(name):
+                kept.append(part.strip())
+        return "; ".join(kept)
+
+    def set_cookie_allowed(self, value: str) -> bool:
+        return not self.protected(value.split("=", 1)[0])
 
 
 _COOKIE_PATH = re.compile(r"(;\s*path=)(/[^;]*)", re.IGNORECASE)
@@ -45,20 +82,14 @@ def rewrite_header(key: str, value: str, prefix: str) -> str:
     return value
 
 
-def _strip_hub_cookies(value: str) -> str:
-    kept = []
-    for part in value.split(";"):
-        name = part.strip().split("=", 1)[0]
-        if name and not name.startswith(HUB_COOKIE_PREFIXES):
-            kept.append(part.strip())
-    return "; ".join(kept)
-
-
 class ProxyHandler(LauncherHandler, websocket.WebSocketHandler):
     """One handler for both: a plain request is forwarded with the HTTP client, an
     Upgrade request becomes a WebSocket relayed to a WebSocket opened upstream."""
 
     upstream_ws: websocket.WebSocketClientConnection | None = None
+
+    def set_default_headers(self) -> None:  # the instance's answers carry its own headers
+        pass
 
     @property
     def api(self) -> bool:  # errors as a page for browsers, JSON for programs
@@ -84,14 +115,21 @@ class ProxyHandler(LauncherHandler, websocket.WebSocketHandler):
         query = self.request.query
         return base.rstrip("/") + target + (f"?{query}" if query else "")
 
+    @property
+    def cookie_filter(self) -> CookieFilter:
+        return CookieFilter(self.hub_auth.cookie_name, self.hub_auth.state_cookie_name)
+
     def _forward_headers(self, owner: str, name: str) -> HTTPHeaders:
+        allowed = {h.lower() for h in self.manager.settings.proxy_forward_headers}
+        allowed -= {"authorization", "proxy-authorization", *HOP_BY_HOP, *WS_HANDSHAKE}
+        cookies = self.cookie_filter
         headers = HTTPHeaders()
         for key, value in self.request.headers.get_all():
             lower = key.lower()
-            if lower in HOP_BY_HOP or lower == "authorization" or lower in WS_HANDSHAKE:
+            if lower not in allowed:
                 continue
             if lower == "cookie":
-                value = _strip_hub_cookies(value)
+                value = cookies.strip(value)
                 if not value:
                     continue
             headers.add(key, value)
@@ -129,9 +167,16 @@ class ProxyHandler(LauncherHandler, websocket.WebSocketHandler):
         for default in ("Content-Type", "Server", "Date"):
             self.clear_header(default)
         prefix = self.manager.path_prefix(owner, name) if self._strip else ""
+        cookies = self.cookie_filter
         for key, value in response.headers.get_all():
-            if key.lower() not in HOP_BY_HOP:
-                self.add_header(key, rewrite_header(key, value, prefix))
+            lower = key.lower()
+            if lower in HOP_BY_HOP:
+                continue
+            if lower == "set-cookie" and not cookies.set_cookie_allowed(value):
+                log.warning("instance %s/%s tried to set the protected cookie %s", owner, name,
+                            value.split("=", 1)[0][:64])
+                continue
+            self.add_header(key, rewrite_header(key, value, prefix))
         if response.code not in (204, 304) and method != "HEAD" and response.body:
             self.write(response.body)
         self.finish()

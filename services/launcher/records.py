@@ -1,41 +1,54 @@
-"""The record of an instance: one Secret per instance holding its definition.
+"""The record of an instance: one Secret per instance, signed by the launcher.
 
-The record keeps what stop/start, the list and the culler need (template, values, the
-objects made, replicas before a stop, expiry) in annotations, and the values of secret
-variables in its data — never in a ConfigMap. It is created first, so its name is the
-lock that makes instance names unique per user.
+The record keeps what stop/start, the list, the proxy and the culler need (template, the
+objects made with their UIDs, which workload and port the proxy reaches, replicas before a
+stop, lifetime and its cap) as one canonical JSON annotation, and an HMAC-SHA256 of it
+(`signing.py`) in a second one. The Secret lives in the user's namespace, so the user can
+edit it: a record whose signature doesn't verify, or whose content isn't exactly what the
+launcher writes, raises `RecordInvalid` and is never acted on. The values of secret
+variables stay in the Secret's data (never in a ConfigMap); the launcher never reads them
+back. The record is created first, so its name is the lock that makes instance names
+unique per user.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kdash_hub import labels as L
 from kdash_hub.naming import label_value
 
+from .signing import RecordSigner
+
 RECORD_COMPONENT = "launcher-instance"
 RECORD_PREFIX = "kdash-instance-"
 A = "kdash-hub.io/"
-ANN_INSTANCE = A + "instance-name"
-ANN_TEMPLATE = A + "template-id"
-ANN_TEMPLATE_NAME = A + "template-name"
-ANN_CREATED = A + "created-at"
-ANN_EXPIRES = A + "expires-at"
-ANN_EXPIRY = A + "expiry"
-ANN_TTL = A + "ttl-seconds"
-ANN_STATE = A + "state"
-ANN_OBJECTS = A + "objects"
-ANN_REPLICAS = A + "replicas"
-ANN_VALUES = A + "values"
-ANN_PROXY = A + "proxy"
+ANN_RECORD = A + "instance-record"
+ANN_SIGNATURE = A + "instance-record-signature"
 SECRET_KEY = "secret-values.json"
+FORMAT_VERSION = 1
 
 RUNNING = "running"
 STOPPED = "stopped"
+EXPIRY_ACTIONS = ("stop", "delete")
+# 1-40 lowercase letters, digits and '-', starting with a letter (always fullmatch)
+INSTANCE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?")
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+_MAX_SECONDS = 100 * 366 * 86400  # no lifetime of a record is longer than a century
+_MAX_TEXT = 8192
+
+
+class RecordInvalid(ValueError):
+    """A record the launcher didn't write as it is: unsigned, edited or malformed."""
+
+
+def is_instance_name(name: object) -> bool:
+    return isinstance(name, str) and INSTANCE_NAME.fullmatch(name) is not None
 
 
 def record_name(instance: str) -> str:
@@ -50,25 +63,26 @@ def record_selector(username: str | None = None) -> str:
 
 
 def now_utc() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def iso(dt: datetime | None) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if dt else ""
 
 
-def parse_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
+def parse_timestamp(text: object) -> datetime:
+    """A UTC timestamp exactly as `iso` writes it (raises RecordInvalid otherwise)."""
+    if not isinstance(text, str) or not _TIMESTAMP.fullmatch(text):
+        raise RecordInvalid(f"not a UTC timestamp: {str(text)[:40]!r}")
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
-        return None
+        raise RecordInvalid(f"not a UTC timestamp: {text!r}") from None
 
 
 @dataclass
 class InstanceRecord:
-    """An instance as its record describes it."""
+    """An instance as its (verified) record describes it."""
 
     namespace: str
     name: str
@@ -76,13 +90,19 @@ class InstanceRecord:
     template: str
     template_name: str = ""
     created_at: datetime | None = None
+    # when the lifetime was last set (launch, extend, start): the cap counts from here
+    renewed_at: datetime | None = None
     expires_at: datetime | None = None
     expiry: str = "stop"
     ttl: int | None = None
+    max_ttl: int | None = None
     state: str = RUNNING
+    # {"kind", "name", "uid"}; uid "" until the launch has made the object
     objects: list[dict[str, str]] = field(default_factory=list)
     replicas: dict[str, int] = field(default_factory=dict)
     values: dict[str, str] = field(default_factory=dict)
+    # {"service", "service_port", "workload": {"kind", "name"} | None, "port", "http",
+    #  "strip_prefix"}: the proxy reaches `port` on the ready pods of `workload`
     proxy: dict[str, Any] | None = None
     resource_version: str = ""
 
@@ -90,7 +110,47 @@ class InstanceRecord:
     def workloads(self) -> list[dict[str, str]]:
         return [o for o in self.objects if o["kind"] in ("Deployment", "StatefulSet")]
 
-    def to_secret(self, secret_values: dict[str, str] | None = None) -> dict[str, Any]:
+    @property
+    def sealed(self) -> bool:
+        """True once every object's UID is recorded (the launch finished)."""
+        return all(o.get("uid") for o in self.objects)
+
+    def uid_of(self, kind: str, name: str) -> str:
+        for obj in self.objects:
+            if obj["kind"] == kind and obj["name"] == name:
+                return obj.get("uid", "")
+        return ""
+
+    def expires(self, max_ttl: int | None = None) -> datetime | None:
+        """When the instance expires: the signed expiry, never later than the signed cap
+        (or `max_ttl`, the cap in force now) counted from the last renewal."""
+        limits = [t for t in (self.expires_at,) if t is not None]
+        base = self.renewed_at or self.created_at
+        for cap in (self.max_ttl, max_ttl):
+            if cap and base is not None:
+                limits.append(base + timedelta(seconds=cap))
+        return min(limits) if limits else None
+
+    # --- writing ----------------------------------------------------------------------
+    def content(self) -> dict[str, Any]:
+        """Everything the signature covers."""
+        return {
+            "v": FORMAT_VERSION, "namespace": self.namespace, "name": self.name,
+            "owner": self.owner, "template": self.template,
+            "template_name": self.template_name, "created_at": iso(self.created_at),
+            "renewed_at": iso(self.renewed_at), "expires_at": iso(self.expires_at) or None,
+            "expiry": self.expiry, "ttl": self.ttl, "max_ttl": self.max_ttl,
+            "state": self.state, "objects": self.objects, "replicas": self.replicas,
+            "values": self.values, "proxy": self.proxy,
+        }
+
+    def signed_annotations(self, signer: RecordSigner) -> dict[str, str]:
+        text = json.dumps(self.content(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=True)
+        return {ANN_RECORD: text, ANN_SIGNATURE: signer.sign(text.encode())}
+
+    def to_secret(self, signer: RecordSigner,
+                  secret_values: dict[str, str] | None = None) -> dict[str, Any]:
         labels = {
             **L.owner_labels(self.owner, RECORD_COMPONENT),
             L.INSTANCE: label_value(self.name), L.TEMPLATE: label_value(self.template),
@@ -100,7 +160,8 @@ class InstanceRecord:
             "metadata": {
                 "name": record_name(self.name), "namespace": self.namespace,
                 "labels": labels,
-                "annotations": {**L.owner_annotations(self.owner), **self.annotations()},
+                "annotations": {**L.owner_annotations(self.owner),
+                                **self.signed_annotations(signer)},
             },
         }
         if secret_values:
@@ -108,50 +169,132 @@ class InstanceRecord:
             secret["data"] = {SECRET_KEY: encoded}
         return secret
 
-    def annotations(self) -> dict[str, str]:
-        return {
-            ANN_INSTANCE: self.name, ANN_TEMPLATE: self.template,
-            ANN_TEMPLATE_NAME: self.template_name, ANN_CREATED: iso(self.created_at),
-            ANN_EXPIRES: iso(self.expires_at), ANN_EXPIRY: self.expiry,
-            ANN_TTL: str(self.ttl or ""), ANN_STATE: self.state,
-            ANN_OBJECTS: json.dumps(self.objects), ANN_REPLICAS: json.dumps(self.replicas),
-            ANN_VALUES: json.dumps(self.values),
-            ANN_PROXY: json.dumps(self.proxy) if self.proxy else "",
-        }
+    # --- reading ----------------------------------------------------------------------
+    @classmethod
+    def from_secret(cls, secret: Any, signer: RecordSigner) -> InstanceRecord:
+        """The record a Secret holds; RecordInvalid unless the launcher wrote it as it is.
+
+        Whatever the Secret contains (any bytes, any JSON), nothing but RecordInvalid is
+        raised: a bad record is one to skip, never an error of the caller.
+        """
+        try:
+            return cls._from_secret(secret, signer)
+        except RecordInvalid:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError,
+                RecursionError) as e:  # a malformed record, whatever the malformation
+            raise RecordInvalid(f"malformed record ({type(e).__name__})") from None
 
     @classmethod
-    def from_secret(cls, secret: dict[str, Any]) -> InstanceRecord:
-        meta = secret.get("metadata") or {}
-        ann = meta.get("annotations") or {}
-
-        def load(key: str, default: Any) -> Any:  # a user may have edited the record
-            try:
-                value = json.loads(ann.get(key) or "null")
-            except ValueError:
-                return default
-            return value if isinstance(value, type(default)) else default
-
-        ttl = ann.get(ANN_TTL) or ""
-        objects = [o for o in load(ANN_OBJECTS, []) if isinstance(o, dict)
-                   and isinstance(o.get("kind"), str) and isinstance(o.get("name"), str)]
-        replicas = {k: v for k, v in load(ANN_REPLICAS, {}).items()
-                    if isinstance(v, int) and 0 <= v <= 100}
-        return cls(
-            namespace=meta.get("namespace", ""),
-            name=ann.get(ANN_INSTANCE) or meta.get("name", "").removeprefix(RECORD_PREFIX),
-            owner=ann.get(L.OWNER_ANNOTATION, ""), template=ann.get(ANN_TEMPLATE, ""),
-            template_name=ann.get(ANN_TEMPLATE_NAME, ""),
-            created_at=parse_iso(ann.get(ANN_CREATED) or meta.get("creationTimestamp")),
-            expires_at=parse_iso(ann.get(ANN_EXPIRES)), expiry=ann.get(ANN_EXPIRY) or "stop",
-            ttl=int(ttl) if ttl.isdigit() else None, state=ann.get(ANN_STATE) or RUNNING,
-            objects=objects, replicas=replicas,
-            values=load(ANN_VALUES, {}), proxy=load(ANN_PROXY, {}) or None,
-            resource_version=meta.get("resourceVersion", ""),
+    def _from_secret(cls, secret: Any, signer: RecordSigner) -> InstanceRecord:
+        meta = secret.get("metadata") if isinstance(secret, dict) else None
+        if not isinstance(meta, dict):
+            raise RecordInvalid("not a Secret")
+        ann = meta.get("annotations")
+        ann = ann if isinstance(ann, dict) else {}
+        text, signature = ann.get(ANN_RECORD), ann.get(ANN_SIGNATURE)
+        if not isinstance(text, str) or not text:
+            raise RecordInvalid("unsigned record (no launcher record annotation)")
+        if not signer.verify(text.encode("utf-8", "surrogatepass"), signature):
+            raise RecordInvalid("the signature doesn't verify: changed outside the launcher")
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("v") != FORMAT_VERSION:
+            raise RecordInvalid("unknown record format")
+        rec = cls(
+            namespace=_text(data, "namespace"), name=_text(data, "name"),
+            owner=_text(data, "owner"), template=_text(data, "template"),
+            template_name=_text(data, "template_name", empty=True),
+            created_at=parse_timestamp(data.get("created_at")),
+            renewed_at=parse_timestamp(data.get("renewed_at")),
+            expires_at=None if data.get("expires_at") is None
+            else parse_timestamp(data["expires_at"]),
+            expiry=_choice(data, "expiry", EXPIRY_ACTIONS),
+            ttl=_seconds(data, "ttl"), max_ttl=_seconds(data, "max_ttl"),
+            state=_choice(data, "state", (RUNNING, STOPPED)),
+            objects=_objects(data.get("objects")), replicas=_replicas(data.get("replicas")),
+            values=_values(data.get("values")), proxy=_proxy(data.get("proxy")),
+            resource_version=str(meta.get("resourceVersion") or ""),
         )
+        # the signature covers where the record claims to be: it must be there
+        if meta.get("namespace") != rec.namespace or meta.get("name") != record_name(rec.name):
+            raise RecordInvalid("the record was moved or copied (name or namespace differ)")
+        if not is_instance_name(rec.name):
+            raise RecordInvalid("not an instance name")
+        return rec
+
+
+def _text(data: dict, key: str, *, empty: bool = False) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or (not value and not empty) or len(value) > _MAX_TEXT:
+        raise RecordInvalid(f"field {key} is not a text")
+    return value
+
+
+def _choice(data: dict, key: str, choices: tuple[str, ...]) -> str:
+    value = data.get(key)
+    if value not in choices:
+        raise RecordInvalid(f"field {key} is not one of {', '.join(choices)}")
+    return value
+
+
+def _seconds(data: dict, key: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if type(value) is not int or not 0 < value <= _MAX_SECONDS:
+        raise RecordInvalid(f"field {key} is not a number of seconds")
+    return value
+
+
+def _objects(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise RecordInvalid("field objects is not a list")
+    objects = []
+    for obj in value:
+        if not (isinstance(obj, dict) and set(obj) == {"kind", "name", "uid"}
+                and all(isinstance(v, str) for v in obj.values()) and obj["kind"]
+                and obj["name"]):
+            raise RecordInvalid("field objects has a malformed entry")
+        objects.append(dict(obj))
+    return objects
+
+
+def _replicas(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and type(v) is int and 0 <= v <= 100 for k, v in value.items()):
+        raise RecordInvalid("field replicas is malformed")
+    return dict(value)
+
+
+def _values(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise RecordInvalid("field values is malformed")
+    return dict(value)
+
+
+def _proxy(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RecordInvalid("field proxy is malformed")
+    port, service_port = value.get("port"), value.get("service_port")
+    workload = value.get("workload")
+    ok = (isinstance(value.get("service"), str)
+          and (port is None or (type(port) is int and 0 < port < 65536))
+          and type(service_port) is int and 0 < service_port < 65536
+          and type(value.get("http")) is bool and type(value.get("strip_prefix")) is bool
+          and (workload is None or (isinstance(workload, dict)
+                                    and set(workload) == {"kind", "name"}
+                                    and workload["kind"] in ("Deployment", "StatefulSet")
+                                    and isinstance(workload["name"], str))))
+    if not ok:
+        raise RecordInvalid("field proxy is malformed")
+    return dict(value)
 
 
 def secret_values(secret: dict[str, Any]) -> dict[str, str]:
-    """The secret variable values kept in a record's data."""
+    """The secret variable values kept in a record's data (for people; never acted on)."""
     encoded = (secret.get("data") or {}).get(SECRET_KEY)
     if not encoded:
         return {}

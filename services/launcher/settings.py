@@ -1,8 +1,9 @@
 """The launcher's settings (traitlets): where templates come from, the user's storage,
-namespaces, TTLs, who may see what, and how the proxy reaches a Service."""
+namespaces, TTLs, who may see what, the record signing key and what the proxy passes on."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -12,8 +13,18 @@ from traitlets.config import Configurable
 from kdash_hub import naming
 from kdash_hub.templating import DEFAULT_ALLOWED_KINDS
 
+from .signing import RecordSigner, make_signer
+
 CATALOG_DIR = Path(__file__).parent / "catalog"
 SERVICE_NAME = "kdash-launcher"
+# what browsers and programs send that apps need; never credentials for the hub
+DEFAULT_FORWARD_HEADERS = (
+    "Accept", "Accept-Encoding", "Accept-Language", "Cache-Control", "Content-Type",
+    "Content-Language", "Content-Disposition", "Cookie", "DNT", "If-Match",
+    "If-Modified-Since", "If-None-Match", "If-Range", "If-Unmodified-Since", "Last-Event-ID",
+    "Origin", "Pragma", "Range", "Referer", "User-Agent", "X-Requested-With",
+    "X-XSRFToken", "X-CSRFToken", "X-CSRF-Token",
+)
 
 
 class LauncherSettings(Configurable):
@@ -97,10 +108,37 @@ class LauncherSettings(Configurable):
     admin_proxy_access = Bool(
         False, help="Hub admins may also use the proxy to other users' instances.",
     ).tag(config=True)
-    upstream_url_template = Unicode(
-        "http://{service}.{namespace}.svc:{port}",
-        help="How the proxy reaches an instance's Service; fields: service, namespace, port.",
+    proxy_pod_networks = List(
+        Unicode(),
+        help="CIDRs (the cluster's pod networks, e.g. 10.244.0.0/16) a pod IP must be in for"
+             " the proxy to connect to it. Empty: any address a pod can have (never"
+             " link-local, multicast or unspecified ones). The proxy connects only to the"
+             " pod IP of a ready pod owned by the instance's own workload, never to a"
+             " Service name.",
     ).tag(config=True)
+    proxy_forward_headers = List(
+        Unicode(), default_value=list(DEFAULT_FORWARD_HEADERS),
+        help="Request headers the proxy passes on to instances (case-insensitive); every"
+             " other header is dropped. `Cookie` is passed without the hub's and the"
+             " launcher's own cookies; `Authorization` is never passed, even when listed.",
+    ).tag(config=True)
+    record_signing_key = Unicode(
+        "",
+        help="The key (at least 32 characters) that signs instance records, shared by the"
+             " launcher and the culler. Empty: `record_signing_key_file`, then the"
+             " environment ($KDASH_RECORD_SIGNING_KEY, $KDASH_RECORD_SIGNING_KEY_FILE),"
+             " else a random key per process (the demo and the tests; records then don't"
+             " survive a restart). Keep it in a Kubernetes Secret.",
+    ).tag(config=True)
+    record_signing_key_file = Unicode(
+        "", help="A file holding the record signing key (a mounted Kubernetes Secret).",
+    ).tag(config=True)
+    record_previous_signing_keys = List(
+        Unicode(),
+        help="Keys records signed before a key rotation may carry: they still verify, and"
+             " are signed with `record_signing_key` when next written.",
+    ).tag(config=True)
+
     ensure_namespace = Bool(
         False, help="Create the user's namespace when it doesn't exist yet. Off by default:"
                     " the spawner makes it with its guardrails (quota, limits, network"
@@ -108,6 +146,13 @@ class LauncherSettings(Configurable):
                     " message; turn on only where there is no such bundle.",
     ).tag(config=True)
     log_lines = Int(200, help="Container log lines shown in the details.").tag(config=True)
+
+    def signer(self) -> RecordSigner:
+        return make_signer(self.record_signing_key, self.record_signing_key_file,
+                           self.record_previous_signing_keys)
+
+    def pod_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.proxy_pod_networks]
 
     def user_namespace(self, username: str) -> str:
         return naming.user_namespace(username, self.namespace_prefix)

@@ -18,8 +18,8 @@ UI_ACTIONS = ("stop", "start", "extend", "delete")
 class ListPage(LauncherHandler):
     async def get(self) -> None:
         everyone = self.get_argument("all", "") == "1" and self.actor.admin
-        instances = await self.manager.list(self.actor, everyone)
-        self.render("list.html", instances=instances, everyone=everyone,
+        instances, invalid = await self.manager.list_checked(self.actor, everyone)
+        self.render("list.html", instances=instances, everyone=everyone, invalid=invalid,
                     is_admin=self.actor.admin and self.manager.settings.admin_access,
                     templates=self.manager.catalog.sorted(),
                     message=self.get_argument("message", ""))

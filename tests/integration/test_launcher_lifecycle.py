@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from kdash_hub.kube import KubeResources
-from kdash_hub.services.launcher import lifecycle
+from kdash_hub.services.launcher import lifecycle, records
 from kdash_hub.services.launcher.app import LauncherApp
 from kdash_hub.services.launcher.instances import Actor, InstanceManager, LauncherError
-from kdash_hub.services.launcher.records import record_name
+from kdash_hub.services.launcher.records import ANN_RECORD, record_name
 from kdash_hub.services.launcher.settings import CATALOG_DIR, LauncherSettings
 from kdash_hub.templating import load_directories
 from tests.fixtures.cluster import requires_emulator
+from tests.fixtures.launcher import ready_pod
 
 ALICE = Actor("alice")
 
@@ -69,9 +70,10 @@ async def test_launch_makes_one_create_per_object(bare_apiserver):
         await manager.launch(ALICE, template_id)
         spent = {k: v - before.get(k, 0) for k, v in server.request_count.items()}
         objects = len(manager.catalog.get(template_id).manifests)
-        # one create per object, plus the record; reads: the user's records, the namespace
-        assert spent == {"total": objects + 3, "create": objects + 1, "list": 1, "get": 1}, (
-            template_id, spent)
+        # one create per object, plus the record and one patch sealing it (the objects'
+        # UIDs, signed); reads: the user's records, the namespace
+        assert spent == {"total": objects + 4, "create": objects + 1, "patch": 1,
+                         "list": 1, "get": 1}, (template_id, spent)
 
 
 async def test_failure_rolls_back_everything(manager, local_cluster, kube):
@@ -111,33 +113,33 @@ async def test_templates_from_configmaps(kube, local_cluster, tmp_path):
 
 async def test_an_edited_record_changes_nothing_else(manager, kube):
     """Records live in the user's namespace; one edited to name the namespace, its quota or
-    another user's things must not make the launcher touch them."""
+    another user's things doesn't verify any more: the launcher refuses to act on it."""
     inst = await manager.launch(ALICE, "redis", name="cache")
     await kube.create({"apiVersion": "v1", "kind": "ResourceQuota",
                        "metadata": {"name": "guard", "namespace": "kdash-alice"},
                        "spec": {"hard": {"pods": "10"}}})
-    await kube.create({"apiVersion": "v1", "kind": "ConfigMap",
-                       "metadata": {"name": "precious", "namespace": "kdash-alice"}})
-    evil = [{"kind": "Namespace", "name": "kube-system"},
-            {"kind": "ResourceQuota", "name": "guard"},
-            {"kind": "ConfigMap", "name": "precious"}, "junk", {"kind": 1},
-            *inst["objects"]]
+    secret = await kube.get("Secret", record_name("cache"), "kdash-alice")
+    content = json.loads(secret["metadata"]["annotations"][ANN_RECORD])
+    content["objects"] += [{"kind": "Namespace", "name": "kube-system", "uid": ""},
+                           {"kind": "ResourceQuota", "name": "guard", "uid": ""}]
+    content["replicas"] = {"Deployment/cache": 100}
     await kube.patch("Secret", record_name("cache"), "kdash-alice", {"metadata": {
-        "annotations": {"kdash-hub.io/objects": json.dumps(evil),
-                        "kdash-hub.io/proxy": '{"service": "x@evil.example:80/", "port": 1}',
-                        "kdash-hub.io/replicas": '{"Deployment/cache": 100000}'}}})
-    with pytest.raises(LauncherError) as e:
-        await manager.upstream(ALICE, "alice", "cache")
-    assert e.value.status == 502 and "invalid proxy target" in e.value.message
-    await manager.stop(ALICE, "alice", "cache")
-    await manager.start(ALICE, "alice", "cache")
-    assert (await kube.get("Deployment", "cache", "kdash-alice"))["spec"]["replicas"] == 1
-    await manager.delete(ALICE, "alice", "cache")
+        "annotations": {ANN_RECORD: json.dumps(content)}}})
+    for operation in (manager.upstream, manager.stop, manager.start, manager.delete,
+                      manager.details):
+        with pytest.raises(LauncherError) as e:
+            await operation(ALICE, "alice", "cache")
+        assert e.value.status == 409 and "changed outside the launcher" in e.value.message
+    with pytest.raises(records.RecordInvalid):
+        await lifecycle.delete_instance(kube, "kdash-alice", "cache")
+    assert await manager.list(ALICE) == []
+    _, invalid = await manager.list_checked(ALICE)
+    assert [(r["record"], r["status"]) for r in invalid] == [(record_name("cache"), "tampered")]
     assert await kube.get("Namespace", "kube-system") is not None
     assert await kube.get("ResourceQuota", "guard", "kdash-alice") is not None
-    assert await kube.get("ConfigMap", "precious", "kdash-alice") is not None
-    for obj in inst["objects"]:
-        assert await kube.get(obj["kind"], obj["name"], "kdash-alice") is None
+    for obj in inst["objects"]:  # never acted on: nothing deleted or scaled
+        assert await kube.get(obj["kind"], obj["name"], "kdash-alice") is not None
+    assert (await kube.get("Deployment", "cache", "kdash-alice"))["spec"]["replicas"] == 1
 
 
 async def test_admin_settings(kube):
@@ -150,8 +152,10 @@ async def test_admin_settings(kube):
         await strict.details(root, "alice", "tb")
     assert e.value.status == 404
     open_proxy = InstanceManager(kube, settings(admin_proxy_access=True), catalog)
+    pod = await ready_pod(kube, "kdash-alice", "tb")
     url, strip = await open_proxy.upstream(root, "alice", "tb")
-    assert url == "http://tb.kdash-alice.svc:6006" and strip is False  # the production form
+    # the pod's own IP and container port, never a Service name
+    assert url == f"http://{pod['status']['podIP']}:6006" and strip is False
     with pytest.raises(LauncherError):
         await open_proxy.upstream(Actor("bob"), "alice", "tb")
     with pytest.raises(LauncherError):  # default: admins manage, but don't proxy

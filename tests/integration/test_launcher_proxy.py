@@ -1,19 +1,22 @@
-"""The authenticating proxy: HTTP and WebSocket to an instance's Service, owner only."""
+"""The authenticating proxy: HTTP and WebSocket to an instance's pod, owner only."""
 
 import aiohttp
 
 
-async def launch_echo(env, user, name, port):
+async def launch_echo(env, user, name, port, echo_server=None):
+    """Launch an `echo` instance; with `echo_server`, that server answers as its pod."""
     status, inst = await env.call("POST", "instances", user, json_body={
         "template": "echo", "name": name, "values": {"PORT": port}})
     assert status == 201, inst
     assert inst["url"] == f"{env.hub.url}/services/kdash-launcher/proxy/{user}/{name}/"
+    if echo_server is not None:
+        await echo_server.serve_pod(env, user, name)
     return inst
 
 
 async def test_http_proxy_forwards_for_the_owner_only(launcher_env, echo_server):
     env = launcher_env
-    await launch_echo(env, "alice", "web", echo_server.port)
+    await launch_echo(env, "alice", "web", echo_server.port, echo_server)
     base = env.url + "proxy/alice/web/"
     async with aiohttp.ClientSession() as s:
         async with s.get(base + "some/path?x=1&y=%20z", headers={
@@ -57,7 +60,7 @@ async def test_http_proxy_forwards_for_the_owner_only(launcher_env, echo_server)
 
 async def test_websocket_proxy(launcher_env, echo_server):
     env = launcher_env
-    await launch_echo(env, "bob", "ws", echo_server.port)
+    await launch_echo(env, "bob", "ws", echo_server.port, echo_server)
     url = env.url.replace("http://", "ws://") + "proxy/bob/ws/socket"
     async with aiohttp.ClientSession() as s:
         async with s.ws_connect(url, headers=env.headers("bob")) as ws:
@@ -78,6 +81,7 @@ async def test_unreachable_instance_is_a_clear_502(launcher_env):
     from kdash_hub.dev.ports import free_port
 
     await launch_echo(env, "carol", "gone", free_port())
+    await env.wait_status("carol", "gone", "ready")  # its pod runs, but nothing listens
     async with aiohttp.ClientSession() as s, s.get(
             env.url + "proxy/carol/gone/", headers=env.headers("carol")) as resp:
         assert resp.status == 502 and "not reachable" in (await resp.json())["message"]
@@ -87,7 +91,7 @@ async def test_unreachable_instance_is_a_clear_502(launcher_env):
 async def test_username_with_special_characters(launcher_env, echo_server, launcher_kube):
     env = launcher_env
     user = "frank@lab.org"
-    inst = await launch_echo(env, user, "svc", echo_server.port)
+    inst = await launch_echo(env, user, "svc", echo_server.port, echo_server)
     assert inst["namespace"].startswith("kdash-frank-lab-org")  # escaped, with a hash
     status, info = await env.call("GET", "instances/frank%40lab.org/svc", user)
     assert status == 200 and info["owner"] == user

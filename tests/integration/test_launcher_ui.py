@@ -75,6 +75,7 @@ async def test_list_new_form_launch_details(launcher_env, echo_server):
             status, _ = await env.call("POST", "instances", "erin", json_body={
                 "template": "echo", "name": "notebook-api", "values": {"PORT": echo_server.port}})
             assert status == 201
+            await echo_server.serve_pod(env, "erin", "notebook-api")
             # the browser reaches it through the proxy with its hub login (OAuth cookie)
             await page.goto(env.url + "proxy/erin/notebook-api/hello?from=browser")
             seen = json.loads(await page.text_content("body"))
