@@ -12,7 +12,10 @@ auth_state (encrypted by JupyterHub, see `enable_auth_state`)::
      "groups": [str], "email": str|None, "display_name": str|None,
      "profiles": [str], "quota": {...},            # from group_profiles
      "identities": {"ldap": "<uid>", "oidc:<p>": "<sub>"},   # account bindings
+     "links": {"ldap": "created", "oidc:<p>": "rule" | "user"},  # how each was bound
      "backends": {"ldap": {...}, "oidc:<p>": {... tokens ...}}}  # per-backend detail
+
+Which identity may reach which account is decided in accounts.py: nothing binds silently.
 """
 
 from __future__ import annotations
@@ -27,10 +30,18 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from traitlets import Bool, Dict, Int, Set, Unicode, default, validate
 
+from . import accounts, refresh
 from . import groups as groupmodel
-from . import refresh
 from .errors import LoginRefused
-from .handlers import OIDC_PROVIDER_KEY, OIDCCallbackHandler, OIDCLoginHandler
+from .handlers import (
+    LINK_PATH,
+    OIDC_PROVIDER_KEY,
+    LinkLDAPHandler,
+    LinkOIDCHandler,
+    LinkPageHandler,
+    OIDCCallbackHandler,
+    OIDCLoginHandler,
+)
 from .ldap_backend import DirectoryUnavailable, LDAPBackend, LDAPIdentity
 from .oidc_backend import OIDCBackend
 from .providers import ProviderSettings, parse_providers
@@ -57,16 +68,37 @@ class KDashAuthenticator(Authenticator):
                     "client_id": "jupyterhub",                         # required
                     "client_secret": "...",
                     "display_name": "Example SSO",
-                    "trusted": True,          # usernames map to LDAP uids (default False)
+                    "trusted": True,          # names and groups used as they are
                     "scope": ["openid", "profile", "email", "groups"],
                     "username_claim": "preferred_username",
                     "groups_claim": "groups",  # dotted path allowed
                     "callback_url": "",        # default: guessed from the request
                     "validate_server_cert": True,
+                    "ldap_link_claim": "",     # off; see below
+                    "ldap_link_attribute": "", # default LDAPBackend.user_attribute
                 },
             }
 
         Endpoints and keys come from the issuer's discovery document, fetched on first use.
+
+        `trusted`: the provider's usernames are hub usernames as they are, and its groups
+        are hub groups (so they can grant `admin_groups`); an untrusted provider's users are
+        `<provider>-<name>` with groups `<provider>-<group>`. Being trusted does NOT let a
+        provider identity into an account of the LDAP directory or of another provider: a
+        provider user whose name belongs to such an account is refused, with a message
+        telling them to sign in the other way and link their accounts on the
+        account-linking page (/hub/link-accounts).
+
+        `ldap_link_claim` (off by default) is the admin's rule that this provider is
+        federated with the LDAP directory: "the value of this claim is the directory
+        attribute `ldap_link_attribute` (default: the username attribute) of the SAME
+        person". A provider identity whose claim matches exactly one directory entry signs
+        in to that directory user's hub account — admin rights, uid/gid and groups
+        included — without a password. Turn it on only for a provider that takes the value
+        from this directory (e.g. a `uidNumber` claim, or `preferred_username` of an IdP
+        whose accounts ARE the directory's) and where nobody can choose or change it.
+        Needs `LDAPBackend.lookup_dn_search_user` (the rule is checked against the
+        directory at every sign-in).
         """)
     valid_username_pattern = Unicode(
         DEFAULT_PATTERN, config=True,
@@ -96,8 +128,13 @@ class KDashAuthenticator(Authenticator):
         auth_state["profiles"] / auth_state["quota"].""")
     lookup_oidc_users_in_ldap = Bool(
         True, config=True,
-        help="Look users of trusted OIDC providers up in LDAP (service account) for "
-             "uid/gid/groups.")
+        help="OIDC users whose hub account is bound to a directory account (by the "
+             "provider's `ldap_link_claim` rule or a link the user made) get uid/gid and "
+             "groups from that account (service-account lookup).")
+    ldap_display_name = Unicode(
+        "username and password", config=True,
+        help="How messages name the LDAP form ('… signs in with <this>'), e.g. "
+             "'your university account'.")
     max_password_length = Int(
         1024, config=True, help="Longer passwords are refused before contacting LDAP.")
 
@@ -137,6 +174,23 @@ class KDashAuthenticator(Authenticator):
                              "empty, so nobody could log in. Configure at least one.")
         self.oidc: dict[str, OIDCBackend] = {
             pid: OIDCBackend(p, parent=self) for pid, p in self.providers.items()}
+        self._check_binding_config()
+        self.pending = accounts.PendingClaims()
+
+    def _check_binding_config(self) -> None:
+        """Account bindings live in auth_state; rules need the directory to check them."""
+        if not self.enable_auth_state and (bool(self.ldap) + len(self.providers)) > 1:
+            raise ValueError(
+                "KDashAuthenticator.enable_auth_state is False with more than one sign-in "
+                "method: the hub could not record which identities own an account, so one "
+                "method could sign in to another's accounts. Enable auth_state "
+                "(JUPYTERHUB_CRYPT_KEY) or configure a single sign-in method.")
+        for p in self.providers.values():
+            if p.ldap_link_claim and not (self.ldap and self.ldap.can_lookup):
+                raise ValueError(
+                    f"KDashAuthenticator.oidc_providers[{p.id!r}]['ldap_link_claim'] needs "
+                    "LDAP with LDAPBackend.lookup_dn_search_user: the rule is checked "
+                    "against the directory at every sign-in.")
 
     @staticmethod
     def _check_ldap_config(ldap: LDAPBackend) -> None:
@@ -162,7 +216,10 @@ class KDashAuthenticator(Authenticator):
         if not self.oidc:
             return []
         return [(r"/oauth_login/([a-z][a-z0-9-]*)", OIDCLoginHandler),
-                (r"/oauth_callback/([a-z][a-z0-9-]*)", OIDCCallbackHandler)]
+                (r"/oauth_callback/([a-z][a-z0-9-]*)", OIDCCallbackHandler),
+                (rf"/{LINK_PATH}", LinkPageHandler),
+                (rf"/{LINK_PATH}/ldap", LinkLDAPHandler),
+                (rf"/{LINK_PATH}/oidc/([a-z][a-z0-9-]*)", LinkOIDCHandler)]
 
     def login_url(self, base_url: str) -> str:
         if self.auto_login and not self.ldap and len(self.oidc) == 1:
@@ -217,34 +274,63 @@ class KDashAuthenticator(Authenticator):
             return default
         return self.rule.check(self.username_hook(backend, identity))
 
-    async def ldap_model(self, handler: Any, identity: LDAPIdentity) -> dict:
-        """auth model for an LDAP account (login and refresh)."""
-        username = self._username("ldap", {"uid": identity.uid, "dn": identity.dn},
-                                  self.rule.ldap_username(identity.uid))
-        detail = {"dn": identity.dn, "uid": identity.uid, "groups": identity.groups,
-                  "attributes": _jsonable(identity.attributes)}
-        return await self._model(
-            handler, username, "ldap", identity.uid, detail, groups=identity.groups,
-            uid=_int(identity.first("uidNumber")), gid=_int(identity.first("gidNumber")),
-            email=identity.first("mail"),
+    def describe(self, backend: str) -> str:
+        """How a message names a sign-in method ('Example SSO', 'username and password')."""
+        if backend == accounts.LDAP:
+            return self.ldap_display_name
+        p = self.providers.get(backend.split(":", 1)[-1])
+        return p.display_name if p else backend
+
+    def link_url(self, handler: Any) -> str:
+        hub = getattr(handler, "hub", None)
+        return url_path_join(getattr(hub, "base_url", "/hub/"), LINK_PATH)
+
+    def ldap_username(self, identity: LDAPIdentity) -> str:
+        """The hub username of a directory account (the same rule for every backend)."""
+        return self._username("ldap", {"uid": identity.uid, "dn": identity.dn},
+                              self.rule.ldap_username(identity.uid))
+
+    async def ldap_model(self, handler: Any, identity: LDAPIdentity,
+                         state: dict | None = None) -> dict:
+        """auth model for an LDAP account (login and refresh; `state`: the current one)."""
+        username = self.ldap_username(identity)
+        detail = self.ldap_detail(identity)
+        decision = await self._bind(handler, username, accounts.LDAP, identity.uid,
+                                    state=state)
+        return self._auth_model(
+            username, accounts.LDAP, detail, decision,
+            groups=identity.groups, uid=_int(identity.first("uidNumber")),
+            gid=_int(identity.first("gidNumber")), email=identity.first("mail"),
             display_name=identity.first("displayName") or identity.first("cn"))
+
+    @staticmethod
+    def ldap_detail(identity: LDAPIdentity) -> dict:
+        return {"dn": identity.dn, "uid": identity.uid, "groups": identity.groups,
+                "attributes": _jsonable(identity.attributes)}
 
     async def _authenticate_oidc(self, handler: Any, backend: OIDCBackend) -> dict:
         params = backend.build_access_tokens_request_params(handler, None)
         token_info = await backend.get_token_info(handler, params)
         return await self.oidc_model(handler, backend, token_info)
 
-    async def oidc_model(self, handler: Any, backend: OIDCBackend, token_info: dict,
-                         previous: dict | None = None) -> dict:
-        """auth model for an OIDC identity from a verified token response."""
+    async def oidc_identity(self, backend: OIDCBackend, token_info: dict,
+                            previous: dict | None = None) -> tuple[str, dict, dict,
+                                                                   LDAPIdentity | None]:
+        """(hub username, claims, backend detail, directory entry named by the admin's rule)
+        for a verified token response."""
         p = backend.provider
         claims = await backend.token_to_user(token_info)
-        name = backend.claim(claims, p.username_claim)
-        if not isinstance(name, str) or not name:
-            raise LoginRefused(403, f"{p.display_name} did not say who you are "
-                               f"(no {p.username_claim!r} claim).")
-        username = self._username(p.backend_name, {"claims": claims, "trusted": p.trusted},
-                                  self.rule.oidc_username(p.id, name, p.trusted))
+        ruled = await self._ruled_entry(backend, claims)
+        if ruled is not None:
+            username = self.ldap_username(ruled)
+        else:
+            name = backend.claim(claims, p.username_claim)
+            if not isinstance(name, str) or not name:
+                raise LoginRefused(403, f"{p.display_name} did not say who you are "
+                                   f"(no {p.username_claim!r} claim).")
+            username = self._username(p.backend_name,
+                                      {"claims": claims, "trusted": p.trusted},
+                                      self.rule.oidc_username(p.id, name, p.trusted))
         raw_groups = backend.claim(claims, p.groups_claim) or []
         if isinstance(raw_groups, str):
             raw_groups = [raw_groups]
@@ -259,44 +345,105 @@ class KDashAuthenticator(Authenticator):
             "expires_at": token_info["id_token_claims"].get("exp"),
             "claims": {k: claims.get(k) for k in ("preferred_username", "name", "email")},
         }
-        uid = gid = None
-        if p.trusted and self.ldap and self.ldap.can_lookup and self.lookup_oidc_users_in_ldap:
-            try:
-                found = await self.ldap.lookup(username)
-            except DirectoryUnavailable as e:
-                self.log.warning("LDAP lookup of OIDC user %s skipped: %s", username, e)
-                found = None
-            if found:
-                uid, gid = _int(found.first("uidNumber")), _int(found.first("gidNumber"))
-                grp = sorted(set(grp) | set(found.groups))
-                detail["ldap"] = {"dn": found.dn, "groups": found.groups}
-        return await self._model(
-            handler, username, p.backend_name, claims["sub"], detail, groups=grp, uid=uid,
-            gid=gid, email=claims.get("email"), display_name=claims.get("name"),
-            exclusive=not p.trusted)
+        return username, claims, detail, ruled
 
-    async def _model(self, handler: Any, username: str, backend: str, subject: str,
-                     detail: dict, *, groups: list[str], uid: int | None, gid: int | None,
-                     email: str | None, display_name: str | None,
-                     exclusive: bool = False) -> dict:
-        existing = await self._existing_state(handler, username)
-        identities = dict(existing.get("identities") or {})
-        bound = identities.get(backend)
-        if backend != "ldap" and bound is not None and bound != subject:
-            raise LoginRefused(403, f"The account {username!r} belongs to a different "
-                               "identity at this provider.")
-        if exclusive and existing and bound is None:
-            raise LoginRefused(403, f"The account {username!r} already exists and was not "
-                               "created through this provider.")
-        identities[backend] = subject
-        backends = dict(existing.get("backends") or {})
+    async def _ruled_entry(self, backend: OIDCBackend, claims: dict) -> LDAPIdentity | None:
+        """The directory entry the provider's `ldap_link_claim` rule names, if any."""
+        p = backend.provider
+        if not p.ldap_link_claim or self.ldap is None:
+            return None
+        value = backend.claim(claims, p.ldap_link_claim)
+        if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+            return None
+        try:
+            return await self.ldap.find(p.ldap_link_attribute or self.ldap.username_attribute,
+                                        str(value))
+        except DirectoryUnavailable as e:
+            e.message = e.jupyterhub_message = (
+                f"Sign-in with {p.display_name} needs the user directory, which is "
+                "unavailable right now. Try again in a few minutes.")
+            raise
+
+    async def oidc_model(self, handler: Any, backend: OIDCBackend, token_info: dict,
+                         previous: dict | None = None, state: dict | None = None) -> dict:
+        """auth model for an OIDC identity from a verified token response."""
+        p = backend.provider
+        username, claims, detail, ruled = await self.oidc_identity(backend, token_info,
+                                                                   previous)
+        decision = await self._bind(handler, username, p.backend_name, claims["sub"],
+                                    ruled_ldap_uid=ruled.uid if ruled else None, state=state)
+        grp = list(detail["groups"])
+        uid = gid = None
+        entry = await self._bound_directory_entry(username, decision, ruled)
+        if entry is not None:
+            uid, gid = _int(entry.first("uidNumber")), _int(entry.first("gidNumber"))
+            grp = sorted(set(grp) | set(entry.groups))
+            detail["ldap"] = {"dn": entry.dn, "groups": entry.groups}
+        return self._auth_model(
+            username, p.backend_name, detail, decision, groups=grp,
+            uid=uid, gid=gid, email=claims.get("email"), display_name=claims.get("name"))
+
+    async def _bound_directory_entry(self, username: str, decision: accounts.Decision,
+                                     ruled: LDAPIdentity | None) -> LDAPIdentity | None:
+        """The directory account bound to this hub account (uid/gid/groups come from it)."""
+        ldap_uid = decision.bindings.identities.get(accounts.LDAP)
+        if ruled is not None and ruled.uid == ldap_uid:
+            return ruled
+        if (ldap_uid is None or not self.ldap or not self.ldap.can_lookup
+                or not self.lookup_oidc_users_in_ldap):
+            return None
+        try:
+            return await self.ldap.lookup(ldap_uid)
+        except DirectoryUnavailable as e:
+            self.log.warning("LDAP lookup for OIDC user %s skipped: %s", username, e)
+            return None
+
+    async def _bind(self, handler: Any, username: str, backend: str, subject: str, *,
+                    ruled_ldap_uid: str | None = None,
+                    state: dict | None = None) -> accounts.Decision:
+        """May this identity sign in to `username`? Refuses with a clear message if not."""
+        if state is None:
+            state = await self._existing_state(handler, username)
+        bindings = accounts.Bindings.from_state(state)
+        link_url = self.link_url(handler)
+        if (bindings.empty and backend != accounts.LDAP and ruled_ldap_uid is None
+                and await self._directory_has(username, backend)):
+            raise accounts.collision(username, None, backend, self.describe, link_url)
+        creating = bindings.empty
+        decision = accounts.decide(username, bindings, backend, subject,
+                                   ruled_ldap_uid=ruled_ldap_uid, describe=self.describe,
+                                   link_url=link_url)
+        if creating and not self.pending.claim(username, backend, subject):
+            raise accounts.AccountRefused(
+                f"Another sign-in to the account {username!r} is being set up right now. "
+                "Try again in a minute.", status=409)
+        decision.previous = state
+        return decision
+
+    async def _directory_has(self, username: str, backend: str) -> bool:
+        """Is `username` a directory account? (A new account of another backend may not take
+        its name.) Unknown without a service account; refuses while the directory is down."""
+        if self.ldap is None or not self.ldap.can_lookup:
+            return False
+        try:
+            return await self.ldap.lookup(username) is not None
+        except DirectoryUnavailable as e:
+            raise accounts.AccountRefused(
+                f"Sign-in with {self.describe(backend)} can't check right now that the "
+                f"username {username!r} is free, because the user directory is "
+                "unavailable. Try again in a few minutes.", str(e), status=503) from e
+
+    def _auth_model(self, username: str, backend: str, detail: dict,
+                    decision: accounts.Decision, *, groups: list[str], uid: int | None,
+                    gid: int | None, email: str | None, display_name: str | None) -> dict:
+        backends = dict(decision.previous.get("backends") or {})
         backends[backend] = detail
         groups = groupmodel.clean_groups(groups)
         profiles, quota = groupmodel.profiles_and_quota(groups, self.group_profiles)
         auth_state = {
             "backend": backend, "uid": uid, "gid": gid, "groups": groups, "email": email,
             "display_name": display_name, "profiles": profiles, "quota": quota,
-            "identities": identities, "backends": backends,
+            **decision.bindings.to_state(), "backends": backends,
         }
         admin = None
         if username in self.admin_users:
@@ -311,6 +458,35 @@ class KDashAuthenticator(Authenticator):
         if user is None or not self.enable_auth_state:
             return {}
         return await user.get_auth_state() or {}
+
+    # -- linking (the user, signed in, adds another sign-in method) ----------------------
+
+    async def link_identity(self, user: Any, backend: str, subject: str, username: str,
+                            detail: dict) -> bool:
+        """Bind (backend, subject), which maps to `username`, to the signed-in `user`.
+
+        Only an identity that maps to the user's own name can be linked (that is the case a
+        collision refusal sends people here for). Returns False if it was linked already.
+        """
+        if username != user.name:
+            raise accounts.AccountRefused(
+                f"That sign-in belongs to the hub user {username!r}, not {user.name!r}: "
+                "only an account with your username can be linked here.")
+        state = await user.get_auth_state() or {}
+        bindings = accounts.Bindings.from_state(state)
+        bound = bindings.identities.get(backend)
+        if bound == subject:
+            return False
+        if bound is not None:
+            raise accounts.AccountRefused(
+                f"Your account already has a different {self.describe(backend)} sign-in "
+                "linked. Ask an administrator to unlink it first.")
+        bindings.bind(backend, subject, accounts.USER)
+        backends = dict(state.get("backends") or {})
+        backends[backend] = detail
+        await user.save_auth_state({**state, **bindings.to_state(), "backends": backends})
+        self.log.info("%s linked %s identity %s", user.name, backend, subject)
+        return True
 
     def check_allowed(self, username: str, authentication: dict | None = None) -> bool:
         if super().check_allowed(username, authentication):

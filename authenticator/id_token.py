@@ -69,8 +69,12 @@ def verify(token: str, key: Any, alg: str, *, issuer: str, client_id: str,
         raise InvalidIdToken("id_token signature invalid") from e
     except jwt.PyJWTError as e:
         raise InvalidIdToken(f"id_token invalid: {e}") from e
-    aud = claims["aud"]
-    if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != client_id:
+    # OIDC Core 3.1.3.7 (4, 5): a token for several audiences must name us as its
+    # authorized party; an azp naming another client is refused whatever the audience
+    aud, azp = claims["aud"], claims.get("azp")
+    if isinstance(aud, list) and len(aud) > 1 and azp is None:
+        raise InvalidIdToken("id_token for several audiences without azp")
+    if azp is not None and azp != client_id:
         raise InvalidIdToken("id_token azp is not this client")
     if nonce is not None and not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
         raise InvalidIdToken("id_token nonce mismatch (replayed or foreign token)")

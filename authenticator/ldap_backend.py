@@ -202,28 +202,46 @@ class LDAPBackend(LDAPAuthenticator):
         "not found" would log everybody out at the next refresh."""
         return bool(self.lookup_dn_search_user)
 
+    @property
+    def username_attribute(self) -> str:
+        """The attribute holding usernames (user_attribute, else user_search_attribute)."""
+        return self.user_attribute or self.user_search_attribute
+
     async def lookup(self, username: str) -> LDAPIdentity | None:
         """The account `username` as the service account sees it; None if it doesn't exist."""
-        return await asyncio.to_thread(self._lookup_sync, username)
+        return await self.find(self.username_attribute, username)
 
-    def _lookup_sync(self, username: str) -> LDAPIdentity | None:
+    async def find(self, attribute: str, value: str) -> LDAPIdentity | None:
+        """The one account whose `attribute` equals `value` (None for none or several)."""
+        return await asyncio.to_thread(self._find_sync, attribute, value)
+
+    def _find_sync(self, attribute: str, value: str) -> LDAPIdentity | None:
         conn = self.get_connection(self.lookup_dn_search_user, self.lookup_dn_search_password)
         if conn is None:
             raise DirectoryUnavailable("service account bind failed (lookup_dn_search_user)")
+        name_attr = self.username_attribute
         try:
-            attr = self.user_attribute or self.user_search_attribute
             ok = conn.search(
-                self.user_search_base or "", f"({attr}={escape_filter_chars(username)})",
-                search_scope=ldap3.SUBTREE, attributes=list(self.auth_state_attributes),
+                self.user_search_base or "", f"({attribute}={escape_filter_chars(value)})",
+                search_scope=ldap3.SUBTREE,
+                attributes=sorted({*self.auth_state_attributes, name_attr}),
             )
             if conn.result.get("result") not in (0, 32) and not ok:
                 raise DirectoryUnavailable(f"user search failed: {conn.result}")
             if len(conn.entries) != 1:
                 return None
             entry = conn.entries[0]
-            identity = LDAPIdentity(uid=username, dn=entry.entry_dn,
-                                    attributes=entry.entry_attributes_as_dict)
-            identity.groups = self._groups(conn, entry.entry_dn, username)
+            attributes = entry.entry_attributes_as_dict
+            names = next((v for k, v in attributes.items() if k.lower() == name_attr.lower()),
+                         None) or []
+            if attribute.lower() == name_attr.lower():
+                uid = value
+            elif len(names) == 1 and isinstance(names[0], str):
+                uid = names[0]
+            else:
+                return None  # no single username on the entry: not an account we can name
+            identity = LDAPIdentity(uid=uid, dn=entry.entry_dn, attributes=attributes)
+            identity.groups = self._groups(conn, entry.entry_dn, uid)
             return identity
         except (LDAPCommunicationError, LDAPResponseTimeoutError) as e:
             raise DirectoryUnavailable(str(e)) from e

@@ -26,6 +26,9 @@ class ProviderSettings:
     groups_claim: str = "groups"
     callback_url: str = ""
     validate_server_cert: bool = True
+    # the admin's rule binding this provider's identities to directory accounts (off: "")
+    ldap_link_claim: str = ""
+    ldap_link_attribute: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -34,7 +37,9 @@ class ProviderSettings:
 
 
 KNOWN = {"issuer", "client_id", "client_secret", "display_name", "trusted", "scope",
-         "username_claim", "groups_claim", "callback_url", "validate_server_cert", "extra"}
+         "username_claim", "groups_claim", "callback_url", "validate_server_cert",
+         "ldap_link_claim", "ldap_link_attribute", "extra"}
+LDAP_ATTRIBUTE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
 
 
 def parse_providers(raw: dict[str, Any]) -> list[ProviderSettings]:
@@ -67,6 +72,16 @@ def parse_providers(raw: dict[str, Any]) -> list[ProviderSettings]:
         for key in ("trusted", "validate_server_cert"):
             if key in cfg and not isinstance(cfg[key], bool):
                 raise ValueError(f"{where}[{key!r}] must be True or False")
+        for key in ("ldap_link_claim", "ldap_link_attribute"):
+            if key in cfg and not isinstance(cfg[key], str):
+                raise ValueError(f"{where}[{key!r}] must be a string")
+        attribute = cfg.get("ldap_link_attribute", "")
+        if attribute and not LDAP_ATTRIBUTE.match(attribute):
+            raise ValueError(f"{where}['ldap_link_attribute'] must be an LDAP attribute name "
+                             "such as 'uid', 'uidNumber' or 'mail'")
+        if attribute and not cfg.get("ldap_link_claim"):
+            raise ValueError(f"{where}['ldap_link_attribute'] needs ['ldap_link_claim'] (the "
+                             "claim whose value the attribute must equal)")
         providers.append(ProviderSettings(
             id=pid, issuer=cfg["issuer"], client_id=cfg["client_id"],
             client_secret=cfg.get("client_secret", ""),
@@ -76,6 +91,8 @@ def parse_providers(raw: dict[str, Any]) -> list[ProviderSettings]:
             groups_claim=cfg.get("groups_claim", "groups"),
             callback_url=cfg.get("callback_url", ""),
             validate_server_cert=cfg.get("validate_server_cert", True),
+            ldap_link_claim=cfg.get("ldap_link_claim", ""),
+            ldap_link_attribute=attribute,
             extra=dict(cfg.get("extra", {})),
         ))
     return providers

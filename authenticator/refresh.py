@@ -2,9 +2,10 @@
 
 LDAP: the service account re-reads the account and its groups (gone -> login again).
 OIDC: the stored refresh token is exchanged (refused -> login again) and the new id_token
-and userinfo give the current groups. A backend that is *down* keeps the current auth: an
-outage must not log everybody out. Nothing here can raise TypeError for an LDAP user
-(the inherited OAuthenticator.refresh_user did).
+and userinfo give the current groups. Both go through the account-binding check again, with
+the account's current auth_state (so the bindings are kept, and still hold). A backend that
+is *down* keeps the current auth: an outage must not log everybody out. Nothing here can
+raise TypeError for an LDAP user (the inherited OAuthenticator.refresh_user did).
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ async def _refresh_ldap(auth: KDashAuthenticator, name: str, state: dict,
     if identity is None:
         auth.log.info("LDAP account of %s is gone; login required", name)
         return False
-    model = await auth.ldap_model(handler, identity)
+    try:
+        model = await auth.ldap_model(handler, identity, state=state)
+    except LoginRefused as e:
+        auth.log.info("Refresh of %s refused (%s); login required", name, e)
+        return False
     return model if model["name"] == name else False
 
 
@@ -67,8 +72,9 @@ async def _refresh_oidc(auth: KDashAuthenticator, name: str, provider: str, stat
     params = backend.build_refresh_token_request_params(refresh_token)
     try:
         token_info = await backend.get_token_info(None, params)
-        model = await auth.oidc_model(handler, backend, token_info, previous=detail)
-    except ProviderUnavailable as e:
+        model = await auth.oidc_model(handler, backend, token_info, previous=detail,
+                                      state=state)
+    except (ProviderUnavailable, DirectoryUnavailable) as e:
         auth.log.warning("Keeping auth of %s: %s unavailable (%s)", name, provider, e)
         return True
     except LoginRefused as e:

@@ -35,8 +35,9 @@ async def form_login(s, hub, username, password, xsrf=None) -> tuple[int, str, s
         return r.status, r.headers.get("Location", ""), await r.text()
 
 
-async def oidc_login(s, hub, login="alice", password="alice-idp"):
-    return await follow(s, f"{hub.url}/hub/oauth_login/idp", login=login, password=password)
+async def oidc_login(s, hub, login="alice", password="alice-idp", provider="idp"):
+    return await follow(s, f"{hub.url}/hub/oauth_login/{provider}", login=login,
+                        password=password)
 
 
 async def test_login_page_has_form_xsrf_and_buttons(auth_hub):
@@ -82,17 +83,22 @@ async def test_bad_input_gets_a_clear_refusal(auth_hub, username, password, mess
     assert message in html and 'id="ldap-login-form"' in html  # the form, with the reason
 
 
-async def test_oidc_login_maps_to_the_ldap_user_and_merges_auth_state(auth_hub):
+async def test_oidc_login_maps_to_the_ldap_user_under_the_rule_and_merges_auth_state(
+        auth_hub):
     async with session() as s:
         await form_login(s, auth_hub.hub, "alice", "alice-pw")
-    async with session() as s:
-        url, status, _ = await oidc_login(s, auth_hub.hub)
+    async with session() as s:  # "idp" has no rule: alice's account is not its to reach
+        url, status, body = await oidc_login(s, auth_hub.hub)
+        assert status == 403 and "belongs to an account that signs in with" in body
+    async with session() as s:  # "sso": the admin's rule says preferred_username == uid
+        url, status, _ = await oidc_login(s, auth_hub.hub, provider="sso")
         assert status == 200 and "/hub/" in url and "/login" not in url
     state = (await auth_hub.user("alice"))["auth_state"]
-    assert state["backend"] == "oidc:idp"
-    assert state["identities"] == {"ldap": "alice", "oidc:idp": "alice"}
-    assert state["uid"] == 2001  # looked up in LDAP
-    assert state["backends"]["oidc:idp"]["refresh_token"]
+    assert state["backend"] == "oidc:sso"
+    assert state["identities"] == {"ldap": "alice", "oidc:sso": "alice"}
+    assert state["links"] == {"ldap": "created", "oidc:sso": "rule"}
+    assert state["uid"] == 2001  # from the directory account
+    assert state["backends"]["oidc:sso"]["refresh_token"]
 
 
 async def test_wrong_oauth_state_is_refused(auth_hub):
@@ -137,6 +143,9 @@ async def test_provider_down_only_breaks_its_button(auth_hub):
 
 
 async def test_directory_down_says_so_and_oidc_still_works(auth_hub):
+    async with session() as s:  # dave's account exists (bound to the provider) first
+        url, status, _ = await oidc_login(s, auth_hub.hub, "dave", "dave-idp")
+        assert status == 200 and "/login" not in url
     auth_hub.slapd.stop()
     try:
         async with session() as s:

@@ -33,37 +33,128 @@ async def oidc_login(auth, login="alice", password="alice-idp", users=None, pid=
     return await auth.get_authenticated_user(handler, {"kdash_oidc_provider": pid}), handler
 
 
-async def test_trusted_provider_maps_to_ldap_user_with_uid_gid(oidc_provider, slapd):
-    auth = make_authenticator(ldap=ldap_settings(slapd),
-                              providers=idp(oidc_provider, trusted=True))
+async def test_trusted_provider_maps_to_ldap_user_only_under_the_admins_rule(oidc_provider,
+                                                                            slapd):
+    """The old `trusted` mapping (preferred_username == LDAP uid) needs the explicit rule."""
+    auth = make_authenticator(ldap=ldap_settings(slapd), providers=idp(
+        oidc_provider, trusted=True, ldap_link_claim="preferred_username"))
     model, _ = await oidc_login(auth)
     state = model["auth_state"]
     assert model["name"] == "alice"  # same hub user as the LDAP uid
     assert state["backend"] == "oidc:idp"
-    assert (state["uid"], state["gid"]) == (2001, 2001)  # looked up in LDAP
+    assert (state["uid"], state["gid"]) == (2001, 2001)  # from the directory entry
     assert state["email"] == "alice@example.org"
     assert set(model["groups"]) == {"admins", "gpu-users"}
+    assert state["identities"] == {"ldap": "alice", "oidc:idp": "alice"}
+    assert state["links"] == {"ldap": "rule", "oidc:idp": "rule"}
     detail = state["backends"]["oidc:idp"]
     assert detail["refresh_token"] and detail["sub"] == "alice"
 
 
-async def test_untrusted_provider_gets_prefixed_names_and_groups(oidc_provider):
-    auth = make_authenticator(providers=idp(oidc_provider), admin_groups={"admins"})
+async def test_trusted_provider_without_rule_cannot_reach_a_directory_account(oidc_provider,
+                                                                             slapd):
+    auth = make_authenticator(ldap=ldap_settings(slapd),
+                              providers=idp(oidc_provider, trusted=True))
+    # the directory user never signed in to the hub: the name is still theirs
+    with pytest.raises(LoginRefused) as err:
+        await oidc_login(auth)
+    assert err.value.status_code == 403
+    assert ("The username 'alice' belongs to an account that signs in with username and "
+            "password") in err.value.message
+    assert "link Test IdP to it on the account-linking page" in err.value.message
+    # after alice's first LDAP sign-in the account is bound to her directory account
+    ldap_model = await auth.get_authenticated_user(
+        FakeHandler(), {"username": "alice", "password": "alice-pw"})
+    alice = FakeUser("alice", ldap_model["auth_state"])
+    with pytest.raises(LoginRefused, match="belongs to an account that signs in with"):
+        await oidc_login(auth, users={"alice": alice})
+    # an IdP user with no directory account of that name gets an account of their own
+    model, _ = await oidc_login(auth, "dave", "dave-idp")
+    assert model["name"] == "dave" and model["auth_state"]["uid"] is None
+    assert model["auth_state"]["links"] == {"oidc:idp": "created"}
+
+
+async def test_rule_on_another_claim_and_attribute(oidc_provider, slapd):
+    """`email` claim == directory `mail`: the identity reaches that entry's account."""
+    auth = make_authenticator(ldap=ldap_settings(slapd), providers=idp(
+        oidc_provider, ldap_link_claim="email", ldap_link_attribute="mail"))
     model, _ = await oidc_login(auth)
-    assert model["name"] == "idp-alice"
-    assert model["groups"] == ["idp-admins", "idp-gpu-users"]
-    assert model["admin"] is False  # an untrusted IdP cannot claim our admin group
-    assert model["auth_state"]["uid"] is None
+    assert model["name"] == "alice"  # not idp-alice: the rule names the directory account
+    assert model["auth_state"]["identities"]["ldap"] == "alice"
+    # an identity whose claim matches no entry is an ordinary (prefixed) account
+    model, _ = await oidc_login(auth, "dave", "dave-idp")
+    assert model["name"] == "idp-dave" and "ldap" not in model["auth_state"]["identities"]
+
+
+async def test_rule_does_not_reach_an_account_bound_to_another_directory_account(
+        oidc_provider, slapd):
+    auth = make_authenticator(ldap=ldap_settings(slapd), providers=idp(
+        oidc_provider, trusted=True, ldap_link_claim="preferred_username"))
+    squatted = FakeUser("alice", {"identities": {"oidc:other": "x"},
+                                  "links": {"oidc:other": "created"}})
+    with pytest.raises(LoginRefused, match="belongs to an account that signs in with"):
+        await oidc_login(auth, users={"alice": squatted})
 
 
 async def test_untrusted_provider_cannot_take_over_existing_account(oidc_provider):
     auth = make_authenticator(providers=idp(oidc_provider))
-    owner = FakeUser("idp-alice", {"identities": {"ldap": "idp-alice"}})
-    with pytest.raises(LoginRefused, match="not created through this provider"):
+    owner = FakeUser("idp-alice", {"identities": {"ldap": "idp-alice"},
+                                   "links": {"ldap": "created"}})
+    with pytest.raises(LoginRefused, match="belongs to an account that signs in with"):
         await oidc_login(auth, users={"idp-alice": owner})
-    bound = FakeUser("idp-alice", {"identities": {"oidc:idp": "someone-else"}})
-    with pytest.raises(LoginRefused, match="different identity"):
+    bound = FakeUser("idp-alice", {"identities": {"oidc:idp": "someone-else"},
+                                   "links": {"oidc:idp": "created"}})
+    with pytest.raises(LoginRefused, match="belongs to a different account at Test IdP"):
         await oidc_login(auth, users={"idp-alice": bound})
+
+
+async def test_state_of_0_1_keeps_only_the_account_maker(oidc_provider, slapd):
+    """0.1 bound provider identities silently; after the upgrade they must be linked."""
+    auth = make_authenticator(ldap=ldap_settings(slapd),
+                              providers=idp(oidc_provider, trusted=True))
+    legacy = FakeUser("alice", {"backend": "oidc:idp",
+                                "identities": {"ldap": "alice", "oidc:idp": "alice"}})
+    with pytest.raises(LoginRefused, match="belongs to an account that signs in with"):
+        await oidc_login(auth, users={"alice": legacy})
+    model = await auth.get_authenticated_user(
+        FakeHandler(users={"alice": legacy}), {"username": "alice", "password": "alice-pw"})
+    assert model["auth_state"]["identities"] == {"ldap": "alice"}
+
+
+async def test_linking_binds_the_identity_for_the_signed_in_user(oidc_provider, slapd):
+    auth = make_authenticator(ldap=ldap_settings(slapd),
+                              providers=idp(oidc_provider, trusted=True))
+    ldap_model = await auth.get_authenticated_user(
+        FakeHandler(), {"username": "alice", "password": "alice-pw"})
+    alice = FakeUser("alice", ldap_model["auth_state"])
+    backend = auth.oidc["idp"]
+    handler = await oidc_callback_handler(backend, "alice", "alice-idp")
+    token_info = await backend.get_token_info(
+        handler, backend.build_access_tokens_request_params(handler, None))
+    username, claims, detail, _ = await auth.oidc_identity(backend, token_info)
+    assert await auth.link_identity(alice, "oidc:idp", claims["sub"], username, detail)
+    assert alice.auth_state["links"] == {"ldap": "created", "oidc:idp": "user"}
+    model, _ = await oidc_login(auth, users={"alice": alice})
+    assert model["name"] == "alice" and model["auth_state"]["uid"] == 2001
+    # only an identity mapping to the same username can be linked
+    bob = FakeUser("bob", {"identities": {"ldap": "bob"}, "links": {"ldap": "created"}})
+    with pytest.raises(LoginRefused, match="belongs to the hub user 'alice', not 'bob'"):
+        await auth.link_identity(bob, "oidc:idp", claims["sub"], username, detail)
+    # a second identity of the same provider cannot be added on top
+    with pytest.raises(LoginRefused, match="already has a different Test IdP sign-in"):
+        await auth.link_identity(alice, "oidc:idp", "other-sub", "alice", detail)
+
+
+async def test_two_first_sign_ins_racing_for_one_name_cannot_both_claim_it(oidc_provider):
+    auth = make_authenticator(providers={
+        "idp": provider_settings(oidc_provider, trusted=True, callback_url=TEST_CALLBACK),
+        "other": provider_settings(oidc_provider, client_id="other", trusted=True,
+                                   callback_url=TEST_CALLBACK, display_name="Other")})
+    first, _ = await oidc_login(auth, "dave", "dave-idp")  # not yet saved by the hub
+    assert first["name"] == "dave"
+    with pytest.raises(LoginRefused, match="being set up right now") as err:
+        await oidc_login(auth, "dave", "dave-idp", pid="other")
+    assert err.value.status_code == 409
 
 
 async def test_replayed_code_is_refused(oidc_provider):
@@ -137,6 +228,32 @@ def test_id_token_checks(keypair):
         assert reason in err.value.log_message
 
 
+@pytest.mark.parametrize("claims, reason", [
+    ({"aud": ["hub", "other"]}, "several audiences without azp"),
+    ({"aud": ["hub", "other"], "azp": "other"}, "azp is not this client"),
+    ({"aud": ["other", "hub"], "azp": "evil"}, "azp is not this client"),
+    ({"aud": "hub", "azp": "other"}, "azp is not this client"),
+    ({"aud": ["hub"], "azp": "other"}, "azp is not this client"),
+])
+def test_azp_of_another_client_or_missing_for_several_audiences_is_refused(keypair, claims,
+                                                                          reason):
+    """Finding 9: a token minted for another client (which lists us as an extra audience)
+    must not sign anybody in here."""
+    key, jwks = keypair
+    with pytest.raises(id_token.InvalidIdToken, match="could not be verified") as err:
+        _check(_signed(key, "k1", **claims), jwks)
+    assert reason in err.value.log_message
+
+
+@pytest.mark.parametrize("claims", [
+    {"aud": ["hub", "other"], "azp": "hub"}, {"aud": ["other", "hub"], "azp": "hub"},
+    {"aud": "hub", "azp": "hub"}, {"aud": ["hub"]}, {"aud": "hub"},
+])
+def test_azp_naming_this_client_passes(keypair, claims):
+    key, jwks = keypair
+    assert _check(_signed(key, "k1", **claims), jwks)["sub"] == "x"
+
+
 def test_wrongly_signed_and_unsigned_id_tokens(keypair):
     _, jwks = keypair
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -192,16 +309,24 @@ async def test_provider_down_leaves_ldap_working(slapd):
     assert model["name"] == "alice"
 
 
-async def test_directory_down_leaves_oidc_working(oidc_provider, slapd_fresh):
+async def test_directory_down_leaves_oidc_working_for_bound_accounts(oidc_provider,
+                                                                    slapd_fresh):
     auth = make_authenticator(ldap=ldap_settings(slapd_fresh),
                               providers=idp(oidc_provider, trusted=True))
+    dave_model, _ = await oidc_login(auth, "dave", "dave-idp")
+    dave = FakeUser("dave", dave_model["auth_state"])
     slapd_fresh.stop()
     with pytest.raises(LoginRefused) as err:
         await auth.get_authenticated_user(FakeHandler(), {"username": "alice",
                                                           "password": "alice-pw"})
     assert "or sign in with Test IdP" in err.value.message
-    model, _ = await oidc_login(auth)
-    assert model["name"] == "alice" and model["auth_state"]["uid"] is None
+    model, _ = await oidc_login(auth, "dave", "dave-idp", users={"dave": dave})
+    assert model["name"] == "dave"
+    # a NEW account can't be checked against the directory now: refused, not guessed
+    with pytest.raises(LoginRefused) as err:
+        await oidc_login(auth)
+    assert err.value.status_code == 503
+    assert "user directory is unavailable" in err.value.message
 
 
 async def test_unusable_provider_usernames_are_refused_clearly(oidc_provider_factory):
