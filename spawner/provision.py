@@ -4,9 +4,9 @@ First start: GET the namespace (404), create it, create the bundle objects concu
 A hash of the desired bundle is kept in an annotation on the Namespace. Later starts: one
 GET of the namespace (it replaces KubeSpawner's own namespace create) plus the drift
 watch's memory (see drift.py) say whether everything is in place; only what is missing or
-changed is written. With the watch, every object is checked on every start, so the hash
-goes on with the namespace; without it ("hash" mode) the hash is written last, so a start
-that failed half-way leaves no hash and the next start checks and finishes every object.
+changed is written. The hash is written last, in every mode, once every object is in
+place: a start that failed (or a hub that died) half-way leaves no hash, and the next start
+checks and finishes every object.
 """
 
 from __future__ import annotations
@@ -60,11 +60,9 @@ class BundleProvisioner:
         fresh = ns is None
         if fresh:
             report(f"Creating namespace {spec.namespace}")
-            # with the drift watch the objects are checked on every start anyway, so the hash
-            # can go on at creation (saving a request); otherwise it is written last
-            early_hash = desired_hash if self.mode == "watch" else None
+            # no hash yet: it is written once the bundle is complete (_mark_complete)
             try:
-                ns = await self.resources.create(bundle.namespace(spec, early_hash))
+                ns = await self.resources.create(bundle.namespace(spec))
             except ApiException as e:
                 if e.status != 409:
                     raise self._fail(bundle.namespace(spec), e) from e

@@ -3,7 +3,9 @@
 Thin on purpose: the pieces live in bundle.py, provision.py, drift.py, quotas.py,
 storage.py, profiles.py, gpu_availability.py and identity.py; this class wires them into
 KubeSpawner's hooks (load_user_options, _ensure_namespace, get_pod_manifest,
-get_pvc_manifest, progress, delete_forever).
+get_pvc_manifest, progress, delete_forever). Two mixins own the start path's edges:
+explained.py (every start failure as a sentence) and adopt.py (a restarted hub keeps the
+servers that run).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from kdash_hub import naming
 from kdash_hub.kube import KubeResources, api_error_message
 
 from . import bundle, homedir, identity, profiles, quotas, refusals, storage
+from .adopt import AdoptOnRestart
 from .drift import DriftWatch
+from .explained import ExplainedStart
 from .gpu_availability import GpuAvailability
 from .provision import BundleError, BundleProvisioner
 from .settings import KDashSettings
@@ -60,7 +64,7 @@ IDLE_TIMEOUT_ANNOTATION = "kdash-hub.io/idle-timeout"
 PROFILE_ANNOTATION = "kdash-hub.io/profile"
 
 
-class KDashSpawner(KDashSettings, KubeSpawner):
+class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, KubeSpawner):
     """KubeSpawner with guardrails for multi-user data-science platforms."""
 
     enable_user_namespaces = Bool(
@@ -352,16 +356,6 @@ class KDashSpawner(KDashSettings, KubeSpawner):
                 raise BundleError("Could not record your home directory: "
                                   f"{api_error_message(e)}") from e
         self._home_done = key
-
-    async def _make_create_pod_request(self, pod, request_timeout):
-        try:
-            return await super()._make_create_pod_request(pod, request_timeout)
-        except ApiException as e:
-            if e.status == 403:  # ResourceQuota admission
-                raise web.HTTPError(
-                    403, f"Kubernetes refused your server: {api_error_message(e)}. Choose a "
-                    "smaller profile or stop other things running in your namespace.") from e
-            raise
 
     async def get_pod_manifest(self):
         pod = await super().get_pod_manifest()
