@@ -156,8 +156,7 @@ def build_component(component: Component, tools: Path, go: str, goversion: str,
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     progress(f"{component.name} {component.version}: building from Go modules ...")
-    env = {**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false", "CGO_ENABLED": "0",
-           "GOTOOLCHAIN": "local"}
+    env = {**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false", "GOTOOLCHAIN": "local"}
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / component.name
         cmd = [go, "build", "-trimpath", "-ldflags", " ".join(("-s", "-w", *component.ldflags)),

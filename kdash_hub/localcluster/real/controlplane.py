@@ -277,8 +277,6 @@ class RealControlPlane:
                 f"--root-ca-file={pki / 'ca.crt'}", "--use-service-account-credentials=true",
                 f"--cluster-signing-cert-file={pki / 'ca.crt'}",
                 f"--cluster-signing-key-file={pki / 'ca.key'}",
-                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,"
-                "-node-route-controller",
                 "--concurrent-gc-syncs=20", "--concurrent-namespace-syncs=10",
             ]),
             ("kube-scheduler", "scheduler", []),
