@@ -5,14 +5,28 @@ helm-values/values.yaml calls `apply_custom_config(c, get_config("custom.kdash",
 Each section (`spawner`, `authenticator`, `launcher`, `culler`) names the settings of one
 part by their traitlets names. A misspelt setting stops the hub with its full path and the
 valid names, instead of being silently ignored as traitlets would do.
+
+Secret settings may name where the secret is (`env:NAME`, `file:PATH`, kdash_hub/secrets.py)
+instead of holding it; the references are resolved here, in the process that applies them.
+
+With the launcher and the culler as Deployments of their own (helm-values/services/), the
+same `custom.kdash` reaches them through a ConfigMap:
+
+    python -m kdash_hub.z2jh custom -f helm-values/values.yaml -f my-site.yaml > custom.yaml
+    python -m kdash_hub.z2jh serve kdash-launcher --custom custom.yaml [-- --port=10101]
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
 import difflib
 import importlib
 import json
+import logging
 import os
+import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +35,10 @@ from typing import Any
 from traitlets import HasTraits, TraitError, TraitType
 from traitlets.config import Config, Configurable
 
+from .secrets import SecretReferenceError, inline_secrets, resolve_secrets
+
 ROOT = "custom.kdash"
+log = logging.getLogger("kdash_hub.z2jh")
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,9 @@ SECTIONS: tuple[Section, ...] = (
     ),
     Section("culler", ("kdash_hub.services.culler.app:CullerApp",), service="kdash-culler"),
 )
+# the module each service runs as (`python -m ...`)
+SERVICE_MODULES = {"kdash-launcher": "kdash_hub.services.launcher",
+                   "kdash-culler": "kdash_hub.services.culler"}
 
 
 class CustomConfigError(ValueError):
@@ -145,6 +165,19 @@ def custom_config(custom: Mapping[str, Any] | None) -> dict[str, Config]:
     return result
 
 
+def resolved_custom(custom: Mapping[str, Any] | None,
+                    environ: Mapping[str, str] | None = None) -> Any:
+    """`custom.kdash` with its secret references resolved (an unresolvable one stops the
+    hub with the setting's path); a secret written inline is logged as a warning."""
+    for path in inline_secrets(custom or {}, ROOT):
+        log.warning("%s holds a secret inline; name a Kubernetes Secret instead "
+                    "(env:NAME or file:PATH, see docs/admin-guide.md)", path)
+    try:
+        return resolve_secrets(custom or {}, ROOT, environ)
+    except SecretReferenceError as e:
+        raise CustomConfigError([str(e)]) from None
+
+
 def link_culler_to_flavors(sections: dict[str, Config]) -> None:
     """Let the culler know the spawner's flavors, unless the culler section says otherwise.
 
@@ -183,7 +216,9 @@ def drop_chart_profile_list(c: Config, sections: dict[str, Config]) -> None:
 
 # what kubernetes_asyncio's in-cluster config reads; JupyterHub gives managed services only
 # the variables in Spawner.env_keep, so the hub passes these on to its services
-IN_CLUSTER_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+IN_CLUSTER_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
+                  # the launcher's record signing key, which the culler reads from there
+                  "KDASH_RECORD_SIGNING_KEY", "KDASH_RECORD_SIGNING_KEY_FILE")
 
 
 def pass_cluster_environment(service: dict) -> None:
@@ -222,7 +257,8 @@ def apply_custom_config(
     services also get the in-cluster API address (KUBERNETES_SERVICE_HOST/PORT), which
     JupyterHub does not pass to managed services by itself.
     """
-    sections = custom_config(custom)
+    custom_config(custom)  # names and types first: a misspelt setting is reported as such
+    sections = custom_config(resolved_custom(custom))
     link_culler_to_flavors(sections)
     drop_chart_profile_list(c, sections)
     directory = Path(service_config_dir or os.getcwd()) / "kdash-config"
@@ -239,3 +275,106 @@ def apply_custom_config(
         path = write_service_config(config, section.service, directory)
         command = [a for a in service.get("command", []) if not str(a).startswith("--config=")]
         service["command"] = [*command, f"--config={path}"]
+
+
+# --- the services as Deployments of their own -----------------------------------------------
+
+
+def helm_merge(base: Any, override: Any) -> Any:
+    """`override` merged over `base` as Helm merges values files (maps key by key, lists
+    and scalars replace, null deletes)."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return copy.deepcopy(override)
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = helm_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def merged_custom(values_files: Iterable[Path]) -> dict:
+    """`custom.kdash` of Helm values files merged in order."""
+    import yaml
+
+    values: dict = {}
+    for path in values_files:
+        values = helm_merge(values, yaml.safe_load(Path(path).read_text()) or {})
+    return ((values.get("custom") or {}).get("kdash")) or {}
+
+
+def service_config(custom: Mapping[str, Any], service: str,
+                   environ: Mapping[str, str] | None = None) -> Config:
+    """The traitlets config of one service from `custom.kdash`, references resolved (the
+    culler learns the spawner's flavors as in the hub pod)."""
+    custom_config(custom)
+    sections = custom_config(resolved_custom(custom, environ))
+    link_culler_to_flavors(sections)
+    section = next(s for s in SECTIONS if s.service == service)
+    return sections.get(section.name, Config())
+
+
+def service_argv(service: str, config_path: Path, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", SERVICE_MODULES[service], f"--config={config_path}", *extra]
+
+
+def serve(service: str, custom_file: Path, extra: list[str],
+          config_dir: Path | None = None) -> None:
+    """Run `service` with its section of the `custom.kdash` file (never returns)."""
+    import yaml
+
+    custom = yaml.safe_load(Path(custom_file).read_text()) or {}
+    if "custom" in custom:  # a whole values file was given
+        custom = (custom.get("custom") or {}).get("kdash") or {}
+    config = service_config(custom, service)
+    directory = Path(config_dir or tempfile.mkdtemp(prefix="kdash-config-"))
+    path = write_service_config(config, service, directory)
+    argv = service_argv(service, path, extra)
+    os.execv(argv[0], argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kdash_hub.z2jh", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    show = sub.add_parser("custom", help="print custom.kdash of Helm values files, merged")
+    show.add_argument("-f", "--values", type=Path, action="append", required=True)
+    show.add_argument("--allow-inline-secrets", action="store_true",
+                      help="print even when a secret setting holds the secret itself")
+    run = sub.add_parser("serve", help="run a service with its section of custom.kdash "
+                                       "(arguments after -- go to the service)")
+    run.add_argument("service", choices=sorted(SERVICE_MODULES))
+    run.add_argument("--custom", type=Path, required=True,
+                     help="a YAML file holding custom.kdash (or whole Helm values)")
+    run.add_argument("--config-dir", type=Path, default=None,
+                     help="where to write the service's config file (default: a new "
+                          "private temporary directory)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    try:
+        if args.command == "custom":
+            import yaml
+
+            custom = merged_custom(args.values)
+            custom_config(custom)  # names and types checked before anything is written
+            inline = inline_secrets(custom, ROOT)
+            if inline and not args.allow_inline_secrets:
+                print("refusing to print secrets held inline (they would end up in a "
+                      "ConfigMap): " + ", ".join(inline) + "; use env:NAME or file:PATH",
+                      file=sys.stderr)
+                return 2
+            sys.stdout.write(yaml.safe_dump(custom, sort_keys=False))
+            return 0
+        serve(args.service, args.custom, extra, args.config_dir)
+    except CustomConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    return 0  # pragma: no cover - serve() does not return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

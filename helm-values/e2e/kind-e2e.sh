@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Real-cluster end-to-end run: a kind cluster, the hub image built from this checkout, the
-# zero-to-jupyterhub chart 4.4.0 installed with helm-values/values.yaml, then
+# zero-to-jupyterhub chart 4.4.0 installed with helm-values/values.yaml (RBAC, admission
+# policies and the launcher/culler Deployments from helm-values/rbac and services), then
 # `pytest tests/e2e tests/integration` against that cluster (KDASH_TEST_KUBECONFIG).
 #
 # Needs docker (a running engine), kind, helm and kubectl. Used by .github/workflows/e2e.yml;
@@ -31,6 +32,8 @@ PF_PID=""
 cleanup() {
   [ -n "$PF_PID" ] && kill "$PF_PID" 2>/dev/null || true
   kubectl -n "$NAMESPACE" logs deploy/hub --all-containers > "$ARTIFACTS/hub.log" 2>&1 || true
+  kubectl -n "$NAMESPACE" logs deploy/kdash-launcher > "$ARTIFACTS/launcher.log" 2>&1 || true
+  kubectl -n "$NAMESPACE" logs deploy/kdash-culler > "$ARTIFACTS/culler.log" 2>&1 || true
   kubectl get all,networkpolicy,resourcequota,limitrange -A > "$ARTIFACTS/objects.txt" 2>&1 || true
   if [ "${KDASH_E2E_KEEP:-0}" != 1 ]; then kind delete cluster --name "$CLUSTER" || true; fi
 }
@@ -44,10 +47,19 @@ echo "== hub image $IMAGE_NAME:$IMAGE_TAG"
 docker build -f helm-values/hub-image/Dockerfile -t "$IMAGE_NAME:$IMAGE_TAG" .
 kind load docker-image "$IMAGE_NAME:$IMAGE_TAG" --name "$CLUSTER"
 
-echo "== RBAC for user namespaces"
+echo "== RBAC and admission policies"
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
-sed -e "s/namespace: jhub/namespace: $NAMESPACE/" helm-values/rbac/hub-user-namespaces.yaml \
+for f in helm-values/rbac/*.yaml; do sed "s/jhub/$NAMESPACE/g" "$f"; echo "---"; done \
   | kubectl apply -f -
+
+echo "== the launcher's and the culler's configuration and record signing key"
+"$PYTHON" -m kdash_hub.z2jh custom -f helm-values/values.yaml -f helm-values/e2e/kind-values.yaml \
+  > "$ARTIFACTS/custom.yaml"
+kubectl -n "$NAMESPACE" create configmap kdash-config --from-file=custom.yaml="$ARTIFACTS/custom.yaml" \
+  --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n "$NAMESPACE" get secret kdash-launcher-records >/dev/null 2>&1 || \
+  kubectl -n "$NAMESPACE" create secret generic kdash-launcher-records \
+    --from-literal=signing-key="$(openssl rand -hex 32)"
 
 echo "== jupyterhub chart $CHART_VERSION"
 API_TOKEN=$(openssl rand -hex 32)
@@ -59,6 +71,15 @@ helm upgrade --install "$RELEASE" jupyterhub \
   --set hub.image.name="$IMAGE_NAME" --set hub.image.tag="$IMAGE_TAG" \
   --set hub.services.kdash-e2e.apiToken="$API_TOKEN" \
   --wait --timeout 10m
+
+echo "== the launcher and the culler, each with its own ServiceAccount"
+for f in helm-values/services/*.yaml; do
+  sed -e "s/jhub/$NAMESPACE/g" -e "s|image: kdash-hub/k8s-hub:.*|image: $IMAGE_NAME:$IMAGE_TAG|" "$f"
+  echo "---"
+done | kubectl apply -f -
+for d in kdash-launcher kdash-culler; do
+  kubectl -n "$NAMESPACE" rollout status "deploy/$d" --timeout 5m
+done
 
 kubectl -n "$NAMESPACE" port-forward svc/proxy-public "$PROXY_PORT:80" >"$ARTIFACTS/port-forward.log" 2>&1 &
 PF_PID=$!

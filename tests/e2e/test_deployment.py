@@ -38,7 +38,7 @@ HUB_SA = f"system:serviceaccount:{NAMESPACE}:hub"
 
 
 def rbac_rules() -> list[dict]:
-    docs = list(yaml.safe_load_all((HELM_VALUES / "rbac" / "hub-user-namespaces.yaml").read_text()))
+    docs = list(yaml.safe_load_all((HELM_VALUES / "rbac" / "hub.yaml").read_text()))
     return docs[0]["rules"]
 
 

@@ -28,10 +28,12 @@ from tests.fixtures.helm import (
 )
 
 LDAP_ONLY = HELM_VALUES / "examples" / "ldap-only.yaml"
+# the services run by the hub here, as in the hub pod (values.yaml alone expects Deployments)
+IN_HUB_POD = HELM_VALUES / "examples" / "services-in-hub-pod.yaml"
 
 
 def local_values(slapd, kubeconfig) -> dict:
-    values = pack_values(LDAP_ONLY)
+    values = pack_values(IN_HUB_POD, LDAP_ONLY)
     values = helm_merge(values, {"custom": {"kdash": {
         "authenticator": {
             "server_address": "127.0.0.1", "server_port": slapd.port,
@@ -110,7 +112,7 @@ async def test_values_start_a_hub_with_the_pack(make_local_cluster, slapd_tls, t
 
 
 async def test_a_misspelt_setting_stops_the_hub_naming_it(tmp_path):
-    values = pack_values(LDAP_ONLY)
+    values = pack_values(IN_HUB_POD, LDAP_ONLY)
     values = helm_merge(values, {"custom": {"kdash": {"spawner": {"flavours": []}}}})
     localize_services(values, {})
     hub = HubProcess(hub_config_from_values(values), tmp_path / "hub", start_timeout=40)

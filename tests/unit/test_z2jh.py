@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from traitlets.config import Config
 
 from kdash_hub import z2jh
@@ -100,3 +104,145 @@ def test_services_in_the_hub_pod_get_the_in_cluster_api_address(tmp_path, monkey
     for service in c.JupyterHub.services:
         assert service["environment"] == {"KUBERNETES_SERVICE_HOST": "10.96.0.1",
                                           "KUBERNETES_SERVICE_PORT": "443"}
+
+
+# --- secrets by reference ---------------------------------------------------------------
+
+
+def test_secret_settings_come_from_the_environment_or_a_file(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("LDAP_BIND_PASSWORD", "s3cret-ldap")
+    monkeypatch.setenv("KDASH_RECORD_SIGNING_KEY", "k" * 40)
+    secret_file = tmp_path / "oidc-secret"
+    secret_file.write_text("s3cret-oidc\n")  # as `kubectl create secret --from-file` keeps it
+    c = chart_like_config()
+    z2jh.apply_custom_config(c, {
+        "authenticator": {"lookup_dn_search_password": "env:LDAP_BIND_PASSWORD",
+                          "oidc_providers": {"sso": {
+                              "issuer": "https://sso.example.org", "client_id": "hub",
+                              "client_secret": f"file:{secret_file}"}}},
+        "launcher": {"record_signing_key": "env:KDASH_RECORD_SIGNING_KEY",
+                     # not a secret setting: a value that looks like a reference stays
+                     "registry": "env:REGISTRY"},
+    }, service_config_dir=tmp_path)
+    assert c.LDAPBackend.lookup_dn_search_password == "s3cret-ldap"
+    assert c.KDashAuthenticator.oidc_providers["sso"]["client_secret"] == "s3cret-oidc"
+    launcher = json.loads((tmp_path / "kdash-config" / "kdash-launcher-config.json").read_text())
+    assert launcher["LauncherSettings"]["record_signing_key"] == "k" * 40
+    assert launcher["LauncherSettings"]["registry"] == "env:REGISTRY"
+    assert oct((tmp_path / "kdash-config" / "kdash-launcher-config.json").stat().st_mode)[-3:] \
+        == "600"
+    # the culler reads the signing key from its environment: the hub passes it on
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert services["kdash-culler"]["environment"]["KDASH_RECORD_SIGNING_KEY"] == "k" * 40
+    assert "inline" not in caplog.text
+
+
+def test_a_missing_secret_stops_the_hub_naming_the_setting(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOPE", raising=False)
+    c = chart_like_config()
+    with pytest.raises(z2jh.CustomConfigError) as info:
+        z2jh.apply_custom_config(c, {"authenticator": {
+            "lookup_dn_search_password": "env:NOPE"}}, service_config_dir=tmp_path)
+    assert "custom.kdash.authenticator.lookup_dn_search_password" in str(info.value)
+    assert "NOPE is not set" in str(info.value)
+    with pytest.raises(z2jh.CustomConfigError, match="can't read /no/such/file"):
+        z2jh.apply_custom_config(c, {"authenticator": {
+            "lookup_dn_search_password": "file:/no/such/file"}}, service_config_dir=tmp_path)
+    assert "LDAPBackend" not in c
+
+
+def test_an_inline_secret_still_works_but_is_logged(tmp_path, caplog):
+    c = chart_like_config()
+    z2jh.apply_custom_config(c, {"authenticator": {
+        "lookup_dn_search_password": "value:env:literally"}}, service_config_dir=tmp_path)
+    assert c.LDAPBackend.lookup_dn_search_password == "env:literally"
+    z2jh.apply_custom_config(c, {"authenticator": {
+        "lookup_dn_search_password": "hunter2"}}, service_config_dir=tmp_path)
+    assert c.LDAPBackend.lookup_dn_search_password == "hunter2"
+    assert "custom.kdash.authenticator.lookup_dn_search_password holds a secret inline" \
+        in caplog.text
+
+
+def test_secret_names_are_recognised_and_ordinary_ones_left_alone():
+    from kdash_hub.secrets import inline_secrets, is_secret_name
+
+    for name in ("lookup_dn_search_password", "client_secret", "record_signing_key",
+                 "record_previous_signing_keys", "api_token", "cookie_secret"):
+        assert is_secret_name(name), name
+    for name in ("key", "image_pull_secrets", "automount_service_account_token",
+                 "record_signing_key_file", "secret_name", "client_id", "groups_claim"):
+        assert not is_secret_name(name), name
+    tree = {"a": {"client_secret": "x", "tolerations": [{"key": "gpu"}]},
+            "b": [{"api_token": "env:T"}, {"record_previous_signing_keys": ["file:/k", "y"]}]}
+    assert inline_secrets(tree) == ["a.client_secret", "b[1].record_previous_signing_keys"]
+
+
+# --- the services as Deployments ---------------------------------------------------------
+
+
+def write_values(tmp_path, name, values) -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_custom_prints_merged_values_and_refuses_inline_secrets(tmp_path, capsys):
+    base = write_values(tmp_path, "values.yaml", {"custom": {"kdash": {
+        "spawner": {"flavors": FLAVORS}, "culler": {"cull_every": "5m"}}}})
+    site = write_values(tmp_path, "site.yaml", {"custom": {"kdash": {
+        "culler": {"cull_every": "1m"},
+        "authenticator": {"lookup_dn_search_password": "env:LDAP_BIND_PASSWORD"}}}})
+    assert z2jh.main(["custom", "-f", base, "-f", site]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["culler"] == {"cull_every": "1m"}
+    assert printed["spawner"]["flavors"] == FLAVORS
+    assert printed["authenticator"]["lookup_dn_search_password"] == "env:LDAP_BIND_PASSWORD"
+    leaky = write_values(tmp_path, "leaky.yaml", {"custom": {"kdash": {"authenticator": {
+        "lookup_dn_search_password": "hunter2"}}}})
+    assert z2jh.main(["custom", "-f", base, "-f", leaky]) == 2
+    out = capsys.readouterr()
+    assert "hunter2" not in out.out + out.err
+    assert "custom.kdash.authenticator.lookup_dn_search_password" in out.err
+    wrong = write_values(tmp_path, "wrong.yaml", {"custom": {"kdash": {"culler": {"cul": 1}}}})
+    assert z2jh.main(["custom", "-f", wrong]) == 2
+    assert "custom.kdash.culler.cul: unknown setting" in capsys.readouterr().err
+
+
+def test_serve_writes_the_services_section_and_runs_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDASH_TEST_KEY", "q" * 40)
+    custom = write_values(tmp_path, "custom.yaml", {
+        "spawner": {"flavors": FLAVORS},
+        "launcher": {"default_ttl": "8h", "record_signing_key": "env:KDASH_TEST_KEY"},
+        "culler": {"cull_every": "1m"}})
+    ran = []
+
+    def fake_exec(path, argv):
+        ran.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(z2jh.os, "execv", fake_exec)
+    for service, section in (("kdash-launcher", "LauncherSettings"),
+                             ("kdash-culler", "CullerApp")):
+        with pytest.raises(SystemExit):
+            z2jh.main(["serve", service, "--custom", custom, "--config-dir",
+                       str(tmp_path / service), "--", "--port=10101"])
+        argv = ran[-1]
+        assert argv[1:3] == ["-m", z2jh.SERVICE_MODULES[service]] and argv[-1] == "--port=10101"
+        config = json.loads(Path(argv[3].removeprefix("--config=")).read_text())
+        assert section in config
+    launcher = json.loads(Path(ran[0][3].removeprefix("--config=")).read_text())
+    assert launcher["LauncherSettings"] == {"default_ttl": "8h", "record_signing_key": "q" * 40}
+    culler = json.loads(Path(ran[1][3].removeprefix("--config=")).read_text())
+    assert culler["CullerApp"]["known_profiles"] == ["cpu", "gpu"]  # as in the hub pod
+
+
+def test_serve_really_starts_the_service_process(tmp_path):
+    custom = write_values(tmp_path, "custom.yaml", {"culler": {"cull_every": "1m"}})
+    result = subprocess.run(
+        [sys.executable, "-m", "kdash_hub.z2jh", "serve", "kdash-culler", "--custom", custom,
+         "--config-dir", str(tmp_path / "cfg"), "--", "--help"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "CullerApp" in result.stdout
+    assert json.loads((tmp_path / "cfg" / "kdash-culler-config.json").read_text()) == {
+        "CullerApp": {"cull_every": "1m"}}
