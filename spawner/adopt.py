@@ -14,8 +14,9 @@ KDashSpawner answers that start-up check itself (`poll()` while `pending == "che
 - its pod is ready and carries the API token the hub issued for this server: running;
   `get_url()` gives the pod's own address, so the hub's HTTP check and the proxy route
   go there;
-- its pod is still starting: wait for it, at most until the interrupted spawn's own
-  deadline (`orm_spawner.started + start_timeout`, or `adopt_wait_seconds`), then as above;
+- its pod is still starting: wait for it, at most `start_timeout` (`adopt_wait_seconds`)
+  from the check, then as above (the crash cut the spawn's own wait short, and the hub's
+  downtime is not the pod's fault, so it gets a full wait again);
 - no pod (the crash came before it was made): not running, the hub forgets the server;
 - anything else (finished, failing, never ready in time, or not carrying the hub's token):
   the pod is deleted, not running.
@@ -29,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from jupyterhub import orm
@@ -78,15 +78,10 @@ def pod_token(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-def wait_budget(started: datetime | None, start_timeout: float, fixed: float | None,
-                now: datetime) -> float:
-    """Seconds to wait for a pod that is still starting: `fixed` when set, else what is
-    left of the interrupted spawn's start_timeout (0 when its start time is unknown)."""
-    if fixed is not None:
-        return max(fixed, 0.0)
-    if started is None:
-        return 0.0
-    return max(start_timeout - (now - started).total_seconds(), 0.0)
+def wait_budget(start_timeout: float, fixed: float | None) -> float:
+    """Seconds to wait for a pod that is still starting: `fixed` when set, else a whole
+    start_timeout."""
+    return max(start_timeout if fixed is None else fixed, 0.0)
 
 
 class AdoptOnRestart(Configurable):
@@ -95,8 +90,10 @@ class AdoptOnRestart(Configurable):
     adopt_wait_seconds = Float(
         None, allow_none=True, config=True,
         help="After a hub restart, how long to wait for the pod of an interrupted spawn "
-             "that is still starting, before it is deleted. None (default): what is left "
-             "of that spawn's start_timeout. Ready pods are adopted at once either way.",
+             "that is still starting before it is deleted. None (default): start_timeout. "
+             "Ready pods are adopted at once either way. While any pod is waited for, the "
+             "hub routes the servers whose check finished when it starts, the rest when "
+             "the last check ends.",
     )
 
     _adopted_url: str | None = None
@@ -118,9 +115,7 @@ class AdoptOnRestart(Configurable):
     async def _check_after_restart(self) -> int | None:
         await self._start_watching_pods()
         key = f"{self.namespace}/{self.pod_name}"
-        started = getattr(self.orm_spawner, "started", None)
-        budget = wait_budget(started, self.start_timeout, self.adopt_wait_seconds,
-                             datetime.now(UTC).replace(tzinfo=None))
+        budget = wait_budget(self.start_timeout, self.adopt_wait_seconds)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
         while True:
