@@ -21,12 +21,21 @@ from kdash_hub.kube import KubeResources
 from kdash_hub.templating import Catalog, load_configmaps, load_directories
 
 from .api import api_routes
+from .handlers import SECURITY_HEADERS
 from .instances import InstanceManager
 from .proxy import proxy_routes
 from .settings import LauncherSettings
 from .ui import ui_routes
 
 WEB_DIR = Path(__file__).parent / "web"
+
+
+class StaticFiles(web.StaticFileHandler):
+    """The launcher's script and styles, with the security headers of its pages."""
+
+    def set_default_headers(self) -> None:
+        for key, value in SECURITY_HEADERS.items():
+            self.set_header(key, value)
 
 
 class LauncherApp(Application):
@@ -110,7 +119,7 @@ class LauncherApp(Application):
         hub_auth = HubOAuth.instance(parent=self, cache_max_age=60)
         routes = [
             (prefix + "oauth_callback", HubOAuthCallbackHandler),
-            (prefix + r"static/(.*)", web.StaticFileHandler, {"path": str(WEB_DIR / "static")}),
+            (prefix + r"static/(.*)", StaticFiles, {"path": str(WEB_DIR / "static")}),
             *api_routes(prefix), *proxy_routes(prefix), *ui_routes(prefix),
         ]
         return web.Application(
