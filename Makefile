@@ -66,3 +66,24 @@ screenshots: setup
 
 settings-doc: python-packages
 	$(VENV)/bin/kdash-hub settings-doc > docs/settings.md
+
+# The fast tier again, on the versions the z2jh 4.4.0 hub image ships (JupyterHub 5.5.0,
+# KubeSpawner 7.0.0, oauthenticator 17.4.0, ldapauthenticator 2.0.2, kubernetes-asyncio
+# 36.1.0: tests/constraints/z2jh-4.4.0.txt), in a venv of its own; `make test-fast` runs the
+# newest releases in $(VENV). Extra pytest arguments: Z2JH_PYTEST_ARGS.
+VENV_Z2JH ?= .venv-z2jh
+Z2JH_CONSTRAINTS ?= tests/constraints/z2jh-4.4.0.txt
+Z2JH_PYTEST_ARGS ?=
+
+$(VENV_Z2JH)/.installed: pyproject.toml kdash-hub-local/pyproject.toml $(Z2JH_CONSTRAINTS)
+	python3 -m venv $(VENV_Z2JH)
+	$(VENV_Z2JH)/bin/python -m pip install -q -U pip "setuptools>=77" wheel
+	$(VENV_Z2JH)/bin/python -m pip install -q -c $(Z2JH_CONSTRAINTS) -e ./kdash-hub-local -e '.[test]'
+	touch $@
+
+z2jh-versions-venv: $(VENV_Z2JH)/.installed
+
+test-z2jh-versions: system-packages node-packages z2jh-versions-venv
+	@echo "== fast tier on the z2jh 4.4.0 hub image's versions ($(Z2JH_CONSTRAINTS))"
+	PATH=$(CURDIR)/$(VENV_Z2JH)/bin:$$PATH $(VENV_Z2JH)/bin/python -m pytest -q -ra $(Z2JH_PYTEST_ARGS)
+.PHONY: z2jh-versions-venv test-z2jh-versions

@@ -11,8 +11,11 @@ RECORD) from this environment, so an undeclared import fails here and not in the
 
 from __future__ import annotations
 
+import ast
 import email
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,8 +30,10 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = "0.1.0"
-SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "kdash_hub", "spawner",
-           "authenticator", "services", "kdash-hub-local", "kdash_hub.egg-info")
+DOCKERFILE = REPO / "helm-values" / "hub-image" / "Dockerfile"
+DOCKERIGNORE = REPO / "helm-values" / "hub-image" / "Dockerfile.dockerignore"
+# kdash-hub-local's build needs its folder and the sources its symlinks point to
+SOURCES = ("kdash_hub", "kdash-hub-local")
 LOCAL_PARTS = ("kdash_hub/localcluster/", "kdash_hub/dev/", "kdash_hub/demo.py")
 # what the hub image must never install: the local cluster's, the demo's and the tests' deps
 DEV_ONLY = {canonicalize_name(n) for n in (
@@ -43,11 +48,67 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+def dockerignore_pattern(pattern: str) -> re.Pattern:
+    """A .dockerignore pattern (Go filepath.Match plus `**`) as a regex on relative paths."""
+    out, i = "", 0
+    pattern = pattern.strip("/")
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
+
+
+def checkout_files() -> list[Path]:
+    """The checkout's files, without venvs, node_modules, .git and caches (never sent)."""
+    skip = {".git", "node_modules", "__pycache__", ".ruff_cache", ".pytest_cache", "artifacts"}
+    found = []
+    for folder, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in skip and not d.startswith(".venv")]
+        found += [Path(folder, f) for f in files if not Path(folder, f).is_symlink()]
+    return sorted(found)
+
+
+def docker_context(dockerignore: Path, dest: Path) -> Path:
+    """Copy what `docker build` with this .dockerignore sends as its context (the last
+    matching pattern decides; a pattern matching a folder covers everything in it)."""
+    rules = []
+    for line in dockerignore.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            rules.append((line.startswith("!"), dockerignore_pattern(line.lstrip("!"))))
+    for path in checkout_files():
+        rel = path.relative_to(REPO).as_posix()
+        parts = rel.split("/")
+        candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+        sent = True
+        for negated, regex in rules:
+            if any(regex.fullmatch(c) for c in candidates):
+                sent = negated
+        if sent:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest / rel)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory) -> dict[str, Path]:
-    """Build both distributions; {"core-wheel", "core-sdist", "local-wheel", "local-sdist"}."""
+    """Build both distributions; {"core-wheel", "core-sdist", "local-wheel", "local-sdist"}.
+
+    The core from the hub image's build context (helm-values/hub-image/Dockerfile.dockerignore),
+    kdash-hub-local from a copy of the checkout."""
+    context = docker_context(DOCKERIGNORE, tmp_path_factory.mktemp("context"))
+    if (REPO / "kdash_hub.egg-info").is_dir():  # what an editable install leaves behind
+        shutil.copytree(REPO / "kdash_hub.egg-info", context / "kdash_hub.egg-info")
     src = tmp_path_factory.mktemp("src")
-    ignore = shutil.ignore_patterns("__pycache__", "build", "dist", "kdash_hub_local.egg-info")
+    ignore = shutil.ignore_patterns("__pycache__", "build", "dist", "*.egg-info")
     for name in SOURCES:
         path = REPO / name
         if path.is_dir():
@@ -56,7 +117,7 @@ def dists(tmp_path_factory) -> dict[str, Path]:
             shutil.copy2(path, src / name)
     out = tmp_path_factory.mktemp("dist")
     build = [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out)]
-    run([*build, str(src)])
+    run([*build, str(context)])
     run([*build, str(src / "kdash-hub-local")])
     return {
         "core-wheel": out / f"kdash_hub-{VERSION}-py3-none-any.whl",
@@ -192,12 +253,34 @@ def test_the_core_requirements_pull_no_dev_or_test_dependency(dists):
     assert sorted(DEV_ONLY & set(pulled)) == []
     # the local parts are one extra away, and named so
     assert "kdash-hub-local==0.1.0; extra == \"local\"" in meta.get_all("Requires-Dist")
-    # every direct requirement is imported by the core (none is there for dev's sake)
+    # the direct requirements are exactly what the core's code imports (nothing for dev's
+    # sake, nothing only there by luck as a dependency of a dependency)
     direct = {canonicalize_name(r.name) for r in reqs}
-    assert direct == {canonicalize_name(n) for n in (
-        "jupyterhub", "jupyterhub-kubespawner", "oauthenticator", "jupyterhub-ldapauthenticator",
-        "kubernetes_asyncio", "traitlets", "aiohttp", "prometheus_client", "pyyaml", "PyJWT",
-    )}
+    assert direct == imported_distributions()
+
+
+def core_sources() -> list[Path]:
+    """The core's Python files: what the kdash-hub wheel ships."""
+    files = [f for folder in ("kdash_hub", "spawner", "authenticator", "services")
+             for f in (REPO / folder).rglob("*.py") if "__pycache__" not in f.parts]
+    local = [REPO / part for part in LOCAL_PARTS]
+    return [f for f in files if not any(f == d or d in f.parents for d in local)]
+
+
+def imported_distributions() -> set[str]:
+    """Distributions whose modules the core imports (absolute imports, stdlib apart)."""
+    modules: set[str] = set()
+    for path in core_sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    modules -= set(sys.stdlib_module_names) | {"kdash_hub", "__future__"}
+    owners = metadata.packages_distributions()
+    missing = sorted(m for m in modules if m not in owners)
+    assert missing == [], f"imported but installed by no distribution: {missing}"
+    return {canonicalize_name(owners[m][0]) for m in modules}
 
 
 CORE_IMPORTS = """
@@ -252,3 +335,16 @@ def test_the_local_wheel_completes_the_core(fresh_venv, dists, tmp_path):
     out = run([str(venv / "bin" / "python"), "-m", "kdash_hub.cli", "local-cluster", "--help"],
               cwd=venv).stdout
     assert "--kubeconfig" in out
+
+
+def test_the_hub_image_check_passes_on_the_core_alone(fresh_venv):
+    """The Dockerfile's own post-install check, run where only the core is installed."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    match = re.search(r"(python3 -c \"[^\"]+\")", text)
+    assert match, "the Dockerfile checks the installed pack with python3 -c"
+    check = shlex.split(match.group(1))
+    run([str(fresh_venv / "bin" / "python"), "-I", *check[1:]], cwd=fresh_venv)
+    # and that check does fail when the local parts are there
+    result = subprocess.run([sys.executable, "-I", *check[1:]], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0 and "kdash_hub.localcluster" in result.stderr
