@@ -14,6 +14,7 @@ compiles nor downloads. `python -m kdash_hub.localcluster.real.build` builds (or
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import re
@@ -154,6 +155,27 @@ def build_component(component: Component, tools: Path, go: str, goversion: str,
         progress(f"{component.name} {component.version}: cached ({target})")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # one builder at a time per binary: a second process waits, then finds it cached
+    with open(target.parent / ".lock", "w") as lock:
+        if not _try_lock(lock):
+            progress(f"{component.name} {component.version}: another build is running; waiting")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_file():
+            progress(f"{component.name} {component.version}: cached ({target})")
+            return target
+        return _compile(component, tools, go, target, progress)
+
+
+def _try_lock(lock) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _compile(component: Component, tools: Path, go: str, target: Path,
+             progress: Callable[[str], None]) -> Path:
     started = time.monotonic()
     progress(f"{component.name} {component.version}: building from Go modules ...")
     env = {**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false", "GOTOOLCHAIN": "local"}
