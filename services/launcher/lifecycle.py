@@ -14,6 +14,7 @@ and made again under the same name is never touched.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,14 +121,42 @@ async def read_record(
     return secret, rec
 
 
+# the namespaces the pack made for users (the spawner's, or the launcher's when it makes one)
+USER_NAMESPACE_SELECTOR = f"{L.MANAGED_BY}={L.MANAGED_BY_VALUE},{L.OWNER}"
+LIST_CONCURRENCY = 16
+
+
+async def user_namespaces(kube: KubeResources) -> list[str]:
+    """The users' namespaces (labelled by the pack; users can't label namespaces)."""
+    found = await kube.list("Namespace", None, label_selector=USER_NAMESPACE_SELECTOR)
+    return sorted(ns["metadata"]["name"] for ns in found)
+
+
+async def record_secrets(kube: KubeResources, username: str | None = None,
+                         namespace: str | None = None) -> list[dict]:
+    """The record Secrets in `namespace`, or in every user namespace: Secrets are only
+    ever listed namespace by namespace (nobody holds a cluster-wide list of Secrets)."""
+    selector = record_selector(username)
+    if namespace is not None:
+        return await kube.list("Secret", namespace, label_selector=selector)
+    limit = asyncio.Semaphore(LIST_CONCURRENCY)
+
+    async def one(ns: str) -> list[dict]:
+        async with limit:
+            return await kube.list("Secret", ns, label_selector=selector)
+
+    lists = await asyncio.gather(*(one(ns) for ns in await user_namespaces(kube)))
+    return [secret for found in lists for secret in found]
+
+
 async def list_records_checked(
     kube: KubeResources, username: str | None = None, namespace: str | None = None,
     signer: RecordSigner | None = None,
 ) -> tuple[list[InstanceRecord], list[InvalidRecord]]:
     """Every verified instance record (of `username` when given) and the ones that
-    failed — one list request; a bad record never stops the others."""
+    failed (one list request per namespace); a bad record never stops the others."""
     signer = signer or default_signer()
-    secrets = await kube.list("Secret", namespace, label_selector=record_selector(username))
+    secrets = await record_secrets(kube, username, namespace)
     records, invalid = [], []
     for secret in secrets:
         try:

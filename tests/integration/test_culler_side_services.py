@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from kdash_hub.labels import owner_labels
 from kdash_hub.services.culler.app import CullerApp
 from kdash_hub.services.culler.clock import ManualClock
 from kdash_hub.services.culler.sideservices import SideServiceExpiry
@@ -22,8 +23,8 @@ ALICE = Actor("alice")
 @pytest.fixture
 async def instances(kube):
     manager = InstanceManager(kube, LauncherSettings(), load_directories([CATALOG_DIR]))
-    await kube.create({"apiVersion": "v1", "kind": "Namespace",
-                       "metadata": {"name": "kdash-alice"}})
+    await kube.create({"apiVersion": "v1", "kind": "Namespace",  # as the spawner labels it
+                       "metadata": {"name": "kdash-alice", "labels": owner_labels("alice")}})
     pg = await manager.launch(ALICE, "postgresql", ttl="1h")  # template expiry: stop
     tb = await manager.launch(ALICE, "tensorboard", ttl="2h")  # template expiry: delete
     return pg["name"], tb["name"]
