@@ -21,6 +21,14 @@ LDAP = {"server_address": "127.0.0.1", "bind_dn_template": ["uid={username},dc=x
     ({"kc": {"issuer": "https://a", "client_id": "x", "trusted": "yes"}},
      "['trusted'] must be True or False"),
     ({"kc": {"issuer": "https://a", "client_id": "x", "clientid": "y"}}, "unknown keys"),
+    ({"kc": {"issuer": "https://a", "client_id": "x", "ldap_link_claim": 1}},
+     "['ldap_link_claim'] must be a string"),
+    ({"kc": {"issuer": "https://a", "client_id": "x", "ldap_link_claim": "uid",
+             "ldap_link_attribute": "uid)(objectClass=*"}}, "must be an LDAP attribute name"),
+    ({"kc": {"issuer": "https://a", "client_id": "x", "ldap_link_attribute": "uid"}},
+     "needs ['ldap_link_claim']"),
+    ({"kc": {"issuer": "https://a", "client_id": "x", "ldap_link_claim": "preferred_username"}},
+     "['ldap_link_claim'] needs LDAP with LDAPBackend.lookup_dn_search_user"),
 ])
 def test_bad_provider_config_names_the_setting(providers, message):
     with pytest.raises(Exception) as err:
