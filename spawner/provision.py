@@ -96,10 +96,12 @@ class BundleProvisioner:
         if todo and not fresh:
             self.log.info("Namespace %s: ensuring %s", spec.namespace,
                           ", ".join(_ref(o) for o in todo))
-        # the hub's own rights in the namespace come from its RoleBinding: that one first,
-        # and the rest may meet a 403 until the API server's RBAC cache has seen it
+        # the hub's own rights in the namespace come from its RoleBinding: that one first
+        # (admission may not know a namespace made a moment ago), and the rest may meet a
+        # 403 until the API server's RBAC cache has seen it
         boot = [o for o in objects[:bundle.bootstrap_count(spec)] if o in todo]
-        await asyncio.gather(*(self._ensure_one(o, report, fresh) for o in boot))
+        await asyncio.gather(*(self._ensure_one(o, report, fresh, wait_for_rbac=fresh)
+                               for o in boot))
         await asyncio.gather(*(self._ensure_one(o, report, fresh, wait_for_rbac=bool(boot))
                                for o in todo if o not in boot))
         await self._mark_complete(ns, spec, desired_hash)
