@@ -13,7 +13,7 @@ import yaml
 
 from kdash_hub.localcluster.kubeconfig import client_for
 from kdash_hub.localcluster.real.apply import apply_objects
-from kdash_hub.localcluster.real.build import ensure_binaries
+from kdash_hub.localcluster.real.build import KUBERNETES_VERSION, ensure_binaries
 from tests.fixtures.helm import CHART_DIR, EXAMPLES, VALUES
 
 CHART = CHART_DIR / "chart-4.4.0"
@@ -28,7 +28,9 @@ def render_chart(values: list[Path], workdir: Path, namespace: str = NAMESPACE) 
     chart = workdir / "chart"
     if not chart.exists():
         shutil.copytree(CHART, chart)
-    args = [str(helm), "template", "kdash", str(chart), "--namespace", namespace]
+    # helm can't ask a cluster here: it renders for the control plane's release
+    args = [str(helm), "template", "kdash", str(chart), "--namespace", namespace,
+            "--kube-version", KUBERNETES_VERSION]
     for path in values:
         args += ["--values", str(path)]
     done = subprocess.run(args, capture_output=True, text=True, check=False,
