@@ -185,6 +185,13 @@ class KDashAuthenticator(Authenticator):
                 "method: the hub could not record which identities own an account, so one "
                 "method could sign in to another's accounts. Enable auth_state "
                 "(JUPYTERHUB_CRYPT_KEY) or configure a single sign-in method.")
+        trusted = [p.id for p in self.providers.values() if p.trusted]
+        if self.ldap and not self.ldap.can_lookup and trusted:
+            raise ValueError(
+                f"KDashAuthenticator.oidc_providers {trusted} are trusted (their usernames "
+                "are hub usernames, like directory uids) but LDAPBackend.lookup_dn_search_user "
+                "is not set: the hub could not tell whether a new provider account takes the "
+                "name of a directory user. Set the service account, or make them untrusted.")
         for p in self.providers.values():
             if p.ldap_link_claim and not (self.ldap and self.ldap.can_lookup):
                 raise ValueError(

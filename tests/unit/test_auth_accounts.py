@@ -119,3 +119,14 @@ def test_auth_state_is_required_with_several_sign_in_methods():
         ldap={"server_address": "127.0.0.1", "bind_dn_template": ["uid={username},dc=x"]},
         enable_auth_state=False)
     assert single.ldap is not None
+
+
+def test_trusted_providers_next_to_ldap_need_the_service_account():
+    """Without it a provider user could take a directory user's name by being first."""
+    ldap = {"server_address": "127.0.0.1", "bind_dn_template": ["uid={username},dc=x"]}
+    with pytest.raises(ValueError, match="are trusted .*LDAPBackend.lookup_dn_search_user"):
+        make_authenticator(ldap=ldap, oidc_providers={"kc": {
+            "issuer": "https://sso.example.org", "client_id": "x", "trusted": True}})
+    untrusted = make_authenticator(ldap=ldap, oidc_providers={"kc": {
+        "issuer": "https://sso.example.org", "client_id": "x"}})
+    assert untrusted.oidc["kc"].provider.trusted is False
