@@ -265,6 +265,8 @@ class Demo:
                 "issuer": self.oidc.issuer, "client_id": OIDC_CLIENT,
                 "client_secret": OIDC_SECRET, "display_name": OIDC_DISPLAY, "trusted": True,
                 "scope": ["openid", "profile", "email", "groups"],
+                # the demo IdP's accounts are the directory's people: the admin's rule
+                **({"ldap_link_claim": "preferred_username"} if self.ldap else {}),
             }}
         return settings
 
