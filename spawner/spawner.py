@@ -137,6 +137,10 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, KubeSpawner):
     def start(self):
         self._events = []
         self._bundle_finished = False
+        if self.enable_user_namespaces:  # today's name, not one load_state brought back
+            self.namespace = naming.user_namespace(self.user.name, self.namespace_prefix)
+            self.dns_name = self.dns_name_template.format(
+                namespace=self.namespace, name=self.pod_name)
         return super().start()
 
     def _choose_flavor(self) -> dict | None:
