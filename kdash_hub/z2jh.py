@@ -250,15 +250,22 @@ def apply_custom_config(
 ) -> None:
     """Apply `custom.kdash` to the hub config `c` (call it from `hub.extraConfig`).
 
-    Hub-side sections (spawner, authenticator) are merged into `c`. A service's section is
-    written to `<service_config_dir>/<service>-config.json` and handed to the service's
-    process with `--config=<file>` (the services are traitlets applications); it is also
-    merged into `c` so the hub's log shows one complete configuration. The pack's
-    services also get the in-cluster API address (KUBERNETES_SERVICE_HOST/PORT), which
-    JupyterHub does not pass to managed services by itself.
+    Hub-side sections (spawner, authenticator) are merged into `c`. A service the hub runs
+    itself (one with a `command`: the services in the hub pod) gets its section written to
+    `<service_config_dir>/<service>-config.json` and handed to its process with
+    `--config=<file>` (the services are traitlets applications), with the in-cluster API
+    address (KUBERNETES_SERVICE_HOST/PORT) and the record signing key, which JupyterHub does
+    not pass to managed services by itself. An external service (its own Deployment) reads
+    its section itself (`serve`); its secret references are not resolved here, where its
+    secrets are not. Every section is also merged into `c`, so the hub's log shows one
+    complete configuration.
     """
+    custom = dict(custom or {})
     custom_config(custom)  # names and types first: a misspelt setting is reported as such
-    sections = custom_config(resolved_custom(custom))
+    for section in SECTIONS:
+        if section.name in custom and (section.service is None or _runs_in_hub(c, section)):
+            custom.update(resolved_custom({section.name: custom[section.name]}))
+    sections = custom_config(custom)
     link_culler_to_flavors(sections)
     drop_chart_profile_list(c, sections)
     directory = Path(service_config_dir or os.getcwd()) / "kdash-config"
@@ -266,15 +273,21 @@ def apply_custom_config(
         config = sections.get(section.name)
         if config is not None:
             c.merge(config)
-        service = _service(c, section.service) if section.service else None
-        if service is None:
+        if not _runs_in_hub(c, section):
             continue
+        service = _service(c, section.service)
         pass_cluster_environment(service)
         if config is None:
             continue
         path = write_service_config(config, section.service, directory)
         command = [a for a in service.get("command", []) if not str(a).startswith("--config=")]
         service["command"] = [*command, f"--config={path}"]
+
+
+def _runs_in_hub(c: Config, section: Section) -> bool:
+    """True for a section whose service the hub runs as a process of its own pod."""
+    service = _service(c, section.service) if section.service else None
+    return bool(service and service.get("command"))
 
 
 # --- the services as Deployments of their own -----------------------------------------------
@@ -308,12 +321,14 @@ def merged_custom(values_files: Iterable[Path]) -> dict:
 
 def service_config(custom: Mapping[str, Any], service: str,
                    environ: Mapping[str, str] | None = None) -> Config:
-    """The traitlets config of one service from `custom.kdash`, references resolved (the
-    culler learns the spawner's flavors as in the hub pod)."""
-    custom_config(custom)
-    sections = custom_config(resolved_custom(custom, environ))
-    link_culler_to_flavors(sections)
+    """The traitlets config of one service from `custom.kdash`, its own references
+    resolved (the others' secrets are not in its pod), the culler told the spawner's
+    flavors as in the hub pod."""
+    custom_config(custom)  # every section's names and types, as the hub checks them
     section = next(s for s in SECTIONS if s.service == service)
+    own = resolved_custom({section.name: custom.get(section.name) or {}}, environ)
+    sections = custom_config({**custom, **own})
+    link_culler_to_flavors(sections)
     return sections.get(section.name, Config())
 
 

@@ -210,8 +210,11 @@ def test_custom_prints_merged_values_and_refuses_inline_secrets(tmp_path, capsys
 
 def test_serve_writes_the_services_section_and_runs_it(tmp_path, monkeypatch):
     monkeypatch.setenv("KDASH_TEST_KEY", "q" * 40)
+    monkeypatch.delenv("LDAP_BIND_PASSWORD", raising=False)
     custom = write_values(tmp_path, "custom.yaml", {
         "spawner": {"flavors": FLAVORS},
+        # the hub's secrets are not in the services' pods: not resolved there
+        "authenticator": {"lookup_dn_search_password": "env:LDAP_BIND_PASSWORD"},
         "launcher": {"default_ttl": "8h", "record_signing_key": "env:KDASH_TEST_KEY"},
         "culler": {"cull_every": "1m"}})
     ran = []
@@ -246,3 +249,19 @@ def test_serve_really_starts_the_service_process(tmp_path):
     assert "CullerApp" in result.stdout
     assert json.loads((tmp_path / "cfg" / "kdash-culler-config.json").read_text()) == {
         "CullerApp": {"cull_every": "1m"}}
+
+
+def test_external_services_are_left_to_their_own_deployments(tmp_path, monkeypatch):
+    """With the services as Deployments (values.yaml), the hub neither runs them nor needs
+    their secrets."""
+    monkeypatch.delenv("KDASH_RECORD_SIGNING_KEY", raising=False)
+    c = Config()
+    c.JupyterHub.services = [{"name": "kdash-launcher", "url": "http://kdash-launcher:10101"},
+                             {"name": "kdash-culler"}]
+    z2jh.apply_custom_config(c, {
+        "launcher": {"record_signing_key": "env:KDASH_RECORD_SIGNING_KEY"},
+        "culler": {"cull_every": "1m"}}, service_config_dir=tmp_path)
+    for service in c.JupyterHub.services:
+        assert "command" not in service and "environment" not in service
+    assert not (tmp_path / "kdash-config").exists()
+    assert c.LauncherSettings.record_signing_key == "env:KDASH_RECORD_SIGNING_KEY"
