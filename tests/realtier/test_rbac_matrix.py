@@ -52,6 +52,7 @@ API = {
     "pods": ("/api/v1", "pods", True), "secrets": ("/api/v1", "secrets", True),
     "configmaps": ("/api/v1", "configmaps", True), "services": ("/api/v1", "services", True),
     "endpoints": ("/api/v1", "endpoints", True),
+    "endpointslices": ("/apis/discovery.k8s.io/v1", "endpointslices", True),
     "serviceaccounts": ("/api/v1", "serviceaccounts", True),
     "persistentvolumeclaims": ("/api/v1", "persistentvolumeclaims", True),
     "resourcequotas": ("/api/v1", "resourcequotas", True),
@@ -71,6 +72,7 @@ PLURAL = {"Secret": "secrets", "Deployment": "deployments", "Pod": "pods",
           "RoleBinding": "rolebindings"}
 GROUPS = {"/api/v1": "", "/apis/apps/v1": "apps", "/apis/batch/v1": "batch",
           "/apis/networking.k8s.io/v1": "networking.k8s.io",
+          "/apis/discovery.k8s.io/v1": "discovery.k8s.io",
           "/apis/rbac.authorization.k8s.io/v1": "rbac.authorization.k8s.io"}
 
 
@@ -229,6 +231,9 @@ HUB_ROWS = [
     refused("kdash-role-bindings", "create", "rolebindings", OWN, lambda ns: rolebinding(
         "x", ns, "kdash-hub-namespace", NS[OTHER], "kdash-user", HUB_LABELS),
         why="hub-role-to-a-user"),
+    refused("kdash-role-bindings", "create", "rolebindings", OWN, lambda ns: rolebinding(
+        "x", ns, "kdash-user", NS[OTHER], "kdash-user", HUB_LABELS),
+        why="user-role-to-another-users-account"),
     denied("create", "clusterrolebindings", CLUSTER, lambda ns: {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": meta("x", None), "roleRef": {
@@ -360,6 +365,11 @@ USER_ROWS = [
         "spec": {"limits": [{"type": "Container", "max": {"cpu": "64"}}]}}),
     denied("create", "endpoints", OWN, lambda ns: {
         "apiVersion": "v1", "kind": "Endpoints", "metadata": meta("x", ns)}),
+    denied("create", "endpointslices", OWN, lambda ns: {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": meta("x", ns),
+        "addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}]}),
+    denied("delete", "resourcequotas", OWN, name=bundle.QUOTA_NAME),
+    denied("delete", "rolebindings", OWN, name="kdash-launcher-namespace"),
     denied("create", "serviceaccounts/token", OWN, lambda ns: {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
         name="kdash-user"),
