@@ -74,6 +74,12 @@ def unexpected(step: str, exc: BaseException) -> web.HTTPError:
                            f"{type(exc).__name__} while {step}. {AGAIN}; {ADMIN}.")
 
 
+def interrupted(step: str) -> web.HTTPError:
+    """A start that was cancelled under the spawner (not by the user or a timeout)."""
+    return http_error(503, f"Starting your server was interrupted while {step}. "
+                           f"{AGAIN}; {ADMIN}.")
+
+
 def _condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     for condition in (pod.get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind:

@@ -61,10 +61,14 @@ class ExplainedStart(Configurable):
             self.log.warning("%s did not start in %ss while %s: %s", self._log_name,
                              self.start_timeout, self._step, message)
             raise errors.with_message(TimeoutError(message), message)
+        if inner.cancelled():
+            # not by us: something the start awaited was cancelled under it. Passed on as a
+            # cancellation, JupyterHub would take the spawn for done and the server for ready
+            self.log.error("%s: the start was cancelled from inside while %s",
+                           self._log_name, self._step)
+            raise errors.interrupted(self._step)
         try:
             return inner.result()
-        except asyncio.CancelledError:
-            raise
         except Exception as e:
             raise self._explain(e) from e
 

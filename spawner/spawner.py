@@ -5,7 +5,8 @@ storage.py, profiles.py, gpu_availability.py and identity.py; this class wires t
 KubeSpawner's hooks (load_user_options, _ensure_namespace, get_pod_manifest,
 get_pvc_manifest, progress, delete_forever). Two mixins own the start path's edges:
 explained.py (every start failure as a sentence) and adopt.py (a restarted hub keeps the
-servers that run).
+servers that run); shielded.py keeps KubeSpawner's shared watches out of reach of one
+caller's cancellation.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .explained import ExplainedStart
 from .gpu_availability import GpuAvailability
 from .provision import BundleError, BundleProvisioner
 from .settings import KDashSettings
+from .shielded import ShieldedReflectors
 
 # traits a flavor may change: restored from configuration before every start, so one
 # start's profile does not leak into the next (KubeSpawner keeps the spawner object)
@@ -64,7 +66,8 @@ IDLE_TIMEOUT_ANNOTATION = "kdash-hub.io/idle-timeout"
 PROFILE_ANNOTATION = "kdash-hub.io/profile"
 
 
-class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, KubeSpawner):
+class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflectors,
+                   KubeSpawner):
     """KubeSpawner with guardrails for multi-user data-science platforms."""
 
     enable_user_namespaces = Bool(

@@ -13,22 +13,10 @@ import asyncio
 
 import pytest
 
-from tests.fixtures.crashlab import CrashLab
+from tests.fixtures.crashlab import CrashLab, kill_points
 
 N = 10
-
-
-def _running(pod: dict) -> bool:
-    return (pod.get("status") or {}).get("phase") == "Running"
-
-
-# when to kill the hub, as a condition on the notebook pods (by user)
-KILL_POINTS = {
-    # some spawns are still making their namespace, the first pods are Pending
-    "before-any-pod-runs": lambda pods: len(pods) >= 1,
-    "some-running": lambda pods: sum(map(_running, pods.values())) >= N // 2,
-    "all-running": lambda pods: len(pods) == N and all(map(_running, pods.values())),
-}
+KILL_POINTS = kill_points(N)
 
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))

@@ -325,3 +325,15 @@ async def test_kubespawner_puts_the_api_token_in_the_pod_env(offline_kube):
     s.api_token = "secret-token"
     manifest = to_dict(await s.get_pod_manifest())
     assert pod_token(manifest) == "secret-token"
+
+
+async def test_a_start_cancelled_from_inside_is_a_failure_not_a_cancellation(offline_kube):
+    """A cancellation the user did not ask for must not reach JupyterHub as one (it would
+    report the server ready)."""
+    s = build_spawner(username="alice", start_timeout=30)
+    inner = asyncio.ensure_future(asyncio.sleep(60))
+    asyncio.get_running_loop().call_later(0.1, inner.cancel)
+    with pytest.raises(web.HTTPError) as e:
+        await s._explained(inner)
+    assert e.value.status_code == 503
+    assert e.value.jupyterhub_message.startswith("Starting your server was interrupted")
