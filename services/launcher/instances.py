@@ -442,7 +442,7 @@ class InstanceManager:
             raise LauncherError(400, "by: give a duration such as 2h")
         if seconds > MAX_SECONDS:
             raise LauncherError(400, "by: at most 10 years")
-        if rec.expires() is None:
+        if rec.expires(self.max_ttl) is None:
             raise LauncherError(400, f"instance {name!r} doesn't expire; nothing to extend")
         rec = await self._change(lifecycle.extend_instance(
             self.kube, rec.namespace, name, seconds, self.max_ttl, signer=self.signer), name)
