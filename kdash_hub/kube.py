@@ -58,6 +58,9 @@ RESOURCES: dict[str, Resource] = {
     "ClusterRoleBinding": Resource(
         "rbac.authorization.k8s.io/v1", "clusterrolebindings", namespaced=False
     ),
+    "SelfSubjectAccessReview": Resource(
+        "authorization.k8s.io/v1", "selfsubjectaccessreviews", namespaced=False
+    ),
 }
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -212,6 +215,24 @@ class KubeResources:
             if e.status == 404:
                 return False
             raise
+
+    async def can_i(self, verb: str, resource: str, *, group: str = "",
+                    namespace: str | None = None) -> bool | None:
+        """Whether this client's identity may `verb` `resource` (in `namespace`, or
+        cluster-wide), by a SelfSubjectAccessReview; None when the server can't tell (it
+        serves no such API, or refuses the review)."""
+        attributes = {"verb": verb, "resource": resource, "group": group}
+        if namespace:
+            attributes["namespace"] = namespace
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                  "spec": {"resourceAttributes": attributes}}
+        try:
+            answer = await self.create(review)
+        except ApiException as e:
+            if e.status in (403, 404, 405):
+                return None
+            raise
+        return bool((answer.get("status") or {}).get("allowed"))
 
     async def ensure(self, obj: dict) -> tuple[str, dict]:
         """Make the object exist as described: create it, or reconcile a drifted one.
