@@ -1,18 +1,21 @@
 """Ensure a user's namespace bundle with as few API requests as a later start allows.
 
-First start: GET the namespace (404), create it, create the bundle objects concurrently.
-A hash of the desired bundle is kept in an annotation on the Namespace. Later starts: one
-GET of the namespace (it replaces KubeSpawner's own namespace create) plus the drift
-watch's memory (see drift.py) say whether everything is in place; only what is missing or
-changed is written. The hash is written last, in every mode, once every object is in
-place: a start that failed (or a hub that died) half-way leaves no hash, and the next start
-checks and finishes every object.
+First start: create the namespace (one POST, as KubeSpawner's own; a GET only on 409), then
+the bundle objects concurrently, with the caller's home claim beside them. A hash of the
+desired bundle is kept in an annotation on the Namespace. Later starts (a namespace this
+process has seen): one GET of the namespace (it replaces KubeSpawner's own namespace create)
+plus the drift watch's memory (see drift.py) say whether everything is in place; only what
+is missing or changed is written. The hash is written last, in every mode, once every object
+is in place (a caller may let it go beside its own next request: `finish_later`): a start
+that failed (or a hub that died) half-way leaves no hash, and the next start checks and
+finishes every object.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -48,28 +51,34 @@ class BundleProvisioner:
         self.mode = mode
         self.drift = drift
         self.namespace_object: dict = {}  # the user's Namespace as last read or written
+        self.completion: asyncio.Future | None = None  # the mark, with finish_later
 
-    async def ensure(self, spec: bundle.BundleSpec, report: Report) -> str:
-        """Make the bundle of `spec` exist; returns "created", "repaired" or "unchanged"."""
+    # namespaces this process has found or made: a start reads those first. Only a hint for
+    # which request goes first; both orders end with the namespace in hand
+    _seen: set[str] = set()
+
+    async def ensure(self, spec: bundle.BundleSpec, report: Report, *,
+                     alongside: Callable[[], Awaitable[object]] | None = None,
+                     finish_later: bool = False) -> str:
+        """Make the bundle of `spec` exist; returns "created", "repaired" or "unchanged".
+
+        `alongside`: the caller's own create in the namespace (the home claim), made with
+        the bundle's objects instead of a round after them. `finish_later`: the completion
+        mark is left to run beside the caller's next request; await `finish()` after it.
+        """
         desired_hash = bundle.bundle_hash(spec)
         if self.mode == "watch" and self.drift is not None:
             # warm the shared watches early: a first start does not wait for them
             warming = asyncio.ensure_future(self.drift.start())
             warming.add_done_callback(self._log_watch_failure)
-        ns = await self.resources.get("Namespace", spec.namespace)
-        fresh = ns is None
-        if fresh:
-            report(f"Creating namespace {spec.namespace}")
-            # no hash yet: it is written once the bundle is complete (_mark_complete)
-            try:
-                ns = await self.resources.create(bundle.namespace(spec))
-            except ApiException as e:
-                if e.status != 409:
-                    raise self._fail(bundle.namespace(spec), e) from e
-                ns = await self.resources.get("Namespace", spec.namespace)
-                fresh = False
+        # asked once per client, beside the namespace's request (see _holds_rights)
+        rights = None
+        if bundle.bootstrap_count(spec) and self.resources.api_client not in self._cluster_wide:
+            rights = asyncio.ensure_future(self._holds_rights())
+        ns, fresh = await self._namespace(spec, report)
         self._check_namespace(ns, spec)
         self.namespace_object = ns
+        self._seen.add(spec.namespace)
 
         objects = bundle.bundle_objects(spec)
         annotations = (ns.get("metadata") or {}).get("annotations") or {}
@@ -92,20 +101,103 @@ class BundleProvisioner:
             else:
                 todo = [o for o in objects if not self.drift.in_place(o)]
         if not todo and hash_ok:
+            if alongside is not None:
+                await alongside()
             return "unchanged"
         if todo and not fresh:
             self.log.info("Namespace %s: ensuring %s", spec.namespace,
                           ", ".join(_ref(o) for o in todo))
         # the hub's own rights in the namespace come from its RoleBinding: that one first
         # (admission may not know a namespace made a moment ago), and the rest may meet a
-        # 403 until the API server's RBAC cache has seen it
+        # 403 until the API server's RBAC cache has seen it. An identity holding those
+        # rights cluster-wide (an admin's) makes it with the rest, in one round
         boot = [o for o in objects[:bundle.bootstrap_count(spec)] if o in todo]
+        wait = bool(boot)
+        if boot and (await rights if rights is not None
+                     else self._cluster_wide.get(self.resources.api_client)):
+            boot = []
         await asyncio.gather(*(self._ensure_one(o, report, fresh, wait_for_rbac=fresh)
                                for o in boot))
-        await asyncio.gather(*(self._ensure_one(o, report, fresh, wait_for_rbac=bool(boot))
-                               for o in todo if o not in boot))
-        await self._mark_complete(ns, spec, desired_hash)
+        # the other RoleBindings (the services', the user's ServiceAccount's) are needed once
+        # the server runs, not to make its pod: with finish_later they go beside the pod
+        late = [o for o in todo if finish_later and o not in boot and o["kind"] == "RoleBinding"]
+        rest = [self._ensure_one(o, report, fresh, wait_for_rbac=wait)
+                for o in todo if o not in boot and o not in late]
+        if alongside is not None:  # the caller's create needs the hub's rights there too
+            rest.append(self._allowed(alongside, wait))
+        await asyncio.gather(*rest)
+        completion = self._complete(late, report, fresh, wait, ns, spec, desired_hash)
+        if finish_later:
+            self.completion = asyncio.ensure_future(completion)
+        else:
+            await completion
         return "created" if fresh else "repaired"
+
+    async def finish(self, wait: bool = True) -> None:
+        """Wait for what `ensure(finish_later=True)` left running (the late RoleBindings, then
+        the completion mark); its BundleError is raised here. `wait=False` (the start failed
+        already): let it run on, its failure only logged."""
+        completion, self.completion = self.completion, None
+        if completion is None:
+            return
+        if wait:
+            await completion
+            return
+        completion.add_done_callback(self._log_late_failure)
+
+    async def _complete(self, late: list[dict], report: Report, fresh: bool, wait: bool,
+                        ns: dict, spec: bundle.BundleSpec, desired_hash: str) -> None:
+        await asyncio.gather(*(self._ensure_one(o, report, fresh, wait_for_rbac=wait)
+                               for o in late))
+        await self._mark_complete(ns, spec, desired_hash)
+
+    def _log_late_failure(self, task: asyncio.Future) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.warning("Finishing a namespace bundle failed: %s", task.exception())
+
+    # per API client (one identity): True when it holds the rights the hub's RoleBinding
+    # gives in user namespaces cluster-wide already, so that binding need not go first
+    _cluster_wide: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    # a namespace nobody makes: asked about it, only cluster-wide grants can answer yes
+    RIGHTS_PROBE_NAMESPACE = "kdash-hub-rights-probe"
+
+    async def _holds_rights(self) -> bool:
+        client = self.resources.api_client
+        known = self._cluster_wide.get(client)
+        if known is None:
+            try:
+                answer = await self.resources.can_i("create", "serviceaccounts",
+                                                    namespace=self.RIGHTS_PROBE_NAMESPACE)
+            except Exception as e:  # only an optimisation: the binding goes first then
+                self.log.warning("Could not review the hub's own rights (%s)", e)
+                return False
+            known = self._cluster_wide[client] = bool(answer)
+        return known
+
+    async def _namespace(self, spec: bundle.BundleSpec, report: Report) -> tuple[dict, bool]:
+        """The user's Namespace, and True when this start made it. One request either way
+        in the usual case: a namespace seen before (by this process, or by the drift watch)
+        is read first, any other is created first and read only if it exists after all."""
+        known = spec.namespace in self._seen or (
+            self.drift is not None and self.drift.ready
+            and self.drift.cached("ResourceQuota", spec.namespace, bundle.QUOTA_NAME))
+        if known:
+            ns = await self.resources.get("Namespace", spec.namespace)
+            if ns is not None:
+                return ns, False
+        # no hash yet: it is written once the bundle is complete (_mark_complete)
+        try:
+            ns = await self.resources.create(bundle.namespace(spec))
+            report(f"Creating namespace {spec.namespace}")
+            return ns, True
+        except ApiException as e:
+            if e.status != 409:
+                raise self._fail(bundle.namespace(spec), e) from e
+        ns = await self.resources.get("Namespace", spec.namespace)
+        if ns is None:  # deleted between the two requests
+            raise BundleError(f"Your namespace {spec.namespace} is still being deleted; "
+                              "try again in a minute.", 503)
+        return ns, False
 
     def _log_watch_failure(self, task: asyncio.Future) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -125,20 +217,34 @@ class BundleProvisioner:
                 "check the namespace prefix and naming.", 409)
 
     RBAC_WAIT_SECONDS = 5.0
+    # pauses between tries while a 403 is waited out: short first (the API server's RBAC
+    # cache usually catches up within milliseconds), doubled up to the last
+    RBAC_PAUSES = (0.005, 0.01, 0.02, 0.05, 0.1)
 
     async def _ensure_one(self, obj: dict, report: Report, fresh: bool,
                           wait_for_rbac: bool = False) -> None:
         title = bundle.STEP_TITLES.get(obj["kind"], obj["kind"])
         report(f"{'Creating' if fresh else 'Repairing'} {title} ({obj['metadata']['name']})")
+        try:
+            await self._allowed(lambda: self._ensure_once(obj, fresh), wait_for_rbac)
+        except ApiException as e:
+            raise self._fail(obj, e) from e
+
+    async def _allowed(self, attempt: Callable[[], Awaitable[object]], wait: bool) -> None:
+        """`attempt()`; with `wait`, a 403 is tried again for up to RBAC_WAIT_SECONDS (the
+        hub's RoleBinding made a moment ago is not yet in the API server's RBAC cache)."""
         deadline = asyncio.get_running_loop().time() + self.RBAC_WAIT_SECONDS
+        tries = 0
         while True:
             try:
-                return await self._ensure_once(obj, fresh)
+                await attempt()
+                return
             except ApiException as e:
                 late = asyncio.get_running_loop().time() > deadline
-                if not (wait_for_rbac and e.status == 403) or late:
-                    raise self._fail(obj, e) from e
-                await asyncio.sleep(0.1)
+                if not (wait and e.status == 403) or late:
+                    raise
+            await asyncio.sleep(self.RBAC_PAUSES[min(tries, len(self.RBAC_PAUSES) - 1)])
+            tries += 1
 
     async def _ensure_once(self, obj: dict, fresh: bool) -> None:
         if fresh:
