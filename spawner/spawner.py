@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from functools import partial
 from typing import Any
 
+from jupyterhub.utils import exponential_backoff
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
@@ -315,7 +317,12 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             if self.bundle_drift_check == "watch":
                 drift = DriftWatch.for_loop(self, self.drift_watch_timeout_seconds)
             provisioner = BundleProvisioner(self.kube, self.log, self.bundle_drift_check, drift)
-            outcome = await provisioner.ensure(spec, self.report)
+            # the home claim goes with the bundle's objects, the completion mark with the pod
+            # (awaited at the end of _start): a first start takes as many rounds as KubeSpawner
+            self._bundle_finish = provisioner.finish
+            outcome = await provisioner.ensure(spec, self.report,
+                                               alongside=self._home_claim_beside_bundle(),
+                                               finish_later=True)
             if outcome == "unchanged":
                 self.report(f"Namespace {self.namespace} is ready")
             await self._ensure_home_volume(provisioner.namespace_object)
@@ -326,6 +333,46 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         finally:
             self._bundle_finished = True
             self._events_changed.set()
+
+    _bundle_finish = None  # the provisioner's pending completion mark, awaited by _start
+
+    async def _start(self):
+        try:
+            result = await super()._start()
+        except BaseException:
+            await self._finish_bundle(wait=False)  # failed already: let it finish alone
+            raise
+        await self._finish_bundle(wait=True)
+        return result
+
+    async def _finish_bundle(self, wait: bool) -> None:
+        finish, self._bundle_finish = self._bundle_finish, None
+        if finish is None:
+            return
+        try:
+            await finish(wait)
+        except BundleError as e:
+            raise web.HTTPError(e.status, e.message) from e
+
+    def _home_claim_beside_bundle(self):
+        """KubeSpawner's home claim create, to run with the bundle's objects (a round earlier
+        than KubeSpawner makes it); None when KubeSpawner's own step must make it: no claim
+        to make, a PersistentVolume to make first, or a claim of 6.x naming to look for."""
+        plan = self._plan
+        if (not self.storage_pvc_ensure or self._pvc_exists or plan is None
+                or plan.pv is not None
+                or getattr(self, "_state_kubespawner_version", None) == "unknown"):
+            return None
+
+        async def create() -> None:
+            await exponential_backoff(
+                partial(self._make_create_pvc_request, self.get_pvc_manifest(),
+                        self.k8s_api_request_timeout),
+                f"Could not create PVC {self.pvc_name}",
+                timeout=self.k8s_api_request_retry_timeout)
+            self._pvc_exists = True  # KubeSpawner's PVC step is skipped
+
+        return create
 
     async def _ensure_home_volume(self, namespace_object: dict) -> None:
         """The user's PV (if any) and their home directory, made once and recorded."""
