@@ -1,17 +1,30 @@
 """KDashSpawner vs plain KubeSpawner: spawn time and Kubernetes API requests, same cluster.
 
-Part 1 (in-process, one LocalCluster, both spawners in the same run, interleaved):
-first spawn of a user (namespace bundle created) and a later spawn of the same user, as
-time ratios against plain KubeSpawner (user namespaces + a dynamic PVC, the same pod) and
-API requests per spawn. Requests are read from the emulator's request log and split into
-what the spawner asked ("spawner"), the kubelet's own traffic, and long-lived watches.
+Run on the API emulator (kdash_hub.localcluster), on a real control plane (kube-apiserver,
+controller-manager, scheduler and etcd built from their Go modules; our kubelet in status
+mode; one per benchmark run, `kdash-hub local-cluster --control-plane real` in a child
+process), or both (the default), and printed side by side.
+
+Part 1 (one process, both spawners in the same run, interleaved in pairs): first spawn of a
+user (namespace bundle created) and a later spawn of the same user, as time ratios against
+plain KubeSpawner (user namespaces + a dynamic PVC, the same pod) with the absolute
+milliseconds, and API requests per spawn. Requests are counted on the client side (every
+request kubernetes_asyncio sends from this process: benchmarks/common_kube.py), the same
+counter on both control planes, split into what the spawn asked and long-lived watches
+(opened once per hub, reopened when they time out). Part 1 talks to the real control plane
+with its admin kubeconfig (both spawners share KubeSpawner's process-wide client config).
 
 Part 2 (a real hub + proxy, status kubelet): N users spawning at once through the REST
 API, with KDashSpawner and with plain KubeSpawner: all reach `ready`, none lost, p50/p95.
 Status-mode pods do not serve HTTP, so the hub's "is it up" check is pointed at one stub
-HTTP server on 127.0.0.1 (a harness-only subclass overriding `_get_pod_url`).
+HTTP server on 127.0.0.1 (a harness-only subclass overriding `_get_pod_url`). On the real
+control plane each hub runs as a ServiceAccount, not as admin: KDashSpawner's hub as the
+`hub` account with exactly the roles helm-values/rbac ships (its rights in user namespaces
+come from the RoleBinding it makes there), plain KubeSpawner's as a `plain-hub` account with
+the cluster-wide ClusterRole it needs for user namespaces.
 
-    python -m benchmarks.bench_spawner [--quick] [--users N] [--hub-users N] [--no-hub]
+    python -m benchmarks.bench_spawner [--quick] [--control-plane emulator|real|both]
+        [--users N] [--hub-users 20,200] [--no-hub] [--json]
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ import argparse
 import asyncio
 import json
 import random
+import secrets
 import statistics
 import tempfile
 import time
@@ -27,14 +41,19 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from kubernetes_asyncio.client import Configuration
 from kubernetes_asyncio.config import kube_config
 from kubespawner import KubeSpawner, clients
 
+from benchmarks.common_kube import RealPlane, RequestCounter, ensure_namespace, rounds
 from kdash_hub.dev.hub import HubProcess
 from kdash_hub.dev.ports import free_port
 from kdash_hub.localcluster import LocalCluster
+from kdash_hub.localcluster.kubeconfig import client_for
 from kdash_hub.spawner import KDashSpawner
 from kdash_hub.spawner.drift import DriftWatch
+from tests.fixtures.cluster import reset_kubespawner
+from tests.fixtures.realcp import HUB_NAMESPACE
 from tests.fixtures.spawner import build_spawner
 
 POD = dict(cpu_limit=1, cpu_guarantee=0.1, mem_limit="1G", mem_guarantee="256M",
@@ -43,10 +62,16 @@ PLAIN = dict(POD, enable_user_namespaces=True, user_namespace_template="plain-{u
              storage_pvc_ensure=True,
              volumes=[{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
              volume_mounts=[{"name": "home", "mountPath": "/home/jovyan"}])
-KDASH = dict(POD, storage_preset="dynamic", dynamic_storage={"capacity": "10Gi"})
+KDASH = dict(POD, storage_preset="dynamic", dynamic_storage={"capacity": "10Gi"},
+             hub_namespace=HUB_NAMESPACE)
 # nfs homes: a per-user PV of the user's directory, made by a Job in the hub namespace once
-KDASH_NFS = dict(POD, storage_preset="nfs",
+KDASH_NFS = dict(KDASH, storage_preset="nfs", pod_security_level="restricted",
                  nfs_storage={"server": "10.0.0.5", "path": "/export/homes"})
+VARIANTS = {"plain": (KubeSpawner, PLAIN), "kdash": (KDashSpawner, KDASH),
+            "kdash-always": (KDashSpawner, dict(KDASH, bundle_drift_check="always")),
+            "kdash-nfs": (KDashSpawner, KDASH_NFS)}
+PLANES = ("emulator", "real")
+TARGETS = {"first": 1.05, "later": 1.02, "hub_p95": 1.1}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -54,50 +79,50 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def classify(method: str, path_qs: str) -> str:
-    """Who made a request: the kubelet, a long-lived watch, or the spawner."""
-    path = path_qs.split("?", 1)[0]
-    if "watch=" in path_qs:
-        return "watch"
-    if path.endswith("/binding") or path.endswith("/status") or path.startswith("/api/v1/nodes"):
-        return "kubelet"
-    if method == "POST" and path.endswith("/events"):
-        return "kubelet"
-    if method == "GET" and path == "/api/v1/pods":
-        return "kubelet"
-    return "spawner"
+def point_kubespawner_at(kubeconfig: Path) -> None:
+    """KubeSpawner loads its client config once per process: make it read `kubeconfig`."""
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(kubeconfig)
+    clients.load_config.cache_clear()
+    Configuration.set_default(None)
 
 
-async def timed_spawn(spawner, api, seed: int) -> dict:
+async def timed_spawn(spawner, counter: RequestCounter, seed: int) -> dict:
     # KubeSpawner waits for the pod with exponential_backoff, whose random jitter dominates a
     # spawn's time here: the same seed for both spawners makes their waits comparable
     random.seed(seed)
-    start = len(api.request_log)
+    mark = counter.mark()
     t0 = time.perf_counter()
     await spawner.start()
     seconds = time.perf_counter() - t0
-    log = list(api.request_log)[start:]
-    kinds = [classify(m, p) for m, p, _ in log]
-    return {"seconds": seconds, "total": len(log), "spawner": kinds.count("spawner"),
-            "paths": [f"{m} {p.split('?')[0]}" for (m, p, _), k in zip(log, kinds, strict=True)
-                      if k == "spawner"]}
+    sent = counter.since(mark)
+    asked = [r for r in sent if r.kind == "request"]
+    # how long the spawn took to make its pod; the rest is the wait for it to run
+    pod = max((r.end for r in asked if r.method == "POST" and r.path.endswith("/pods")),
+              default=t0)
+    return {"seconds": seconds, "pod_made_s": pod - t0, "requests": len(asked),
+            "watches": len(sent) - len(asked),
+            "paths": [str(r) for r in asked], "timeline": rounds(sent, t0)}
 
 
-async def part1(users: int) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-spawner-"))
-    cluster = LocalCluster(nodes=2, kubeconfig_path=tmp / "kubeconfig", workdir=tmp / "nodes",
-                           node_cpu="512", node_memory="2048Gi")
-    await cluster.start()
-    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(cluster.kubeconfig_path)
-    clients.load_config.cache_clear()
-    api = cluster.api
-    kinds = {"plain": (KubeSpawner, PLAIN), "kdash": (KDashSpawner, KDASH),
-             "kdash-always": (KDashSpawner, dict(KDASH, bundle_drift_check="always")),
-             "kdash-nfs": (KDashSpawner, KDASH_NFS)}
+async def part1(plane: str, kubeconfig: Path | None, users: int, variants: list[str],
+                tag: str) -> dict:
+    """First and later spawns, one at a time, the variants interleaved per user."""
+    counter = RequestCounter().install()
+    cluster = None
+    if plane == "emulator":
+        tmp = Path(tempfile.mkdtemp(prefix="bench-spawner-"))
+        cluster = LocalCluster(nodes=2, kubeconfig_path=tmp / "kubeconfig",
+                               workdir=tmp / "nodes", node_cpu="512", node_memory="2048Gi")
+        await cluster.start()
+        kubeconfig = cluster.kubeconfig_path
+    assert kubeconfig is not None
+    await ensure_namespace(kubeconfig, HUB_NAMESPACE)  # where nfs homes' Job runs
+    point_kubespawner_at(kubeconfig)
+    kinds = {label: VARIANTS[label] for label in variants}
     results: dict[str, dict[str, list]] = {k: {"first": [], "later": []} for k in kinds}
     try:
         for label, (cls, traits) in kinds.items():  # warm up: reflectors, clients, watches
-            s = build_spawner(cls, username=f"warm-{label}", **traits)
+            s = build_spawner(cls, username=f"w{tag}-{label}", **traits)
             await s.start()
             await s.stop()
         await asyncio.sleep(0.3)
@@ -105,35 +130,44 @@ async def part1(users: int) -> dict:
             order = list(kinds) if i % 2 == 0 else list(reversed(kinds))
             for label in order:
                 cls, traits = kinds[label]
-                s = build_spawner(cls, username=f"{label}-user-{i}", user_id=i + 10, **traits)
-                results[label]["first"].append(await timed_spawn(s, api, 2 * i))
+                s = build_spawner(cls, username=f"{label}-{tag}-{i}", user_id=i + 10, **traits)
+                results[label]["first"].append(await timed_spawn(s, counter, 2 * i))
                 await s.stop()
                 await asyncio.sleep(0.05)
                 s.clear_state()
-                results[label]["later"].append(await timed_spawn(s, api, 2 * i + 1))
+                results[label]["later"].append(await timed_spawn(s, counter, 2 * i + 1))
                 await s.stop()
                 await asyncio.sleep(0.05)
     finally:
         await DriftWatch.stop_all()
-        await KubeSpawner._stop_all_reflectors()
-        await cluster.stop()
+        await reset_kubespawner()
+        counter.uninstall()
+        if cluster is not None:
+            await cluster.stop()
     summary: dict[str, dict] = {}
     for label, phases in results.items():
         summary[label] = {}
         for phase, runs in phases.items():
             summary[label][phase] = {
-                "median_s": statistics.median(r["seconds"] for r in runs),
-                "spawner_requests": statistics.median(r["spawner"] for r in runs),
-                "all_requests": statistics.median(r["total"] for r in runs),
+                "median_ms": 1000 * statistics.median(r["seconds"] for r in runs),
+                "pod_made_ms": 1000 * statistics.median(r["pod_made_s"] for r in runs),
+                "requests": statistics.median(r["requests"] for r in runs),
+                "watches": statistics.median(r["watches"] for r in runs),
                 "example_paths": runs[-1]["paths"],
+                "example_timeline": runs[-1]["timeline"],
             }
-    for phase in ("first", "later"):  # same user index, same jitter seed: a fair pair
-        pairs = zip(results["kdash"][phase], results["plain"][phase], strict=True)
-        ratios = [k["seconds"] / p["seconds"] for k, p in pairs]
-        summary["kdash"][phase]["paired_ratio"] = statistics.median(ratios)
-        summary["kdash"][phase]["median_extra_ms"] = 1000 * statistics.median(
-            k["seconds"] - p["seconds"]
-            for k, p in zip(results["kdash"][phase], results["plain"][phase], strict=True))
+            if label == "plain":
+                continue
+            # same user index, same jitter seed, back to back: a fair pair
+            pairs = list(zip(runs, results["plain"][phase], strict=True))
+            summary[label][phase]["paired_ratio"] = statistics.median(
+                k["seconds"] / p["seconds"] for k, p in pairs)
+            summary[label][phase]["paired_extra_ms"] = 1000 * statistics.median(
+                k["seconds"] - p["seconds"] for k, p in pairs)
+            summary[label][phase]["pod_made_extra_ms"] = 1000 * statistics.median(
+                k["pod_made_s"] - p["pod_made_s"] for k, p in pairs)
+            summary[label][phase]["extra_requests"] = statistics.median(
+                k["requests"] - p["requests"] for k, p in pairs)
     return summary
 
 
@@ -161,6 +195,8 @@ c.JupyterHub.active_server_limit = 0
 c.JupyterHub.api_page_default_limit = 2000
 c.JupyterHub.api_page_max_limit = 2000
 c.JupyterHub.log_level = "WARN"
+# the pods are left to the control plane (stopping hundreds of servers is not measured)
+c.JupyterHub.cleanup_servers = False
 c.Spawner.start_timeout = 600
 c.Spawner.http_timeout = 300
 # KubeSpawner's 3 s default request timeout is not retried for the namespace create:
@@ -170,8 +206,10 @@ c.Spawner.cpu_limit = 1
 c.Spawner.mem_limit = "1G"
 c.KubeSpawner.enable_user_namespaces = True
 c.BenchPlain.user_namespace_template = "plain-{{username}}"
+c.KDashSpawner.hub_namespace = "{hub_namespace}"
 c.KDashSpawner.quota = {{"pods": "5", "limits.cpu": "4", "limits.memory": "8Gi"}}
 '''
+HUB_SPAWNERS = {"plain": "BenchPlain", "kdash": "BenchKDash"}
 
 
 async def stub_server(port: int) -> web.AppRunner:
@@ -186,20 +224,37 @@ async def stub_server(port: int) -> web.AppRunner:
     return runner
 
 
-async def part2(users: int, spawner: str) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-spawner-hub-"))
-    cluster = LocalCluster(nodes=4, kubeconfig_path=tmp / "kubeconfig", workdir=tmp / "nodes",
-                           node_cpu="512", node_memory="2048Gi")
-    cluster.start_in_thread()
+async def part2(plane: str, users: int, label: str, tag: str,
+                real: RealPlane | None = None, admin: bool = False) -> dict:
+    # names differ per run: on the real control plane every run shares one cluster
+    prefix = f"{label[0]}{users}{tag}-"
+    cluster = None
+    if plane == "emulator":
+        tmp = Path(tempfile.mkdtemp(prefix="bench-spawner-hub-"))
+        cluster = LocalCluster(nodes=4, kubeconfig_path=tmp / "kubeconfig",
+                               workdir=tmp / "nodes", node_cpu="512", node_memory="2048Gi")
+        cluster.start_in_thread()
+        kubeconfig, identity = cluster.kubeconfig_path, "admin (the emulator has no RBAC)"
+    else:
+        assert real is not None and real.admin_kubeconfig is not None
+        tmp = Path(tempfile.mkdtemp(prefix="bench-spawner-hub-", dir=real.workdir))
+        account = {"kdash": "hub", "plain": "plain-hub"}[label]
+        if admin:
+            kubeconfig, identity = real.admin_kubeconfig, "admin"
+        else:
+            kubeconfig = real.identities[account]
+            identity = f"ServiceAccount {HUB_NAMESPACE}/{account}"
     stub_port = free_port()
     stub = await stub_server(stub_port)
-    config = HUB_EXTRA.format(stub_port=stub_port, spawner=spawner)
-    env = {"KUBECONFIG": str(cluster.kubeconfig_path)}
-    names = [f"u{i:04d}" for i in range(users)]
+    config = HUB_EXTRA.format(stub_port=stub_port, spawner=HUB_SPAWNERS[label],
+                              hub_namespace=HUB_NAMESPACE)
+    env = {"KUBECONFIG": str(kubeconfig)}
+    names = [f"{prefix}{i:04d}" for i in range(users)]
     started: dict[str, float] = {}
     ready: dict[str, float] = {}
     statuses: dict[int, int] = {}
     hub = None
+    wall = 0.0
     try:
         for attempt in range(3):  # a port picked as free can be taken before the hub binds it
             hub = HubProcess(config, tmp / f"hub-{attempt}", env=env, start_timeout=120)
@@ -211,10 +266,13 @@ async def part2(users: int, spawner: str) -> dict:
                     raise
         conn = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=conn, headers=hub.auth_headers()) as session:
-            async with session.post(f"{hub.api_url}/users", json={"usernames": names}) as r:
+            warm = f"{prefix}warm"
+            async with session.post(f"{hub.api_url}/users",
+                                    json={"usernames": [*names, warm]}) as r:
                 assert r.status == 201, await r.text()
 
             failed: set[str] = set()
+            posted: set[str] = set()
 
             async def spawn(name: str) -> None:
                 started[name] = time.perf_counter()
@@ -222,20 +280,15 @@ async def part2(users: int, spawner: str) -> dict:
                     statuses[r.status] = statuses.get(r.status, 0) + 1
                     if r.status >= 400:
                         failed.add(name)
-
-            # one warm-up user first (hub imports, reflectors), the same for both spawners
-            async with session.post(f"{hub.api_url}/users/warmup", json={}) as r:
-                assert r.status == 201, await r.text()
-            async with session.post(f"{hub.api_url}/users/warmup/server", json={}) as r:
-                assert r.status in (201, 202), await r.text()
-            t0 = time.perf_counter()
-            posted: set[str] = set()
-
-            async def spawn_and_note(name: str) -> None:
-                await spawn(name)
                 posted.add(name)
 
-            spawns = asyncio.gather(*(spawn_and_note(n) for n in names))
+            # one warm-up user first (hub imports, reflectors, watches), alike for both
+            async with session.post(f"{hub.api_url}/users/{warm}/server", json={}) as r:
+                assert r.status in (201, 202), await r.text()
+            async with asyncio.timeout(300):
+                await _wait_ready(session, hub.api_url, warm)
+            t0 = time.perf_counter()
+            spawns = asyncio.gather(*(spawn(n) for n in names))
             deadline = t0 + 900
             while len(ready) + len(failed) < users and time.perf_counter() < deadline:
                 await asyncio.sleep(0.25)
@@ -253,81 +306,198 @@ async def part2(users: int, spawner: str) -> dict:
                         failed.add(name)  # the spawn failed after the POST returned
             await spawns
             wall = time.perf_counter() - t0
-        pods = cluster.run_in_thread(_running_pods(cluster), 30)
+        if cluster is not None:
+            pods = cluster.run_in_thread(_running_pods_emulator(cluster, prefix), 30)
+        else:
+            pods = await _running_pods_real(real.admin_kubeconfig, prefix)
     finally:
         if hub is not None:
+            if failed:
+                print(f"[{plane} {label} {users}] hub log tail:\n{hub.log_tail(30)}")
             await hub.stop()
         await stub.cleanup()
-        cluster.stop_thread()
+        if cluster is not None:
+            cluster.stop_thread()
     latencies = [ready[n] - started[n] for n in ready]
     return {"users": users, "ready": len(ready), "lost": users - len(ready),
             "running_pods": pods, "post_statuses": statuses, "wall_s": wall,
+            "identity": identity,
             "p50_s": pct(latencies, 0.5) if latencies else None,
             "p95_s": pct(latencies, 0.95) if latencies else None}
 
 
-async def _running_pods(cluster) -> int:
+async def _wait_ready(session: aiohttp.ClientSession, api_url: str, name: str) -> None:
+    while True:
+        async with session.get(f"{api_url}/users/{name}") as r:
+            server = ((await r.json()).get("servers") or {}).get("")
+        if server and server.get("ready"):
+            return
+        await asyncio.sleep(0.2)
+
+
+async def _running_pods_emulator(cluster, prefix: str) -> int:
     pods = cluster.api.store.list("Pod")
     items = pods.get("items", pods) if isinstance(pods, dict) else pods
-    return sum(1 for p in items if (p.get("status") or {}).get("phase") == "Running")
+    return sum(1 for p in items if (p.get("status") or {}).get("phase") == "Running"
+               and p["metadata"]["name"].startswith(f"jupyter-{prefix}"))
 
 
-def report(p1: dict | None, p2: dict | None) -> None:
-    if p1:
-        plain, kdash = p1["plain"], p1["kdash"]
-        print("== part 1: spawn time and API requests (median over users) ==")
-        for label, phases in p1.items():
-            for phase, f in phases.items():
-                print(f"{label:13s} {phase:5s}  {f['median_s'] * 1000:7.1f} ms   "
-                      f"spawner requests {f['spawner_requests']:5.1f}   "
-                      f"all requests {f['all_requests']:5.1f}")
-        for phase, target in (("first", 1.3), ("later", 1.05)):
-            ratio = kdash[phase]["median_s"] / plain[phase]["median_s"]
-            extra = kdash[phase]["spawner_requests"] - plain[phase]["spawner_requests"]
-            print(f"kdash/plain {phase} spawn time ratio: {ratio:.3f} of medians, "
-                  f"{kdash[phase]['paired_ratio']:.3f} median of paired runs "
-                  f"({kdash[phase]['median_extra_ms']:+.1f} ms) (target <= {target}); "
-                  f"extra spawner requests: {extra:+.1f}")
-        print("kdash later-spawn requests:", kdash["later"]["example_paths"])
-        print("plain later-spawn requests:", plain["later"]["example_paths"])
-        print("kdash-always later-spawn requests:",
-              len(p1["kdash-always"]["later"]["example_paths"]))
-        if "kdash-nfs" in p1:
-            nfs = p1["kdash-nfs"]
-            extra = {ph: nfs[ph]["spawner_requests"] - plain[ph]["spawner_requests"]
-                     for ph in ("first", "later")}
-            print("kdash-nfs (home Job on first spawn) extra spawner requests vs plain: "
-                  f"first {extra['first']:+.1f}, later {extra['later']:+.1f}")
-            print("kdash-nfs later-spawn requests:", nfs["later"]["example_paths"])
-    if p2:
-        print("== part 2: users spawning at once through a real hub ==")
-        for label, f in p2.items():
-            print(f"{label:6s} users {f['users']}  ready {f['ready']}  lost {f['lost']}  "
-                  f"running pods {f['running_pods']}  p50 {f['p50_s']:.2f} s  "
-                  f"p95 {f['p95_s']:.2f} s  wall {f['wall_s']:.1f} s  POST {f['post_statuses']}")
-        if "plain" in p2 and "kdash" in p2:
-            print(f"kdash/plain p95 ratio: {p2['kdash']['p95_s'] / p2['plain']['p95_s']:.2f}")
+async def _running_pods_real(admin_kubeconfig: Path, prefix: str) -> int:
+    api = client_for(admin_kubeconfig)
+    try:
+        pods = await api.request("GET", "/api/v1/pods",
+                                 params={"fieldSelector": "status.phase=Running"})
+    finally:
+        await api.close()
+    return sum(1 for p in pods.get("items") or []
+               if p["metadata"]["name"].startswith(f"jupyter-{prefix}"))
 
 
-async def main() -> None:
+# --- report ------------------------------------------------------------------------------
+
+
+def _cell(text: str, width: int = 46) -> str:
+    return f"{text:<{width}s}"
+
+
+def report(figures: dict) -> None:
+    planes = [p for p in PLANES if p in figures]
+    header = "".join(_cell(p) for p in planes)
+    if any("part1" in figures[p] for p in planes):
+        print("== part 1: one spawn at a time, KDashSpawner vs plain KubeSpawner (medians over "
+              "users; ratio = median of paired runs; pod = ms until the pod was made) ==")
+        print(f"{'':24s}{header}")
+        labels = [lb for lb in VARIANTS if any(lb in figures[p].get("part1", {})
+                                                for p in planes)]
+        for phase in ("first", "later"):
+            for label in labels:
+                cells = []
+                for p in planes:
+                    f = figures[p].get("part1", {}).get(label, {}).get(phase)
+                    cells.append(_cell("-" if f is None else
+                                       f"{f['median_ms']:6.1f} ms (pod {f['pod_made_ms']:5.1f})"
+                                       f" {f['requests']:4.1f} req {f['watches']:3.1f} w"))
+                print(f"{phase + ' ' + label:24s}{''.join(cells)}")
+            for label in labels[1:]:
+                cells = []
+                for p in planes:
+                    f = figures[p].get("part1", {}).get(label, {}).get(phase)
+                    cells.append(_cell("-" if f is None else
+                                       f"{f['paired_ratio']:.3f}x ({f['paired_extra_ms']:+.1f} ms"
+                                       f" [pod {f['pod_made_extra_ms']:+.1f}],"
+                                       f" {f['extra_requests']:+.0f} req)"))
+                print(f"{'  ' + label + '/plain':24s}{''.join(cells)}"
+                      + (f"target <= {TARGETS[phase]}x" if label == "kdash" else ""))
+        for p in planes:
+            part1 = figures[p].get("part1")
+            if not part1:
+                continue
+            for phase in ("first", "later"):
+                for label in ("plain", "kdash"):
+                    if label in part1:
+                        print(f"[{p}] {label} {phase}-spawn requests (last user):")
+                        for line in part1[label][phase]["example_timeline"]:
+                            print(f"    {line}")
+    hub_users = sorted({n for p in planes for n in figures[p].get("part2", {})})
+    if hub_users:
+        print("== part 2: N users spawning at once through a real hub (time to ready) ==")
+        print(f"{'':24s}{header}")
+        for n in hub_users:
+            for label in ("plain", "kdash"):
+                cells = []
+                for p in planes:
+                    f = figures[p].get("part2", {}).get(n, {}).get(label)
+                    cells.append(_cell("-" if f is None or f["p95_s"] is None else
+                                       f"ready {f['ready']}/{f['users']} p50 {f['p50_s']:.2f} "
+                                       f"p95 {f['p95_s']:.2f} s"))
+                print(f"{f'{n} users {label}':24s}{''.join(cells)}")
+            cells = []
+            for p in planes:
+                f = figures[p].get("part2", {}).get(n, {})
+                ok = f.get("plain", {}).get("p95_s") and f.get("kdash", {}).get("p95_s")
+                cells.append(_cell("-" if not ok else
+                                   f"p95 {f['kdash']['p95_s'] / f['plain']['p95_s']:.2f}x "
+                                   f"({1000 * (f['kdash']['p95_s'] - f['plain']['p95_s']):+.0f}"
+                                   " ms)"))
+            print(f"{f'  {n} kdash/plain':24s}{''.join(cells)}target <= {TARGETS['hub_p95']}x")
+        for p in planes:
+            for n, runs in figures[p].get("part2", {}).items():
+                for label, f in runs.items():
+                    print(f"[{p}] {n} users {label}: identity {f['identity']}, running pods "
+                          f"{f['running_pods']}, lost {f['lost']}, wall {f['wall_s']:.1f} s, "
+                          f"POST {f['post_statuses']}")
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def _users_list(text: str) -> list[int]:
+    return [int(n) for n in text.split(",") if n.strip()]
+
+
+async def run_plane(plane: str, args: argparse.Namespace, tag: str, real: RealPlane | None,
+                    users: int, hub_users: list[int]) -> dict:
+    out: dict = {}
+    kubeconfig = real.admin_kubeconfig if real is not None else None
+    variants = args.variants or list(VARIANTS)
+    out["part1"] = await part1(plane, kubeconfig, users, variants, tag)
+    if not args.no_hub:
+        out["part2"] = {}
+        for i, n in enumerate(hub_users):
+            # a pair of runs back to back, the order alternating
+            order = ["plain", "kdash"] if i % 2 == 0 else ["kdash", "plain"]
+            out["part2"][n] = {}
+            for label in order:
+                out["part2"][n][label] = await part2(plane, n, label, tag, real,
+                                                     admin=args.hub_admin)
+    return out
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8 users in part 1, 20 in part 2")
-    parser.add_argument("--users", type=int, default=None, help="users in part 1 (40)")
-    parser.add_argument("--hub-users", type=int, default=None, help="users in part 2 (200)")
+    parser.add_argument("--quick", action="store_true",
+                        help="6 users in part 1, 20 in part 2")
+    parser.add_argument("--control-plane", choices=("emulator", "real", "both"), default="both",
+                        help="which control plane(s) to measure on (default both)")
+    parser.add_argument("--users", type=int, default=None, help="users in part 1 (30)")
+    parser.add_argument("--hub-users", type=_users_list, default=None,
+                        help="users spawning at once in part 2, comma-separated (20,200)")
     parser.add_argument("--no-hub", action="store_true", help="skip part 2")
+    parser.add_argument("--variants", type=lambda t: t.split(","), default=None,
+                        help=f"part 1 spawners (default {','.join(VARIANTS)}; plain first)")
+    parser.add_argument("--hub-admin", action="store_true",
+                        help="part 2 on the real control plane as admin, not ServiceAccounts")
+    parser.add_argument("--real-kubeconfig", type=Path, default=None,
+                        help="use this running real control plane (admin kubeconfig) instead "
+                             "of starting one")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
-    users = args.users or (8 if args.quick else 40)
-    hub_users = args.hub_users or (20 if args.quick else 200)
-    p1 = await part1(users)
-    p2 = None
-    if not args.no_hub:
-        p2 = {"plain": await part2(hub_users, "BenchPlain"),
-              "kdash": await part2(hub_users, "BenchKDash")}
-    report(p1, p2)
+    users = args.users or (6 if args.quick else 30)
+    hub_users = args.hub_users or ([20] if args.quick else [20, 200])
+    planes = PLANES if args.control_plane == "both" else (args.control_plane,)
+    tag = secrets.token_hex(2)
+    figures: dict = {}
+    if "emulator" in planes:
+        figures["emulator"] = asyncio.run(run_plane("emulator", args, tag, None, users,
+                                                    hub_users))
+    if "real" in planes:
+        workdir = Path(tempfile.mkdtemp(prefix="bench-spawner-real-"))
+        real = RealPlane(workdir=workdir, nodes=6)
+        if args.real_kubeconfig:
+            real.admin_kubeconfig = args.real_kubeconfig
+        else:
+            t0 = time.perf_counter()
+            real.start()
+            print(f"real control plane up in {time.perf_counter() - t0:.0f} s ({workdir})")
+        try:
+            asyncio.run(real.install_identities())
+            figures["real"] = asyncio.run(run_plane("real", args, tag, real, users, hub_users))
+        finally:
+            real.stop()
+    report(figures)
     if args.json:
-        print(json.dumps({"part1": p1, "part2": p2}, indent=1, default=str))
+        print(json.dumps(figures, indent=1, default=str))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
