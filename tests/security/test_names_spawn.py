@@ -59,7 +59,8 @@ def hub(tmp_path_factory):
     cluster = LocalCluster(kubelet="process", kubeconfig_path=workdir / "kubeconfig",
                            workdir=workdir / "nodes")
     cluster.start_in_thread()
-    hub = HubProcess(hub_config(), workdir / "hub",
+    # generous timeouts: eight notebook processes start at once on a shared machine
+    hub = HubProcess(hub_config(start_timeout=240), workdir / "hub",
                      env={"KUBECONFIG": str(workdir / "kubeconfig")})
     try:
         asyncio.run(hub.start())
@@ -75,7 +76,7 @@ async def api(hub: HubProcess, method: str, path: str, body=None) -> tuple[int, 
         return r.status, await r.text()
 
 
-async def spawn(hub: HubProcess, name: str, limit: float = 90) -> dict:
+async def spawn(hub: HubProcess, name: str, limit: float = 300) -> dict:
     """Start `name`'s default server through the REST API and wait until it is ready."""
     path = f"/users/{quote(name, safe='')}"
     status, text = await api(hub, "POST", f"{path}/server", {"profile": "cpu-small"})
@@ -96,7 +97,7 @@ async def stop(hub: HubProcess, name: str) -> None:
     path = f"/users/{quote(name, safe='')}"
     status, text = await api(hub, "DELETE", f"{path}/server")
     assert status in (202, 204), text
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         _, text = await api(hub, "GET", path)
         if not (json.loads(text).get("servers") or {}):
