@@ -32,6 +32,7 @@ from traitlets import Bool, Dict, Int, Set, Unicode, default, validate
 
 from . import accounts, refresh
 from . import groups as groupmodel
+from .approval import ApprovalMixin
 from .errors import LoginRefused
 from .handlers import (
     LINK_PATH,
@@ -50,7 +51,7 @@ from .usernames import DEFAULT_PATTERN, UsernameRule
 TEMPLATE = Path(__file__).with_name("templates") / "login.html"
 
 
-class KDashAuthenticator(Authenticator):
+class KDashAuthenticator(ApprovalMixin, Authenticator):
     """LDAP form + OIDC buttons, one username and group model, auth_state for the spawner."""
 
     enable_ldap = Bool(
@@ -221,8 +222,8 @@ class KDashAuthenticator(Authenticator):
 
     def get_handlers(self, app: Any) -> list[tuple[str, type]]:
         if not self.oidc:
-            return []
-        return [(r"/oauth_login/([a-z][a-z0-9-]*)", OIDCLoginHandler),
+            return self.approval_handlers()
+        return [*self.approval_handlers(), (r"/oauth_login/([a-z][a-z0-9-]*)", OIDCLoginHandler),
                 (r"/oauth_callback/([a-z][a-z0-9-]*)", OIDCCallbackHandler),
                 (rf"/{LINK_PATH}", LinkPageHandler),
                 (rf"/{LINK_PATH}/ldap", LinkLDAPHandler),
@@ -507,7 +508,8 @@ class KDashAuthenticator(Authenticator):
 
     async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:
         """Per backend: LDAP re-reads the account and groups, OIDC uses the refresh token."""
-        return await refresh.refresh_user(self, user, handler)
+        model = await refresh.refresh_user(self, user, handler)
+        return self.with_state_group(user.db, model) if self.require_approval else model
 
 
 def _int(value: Any) -> int | None:
