@@ -51,6 +51,9 @@ class LauncherHandler(HubOAuthenticated, web.RequestHandler):
                 raise web.HTTPError(
                     403, "your token doesn't have the scope access:services!service="
                          "kdash-launcher (ask an admin to grant it)") from None
+        if user and {"kdash-pending", "kdash-rejected"} & set(user.get("groups") or []):
+            raise web.HTTPError(403, "your hub account is not approved (onboarding approval:"
+                                     " pending or rejected), so the launcher is closed to it")
         self._hub_auth_user_cache = user
         if user is None:
             if self.api or self.request.method not in ("GET", "HEAD"):
