@@ -11,9 +11,8 @@ users their uid/gid.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ssl
-import threading
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +27,6 @@ from ldap3.core.tls import Tls
 from ldap3.utils.conv import escape_filter_chars
 from ldapauthenticator import LDAPAuthenticator
 from ldapauthenticator.ldapauthenticator import TlsStrategy
-from tornado import web
 from traitlets import Float, Int, List, Unicode, default
 
 from .errors import LoginRefused
@@ -59,14 +57,21 @@ class LDAPIdentity:
         return value
 
 
-def _drive(coro: Coroutine) -> Any:
-    """Run a coroutine that never really awaits (upstream's authenticate) to completion."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value
-    coro.close()
-    raise RuntimeError("LDAPAuthenticator.authenticate awaited unexpectedly")
+@dataclass
+class _LoginBinds:
+    """What one login's upstream `authenticate` did: every connection it opened (unbound at
+    the end; upstream leaves them to the garbage collector) and the user's own bind, as
+    upstream hands it to `get_user_attributes(conn, userdn)`."""
+
+    opened: list[ldap3.Connection] = field(default_factory=list)
+    user_conn: ldap3.Connection | None = None
+    user_dn: str | None = None
+
+
+# Set only for the duration of one `login` (its own thread and event loop): connections
+# opened outside a login (lookups) are not recorded.
+_LOGIN: contextvars.ContextVar[_LoginBinds | None] = contextvars.ContextVar(
+    "kdash_ldap_login", default=None)
 
 
 class LDAPBackend(LDAPAuthenticator):
@@ -112,10 +117,6 @@ class LDAPBackend(LDAPAuthenticator):
         help="LDAP group DNs (upstream semantics): if set, only their members may log in via "
              "LDAP. Hub-level group rules are KDashAuthenticator.allowed_groups/admin_groups.")
 
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._local = threading.local()
-
     # -- connections --------------------------------------------------------------------
 
     def _server(self) -> ldap3.Server:
@@ -142,10 +143,18 @@ class LDAPBackend(LDAPAuthenticator):
             self.log.error("LDAP server %s:%s unreachable: %s",
                            self.server_address, self.server_port, e)
             raise DirectoryUnavailable(str(e)) from e
-        conns = getattr(self._local, "conns", None)
-        if conns is not None:
-            conns.append(conn)
+        binds = _LOGIN.get()
+        if binds is not None:
+            binds.opened.append(conn)
         return conn
+
+    def get_user_attributes(self, conn: ldap3.Connection, userdn: str) -> dict:
+        """Upstream calls this with the user's own bound connection and DN once the password
+        was accepted: the group lookup below runs on that connection."""
+        binds = _LOGIN.get()
+        if binds is not None:
+            binds.user_conn, binds.user_dn = conn, userdn
+        return super().get_user_attributes(conn, userdn)
 
     # -- login --------------------------------------------------------------------------
 
@@ -156,28 +165,32 @@ class LDAPBackend(LDAPAuthenticator):
         return await asyncio.to_thread(self._login_sync, username, password)
 
     def _login_sync(self, username: str, password: str) -> LDAPIdentity | None:
-        self._local.conns = []
+        """Upstream's `authenticate` (synchronous ldap3 inside a coroutine) awaited on an
+        event loop of this worker thread, so the hub's loop never blocks on the directory."""
+        binds = _LoginBinds()
+        _LOGIN.set(binds)  # this thread's context only (asyncio.to_thread copies it)
         try:
-            result = _drive(LDAPAuthenticator.authenticate(
-                self, None, {"username": username, "password": password}))
+            result = asyncio.run(self._upstream_authenticate(username, password))
             if not result:
                 return None
-            user_conn = self._local.conns[-1]
-            userdn = user_conn.user
+            if binds.user_conn is None or binds.user_dn is None:
+                raise RuntimeError("ldapauthenticator accepted a login without calling "
+                                   "get_user_attributes(conn, userdn)")
             state = result["auth_state"]
-            identity = LDAPIdentity(
-                uid=result["name"], dn=userdn, attributes=state.get("user_attributes") or {})
-            identity.groups = self._groups(user_conn, userdn, identity.uid) or [
+            identity = LDAPIdentity(uid=result["name"], dn=binds.user_dn,
+                                    attributes=state.get("user_attributes") or {})
+            identity.groups = self._groups(binds.user_conn, binds.user_dn, identity.uid) or [
                 _rdn_value(g) for g in state.get("ldap_groups", [])]
             return identity
-        except web.HTTPError:
-            raise
         except (LDAPCommunicationError, LDAPResponseTimeoutError) as e:
             raise DirectoryUnavailable(str(e)) from e
         finally:
-            for conn in self._local.conns:
+            for conn in binds.opened:
                 _unbind(conn)
-            self._local.conns = None
+            _LOGIN.set(None)
+
+    async def _upstream_authenticate(self, username: str, password: str) -> dict | None:
+        return await self.authenticate(None, {"username": username, "password": password})
 
     def _groups(self, conn: ldap3.Connection, userdn: str, uid: str) -> list[str]:
         if not self.group_search_base:

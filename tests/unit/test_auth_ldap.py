@@ -204,3 +204,63 @@ async def test_refresh_without_service_account_keeps_auth(slapd):
     model = await login(auth, "alice", "alice-pw")
     assert model["groups"] == ["admins", "gpu-users"]  # the user's own bind reads groups
     assert await auth.refresh_user(FakeUser("alice", model["auth_state"])) is True
+
+
+def record_connections(auth, monkeypatch) -> list:
+    """Every connection the backend opens (to check they are all closed afterwards)."""
+    opened: list = []
+    original = auth.ldap.get_connection
+
+    def recording(userdn, password):
+        conn = original(userdn, password)
+        if conn is not None:
+            opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(auth.ldap, "get_connection", recording)
+    return opened
+
+
+async def test_upstream_authenticate_that_really_awaits_still_works(slapd, monkeypatch):
+    """Upstream's coroutine is awaited on an event loop, not stepped by hand: an upstream
+    release whose authenticate awaits something keeps working."""
+    import asyncio
+
+    auth = make_authenticator(ldap=ldap_settings(slapd))
+    upstream = auth.ldap.authenticate
+    awaited: list = []
+
+    async def awaiting(handler, data):
+        await asyncio.sleep(0.01)
+        awaited.append(data["username"])
+        return await upstream(handler, data)
+
+    monkeypatch.setattr(auth.ldap, "authenticate", awaiting)
+    model = await login(auth, "alice", "alice-pw")
+    assert awaited == ["alice"]
+    assert model["groups"] == ["admins", "gpu-users"]
+    assert model["auth_state"]["backends"]["ldap"]["dn"] == slapd.user_dn("alice")
+
+
+async def test_dn_and_groups_come_from_the_users_own_bind(slapd, monkeypatch):
+    """Several bind templates and the service-account lookup open several connections: the DN
+    and groups are those of the bind that accepted the password, and every connection is
+    closed afterwards."""
+    settings = ldap_settings(slapd, lookup_dn=True, lookup_dn_user_dn_attribute="uid",
+                             bind_dn_template=[f"uid={{username}},ou=nowhere,{slapd.base_dn}",
+                                               f"uid={{username}},{slapd.people_dn}"])
+    auth = make_authenticator(ldap=settings)
+    opened = record_connections(auth, monkeypatch)
+    model = await login(auth, "bob", "bob-pw")
+    assert model["auth_state"]["backends"]["ldap"]["dn"] == slapd.user_dn("bob")
+    assert model["groups"] == ["datasci", "gpu-users"]
+    assert len(opened) == 2  # the service account's lookup, bob's own bind
+    assert all(conn.closed for conn in opened)
+
+
+async def test_connections_of_a_failed_login_are_closed(slapd, monkeypatch):
+    auth = make_authenticator(ldap=ldap_settings(slapd, lookup_dn=True,
+                                                 lookup_dn_user_dn_attribute="uid"))
+    opened = record_connections(auth, monkeypatch)
+    assert await login(auth, "alice", "wrong") is None
+    assert opened and all(conn.closed for conn in opened)
