@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import secrets
 import shutil
 import signal
 import socket
@@ -197,7 +198,10 @@ class Demo:
         """
         from .services.launcher.hubconfig import launcher_roles, launcher_service
 
-        env = {"KUBECONFIG": str(self.cluster.kubeconfig_path)}
+        # one record-signing key for the launcher (which signs) and the culler (which
+        # verifies before it expires anything); a fresh one per demo run
+        env = {"KUBECONFIG": str(self.cluster.kubeconfig_path),
+               "KDASH_RECORD_SIGNING_KEY": secrets.token_hex(32)}
         services = [
             launcher_service(port=launcher_port, environment=env),
             {"name": "kdash-culler", "environment": env,
