@@ -7,7 +7,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from traitlets import Bool, Int, List, Unicode, default
+from traitlets import Bool, Float, Int, List, Unicode, default
 from traitlets.config import Configurable
 
 from kdash_hub import naming
@@ -146,6 +146,16 @@ class LauncherSettings(Configurable):
                     " message; turn on only where there is no such bundle.",
     ).tag(config=True)
     log_lines = Int(200, help="Container log lines shown in the details.").tag(config=True)
+    reconcile_interval = Float(
+        60.0, help="Seconds between two reconciler passes (one runs at start-up too): a"
+                   " launch cut short (a crash) is finished or undone as its record says,"
+                   " objects without a record are reported. 0: only at start-up.",
+    ).tag(config=True)
+    reconcile_grace = Float(
+        0.0, help="Seconds a record still `creating` is left alone before the reconciler"
+                  " acts on it. The launcher knows its own launches in progress; raise this"
+                  " only when several launcher processes share the cluster.",
+    ).tag(config=True)
 
     def signer(self) -> RecordSigner:
         return make_signer(self.record_signing_key, self.record_signing_key_file,
