@@ -102,6 +102,30 @@ class InstanceActionHandler(APIHandler):
         self.write_json(result)
 
 
+class ReconcileHandler(APIHandler):
+    """Admins: the reconciler's last pass (decisions, orphan objects, invalid records);
+    POST runs a pass now."""
+
+    def _reconciler(self):
+        if not (self.actor.admin and self.is_user):
+            raise LauncherError(403, "only hub admins see the reconciler's report")
+        reconciler = self.settings.get("reconciler")
+        if reconciler is None:
+            raise LauncherError(503, "the reconciler isn't running")
+        return reconciler
+
+    async def get(self) -> None:
+        reconciler = self._reconciler()
+        last = reconciler.last
+        self.write_json({"passes": reconciler.passes,
+                         "last": last.as_dict() if last else None})
+
+    async def post(self) -> None:
+        reconciler = self._reconciler()
+        report = await reconciler.run_once()
+        self.write_json({"passes": reconciler.passes, "last": report.as_dict()})
+
+
 def api_routes(prefix: str) -> list[tuple[str, type]]:
     base = prefix + "api/"
     return [
@@ -111,6 +135,7 @@ def api_routes(prefix: str) -> list[tuple[str, type]]:
         (base + r"instances/?", InstancesHandler),
         (base + r"instances/([^/]+)/([^/]+)/?", InstanceHandler),
         (base + r"instances/([^/]+)/([^/]+)/([a-z]+)", InstanceActionHandler),
+        (base + r"reconcile", ReconcileHandler),
         (base + r".*", NotFoundAPIHandler),
     ]
 
@@ -118,3 +143,11 @@ def api_routes(prefix: str) -> list[tuple[str, type]]:
 class NotFoundAPIHandler(APIHandler):
     def prepare(self) -> None:  # unknown API paths: 404 JSON without a login round trip
         raise LauncherError(404, f"no API endpoint {self.request.path}")
+
+
+class DefaultHandler(NotFoundAPIHandler):
+    """Paths no route matches: a JSON 404 under the API, the error page elsewhere."""
+
+    def prepare(self) -> None:
+        self.api = "/api" in self.request.path
+        super().prepare()

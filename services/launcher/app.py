@@ -20,10 +20,11 @@ from traitlets.config import Application
 from kdash_hub.kube import KubeResources
 from kdash_hub.templating import Catalog, load_configmaps, load_directories
 
-from .api import api_routes
+from .api import DefaultHandler, api_routes
 from .handlers import SECURITY_HEADERS
 from .instances import InstanceManager
 from .proxy import proxy_routes
+from .reconcile import Reconciler
 from .settings import LauncherSettings
 from .ui import ui_routes
 
@@ -126,6 +127,7 @@ class LauncherApp(Application):
             routes, manager=manager, hub_auth=hub_auth,
             template_path=str(WEB_DIR / "templates"),
             cookie_secret=self.cookie_secret, log_function=self._log_request,
+            default_handler_class=DefaultHandler,  # JSON 404 under api, else the page
             **self.tornado_settings,
         )
 
@@ -141,7 +143,12 @@ class LauncherApp(Application):
         self.catalog = await self.load_catalog(kube)
         manager = InstanceManager(kube, self.launcher, self.catalog)
         app = self.make_app(manager)
+        reconciler = app.settings["reconciler"] = Reconciler(
+            manager, grace=self.launcher.reconcile_grace)
         server = app.listen(self.port, self.ip, xheaders=True)
+        # launches a crash cut short are finished or undone now, and then periodically
+        reconciling = asyncio.create_task(
+            reconciler.run_forever(self.launcher.reconcile_interval))
         self.log.info("kdash-launcher on http://%s:%d%s", self.ip, self.port,
                       self.launcher.service_prefix)
         stop = asyncio.Event()
@@ -149,6 +156,7 @@ class LauncherApp(Application):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        reconciling.cancel()
         server.stop()
         await api.close()
 

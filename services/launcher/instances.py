@@ -30,12 +30,15 @@ from kdash_hub.templating import (
 
 from . import lifecycle
 from .records import (
+    CREATING,
+    READY,
     RECORD_PREFIX,
     InstanceRecord,
     RecordInvalid,
     is_instance_name,
     iso,
     now_utc,
+    objects_digest,
     record_name,
 )
 from .settings import LauncherSettings
@@ -81,6 +84,9 @@ class InstanceManager:
         self.catalog = catalog
         self.signer = settings.signer()
         self.pod_networks = settings.pod_networks()
+        # (namespace, name) of the launches this process is making now: the reconciler
+        # leaves their `creating` records alone
+        self.launching: set[tuple[str, str]] = set()
 
     # --- access -----------------------------------------------------------------------
     def can_manage(self, actor: Actor, owner: str) -> bool:
@@ -171,7 +177,8 @@ class InstanceManager:
             template=template.id, template_name=template.name, created_at=now,
             renewed_at=now,
             expires_at=now + timedelta(seconds=ttl_seconds) if ttl_seconds else None,
-            expiry=template.expiry, ttl=ttl_seconds,
+            expiry=template.expiry, ttl=ttl_seconds, phase=CREATING,
+            objects_mac=objects_digest(objects, self.signer),
             max_ttl=parse_duration(self.settings.max_ttl),
             objects=[{"kind": o["kind"], "name": o["metadata"]["name"], "uid": ""}
                      for o in objects],
@@ -228,12 +235,18 @@ class InstanceManager:
         record, objects, resolved = self._plan(template, username, name, values, ttl_seconds)
         await self._ensure_namespace(namespace, username)
         for _attempt in range(5):
+            mine = (namespace, name) not in self.launching  # else another launch's name
+            self.launching.add((namespace, name))
             try:
                 made = await self.kube.create(record.to_secret(self.signer, resolved.secret))
                 record.resource_version = made["metadata"].get("resourceVersion", "")
                 break
-            except ApiException as e:
-                if not (auto_name and e.status == 409):
+            except BaseException as e:
+                if mine:
+                    self.launching.discard((namespace, name))
+                if not (isinstance(e, ApiException) and auto_name and e.status == 409):
+                    if not isinstance(e, ApiException):
+                        raise
                     raise self._api_error(e, f"instance {name!r}") from None
                 taken.add(name)  # a launch running at the same time took it: the next one
                 name = self._free_name(template.id, taken)
@@ -241,6 +254,15 @@ class InstanceManager:
                                                        ttl_seconds)
         else:
             raise LauncherError(409, "too many launches at once; try again")
+        try:
+            return await self._make_objects(record, objects, namespace, username, template.id)
+        finally:
+            self.launching.discard((namespace, name))
+
+    async def _make_objects(self, record: InstanceRecord, objects: list[dict], namespace: str,
+                            username: str, template_id: str) -> dict[str, Any]:
+        """Create the objects of a launch whose record exists, then seal the record."""
+        name = record.name
         created: list[dict] = []
         try:
             for obj in objects:
@@ -248,6 +270,7 @@ class InstanceManager:
                 created.append(obj)
                 record.objects[len(created) - 1]["uid"] = made["metadata"]["uid"]
             # sealed: from now on only these objects (these UIDs) are the instance's
+            record.phase = READY
             await lifecycle.save_record(self.kube, record, self.signer)
         except BaseException as e:  # whatever happened (even a cancel): nothing half-made
             await self._rollback(namespace, created, name)
@@ -256,7 +279,7 @@ class InstanceManager:
                         else f"instance {name!r}")
                 raise self._api_error(e, what) from None
             raise
-        log.info("%s launched %s (%s) in %s: %d objects", username, name, template.id,
+        log.info("%s launched %s (%s) in %s: %d objects", username, name, template_id,
                  namespace, len(objects))
         return self.describe(record, None)
 
@@ -359,13 +382,15 @@ class InstanceManager:
                  now: datetime | None = None) -> dict[str, Any]:
         now = now or now_utc()
         status, reason = instance_status(rec, view) if view else ("pending", "created")
+        if rec.phase == CREATING:  # a launch in progress (or cut short: the reconciler's)
+            status, reason = "pending", "creating"
         age = (now - rec.created_at).total_seconds() if rec.created_at else None
         expires = rec.expires(self.max_ttl)
         ttl_left = (expires - now).total_seconds() if expires else None
         return {
             "name": rec.name, "owner": rec.owner, "namespace": rec.namespace,
             "template": rec.template, "template_name": rec.template_name,
-            "status": status, "reason": reason, "state": rec.state,
+            "status": status, "reason": reason, "state": rec.state, "phase": rec.phase,
             "url": self.instance_url(rec.owner, rec.name)
             if rec.proxy and rec.proxy.get("http", True) else None,
             "address": address(rec),

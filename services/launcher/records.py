@@ -35,6 +35,11 @@ FORMAT_VERSION = 1
 
 RUNNING = "running"
 STOPPED = "stopped"
+# how far the launch got: `creating` from the record's write until every object is made,
+# then `ready`; a record still `creating` with no launch running was cut short (a crash)
+CREATING = "creating"
+READY = "ready"
+PHASES = (CREATING, READY)
 EXPIRY_ACTIONS = ("stop", "delete")
 # 1-40 lowercase letters, digits and '-', starting with a letter (always fullmatch)
 INSTANCE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?")
@@ -97,6 +102,10 @@ class InstanceRecord:
     ttl: int | None = None
     max_ttl: int | None = None
     state: str = RUNNING
+    phase: str = READY
+    # HMAC of the rendered objects (`objects_digest`): the reconciler makes a missing object
+    # again only when the template renders exactly what the launch made; "" never
+    objects_mac: str = ""
     # {"kind", "name", "uid"}; uid "" until the launch has made the object
     objects: list[dict[str, str]] = field(default_factory=list)
     replicas: dict[str, int] = field(default_factory=dict)
@@ -112,8 +121,8 @@ class InstanceRecord:
 
     @property
     def sealed(self) -> bool:
-        """True once every object's UID is recorded (the launch finished)."""
-        return all(o.get("uid") for o in self.objects)
+        """True once the launch finished: phase ready, every object's UID recorded."""
+        return self.phase == READY and all(o.get("uid") for o in self.objects)
 
     def uid_of(self, kind: str, name: str) -> str:
         for obj in self.objects:
@@ -140,7 +149,8 @@ class InstanceRecord:
             "template_name": self.template_name, "created_at": iso(self.created_at),
             "renewed_at": iso(self.renewed_at), "expires_at": iso(self.expires_at) or None,
             "expiry": self.expiry, "ttl": self.ttl, "max_ttl": self.max_ttl,
-            "state": self.state, "objects": self.objects, "replicas": self.replicas,
+            "state": self.state, "phase": self.phase, "objects_mac": self.objects_mac,
+            "objects": self.objects, "replicas": self.replicas,
             "values": self.values, "proxy": self.proxy,
         }
 
@@ -211,6 +221,8 @@ class InstanceRecord:
             expiry=_choice(data, "expiry", EXPIRY_ACTIONS),
             ttl=_seconds(data, "ttl"), max_ttl=_seconds(data, "max_ttl"),
             state=_choice(data, "state", (RUNNING, STOPPED)),
+            phase=_phase(data), objects_mac=_text(data, "objects_mac", empty=True)
+            if "objects_mac" in data else "",
             objects=_objects(data.get("objects")), replicas=_replicas(data.get("replicas")),
             values=_values(data.get("values")), proxy=_proxy(data.get("proxy")),
             resource_version=str(meta.get("resourceVersion") or ""),
@@ -235,6 +247,23 @@ def _choice(data: dict, key: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise RecordInvalid(f"field {key} is not one of {', '.join(choices)}")
     return value
+
+
+def _phase(data: dict) -> str:
+    """The signed phase; records written before phases existed: ready once sealed."""
+    if "phase" in data:
+        return _choice(data, "phase", PHASES)
+    objects = data.get("objects")
+    done = isinstance(objects, list) and all(
+        isinstance(o, dict) and o.get("uid") for o in objects)
+    return READY if done else CREATING
+
+
+def objects_digest(objects: list[dict[str, Any]], signer: RecordSigner) -> str:
+    """An HMAC of rendered objects (canonical JSON): equal renders, equal digests; the
+    secret values inside never show (a plain hash of a short password could be guessed)."""
+    text = json.dumps(objects, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return signer.sign(b"objects:" + text.encode())
 
 
 def _seconds(data: dict, key: str) -> int | None:
@@ -302,3 +331,12 @@ def secret_values(secret: dict[str, Any]) -> dict[str, str]:
         return json.loads(base64.b64decode(encoded))
     except ValueError:
         return {}
+
+
+def objects_match(objects: list[dict[str, Any]], mac: str, signer: RecordSigner) -> bool:
+    """True when `objects` are what a record's `objects_mac` was signed for (any key the
+    signer still accepts)."""
+    if not mac:
+        return False
+    text = json.dumps(objects, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return signer.verify(b"objects:" + text.encode(), mac)
