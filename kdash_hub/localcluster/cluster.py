@@ -124,6 +124,7 @@ class LocalCluster:
             await self.kubelet.start()
             # `kubectl logs`: the API server asks the kubelet, who has the container output
             self.api.pod_log_source = self.kubelet.read_log
+            self.api.pod_streams = self.kubelet  # pods/log (streamed) and pods/exec
         except BaseException:
             await self.stop()
             raise

@@ -6,14 +6,17 @@ stream drops) and drives each pod through its life the way the real components d
 - an unbound pod is scheduled (`scheduler.schedule`) and bound with the `binding`
   subresource (event `Scheduled`), or stays Pending with `PodScheduled=False/Unschedulable`
   and a `FailedScheduling` event, and is retried when pods go away (and every few seconds);
-- a bound pod gets a pod IP 127.A.B.x from its node's /24, events `Pulling`, `Pulled`,
-  `Created`, `Started`, and status Running with Ready/ContainersReady/Initialized/
-  PodScheduled conditions and running, ready containerStatuses;
-- in process mode, notebook containers run as real processes (`processes.py`): Ready only
-  once the port answers, exit codes reported as `terminated` with phase Succeeded/Failed
-  (no restarts, whatever the restartPolicy). Other pods (postgres, minio, ...) are status
-  only, in both modes, unless annotated `localcluster.kdash-hub.io/run-as-process: "true"`
-  (then their commands run too); container output is served by `read_log`;
+- a bound pod is set up as a real kubelet does it, pessimistically: its volumes must mount
+  (else `FailedMount`, ContainerCreating, retried; `volumes.py`), then it gets a pod IP
+  127.A.B.x from its node's /24, `Pulling`/`Pulled`, its containers' environment must
+  resolve (else CreateContainerConfigError), then `Created`, `Started` and a status whose
+  phase and conditions follow the containers' states (`podstatus.py`);
+- in process mode, notebook containers run as real processes (`processes.py`), supervised
+  like a kubelet's containers (`containers.py`): probes, restartPolicy with the crash-loop
+  back-off, CRI-format logs (`containerlogs.py`). Other pods (postgres, minio, ...) are
+  status only, in both modes, unless annotated `localcluster.kdash-hub.io/run-as-process:
+  "true"` (then their commands run too); `open_log` and `start_exec` serve the API server's
+  `pods/log` and `pods/exec`;
 - a status-only pod owned by a Job succeeds (exit code 0) `job_pod_seconds` after it starts,
   so Jobs complete;
 - a pod with a deletionTimestamp has its processes stopped (SIGTERM, SIGKILL after the
@@ -33,17 +36,26 @@ import shutil
 import ssl
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 
-from . import processes
+from . import containerlogs, processes, volumes
 from .apiclient import MERGE_PATCH, ApiError, KubeHTTP, WatchExpired
+from .containers import BACKOFF_SECONDS, Backoff, ContainerRunner
 from .nodes import NodeSpec, PodNetwork, node_object, node_ready
-from .podstatus import condition, container_status, now_iso, now_micro, pod_conditions
+from .podstatus import (
+    condition,
+    container_status,
+    keep_transition_times,
+    now_iso,
+    now_micro,
+    pod_conditions,
+    pod_phase,
+)
 from .scheduler import TERMINAL_PHASES, schedule
 
 log = logging.getLogger("kdash_hub.localcluster.kubelet")
@@ -69,11 +81,33 @@ class PodRun:
     ip: str
     host_ip: str
     started_at: str
-    container_ids: dict[str, str] = field(default_factory=dict)
-    processes: dict[str, processes.ContainerProcess] = field(default_factory=dict)
+    container_ids: dict[str, str] = field(default_factory=dict)  # status-only containers
+    runners: dict[str, ContainerRunner] = field(default_factory=dict)  # process containers
     monitor: asyncio.Task | None = None
+    writer: asyncio.Task | None = None  # writes the status of a process pod
+    status_dirty: bool = False
+    conditions: list[dict] | None = None  # as last written (their transition times)
     stopping: bool = False
     finished: bool = False
+
+
+class PodStreamError(Exception):
+    """Logs or exec can't be served; `status` is the HTTP code the API server answers."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    if data:
+        yield data
 
 
 def _scheduler_name(pod: dict) -> str:
@@ -130,6 +164,11 @@ class Kubelet:
         # how long a status-only pod of a Job "runs" before it succeeds
         self.job_pod_seconds = job_pod_seconds
         self._config_errors: dict[str, str] = {}  # pod key -> last config error reported
+        self._mount_errors: dict[str, list[str]] = {}  # pod key -> volumes it can't mount
+        self._images: set[tuple[str, str]] = set()  # (node, image) pulled already
+        self._events: dict[tuple, tuple[str, int]] = {}  # same event again: count it up
+        # the crash-loop back-off's first delay (doubled up to 5 min), as the kubelet's
+        self.backoff_seconds = BACKOFF_SECONDS
         self._timers: set[asyncio.TimerHandle] = set()
         self._stopped = False
         self.pods: dict[str, dict] = {}
@@ -369,6 +408,14 @@ class Kubelet:
         if grace is None:
             grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
         if run:
+            if not run.stopping and not run.finished:
+                for container in (pod.get("spec") or {}).get("containers") or []:
+                    runner = run.runners.get(container["name"])
+                    if (runner is None and container["name"] in run.container_ids) or (
+                            runner is not None and "running" in runner.state):
+                        await self._event(pod, "Killing", f"Stopping container "
+                                                          f"{container['name']}",
+                                          field_path=f"spec.containers{{{container['name']}}}")
             await self._stop_run(run, max(float(grace), MIN_GRACE_SECONDS))
         if meta.get("finalizers"):
             return  # whoever owns the finalizer finishes the deletion
@@ -381,12 +428,13 @@ class Kubelet:
 
     async def _stop_run(self, run: PodRun, grace: float, *, forget: bool = True) -> None:
         run.stopping = True
-        if run.monitor and run.monitor is not asyncio.current_task():
-            run.monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await run.monitor
-        await asyncio.gather(*(p.stop(grace) for p in run.processes.values()),
+        await asyncio.gather(*(r.stop(grace) for r in run.runners.values()),
                              return_exceptions=True)
+        for task in (run.monitor, run.writer):
+            if task and task is not asyncio.current_task() and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         self.network.release(run.ip)
         run.finished = True
         if forget and self.runs.get(run.key) is run:
@@ -452,6 +500,10 @@ class Kubelet:
     # --- running -----------------------------------------------------------------------
 
     async def _start_pod(self, pod: dict) -> None:
+        """Set a bound pod up as a kubelet does: volumes (FailedMount until they can be
+        mounted), the pod's address, images, each container's configuration
+        (CreateContainerConfigError until it resolves), then its containers: processes in
+        process mode, status only otherwise."""
         meta, spec = pod["metadata"], pod["spec"]
         key, node = pod_key(pod), spec["nodeName"]
         status = pod.get("status") or {}
@@ -462,28 +514,36 @@ class Kubelet:
                                     status.get("hostIP", ""), status.get("startTime", ""),
                                     finished=True)
             return
-        ports = [p["containerPort"] for c in spec.get("containers") or []
-                 for p in c.get("ports") or [] if "containerPort" in p] if run_processes else []
-        host_ip = self.network.host_ip(node)
-        # hostNetwork pods share the node's address, as on a real node
-        ip = host_ip if spec.get("hostNetwork") else self.network.allocate(node, ports)
-        run = PodRun(meta["uid"], key, node, ip, host_ip, now_iso())
+        run = PodRun(meta["uid"], key, node, "", self.network.host_ip(node), now_iso())
         self.runs[key] = run
         try:
+            problems = await volumes.check(pod, self._lookup)
+            if problems:
+                await self._mount_failed(pod, run, problems)
+                return
+            self._mount_errors.pop(key, None)
+            ports = [p["containerPort"] for c in spec.get("containers") or []
+                     for p in c.get("ports") or [] if "containerPort" in p
+                     ] if run_processes else []
+            # hostNetwork pods share the node's address, as on a real node
+            run.ip = run.host_ip if spec.get("hostNetwork") else self.network.allocate(
+                node, ports)
             for container in spec.get("containers") or []:
-                run.container_ids[container["name"]] = f"kdash://{secrets.token_hex(16)}"
-                field_path = f"spec.containers{{{container['name']}}}"
-                image = container.get("image", "")
-                await self._event(pod, "Pulling", f'Pulling image "{image}"',
-                                  field_path=field_path)
-                await self._event(pod, "Pulled", f'Successfully pulled image "{image}" in 0s '
-                                                 "(0s including waiting). Image size: 0 bytes.",
-                                  field_path=field_path)
+                await self._image_events(pod, run, container)
             if run_processes:
                 await self._start_processes(pod, run)
                 return
+            try:
+                for container in spec.get("containers") or []:
+                    await self._container_env(pod, run, container)
+            except processes.ContainerConfigError as e:
+                await self._config_error(pod, run, spec.get("containers") or [], str(e))
+                return
+            self._config_errors.pop(key, None)
             for container in spec.get("containers") or []:
                 await self._container_events(pod, container["name"])
+            run.container_ids = {c["name"]: f"kdash://{secrets.token_hex(32)}"
+                                 for c in spec.get("containers") or []}
             await self._patch_status(pod, self._running_status(pod, run, ready=True))
         except Exception:
             await self._stop_run(run, 0)  # the next attempt starts from scratch
@@ -493,6 +553,42 @@ class Kubelet:
             run.monitor = asyncio.create_task(self._complete_later(pod, run),
                                               name=f"kubelet job pod {run.key}")
 
+    async def _image_events(self, pod: dict, run: PodRun, container: dict) -> None:
+        """Pulling/Pulled, or "already present" for an image this node has (unless its
+        pull policy is Always)."""
+        field_path = f"spec.containers{{{container['name']}}}"
+        image = container.get("image", "")
+        if (run.node, image) in self._images and container.get("imagePullPolicy") != "Always":
+            await self._event(pod, "Pulled", f'Container image "{image}" already present on '
+                                             f"machine and can be accessed by the pod",
+                              field_path=field_path)
+            return
+        await self._event(pod, "Pulling", f'Pulling image "{image}"', field_path=field_path)
+        await self._event(pod, "Pulled", f'Successfully pulled image "{image}" in 0s '
+                                         "(0s including waiting). Image size: 0 bytes.",
+                          field_path=field_path)
+        self._images.add((run.node, image))
+
+    async def _container_env(self, pod: dict, run: PodRun, container: dict) -> dict[str, str]:
+        node_alloc = next((s.capacity() for s in self.node_specs if s.name == run.node), {})
+        return await processes.container_env(
+            pod, container, pod_ip=run.ip, host_ip=run.host_ip, lookup=self._lookup,
+            node_allocatable=node_alloc)
+
+    async def _mount_failed(self, pod: dict, run: PodRun, problems: list) -> None:
+        """A volume that can't be mounted: the pod waits in ContainerCreating (no address
+        yet), a FailedMount event says why, and the kubelet tries again later."""
+        messages = [p.event_message() for p in problems]
+        if self._mount_errors.get(run.key) != messages:
+            self._mount_errors[run.key] = messages
+            waiting = {c["name"]: {"waiting": {"reason": "ContainerCreating"}}
+                       for c in pod["spec"].get("containers") or []}
+            status = self._running_status(pod, run, ready=False, states=waiting)
+            await self._patch_status(pod, status | {"phase": "Pending"})
+        for message in messages:  # repeated each attempt; the event's count goes up
+            await self._event(pod, "FailedMount", message, kind="Warning")
+        self._later(self._retry_start, run)
+
     async def _complete_later(self, pod: dict, run: PodRun) -> None:
         await asyncio.sleep(self.job_pod_seconds)
         await self._finish_run(pod, run, {c["name"]: (0, "Completed")
@@ -500,33 +596,52 @@ class Kubelet:
 
     async def _container_events(self, pod: dict, name: str) -> None:
         field_path = f"spec.containers{{{name}}}"
-        await self._event(pod, "Created", f"Created container {name}", field_path=field_path)
-        await self._event(pod, "Started", f"Started container {name}", field_path=field_path)
+        await self._event(pod, "Created", "Container created", field_path=field_path)
+        await self._event(pod, "Started", "Container started", field_path=field_path)
 
     def _running_status(self, pod: dict, run: PodRun, *, ready: bool,
                         states: dict[str, dict] | None = None) -> dict:
+        """The status of a pod whose containers are status only (`states` overrides some),
+        or, for a process pod, of its runners and status-only containers."""
         spec = pod["spec"]
         now = now_iso()
         statuses = []
         for container in spec.get("containers") or []:
             name = container["name"]
+            runner = run.runners.get(name)
+            if runner is not None and not (states and name in states):
+                statuses.append(runner.status())
+                continue
             state = (states or {}).get(name) or {"running": {"startedAt": run.started_at}}
-            container_ready = ready or (states is not None and name not in states)
+            container_ready = "running" in state and (
+                ready or (states is not None and name not in states))
             statuses.append(container_status(container, state, ready=container_ready,
                                              container_id=run.container_ids.get(name),
                                              started=True))
+        phase = pod_phase(spec, statuses)
+        all_ready = phase == "Running" and all(s["ready"] for s in statuses)
+        conditions = pod_conditions(
+            now, ready=all_ready, sandbox=bool(run.ip),
+            reason="PodCompleted" if phase in TERMINAL_PHASES else None,
+            unready=[s["name"] for s in statuses if not s["ready"]])
         status: dict[str, Any] = {
-            "phase": "Running", "conditions": pod_conditions(now, ready=ready),
+            "phase": phase,
+            "conditions": keep_transition_times(run.conditions, conditions),
             "hostIP": run.host_ip, "hostIPs": [{"ip": run.host_ip}],
-            "podIP": run.ip, "podIPs": [{"ip": run.ip}], "startTime": run.started_at,
-            "containerStatuses": statuses,
+            "startTime": run.started_at, "containerStatuses": statuses,
         }
+        run.conditions = status["conditions"]
+        if run.ip:
+            status |= {"podIP": run.ip, "podIPs": [{"ip": run.ip}]}
         inits = spec.get("initContainers") or []
         if inits:
+            done = bool(run.ip)
             status["initContainerStatuses"] = [
                 container_status(c, {"terminated": {
                     "exitCode": 0, "reason": "Completed", "startedAt": run.started_at,
-                    "finishedAt": run.started_at}}, ready=True, container_id=None,
+                    "finishedAt": run.started_at}} if done else {
+                    "waiting": {"reason": "PodInitializing"}}, ready=done,
+                    container_id=f"kdash://{c['name']}-{run.uid[:8]}" if done else None,
                     started=False)
                 for c in inits
             ]
@@ -547,54 +662,118 @@ class Kubelet:
         return self.workdir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
 
     async def _start_processes(self, pod: dict, run: PodRun) -> None:
+        """Process mode: a runner per process container (restarts, probes), status only
+        for the others; the pod's status follows them from here on."""
         spec = pod["spec"]
+        meta = pod["metadata"]
         root = self._pod_root(pod)
         notebook = processes.process_containers(pod)
-        waiting = {c["name"]: {"waiting": {"reason": "ContainerCreating"}} for c in notebook}
-        await self._patch_status(pod, self._running_status(pod, run, ready=False,
-                                                           states=waiting) | {"phase": "Pending"})
-        node_alloc = next((s.capacity() for s in self.node_specs if s.name == run.node), {})
+        names = {c["name"] for c in notebook}
+        runners: dict[str, ContainerRunner] = {}
         try:
-            for container in notebook:
-                env = processes.base_environment(
-                    pod["metadata"]["name"],
-                    processes.container_path(root, processes.DEFAULT_HOME), root / "tmp")
-                env.update(await processes.container_env(
-                    pod, container, pod_ip=run.ip, host_ip=run.host_ip, lookup=self._lookup,
-                    node_allocatable=node_alloc))
-                for var in ("HOME", "JUPYTERHUB_ROOT_DIR"):
-                    if env.get(var, "").startswith("/") and not env[var].startswith(str(root)):
-                        env[var] = str(processes.container_path(root, env[var]))
-                await processes.prepare_volumes(pod, container, pod_root=root,
-                                                cluster_root=self.workdir, lookup=self._lookup)
-                _make_dirs(Path(env["HOME"]), root / "tmp",
-                           *([Path(env["JUPYTERHUB_ROOT_DIR"])]
-                             if env.get("JUPYTERHUB_ROOT_DIR") else []))
-                cwd = (processes.container_path(root, container["workingDir"])
-                       if container.get("workingDir") else Path(env["HOME"]))
-                proc = processes.ContainerProcess(
-                    container["name"], processes.container_argv(container, env), env, cwd,
-                    root / "logs" / f"{container['name']}.log")
-                run.processes[container["name"]] = proc
+            for container in spec.get("containers") or []:
+                if container["name"] not in names:
+                    await self._container_env(pod, run, container)  # refs must resolve
+                    continue
+                runners[container["name"]] = await self._runner(pod, run, container, root)
         except processes.ContainerConfigError as e:
-            run.processes.clear()  # none started yet
-            await self._config_error(pod, run, notebook, str(e))
+            await self._config_error(pod, run, spec.get("containers") or [], str(e))
             return
-        started: dict[str, int | None] = {}
-        for container in notebook:
-            proc = run.processes[container["name"]]
-            try:
-                await proc.start()
-                started[container["name"]] = processes.notebook_port(container, proc.env)
-            except OSError as e:
-                await asyncio.gather(*(p.stop(0) for p in run.processes.values()))
-                await self._finish_run(pod, run, {container["name"]: (128, f"StartError: {e}")})
-                return
+        except volumes.MountError as e:
+            await self._mount_failed(pod, run, [e])
+            return
+        except OSError as e:
+            await self._mount_failed(pod, run, [volumes.MountError("pod", str(e))])
+            return
         self._config_errors.pop(run.key, None)
-        for container in spec["containers"]:
-            await self._container_events(pod, container["name"])
-        run.monitor = asyncio.create_task(self._monitor(pod, run, started),
-                                          name=f"kubelet monitor {run.key}")
+        self._mount_errors.pop(run.key, None)
+        run.runners = runners
+        for container in spec.get("containers") or []:
+            if container["name"] not in names:
+                await self._container_events(pod, container["name"])
+                run.container_ids[container["name"]] = f"kdash://{secrets.token_hex(32)}"
+        self._status_changed(pod, run)
+        run.monitor = asyncio.create_task(self._supervise(pod, run),
+                                          name=f"kubelet pod {run.key}")
+        log.debug("pod %s/%s runs %s", meta["namespace"], meta["name"], sorted(runners))
+
+    async def _runner(self, pod: dict, run: PodRun, container: dict, root: Path
+                      ) -> ContainerRunner:
+        """Everything a container needs before it can start: environment, volumes,
+        directories, command. Raises ContainerConfigError, MountError or OSError."""
+        meta = pod["metadata"]
+        env = processes.base_environment(
+            meta["name"], processes.container_path(root, processes.DEFAULT_HOME), root / "tmp")
+        env.update(await self._container_env(pod, run, container))
+        for var in ("HOME", "JUPYTERHUB_ROOT_DIR"):
+            if env.get(var, "").startswith("/") and not env[var].startswith(str(root)):
+                env[var] = str(processes.container_path(root, env[var]))
+        env.update(processes.source_address_env(run.ip, env))
+        await volumes.prepare_volumes(pod, container, pod_root=root,
+                                      cluster_root=self.workdir, lookup=self._lookup)
+        _make_dirs(Path(env["HOME"]), root / "tmp",
+                   *([Path(env["JUPYTERHUB_ROOT_DIR"])]
+                     if env.get("JUPYTERHUB_ROOT_DIR") else []))
+        cwd = (processes.container_path(root, container["workingDir"])
+               if container.get("workingDir") else Path(env["HOME"]))
+        argv = processes.container_argv(container, env)
+        name = container["name"]
+
+        async def start(log_path: Path) -> processes.ContainerProcess:
+            proc = processes.ContainerProcess(name, argv, env, cwd, log_path)
+            await proc.start()
+            return proc
+
+        implicit = None
+        port = processes.notebook_port(container, env) if processes.is_notebook_container(
+            container) else None
+        if port is not None:
+            async def answers() -> bool:
+                return await processes.port_answers(run.ip, port)
+            implicit = answers
+
+        async def event(reason: str, message: str, kind: str) -> None:
+            await self._event(pod, reason, message, kind=kind,
+                              field_path=f"spec.containers{{{name}}}")
+
+        termination = container.get("terminationMessagePath") or "/dev/termination-log"
+        return ContainerRunner(
+            container, start=start, restart_policy=pod["spec"].get("restartPolicy") or "Always",
+            pod_desc=f"{meta['name']}_{meta['namespace']}({meta['uid']})", pod_ip=run.ip,
+            env=env, cwd=cwd, log_dir=root / "logs" / name,
+            termination_path=processes.container_path(root, termination),
+            implicit_ready=implicit, on_change=lambda: self._status_changed(pod, run),
+            on_event=event, backoff=Backoff(base=self.backoff_seconds),
+            grace=float(pod["spec"].get("terminationGracePeriodSeconds", 30)))
+
+    async def _supervise(self, pod: dict, run: PodRun) -> None:
+        """Run every container until each has ended for good; then the pod is over."""
+        await asyncio.gather(*(r.run() for r in run.runners.values()))
+        if run.stopping:
+            return
+        statuses = self._running_status(pod, run, ready=False)
+        if statuses["phase"] in TERMINAL_PHASES:
+            run.finished = True
+            self.network.release(run.ip)
+            self._status_changed(pod, run)
+            self._retry_pending()
+
+    def _status_changed(self, pod: dict, run: PodRun) -> None:
+        """Write the pod's status soon: one writer per pod, always the latest state."""
+        run.status_dirty = True
+        if run.writer is None or run.writer.done():
+            run.writer = asyncio.create_task(self._write_status(pod, run),
+                                             name=f"kubelet status {run.key}")
+
+    async def _write_status(self, pod: dict, run: PodRun) -> None:
+        while run.status_dirty and not run.stopping:
+            run.status_dirty = False
+            try:
+                await self._patch_status(pod, self._running_status(pod, run, ready=False))
+            except (ApiError, aiohttp.ClientError, TimeoutError) as e:
+                log.warning("status of pod %s not written: %s", run.key, e)
+                await asyncio.sleep(self.retry_seconds)
+                run.status_dirty = True
 
     async def _config_error(self, pod: dict, run: PodRun, containers: list[dict],
                             message: str) -> None:
@@ -607,13 +786,13 @@ class Kubelet:
             waiting = {c["name"]: {"waiting": {"reason": "CreateContainerConfigError",
                                                "message": message}} for c in containers}
             status = self._running_status(pod, run, ready=False, states=waiting)
-            await self._patch_status(pod, status | {"phase": "Pending"})
-            await self._event(pod, "Failed", f"Error: {message}", kind="Warning",
-                              field_path=f"spec.containers{{{containers[0]['name']}}}")
+            await self._patch_status(pod, status)
+        await self._event(pod, "Failed", f"Error: {message}", kind="Warning",
+                          field_path=f"spec.containers{{{containers[0]['name']}}}")
         self._later(self._retry_start, run)
 
     def _retry_start(self, run: PodRun) -> None:
-        if self.runs.get(run.key) is run and not run.processes:
+        if self.runs.get(run.key) is run and not run.runners:
             self.network.release(run.ip)
             del self.runs[run.key]
             self._enqueue(run.key)
@@ -630,95 +809,120 @@ class Kubelet:
         handle = asyncio.get_running_loop().call_later(self.retry_seconds, fire)
         self._timers.add(handle)
 
-    async def _monitor(self, pod: dict, run: PodRun, ports: dict[str, int | None]) -> None:
-        """Ready once every server's port answers; the pod ends when a container exits."""
-        waits = {name: asyncio.ensure_future(run.processes[name].wait()) for name in ports}
-        try:
-            pending = {n for n, p in ports.items() if p is not None}
-            delay = 0.05
-            while pending and not any(task.done() for task in waits.values()):
-                for name in list(pending):
-                    if await processes.port_answers(run.ip, ports[name]):
-                        pending.discard(name)
-                if pending:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 1.5, 0.5)
-            if not pending and not any(task.done() for task in waits.values()):
-                await self._patch_status(pod, self._running_status(pod, run, ready=True))
-                await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
-            if not run.stopping:
-                # one container ended: the pod is over (we don't restart containers)
-                await asyncio.gather(*(p.stop(MIN_GRACE_SECONDS)
-                                       for p in run.processes.values()))
-                await self._finish_run(pod, run, self._exits(run))
-        finally:
-            for task in waits.values():
-                task.cancel()
-
-    def _exits(self, run: PodRun) -> dict[str, tuple]:
-        exits = {}
-        for name, proc in run.processes.items():
-            code = proc.process.returncode if proc.process else None
-            if code is None:
-                continue
-            if code < 0:  # killed by a signal: the container runtime says 128 + signal
-                code = 128 - code
-            exits[name] = (code, "Completed" if code == 0 else "Error")
-        return exits
-
     async def _finish_run(self, pod: dict, run: PodRun, exits: dict[str, tuple]) -> None:
+        """A status-only pod's containers end (a Job's pod): terminated with `exits`."""
         if run.stopping:
             return
         finished = now_iso()
         states = {}
         for name, (code, reason) in exits.items():
-            message = None
-            if ":" in reason:
-                reason, message = reason.split(":", 1)
-            term = {"exitCode": code, "reason": reason, "startedAt": run.started_at,
-                    "finishedAt": finished, "containerID": run.container_ids.get(name, "")}
-            if message:
-                term["message"] = message.strip()
-            if code and name in run.processes:
-                tail = run.processes[name].log_tail(5)
-                if tail and "message" not in term:
-                    term["message"] = tail
-            states[name] = {"terminated": term}
-        failed = any(code != 0 for code, _ in exits.values())
+            states[name] = {"terminated": {
+                "exitCode": code, "reason": reason, "startedAt": run.started_at,
+                "finishedAt": finished, "containerID": run.container_ids.get(name, "")}}
         status = self._running_status(pod, run, ready=False, states=states)
-        for cs in status["containerStatuses"]:
-            if cs["name"] in states:
-                cs["ready"] = False
-                cs["started"] = False
-        status["phase"] = "Failed" if failed else "Succeeded"
-        status["conditions"] = pod_conditions(finished, ready=False, reason="PodCompleted")
         run.finished = True
         self.network.release(run.ip)
         await self._patch_status(pod, status)
         self._retry_pending()
 
+    # --- logs and exec (what the API server's pods/log and pods/exec reach) ------------
+
+    def _container_of(self, namespace: str, pod: str, container: str | None
+                      ) -> tuple[PodRun, str]:
+        run = self.runs.get(f"{namespace}/{pod}")
+        if run is None:
+            raise PodStreamError(404, f'pod "{pod}" is not running on this kubelet')
+        names = list(run.runners) + [n for n in run.container_ids if n not in run.runners]
+        if container is None:
+            if not names:
+                raise PodStreamError(400, f'pod "{pod}" has no containers running yet')
+            container = names[0]
+        if container not in names:
+            raise PodStreamError(400, f'container "{container}" in pod "{pod}" is waiting '
+                                      f"to start: ContainerCreating")
+        return run, container
+
     def read_log(self, namespace: str, pod: str, container: str | None = None,
                  tail_lines: int | None = None) -> str | None:
         """The output of a pod's container (process mode), "" for a status-only container,
-        None when the kubelet runs no such pod: what `pods/{name}/log` serves."""
-        run = self.runs.get(f"{namespace}/{pod}")
-        if run is None:
-            return None
-        if container is None:
-            container = next(iter(run.processes), None) or next(iter(run.container_ids), None)
-        if container not in run.container_ids:
-            return None
-        proc = run.processes.get(container)
-        if proc is None:
-            return ""
+        None when the kubelet runs no such pod."""
         try:
-            text = proc.log_path.read_text(errors="replace")
-        except OSError:
+            run, container = self._container_of(namespace, pod, container)
+        except PodStreamError:
+            return None
+        runner = run.runners.get(container)
+        if runner is None:
             return ""
-        if tail_lines is not None:
-            lines = text.splitlines(keepends=True)
-            text = "".join(lines[-tail_lines:] if tail_lines > 0 else [])
-        return text
+        path = runner.log_path()
+        if path is None:
+            return ""
+        data = containerlogs.read(path, containerlogs.LogOptions(tail_lines=tail_lines))
+        return data.decode(errors="replace")
+
+    async def open_log(self, namespace: str, pod: str, container: str,
+                       options: containerlogs.LogOptions) -> AsyncIterator[bytes]:
+        """`kubectl logs [-f] [--previous]`: the container's output, streamed while it
+        runs with `follow`. Raises PodStreamError before the first byte when it can't."""
+        run, container = self._container_of(namespace, pod, container)
+        runner = run.runners.get(container)
+        if runner is None:  # a status-only container prints nothing
+            if options.previous:
+                raise PodStreamError(400, f'previous terminated container "{container}" in '
+                                          f'pod "{pod}" not found')
+            return _empty()
+        if options.previous:
+            path = runner.log_path(previous=True)
+            if path is None:
+                raise PodStreamError(400, f'previous terminated container "{container}" in '
+                                          f'pod "{pod}" not found')
+            return _once(containerlogs.read(path, options))
+        if "waiting" in runner.state and not runner.last_state:
+            reason = runner.state["waiting"].get("reason", "ContainerCreating")
+            raise PodStreamError(400, f'container "{container}" in pod "{pod}" is waiting to '
+                                      f"start: {reason}")
+        path = runner.log_path()
+        assert path is not None
+        if not options.follow or runner.terminated:
+            return _once(containerlogs.read(path, options))
+        process = runner.process
+        return containerlogs.follow(path, options,
+                                    lambda: runner.process is not process or (
+                                        process is None or process.output_done))
+
+    def _exec_runner(self, namespace: str, pod: str, container: str | None
+                     ) -> ContainerRunner:
+        run, container = self._container_of(namespace, pod, container)
+        runner = run.runners.get(container)
+        if runner is None:
+            raise PodStreamError(400, f'container "{container}" in pod "{pod}" is status '
+                                      f"only (no process behind it): exec needs the process "
+                                      f"kubelet and a container it runs")
+        if "running" not in runner.state:
+            raise PodStreamError(400, f"unable to upgrade connection: container not found "
+                                      f'("{container}")')
+        return runner
+
+    def check_exec(self, namespace: str, pod: str, container: str | None) -> None:
+        """Raises PodStreamError unless a command could run in the container now."""
+        self._exec_runner(namespace, pod, container)
+
+    async def start_exec(self, namespace: str, pod: str, container: str | None,
+                         command: list[str], *, tty: bool, stdin: bool
+                         ) -> processes.ExecProcess:
+        """`kubectl exec`: the command as a process in the container's environment (its
+        env, working directory, address). Raises PodStreamError when there's no process
+        container to run it in."""
+        runner = self._exec_runner(namespace, pod, container)
+        if not command:
+            raise PodStreamError(400, "you must specify at least one command for the "
+                                      "container")
+        try:  # found on the container's PATH (this environment's bin directory first)
+            return await processes.ExecProcess.start(command, runner.env, runner.cwd,
+                                                     tty=tty, stdin=stdin)
+        except OSError as e:
+            raise PodStreamError(500, f"OCI runtime exec failed: exec failed: unable to "
+                                      f'start container process: exec: "{command[0]}": '
+                                      f"{e.strerror}") from None
 
     # --- API helpers -------------------------------------------------------------------
 
@@ -759,16 +963,34 @@ class Kubelet:
         source = {"component": component}
         if component == "kubelet" and (pod.get("spec") or {}).get("nodeName"):
             source["host"] = pod["spec"]["nodeName"]
-        event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}",
-                         "namespace": meta["namespace"]},
-            "involvedObject": involved, "reason": reason, "message": message, "type": kind,
-            "source": source, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-            "reportingComponent": component, "reportingInstance": source.get("host", component),
-        }
+        events = f"/api/v1/namespaces/{meta['namespace']}/events"
+        # the same event again (a retried mount, a crash loop): its count goes up, as the
+        # kubelet's event recorder does it, instead of a new event each time
+        same = (meta["namespace"], meta.get("uid", ""), field_path, reason, message, kind)
+        seen = self._events.get(same)
         try:
-            await self.api.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events",
-                                   body=event)
+            if seen is not None:
+                name, count = seen
+                try:
+                    await self.api.request("PATCH", f"{events}/{name}", body={
+                        "count": count + 1, "lastTimestamp": now}, content_type=MERGE_PATCH)
+                    self._events[same] = (name, count + 1)
+                    return
+                except ApiError as e:
+                    if e.status != 404:
+                        raise
+            name = f"{meta['name']}.{time.time_ns():x}"
+            event = {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": meta["namespace"]},
+                "involvedObject": involved, "reason": reason, "message": message,
+                "type": kind, "source": source, "firstTimestamp": now, "lastTimestamp": now,
+                "count": 1, "reportingComponent": component,
+                "reportingInstance": source.get("host", component),
+            }
+            await self.api.request("POST", events, body=event)
+            if len(self._events) > 4096:
+                self._events.pop(next(iter(self._events)))
+            self._events[same] = (name, 1)
         except (ApiError, aiohttp.ClientError, TimeoutError) as e:
             log.debug("event %s for %s not posted: %s", reason, meta["name"], e)

@@ -12,20 +12,22 @@ with a command in a pod annotated `localcluster.kdash-hub.io/run-as-process: "tr
 - its own loopback pod IP: in a pod, binding 0.0.0.0 means "the pod's address", so a
   `JUPYTERHUB_SERVICE_URL` on 0.0.0.0 (or ::) is rewritten to the pod IP;
 - a root directory per pod: container paths (`workingDir`, `HOME` = /home/jovyan by
-  default, volume mounts) live under it. A PVC mount is a directory per claim that outlives
-  the pod (so data survives a restart), an NFS export a directory per server:path shared by
-  all pods, a hostPath a directory per node, emptyDir is per pod, configMap/secret volumes
-  are written out as files.
+  default, volume mounts, see `volumes.py`) live under it;
+- outgoing connections from the pod's address (`source_address_env`: a `sitecustomize`
+  that binds Python sockets to the pod IP);
+- its output in the CRI log format (`containerlogs.py`); `ExecProcess` runs `kubectl exec`
+  commands in the same environment.
 
 Not emulated: the image itself, users/uids (securityContext; when this machine runs the
 kubelet as root the server gets `--allow-root`, as it would run as jovyan in the image),
-resource limits, probes (readiness = the server's port accepts connections).
+resource limits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import math
 import os
 import re
@@ -33,11 +35,12 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
+from . import containerlogs
 from .scheduler import parse_quantity
 
 Lookup = Callable[[str, str, str], Awaitable[dict | None]]
@@ -277,56 +280,9 @@ async def port_answers(ip: str, port: int) -> bool:
     return True
 
 
-async def prepare_volumes(
-    pod: Mapping,
-    container: Mapping,
-    *,
-    pod_root: Path,
-    cluster_root: Path,
-    lookup: Lookup,
-) -> None:
-    """Make each volume mount of the container a directory (or symlink) under `pod_root`."""
-    namespace = pod["metadata"]["namespace"]
-    volumes = {v["name"]: v for v in (pod.get("spec") or {}).get("volumes") or []}
-    # parents first, so a mount inside another mount lands inside it, as in a container
-    for mount in sorted(container.get("volumeMounts") or [], key=lambda m: m["mountPath"]):
-        volume = volumes.get(mount["name"], {})
-        if "persistentVolumeClaim" in volume:
-            claim = volume["persistentVolumeClaim"].get("claimName", mount["name"])
-            source = cluster_root / "volumes" / namespace / claim
-        elif "nfs" in volume:  # one export, shared by every pod that mounts it
-            nfs = volume["nfs"]
-            source = container_path(cluster_root / "nfs" / nfs.get("server", "server"),
-                                    nfs.get("path", "/"))
-        elif "hostPath" in volume:  # the node's directory
-            node = (pod.get("spec") or {}).get("nodeName") or "node"
-            source = container_path(cluster_root / "hostpath" / node,
-                                    volume["hostPath"].get("path", "/"))
-        elif "configMap" in volume or "secret" in volume:
-            source = pod_root.parent / f".{pod_root.name}-volumes" / mount["name"]
-            kind, ref = (
-                ("ConfigMap", volume["configMap"].get("name", ""))
-                if "configMap" in volume
-                else ("Secret", volume["secret"].get("secretName", ""))
-            )
-            data = await _keyed(lookup, kind, namespace, ref) or {}
-            source.mkdir(parents=True, exist_ok=True)
-            for key, value in data.items():
-                (source / key).write_text(value)
-        else:  # emptyDir and everything else: a directory of this pod
-            source = pod_root.parent / f".{pod_root.name}-volumes" / mount["name"]
-        if mount.get("subPath"):
-            source = source / mount["subPath"]
-        source.mkdir(parents=True, exist_ok=True)
-        target = container_path(pod_root, mount["mountPath"])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink() or target.exists():
-            continue
-        target.symlink_to(source, target_is_directory=True)
-
-
 class ContainerProcess:
-    """One container as a local process group: start, wait, stop (SIGTERM then SIGKILL)."""
+    """One container instance as a local process group: start, wait, stop (SIGTERM then
+    SIGKILL). Its stdout and stderr go to `log_path` in the CRI log format."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path,
                  log_path: Path):
@@ -336,27 +292,49 @@ class ContainerProcess:
         self.cwd = cwd
         self.log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
+        self._pumps: asyncio.Future | None = None
         self._swept = False
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def _open_log(self):
+    @property
+    def output_done(self) -> bool:
+        """The process has exited and all its output is in the log."""
+        return self._pumps is None or self._pumps.done()
+
+    def _open_log(self) -> BinaryIO:
         self.cwd.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        return open(self.log_path, "ab")  # noqa: SIM115 - closed right after the fork
+        return open(self.log_path, "ab")  # noqa: SIM115 - closed when both pumps end
 
     async def start(self) -> None:
-        with self._open_log() as log:
+        out = self._open_log()
+        try:
             self.process = await asyncio.create_subprocess_exec(
                 *self.argv, cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=log, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True, limit=2**20,
             )
+        except BaseException:
+            out.close()
+            raise
+        assert self.process.stdout is not None and self.process.stderr is not None
+        pumps = asyncio.gather(containerlogs.pump(self.process.stdout, "stdout", out),
+                               containerlogs.pump(self.process.stderr, "stderr", out),
+                               return_exceptions=True)
+        pumps.add_done_callback(lambda _: out.close())
+        self._pumps = pumps
 
     async def wait(self) -> int:
         assert self.process is not None
-        return await self.process.wait()
+        code = await self.process.wait()
+        if self._pumps is not None:
+            # a child that outlives the process may hold its output open: don't wait for it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._pumps), 2.0)
+        return code
 
     def _signal_group(self, sig: int) -> None:
         if self.process is None:
@@ -382,13 +360,14 @@ class ContainerProcess:
                 pass
         self._signal_group(signal.SIGKILL)  # also what the server left behind (kernels)
         self._swept = True
-        return await self.process.wait()
+        code = await self.process.wait()
+        if self._pumps is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._pumps), 2.0)
+        return code
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return containerlogs.tail_text(self.log_path, lines)
 
 
 def base_environment(pod_name: str, home: Path, tmp: Path) -> dict[str, Any]:
@@ -403,3 +382,123 @@ def base_environment(pod_name: str, home: Path, tmp: Path) -> dict[str, Any]:
         if key in os.environ:
             env[key] = os.environ[key]
     return env
+
+
+PODSITE = Path(__file__).parent / "podsite"  # its sitecustomize binds to the pod's address
+
+
+def source_address_env(pod_ip: str, env: Mapping[str, str]) -> dict[str, str]:
+    """What makes a pod's Python processes connect from the pod's own address: our
+    `sitecustomize` first on PYTHONPATH, and the address it binds to."""
+    path = os.pathsep.join(p for p in (str(PODSITE), env.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "KDASH_POD_IP": pod_ip}
+
+
+class ExecProcess:
+    """A command run in a container for `pods/exec`: pipes, or a terminal with `tty`."""
+
+    def __init__(self, process: asyncio.subprocess.Process, master: int | None):
+        self.process = process
+        self.master = master  # the terminal's controlling side (tty), else None
+
+    @classmethod
+    async def start(cls, argv: list[str], env: Mapping[str, str], cwd: Path | None, *,
+                    tty: bool, stdin: bool) -> ExecProcess:
+        if not tty:
+            process = await asyncio.create_subprocess_exec(
+                *argv, env=dict(env), cwd=cwd,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True)
+            return cls(process, None)
+        import pty
+
+        master, slave = pty.openpty()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv, env={"TERM": "xterm", **env}, cwd=cwd, stdin=slave, stdout=slave,
+                stderr=slave, start_new_session=True, preexec_fn=_take_terminal)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        return cls(process, master)
+
+    async def output(self, stream: str) -> AsyncIterator[bytes]:
+        """Chunks of stdout or stderr (with a tty everything comes as stdout)."""
+        if self.master is None:
+            reader = self.process.stdout if stream == "stdout" else self.process.stderr
+            assert reader is not None
+            while chunk := await reader.read(65536):
+                yield chunk
+            return
+        if stream != "stdout":
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            ready = loop.create_future()
+            loop.add_reader(self.master, lambda f=ready: f.done() or f.set_result(None))
+            try:
+                await ready
+            finally:
+                loop.remove_reader(self.master)
+            try:
+                chunk = os.read(self.master, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:  # EIO: the other side is closed, the command has ended
+                return
+            if not chunk:
+                return
+            yield chunk
+
+    async def write(self, data: bytes) -> None:
+        if self.master is not None:
+            os.write(self.master, data)
+        elif self.process.stdin is not None:
+            self.process.stdin.write(data)
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                await self.process.stdin.drain()
+
+    def close_stdin(self) -> None:
+        if self.master is not None:
+            os.write(self.master, b"\x04")  # end of file, as a terminal says it
+        elif self.process.stdin is not None:
+            self.process.stdin.close()
+
+    def resize(self, width: int, height: int) -> None:
+        if self.master is None:
+            return
+        import fcntl
+        import struct
+        import termios
+
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ,
+                        struct.pack("HHHH", height, width, 0, 0))
+
+    async def wait(self) -> int:
+        code = await self.process.wait()
+        return 128 - code if code < 0 else code
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        if self.master is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.master)
+            self.master = None
+
+
+def _take_terminal() -> None:
+    """In the child, after setsid: make its terminal the controlling one (as a runtime's
+    exec with a tty does), so shells get job control."""
+    import fcntl
+    import termios
+
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)

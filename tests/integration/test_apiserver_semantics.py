@@ -1132,7 +1132,9 @@ spec:
     manifest.write_text(typo)
     r = await asyncio.to_thread(kubectl, "apply", "-f", str(manifest))
     assert r.returncode != 0 and "imagePulPolicy" in r.stderr
-    r = await asyncio.to_thread(kubectl, "delete", "-f", str(manifest), "--wait=false")
+    # the namespace goes first and takes its content with it, as on a real cluster
+    r = await asyncio.to_thread(kubectl, "delete", "-f", str(manifest), "--wait=false",
+                                "--ignore-not-found")
     assert r.returncode == 0, r.stderr
 
 

@@ -189,7 +189,7 @@ async def test_process_mode_reports_exit_codes(process_cluster):
 
     await kube.create({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nostart", "namespace": "default"},
-        "spec": {"containers": [{
+        "spec": {"restartPolicy": "Never", "containers": [{
             "name": "notebook", "image": "x", "command": ["/nonexistent/server"],
             "env": [{"name": "JUPYTERHUB_SERVICE_URL", "value": "http://0.0.0.0:8888/"}],
         }]},
@@ -245,8 +245,11 @@ c.KubeSpawner.http_timeout = 60
         async with http.get(f"{hub.url}/user/eve/api") as r:
             assert r.status == 200 and "version" in await r.json()
 
+        # the server's own requests to the hub come from its pod's address, as from a pod
+        assert f"@{ip})" in hub.log_tail(400), hub.log_tail(60)
+
         run = cluster.kubelet.runs[f"default/{pod['metadata']['name']}"]
-        pid = run.processes["notebook"].pid
+        pid = run.runners["notebook"].process.pid
         assert _alive(pid)
 
         async with http.delete(f"{api}/users/eve/server") as r:

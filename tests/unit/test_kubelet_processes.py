@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdash_hub.localcluster import processes
+from kdash_hub.localcluster import processes, volumes
 from kdash_hub.localcluster.kubeconfig import server_of, write_kubeconfig
 from kdash_hub.localcluster.nodes import PodNetwork
 
@@ -139,7 +139,7 @@ async def test_volumes_are_directories_that_live_as_long_as_their_kind(tmp_path)
     roots = []
     for name in ("one", "two"):
         root = tmp_path / "pods" / name
-        await processes.prepare_volumes(pod_with(name), container, pod_root=root,
+        await volumes.prepare_volumes(pod_with(name), container, pod_root=root,
                                         cluster_root=tmp_path, lookup=lookup)
         roots.append(root)
     one, two = roots
@@ -151,3 +151,144 @@ async def test_volumes_are_directories_that_live_as_long_as_their_kind(tmp_path)
     (one / "scratch/tmp").write_text("x")
     assert not (two / "scratch/tmp").exists()  # emptyDir is per pod
     assert (one / "etc/settings/MODE").read_text() == "dev"
+
+
+# --- parity with a real kubelet (issue 10) ---------------------------------------------
+
+
+async def test_python_processes_connect_from_the_pod_address(tmp_path):
+    """The kubelet's sitecustomize binds outgoing loopback connections to the pod's IP."""
+    import asyncio
+    import sys
+
+    peers = []
+
+    async def record(reader, writer):
+        peers.append(writer.get_extra_info("peername")[0])
+        writer.close()
+
+    server = await asyncio.start_server(record, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    env = {"PATH": os.environ["PATH"], **processes.source_address_env("127.77.0.9", {})}
+    script = (f"import socket, urllib.request\n"
+              f"socket.create_connection(('127.0.0.1', {port})).close()\n"
+              f"s = socket.socket(); s.connect(('127.0.0.1', {port})); s.close()\n")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, env=env)
+    assert await proc.wait() == 0
+    without = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, env={"PATH": os.environ["PATH"]})
+    assert await without.wait() == 0
+    server.close()
+    assert peers == ["127.77.0.9", "127.77.0.9", "127.0.0.1", "127.0.0.1"]
+
+
+async def test_sub_paths_and_item_paths_never_leave_their_volume(tmp_path):
+    async def lookup_cm(kind, namespace, name):
+        return {"data": {"a": "1", "../../escape": "x"}}
+
+    p = {"metadata": {"name": "p", "namespace": "hub", "uid": "u"},
+         "spec": {"volumes": [{"name": "cm", "configMap": {"name": "c", "items": [
+             {"key": "a", "path": "../../outside"}]}}]}}
+    root = tmp_path / "pods" / "p"
+    await volumes.prepare_volumes(p, {"volumeMounts": [{"name": "cm", "mountPath": "/etc/c"}]},
+                                  pod_root=root, cluster_root=tmp_path, lookup=lookup_cm)
+    assert not list(tmp_path.rglob("outside")) and not list(tmp_path.rglob("escape"))
+    with pytest.raises(volumes.MountError) as e:
+        await volumes.prepare_volumes(
+            p, {"volumeMounts": [{"name": "cm", "mountPath": "/x", "subPath": "../../.."}]},
+            pod_root=root, cluster_root=tmp_path, lookup=lookup_cm)
+    assert "inside the volume" in e.value.message
+
+
+async def test_volume_check_speaks_like_the_kubelet():
+    async def none(kind, namespace, name):
+        return None
+
+    async def present(kind, namespace, name):
+        return {"data": {"k": base64.b64encode(b"v").decode()}}
+
+    p = {"metadata": {"name": "p", "namespace": "hub"}, "spec": {"volumes": [
+        {"name": "a", "configMap": {"name": "cm-a"}},
+        {"name": "b", "secret": {"secretName": "s-b"}},
+        {"name": "c", "configMap": {"name": "cm-c", "optional": True}},
+        {"name": "d", "projected": {"sources": [{"configMap": {"name": "cm-d"}},
+                                                {"serviceAccountToken": {"path": "t"}}]}},
+        {"name": "e", "emptyDir": {}}]}}
+    problems = await volumes.check(p, none)
+    assert [x.event_message() for x in problems] == [
+        'MountVolume.SetUp failed for volume "a" : configmap "cm-a" not found',
+        'MountVolume.SetUp failed for volume "b" : secret "s-b" not found',
+        'MountVolume.SetUp failed for volume "d" : configmap "cm-d" not found']
+    p["spec"]["volumes"] = [{"name": "k", "secret": {"secretName": "s", "items": [
+        {"key": "missing", "path": "x"}]}}]
+    [problem] = await volumes.check(p, present)
+    assert problem.message == "references non-existent secret key: missing"
+
+
+def test_pod_phase_follows_the_kubelets_get_phase():
+    from kdash_hub.localcluster.podstatus import pod_phase
+
+    def spec(policy):
+        return {"restartPolicy": policy, "containers": [{"name": "a"}, {"name": "b"}]}
+
+    running = {"running": {}}
+    ok = {"terminated": {"exitCode": 0}}
+    bad = {"terminated": {"exitCode": 1}}
+    backoff = {"waiting": {"reason": "CrashLoopBackOff"}}
+    creating = {"waiting": {"reason": "ContainerCreating"}}
+
+    def statuses(a, b, last=None):
+        return [{"name": "a", "state": a}, {"name": "b", "state": b, **(
+            {"lastState": last} if last else {})}]
+
+    assert pod_phase(spec("Always"), statuses(running, creating)) == "Pending"
+    assert pod_phase(spec("Always"), statuses(running, backoff, bad)) == "Running"
+    assert pod_phase(spec("Always"), statuses(ok, ok)) == "Running"
+    assert pod_phase(spec("OnFailure"), statuses(ok, ok)) == "Succeeded"
+    assert pod_phase(spec("OnFailure"), statuses(ok, bad)) == "Running"
+    assert pod_phase(spec("Never"), statuses(ok, bad)) == "Failed"
+    assert pod_phase(spec("Never"), statuses(running, bad)) == "Running"
+
+
+def test_back_off_doubles_to_five_minutes_and_resets_after_ten():
+    from kdash_hub.localcluster.containers import Backoff, go_duration
+
+    b = Backoff()
+    assert b.wait_after(100.0) == 0  # the first crash restarts at once
+    waits = []
+    t = 100.0
+    for _ in range(7):
+        t += 1
+        waits.append(b.wait_after(t))
+        b.advance(t)
+    assert waits == [10, 20, 40, 80, 160, 300, 300]
+    assert b.wait_after(t + 601) == 0  # ten quiet minutes: forgiven
+    assert [go_duration(s) for s in (0.4, 10, 80, 300)] == ["400ms", "10s", "1m20s", "5m0s"]
+
+
+def test_cri_log_lines_round_trip(tmp_path):
+    import asyncio
+
+    from kdash_hub.localcluster import containerlogs
+
+    async def write(out) -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"one\ntwo\n" + b"x" * (containerlogs.PARTIAL_AT + 5) + b"\nlast")
+        reader.feed_eof()
+        await containerlogs.pump(reader, "stdout", out)
+
+    with open(tmp_path / "0.log", "ab") as out:
+        asyncio.run(write(out))
+    raw = (tmp_path / "0.log").read_bytes().splitlines()
+    assert raw[0].split(b" ", 3)[1:] == [b"stdout", b"F", b"one"]
+    assert raw[2].split(b" ", 3)[2] == b"P"  # a long line is written in parts
+    text = containerlogs.read(tmp_path / "0.log")
+    assert text.split(b"\n")[:2] == [b"one", b"two"]
+    assert len(text.split(b"\n")[2]) == containerlogs.PARTIAL_AT + 5
+    assert containerlogs.read(tmp_path / "0.log", containerlogs.LogOptions(
+        tail_lines=1)) == b"last\n"
+    stamped = containerlogs.read(tmp_path / "0.log", containerlogs.LogOptions(
+        tail_lines=1, timestamps=True))
+    assert stamped.endswith(b"Z last\n")
+    later = containerlogs.LogOptions(since=containerlogs.parse_time("2999-01-01T00:00:00Z"))
+    assert containerlogs.read(tmp_path / "0.log", later) == b""

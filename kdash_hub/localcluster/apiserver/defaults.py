@@ -64,6 +64,15 @@ def _container_defaults(c: dict) -> None:
             req.setdefault(k, v)
     for p in c.get("ports") or []:
         p.setdefault("protocol", "TCP")
+    for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = c.get(kind)
+        if isinstance(probe, dict):  # SetDefaults_Probe and SetDefaults_HTTPGetAction
+            for key, value in (("timeoutSeconds", 1), ("periodSeconds", 10),
+                               ("successThreshold", 1), ("failureThreshold", 3)):
+                probe.setdefault(key, value)
+            if isinstance(probe.get("httpGet"), dict):
+                probe["httpGet"].setdefault("path", "/")
+                probe["httpGet"].setdefault("scheme", "HTTP")
 
 
 def pod_spec_defaults(spec: dict) -> None:

@@ -13,7 +13,8 @@ from . import resources
 from .resources import ResourceType
 
 _SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
-              "binding": ["create"], "finalize": ["update"], "log": ["get"]}
+              "binding": ["create"], "finalize": ["update"], "log": ["get"],
+              "exec": ["create", "get"]}
 
 
 def version_info(kube_version: str) -> dict[str, Any]:
@@ -73,6 +74,8 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
                 e.update(group="autoscaling", version="v1", kind="Scale")
             if sub == "binding":
                 e["kind"] = "Binding"
+            if sub == "exec":
+                e["kind"] = "PodExecOptions"
             out.append(e)
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,

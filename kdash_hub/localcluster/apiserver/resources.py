@@ -56,8 +56,8 @@ _ST = ("status",)
 RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _r("", "v1", "Namespace", "namespaces", namespaced=False, short_names=("ns",),
        subresources=("status", "finalize")),
-    _r("", "v1", "Pod", "pods", short_names=("po",), subresources=("status", "binding", "log"),
-       categories=("all",)),
+    _r("", "v1", "Pod", "pods", short_names=("po",),
+       subresources=("status", "binding", "log", "exec"), categories=("all",)),
     _r("", "v1", "Service", "services", short_names=("svc",), subresources=_ST,
        categories=("all",)),
     _r("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", short_names=("pvc",),

@@ -35,6 +35,7 @@ from .status import (
     ordered_details,
 )
 from .store import Store
+from .streaming import PodStreams, serve_exec, serve_log
 from .validation import (
     DEFAULT_KUBE_VERSION,
     Validator,
@@ -123,7 +124,10 @@ class APIServer(LoggingConfigurable):
         self.resource_count: collections.Counter[str] = collections.Counter()
         self.request_log: collections.deque[tuple[str, str, int]] = collections.deque(
             maxlen=10000)
-        # (namespace, pod, container) -> log text or None; set by a kubelet that runs pods
+        # the kubelet that runs the pods, for pods/log (streamed) and pods/exec
+        self.pod_streams: PodStreams | None = None
+        # (namespace, pod, container) -> log text or None: a plain log source, used when
+        # there is no `pod_streams` (a test's stand-in kubelet)
         self.pod_log_source: Callable[[str, str, str], str | None] | None = None
         self._runner: web.AppRunner | None = None
         self._stopping = False
@@ -311,13 +315,19 @@ class APIServer(LoggingConfigurable):
             if sub == "scale":
                 return json_response(self.ops.get_scale(rtype, ns, name))
             if sub == "log":
+                if self.pod_streams is not None:
+                    return await serve_log(self, request, self.ops.get(rtype, ns, name), q)
                 return self._pod_log(ns, name, q)
+            if sub == "exec":
+                return await serve_exec(self, request, self.ops.get(rtype, ns, name), q)
             obj = self.ops.get(rtype, ns, name)
             if sub is None and tables.wants_table(request.headers.get("Accept", "")):
                 return json_response(tables.table(rtype, [obj], {
                     "resourceVersion": obj["metadata"]["resourceVersion"]},
                     q.get("includeObject", "Metadata")))
             return json_response(obj)
+        if method == "POST" and sub == "exec":  # SPDY clients POST: refused there
+            return await serve_exec(self, request, self.ops.get(rtype, ns, name), q)
         if method == "POST":
             body = await read_body(request)
             if sub == "binding" or rtype.kind == "Binding":

@@ -527,6 +527,7 @@ def _check_pod_spec(spec: dict, at: str) -> list[dict]:
     if not spec.get("containers"):
         out.append(cause("FieldValueRequired", f"{at}.containers", "Required value"))
     names = [v.get("name") for v in spec.get("volumes") or [] if isinstance(v, dict)]
+    out += _check_volume_paths(spec, at, set(names))
     for v in set(n for n in names if names.count(n) > 1):
         out.append(cause("FieldValueDuplicate", f"{at}.volumes", f"Duplicate value: {_q(v)}"))
     rp = spec.get("restartPolicy")
@@ -534,6 +535,45 @@ def _check_pod_spec(spec: dict, at: str) -> list[dict]:
         out.append(cause("FieldValueNotSupported", f"{at}.restartPolicy",
                          f'Unsupported value: {_q(rp)}: supported values: "Always", '
                          f'"OnFailure", "Never"'))
+    return out
+
+
+def _local_path(value: Any, field: str) -> list[dict]:
+    """A path inside a volume (subPath, items[].path): relative, without '..'."""
+    if not isinstance(value, str) or not value:
+        return []
+    if value.startswith("/"):
+        return [cause("FieldValueInvalid", field,
+                      f"Invalid value: {_q(value)}: must be a relative path")]
+    if ".." in value.split("/"):
+        return [cause("FieldValueInvalid", field,
+                      f"Invalid value: {_q(value)}: must not contain '..'")]
+    return []
+
+
+def _check_volume_paths(spec: dict, at: str, volumes: set[str]) -> list[dict]:
+    """Mounts name a volume of the pod; no path leaves its volume."""
+    out: list[dict] = []
+    for group in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(group) or []):
+            if not isinstance(c, dict):
+                continue
+            for j, mount in enumerate(c.get("volumeMounts") or []):
+                if not isinstance(mount, dict):
+                    continue
+                where = f"{at}.{group}[{i}].volumeMounts[{j}]"
+                if mount.get("name") not in volumes:
+                    out.append(cause("FieldValueNotFound", f"{where}.name",
+                                     f"Not found: {_q(mount.get('name'))}"))
+                out += _local_path(mount.get("subPath"), f"{where}.subPath")
+    for i, volume in enumerate(spec.get("volumes") or []):
+        if not isinstance(volume, dict):
+            continue
+        for kind in ("configMap", "secret"):
+            for k, item in enumerate((volume.get(kind) or {}).get("items") or []):
+                if isinstance(item, dict):
+                    out += _local_path(item.get("path"),
+                                       f"{at}.volumes[{i}].{kind}.items[{k}].path")
     return out
 
 
