@@ -1,8 +1,8 @@
 """Hub handlers: per-provider OAuth login/callback, and the account-linking page.
 
 /hub/oauth_login/<id>, /hub/oauth_callback/<id> reuse oauthenticator's handlers (state
-cookie, PKCE helpers, state checks) and add the provider id, discovery before the redirect,
-and the `nonce`.
+cookie, next_url, PKCE, state checks, login) through their public steps, and add the
+provider id, discovery before the redirect, and the `nonce`.
 
 /hub/link-accounts lets a signed-in user bind another sign-in method to their account: a
 provider (POST, XSRF-checked, then the provider's flow; the callback binds only if the
@@ -46,41 +46,54 @@ class _NonceMixin:
 
 
 class OIDCLoginHandler(_NonceMixin, OAuthLoginHandler):
-    """Redirect to one provider's authorization endpoint."""
+    """Redirect to one provider's authorization endpoint: oauthenticator's own `get()` (state
+    cookie, next_url, PKCE, redirect), pointed at the provider's backend, with two additions
+    through its public steps: `set_state_cookie` also records the provider (and, when
+    linking, the signed-in user) and `authorize_redirect` also sends the nonce."""
 
     _backend: Any = None
+    _extra_state: dict[str, Any] = {}
+    _nonce: str = ""
 
     @property
-    def _OAUTH_AUTHORIZE_URL(self) -> str:
-        return self._backend.authorize_url
+    def authenticator(self) -> Any:
+        """Upstream's `get()` reads client_id, scope, PKCE, callback and authorize URLs from
+        `self.authenticator`: during a redirect that is this provider's backend."""
+        return self._backend if self._backend is not None else super().authenticator
 
     async def get(self, provider: str) -> None:  # type: ignore[override]
-        await self._redirect_to_provider(provider, {"next_url": self._get_next_url()})
+        await self._redirect_to_provider(provider, {})
 
     async def _redirect_to_provider(self, provider: str, extra_state: dict) -> None:
-        backend = self._backend = self.authenticator.oidc_backend(provider)
+        backend = self.settings["authenticator"].oidc_backend(provider)  # 404 if unknown
         await backend.ensure_endpoints()
-        state_id = self._generate_state_id()
-        verifier, challenge = self._generate_pkce_params()
-        self.set_state_cookie(_serialize_state({
-            "state_id": state_id, "provider": provider, "code_verifier": verifier,
-            **extra_state,
-        }))
-        self.authorize_redirect(
-            redirect_uri=backend.get_callback_url(self), client_id=backend.client_id,
-            scope=backend.scope, response_type="code",
-            extra_params={
-                **backend.extra_authorize_params,
-                "state": _serialize_state({"state_id": state_id}),
-                "code_challenge": challenge, "code_challenge_method": "S256",
-                "nonce": id_token.expected_nonce(self.nonce_secret, state_id),
-            },
-        )
+        self._extra_state = {**extra_state, "provider": provider}
+        self._backend = backend
+        try:
+            super().get()
+        finally:
+            self._backend = None
+
+    def set_state_cookie(self, state_cookie_value: str) -> None:
+        state = _deserialize_state(state_cookie_value)
+        self._nonce = id_token.expected_nonce(self.nonce_secret, state["state_id"])
+        super().set_state_cookie(_serialize_state({**state, **self._extra_state}))
+
+    def authorize_redirect(self, *args: Any, extra_params: dict | None = None,
+                           **kwargs: Any) -> None:
+        if not self._nonce:
+            raise RuntimeError("oauthenticator redirected before setting its state cookie")
+        super().authorize_redirect(*args, extra_params={**(extra_params or {}),
+                                                        "nonce": self._nonce}, **kwargs)
 
 
 class OIDCCallbackHandler(_NonceMixin, OAuthCallbackHandler):
-    """Check state, then log in through KDashAuthenticator.authenticate (one user model),
-    or, for a flow started on the linking page, bind the identity to the signed-in user."""
+    """oauthenticator's callback (`check_arguments`, `login_user`, redirect to next_url) for
+    one provider: the provider id goes to KDashAuthenticator.authenticate through the public
+    `login_user(data)`. A flow started on the linking page binds the identity to the
+    signed-in user instead of logging in."""
+
+    _provider: str = ""
 
     def state_id(self) -> str:
         return _deserialize_state(self.get_state_cookie()).get("state_id") or ""
@@ -94,10 +107,11 @@ class OIDCCallbackHandler(_NonceMixin, OAuthCallbackHandler):
         if "link_for" in state:
             await self._link(backend, state["link_for"])
             return
-        user = await self.login_user({OIDC_PROVIDER_KEY: provider})
-        if user is None:
-            raise web.HTTPError(403, self.authenticator.custom_403_message)
-        self.redirect(self.get_next_url(user))
+        self._provider = provider
+        await super().get()  # checks again (the state cookie is read once), logs in, redirects
+
+    async def login_user(self, data: dict | None = None) -> Any:
+        return await super().login_user({**(data or {}), OIDC_PROVIDER_KEY: self._provider})
 
     async def _link(self, backend: Any, link_for: str) -> None:
         user = self.current_user

@@ -177,6 +177,12 @@ class LDAPBackend(LDAPAuthenticator):
                 raise RuntimeError("ldapauthenticator accepted a login without calling "
                                    "get_user_attributes(conn, userdn)")
             state = result["auth_state"]
+            if self.allowed_groups and not state.get("ldap_groups"):
+                # upstream leaves this to its check_allowed, which the hub calls only on the
+                # hub's authenticator (KDashAuthenticator), never on this backend
+                raise LoginRefused(403, "Your directory account is not a member of a group "
+                                   "allowed to use this hub.", f"{result['name']}: not in "
+                                   "LDAPBackend.allowed_groups")
             identity = LDAPIdentity(uid=result["name"], dn=binds.user_dn,
                                     attributes=state.get("user_attributes") or {})
             identity.groups = self._groups(binds.user_conn, binds.user_dn, identity.uid) or [

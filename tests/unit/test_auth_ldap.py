@@ -264,3 +264,15 @@ async def test_connections_of_a_failed_login_are_closed(slapd, monkeypatch):
     opened = record_connections(auth, monkeypatch)
     assert await login(auth, "alice", "wrong") is None
     assert opened and all(conn.closed for conn in opened)
+
+
+async def test_ldap_backend_allowed_groups_are_enforced(slapd):
+    """`c.LDAPBackend.allowed_groups` (upstream semantics: group DNs) lets in only their
+    members; upstream checks it in its check_allowed, which the hub never calls on a backend."""
+    settings = ldap_settings(slapd, allowed_groups=[f"cn=gpu-users,{slapd.groups_dn}"])
+    auth = make_authenticator(ldap=settings)
+    assert (await login(auth, "bob", "bob-pw"))["name"] == "bob"
+    with pytest.raises(LoginRefused) as err:
+        await login(auth, "carol", "carol-pw")
+    assert err.value.status_code == 403 and "not a member" in err.value.message
+    assert await login(auth, "carol", "wrong") is None  # wrong password: still plain failure
