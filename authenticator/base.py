@@ -250,6 +250,10 @@ class KDashAuthenticator(ApprovalMixin, Authenticator):
     async def authenticate(self, handler: Any, data: dict | None) -> dict | None:
         data = data or {}
         if OIDC_PROVIDER_KEY in data:
+            if not callable(getattr(handler, "get_state_cookie", None)):
+                # the login form posts every field as data: only the OAuth callback (which
+                # holds the state cookie and the PKCE verifier) may start an OIDC login
+                raise LoginRefused(400, "Sign in with a provider through its button.")
             return await self._authenticate_oidc(handler, self.oidc_backend(
                 data[OIDC_PROVIDER_KEY]))
         if not self.ldap:
