@@ -276,3 +276,28 @@ async def test_ldap_backend_allowed_groups_are_enforced(slapd):
         await login(auth, "carol", "carol-pw")
     assert err.value.status_code == 403 and "not a member" in err.value.message
     assert await login(auth, "carol", "wrong") is None  # wrong password: still plain failure
+
+
+class FormHandler:
+    """The hub's LoginHandler as authenticate sees it: form fields, no OAuth state cookie."""
+
+    def __init__(self, args: dict) -> None:
+        self.args = args
+
+    def get_argument(self, name: str, default=None):
+        return self.args.get(name, default)
+
+    def find_user(self, name: str):
+        return None
+
+
+async def test_login_form_cannot_be_turned_into_an_oidc_login(slapd):
+    """The form posts every field as login data: a forged `kdash_oidc_provider` field (with a
+    `code`) is a clear 400, not an OIDC login attempt that fails with a 500."""
+    auth = make_authenticator(ldap=ldap_settings(slapd), providers={
+        "idp": {"issuer": "http://127.0.0.1:9/idp", "client_id": "hub"}})
+    data = {"username": "alice", "password": "alice-pw", "kdash_oidc_provider": "idp",
+            "code": "stolen-or-made-up"}
+    with pytest.raises(LoginRefused) as err:
+        await auth.get_authenticated_user(FormHandler(data), data)
+    assert err.value.status_code == 400 and "through its button" in err.value.message
