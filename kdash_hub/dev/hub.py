@@ -68,7 +68,7 @@ class HubProcess:
     """Start, wait for, and stop one JupyterHub (+ its proxy) in `workdir`."""
 
     def __init__(self, config: str, workdir: Path, env: dict[str, str] | None = None,
-                 *, port: int | None = None, start_timeout: float = 60.0):
+                 *, port: int | None = None, start_timeout: float = 180.0):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()

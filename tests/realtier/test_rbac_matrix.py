@@ -26,19 +26,18 @@ from typing import Any
 import pytest
 
 from kdash_hub import labels as L
-from kdash_hub.kube import KubeResources
 from kdash_hub.localcluster.apiclient import ApiError
 from kdash_hub.localcluster.kubeconfig import client_for
 from kdash_hub.spawner import bundle
-from kdash_hub.spawner.provision import BundleProvisioner
-from tests.fixtures.cluster import api_client_for
 from tests.fixtures.realcp import (
     ACCOUNTS,
     HUB_NAMESPACE,
     REAL_TIER_ENV,
     RealTier,
+    bundle_spec,
     identity_kubeconfig,
     mint_token,
+    provision_as_hub,
 )
 
 OWN, OTHER, HUB, SYSTEM, CLUSTER = "own", "other", "hub", "kube-system", "cluster"
@@ -406,24 +405,7 @@ class World:
 
 
 def spec_for(username: str, level: str, cluster_role: str = "kdash-user") -> bundle.BundleSpec:
-    from kdash_hub.naming import user_namespace
-
-    return bundle.BundleSpec(
-        username=username, namespace=user_namespace(username), hub_namespace=HUB_NAMESPACE,
-        quota={"pods": "10", "requests.storage": "10Gi"}, limit_range={
-            "default": {"cpu": "1", "memory": "1Gi"},
-            "defaultRequest": {"cpu": "100m", "memory": "128Mi"}},
-        cluster_role=cluster_role, hub_role="kdash-hub-namespace", hub_service_account="hub",
-        service_roles={"kdash-launcher-namespace": "kdash-launcher",
-                       "kdash-culler-namespace": "kdash-culler"},
-        pod_security_level=level)
-
-
-async def provision_as_hub(hub_kubeconfig: Path, spec: bundle.BundleSpec) -> str:
-    """The spawner's own provisioning code, with the hub's token only."""
-    async with api_client_for(hub_kubeconfig) as client:
-        provisioner = BundleProvisioner(KubeResources(client), log, mode="hash")
-        return await provisioner.ensure(spec, lambda message: log.info(message))
+    return bundle_spec(username, level, cluster_role)
 
 
 async def build_world(tier: RealTier) -> World:
