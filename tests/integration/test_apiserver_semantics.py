@@ -181,9 +181,13 @@ async def test_crud_for_every_kind(kube_target: KubeTarget):
         listed = await k.request("GET", collection)
         assert listed.body["kind"] == obj["kind"] + "List"
         assert name in [i["metadata"]["name"] for i in listed.body["items"]]
-        updated = dict(got.body)
-        updated["metadata"] = {**got.body["metadata"], "labels": {"updated": "yes"}}
-        put = await k.request("PUT", f"{collection}/{name}", updated)
+        for _ in range(20):  # a real cluster's controllers may write it meanwhile (PVCs)
+            updated = dict(got.body)
+            updated["metadata"] = {**got.body["metadata"], "labels": {"updated": "yes"}}
+            put = await k.request("PUT", f"{collection}/{name}", updated)
+            if put.status != 409:
+                break
+            got = await k.request("GET", f"{collection}/{name}")
         assert put.status == 200, (collection, put.body)
         assert put.body["metadata"]["labels"]["updated"] == "yes"
         assert int(put.body["metadata"]["resourceVersion"]) > int(
@@ -578,6 +582,11 @@ async def test_watch_too_old_resource_version_is_410_expired(kube_target: KubeTa
     await k.expire_history()
     events = await k.watch(f"/api/v1/namespaces/{ns}/configmaps",
                            {"resourceVersion": "1", "timeoutSeconds": "5"}, limit=1)
+    if not k.is_local and events[0]["type"] == "ADDED":
+        # a young real cluster still holds resourceVersion 1 (etcd compacts every 5 min,
+        # which a client can't force): then it replays the history instead
+        assert events[0]["object"]["metadata"]["namespace"] == ns
+        return
     assert events[0]["type"] == "ERROR"
     status = events[0]["object"]
     assert (status["kind"], status["code"], status["reason"]) == ("Status", 410, "Expired")
@@ -667,9 +676,10 @@ async def test_strategic_merge_patch_merges_lists_by_key(kube_target: KubeTarget
     assert [c["name"] for c in tspec["containers"]] == ["main"]
     main = tspec["containers"][0]
     assert main["image"] == "busybox:1.36"  # untouched fields stay
-    assert [(e["name"], e["value"]) for e in main["env"]] == [("A", "1"), ("B", "2")]
-    assert [m["mountPath"] for m in main["volumeMounts"]] == ["/a", "/b"]
-    assert [v["name"] for v in tspec["volumes"]] == ["v1", "v2"]
+    # merged lists in a real server's order: the patch's new items first
+    assert [(e["name"], e["value"]) for e in main["env"]] == [("B", "2"), ("A", "1")]
+    assert [m["mountPath"] for m in main["volumeMounts"]] == ["/b", "/a"]
+    assert [v["name"] for v in tspec["volumes"]] == ["v2", "v1"]
     # tolerations are an atomic list in Kubernetes: a strategic patch replaces them
     assert [t["key"] for t in tspec["tolerations"]] == ["b"]
     assert r.body["metadata"]["generation"] == 2
@@ -694,7 +704,8 @@ async def test_status_subresource(kube_target: KubeTarget):
         "metadata": {"labels": {"x": "ignored"}}}, content_type=MERGE)
     assert r.status == 200, r.body
     assert r.body["status"]["phase"] == "Running" and r.body["status"]["podIP"] == "10.1.2.3"
-    assert r.body["metadata"]["labels"] == {"x": "y"}
+    # a pod's status strategy keeps only its spec and owners: labels change here too
+    assert r.body["metadata"]["labels"] == {"x": "ignored"}
     current = (await k.request("GET", path)).body
     current["status"]["phase"] = "Succeeded"
     put = await k.request("PUT", f"{path}/status", current)
@@ -727,14 +738,18 @@ async def test_scale_subresource(kube_target: KubeTarget):
         path = f"/apis/apps/v1/namespaces/{ns}/{plural}"
         assert (await k.request("POST", path, body)).status == 201
         name = body["metadata"]["name"]
-        scale = await k.request("GET", f"{path}/{name}/scale")
-        assert scale.body["kind"] == "Scale" and scale.body["spec"]["replicas"] == 1
-        scale.body["spec"]["replicas"] = 3
-        put = await k.request("PUT", f"{path}/{name}/scale", scale.body)
+        for _ in range(20):  # a real controller may write the status meanwhile: 409
+            scale = await k.request("GET", f"{path}/{name}/scale")
+            assert scale.body["kind"] == "Scale" and scale.body["spec"]["replicas"] == 1
+            scale.body["spec"]["replicas"] = 3
+            put = await k.request("PUT", f"{path}/{name}/scale", scale.body)
+            if put.status != 409:
+                break
         assert put.status == 200 and put.body["spec"]["replicas"] == 3
         patched = await k.request("PATCH", f"{path}/{name}/scale",
                                   {"spec": {"replicas": 0}}, content_type=MERGE)
-        assert patched.status == 200 and patched.body["spec"]["replicas"] == 0
+        assert patched.status == 200
+        assert patched.body["spec"] == {}  # ScaleSpec.replicas is omitempty
         obj = await k.request("GET", f"{path}/{name}")
         assert obj.body["spec"]["replicas"] == 0
 
@@ -948,7 +963,12 @@ async def test_quota_requires_limits_and_limit_range_defaults_them(kube_target: 
     ns = await k.namespace("lrange")
     await _quota(k, ns, {"limits.cpu": "2", "limits.memory": "2Gi"})
     pods = f"/api/v1/namespaces/{ns}/pods"
-    r = await k.request("POST", pods, pod("bare"))
+    for _ in range(50):  # a real server's quota admission may not know the quota yet
+        r = await k.request("POST", pods, pod("bare"))
+        if r.status != 201:
+            break
+        await k.request("DELETE", f"{pods}/bare", params={"gracePeriodSeconds": "0"})
+        await asyncio.sleep(0.1)
     assert (r.status, r.reason) == (403, "Forbidden")
     assert r.body["message"] == ('pods "bare" is forbidden: failed quota: compute: must '
                                  'specify limits.cpu for: main; limits.memory for: main')
@@ -1297,8 +1317,14 @@ async def test_watch_from_a_future_resource_version_asks_to_relist(kube_target: 
     listed = await k.request("GET", f"/api/v1/namespaces/{ns}/configmaps")
     future = str(int(listed.body["metadata"]["resourceVersion"]) + 10**9)
     r = await k.request("GET", f"/api/v1/namespaces/{ns}/configmaps", params={
-        "watch": "1", "resourceVersion": future, "timeoutSeconds": "10"})
-    # an ERROR event in a 200 stream (the emulator), or a plain 504 Status
+        "watch": "1", "resourceVersion": future, "timeoutSeconds": "4"})
+    if not k.is_local:
+        # kube-apiserver 1.36 keeps such a watch open, silent, until timeoutSeconds; the
+        # emulator answers 504 instead so a client that outlived its restart relists
+        # (docs/apiserver.md lists this difference)
+        assert (r.status, r.body) == (200, "")
+        return
+    # an ERROR event in a 200 stream
     status = r.body["object"] if r.status == 200 else r.body
     assert r.status == 200 and r.body["type"] == "ERROR" or r.status == 504
     assert status["code"] == 504 and status["reason"] == "Timeout"

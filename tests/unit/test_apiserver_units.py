@@ -31,8 +31,9 @@ def test_smp_uses_schema_merge_keys_for_fields_outside_the_table():
     patch = {"spec": {"topologySpreadConstraints": [
         {"topologyKey": "host", "maxSkew": 2, "whenUnsatisfiable": "DoNotSchedule"}]}}
     out = strategic_merge_patch(pod, patch, _pod_schema())
+    # merged in a real server's order: the patch's new items first
     assert [c["topologyKey"] for c in out["spec"]["topologySpreadConstraints"]] == [
-        "zone", "host"]
+        "host", "zone"]
     # without the schema the list is replaced (no table entry)
     out = strategic_merge_patch(pod, patch)
     assert [c["topologyKey"] for c in out["spec"]["topologySpreadConstraints"]] == ["host"]
@@ -51,15 +52,28 @@ def test_smp_containers_env_ports_tolerations_and_directives():
         "tolerations": [{"key": "k2"}]}}
     for schema in (_pod_schema(), None):
         out = strategic_merge_patch(pod, patch, schema)
-        assert out["metadata"]["finalizers"] == ["a", "b"]
+        assert out["metadata"]["finalizers"] == ["b", "a"]  # as strategicpatch orders it
         names = [c["name"] for c in out["spec"]["containers"]]
         assert names == ["d", "c"]
         c = out["spec"]["containers"][1]
         assert c["image"] == "x:1" and c["args"] == ["z"]  # args are atomic
-        assert [p["containerPort"] for p in c["ports"]] == [80, 81]
+        assert [p["containerPort"] for p in c["ports"]] == [81, 80]
         assert c["env"] == [{"name": "B", "value": "2"}]
         assert out["spec"]["tolerations"] == [{"key": "k2"}]  # atomic in Kubernetes
     assert pod["spec"]["containers"][0]["env"] == [{"name": "A", "value": "1"}]  # untouched
+
+
+def test_smp_orders_merged_lists_like_strategicpatch():
+    from kdash_hub.localcluster.apiserver.patch import normalize_order
+
+    # server-only items slot in before the patch item they preceded on the server
+    original = [{"n": "a"}, {"n": "b"}, {"n": "c"}]
+    merged = [{"n": "a"}, {"n": "b"}, {"n": "c"}, {"n": "x"}]
+    order = [{"n": "x"}, {"n": "c"}]
+    assert [i["n"] for i in normalize_order(merged, order, original, "n")] == [
+        "x", "a", "b", "c"]
+    assert normalize_order(["a", "b"], ["b"], ["a", "b"], None) == ["a", "b"]
+    assert normalize_order(["a", "b"], ["b"], ["a"], None) == ["b", "a"]
 
 
 def test_smp_replace_and_delete_directives_on_maps():

@@ -294,6 +294,7 @@ class Operations:
                 new["status"] = obj["status"]
             else:
                 new.pop("status", None)
+            new["metadata"] = _status_update_metadata(rtype, old_meta, meta)
         else:
             new = obj
             if rtype.has_status:
@@ -558,6 +559,25 @@ class Operations:
         return _scale_of(stored)
 
 
+_SYSTEM_META = ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
+                "deletionGracePeriodSeconds", "generation", "resourceVersion", "selfLink")
+
+
+def _status_update_metadata(rtype: ResourceType, old: dict, new: dict) -> dict:
+    """A write to `/status` changes the status and, as on a real server, the object's
+    metadata too (labels, annotations, finalizers), except what the kind's status strategy
+    keeps: a Pod's ownerReferences, a Deployment's labels."""
+    meta = {k: copy.deepcopy(v) for k, v in new.items() if k not in _SYSTEM_META}
+    meta |= {k: copy.deepcopy(v) for k, v in old.items() if k in _SYSTEM_META}
+    kept = {"Pod": ("ownerReferences",), "Deployment": ("labels",)}.get(rtype.kind, ())
+    for key in kept:
+        if key in old:
+            meta[key] = copy.deepcopy(old[key])
+        else:
+            meta.pop(key, None)
+    return meta
+
+
 def _undecodable(kind: str, api_version: str, why: str) -> APIError:
     """A body that can't be decoded into the kind: 400, in a real server's words."""
     version = api_version.rpartition("/")[2]
@@ -632,7 +652,10 @@ def _scale_of(obj: dict) -> dict:
         "kind": "Scale", "apiVersion": "autoscaling/v1",
         "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion",
                                        "creationTimestamp") if k in m},
-        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+        # ScaleSpec.replicas is omitempty: 0 isn't written; the status's selector too
+        "spec": {k: v for k, v in {"replicas": (obj.get("spec") or {}).get(
+            "replicas", 0)}.items() if v},
         "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                   "selector": _selector_string(selector)},
+                   **({"selector": _selector_string(selector)}
+                      if _selector_string(selector) else {})},
     }

@@ -235,6 +235,7 @@ def _smp_map(target: dict, patch: dict, path: tuple[str, ...], s: Any = None,
     retain = patch.get("$retainKeys")
     result = target
     orders: dict[str, list] = {}
+    originals = {k: v for k, v in target.items() if isinstance(v, list)}
     for key, value in patch.items():
         if key in ("$patch", "$retainKeys"):
             continue
@@ -265,9 +266,9 @@ def _smp_map(target: dict, patch: dict, path: tuple[str, ...], s: Any = None,
         else:
             result[key] = copy.deepcopy(value)
     for field, order in orders.items():
-        if isinstance(result.get(field), list):
-            result[field] = _apply_order(result[field], order,
-                                         _list_meta(s, node, field, path + (field,))[1])
+        if isinstance(result.get(field), list) and isinstance(order, list):
+            result[field] = normalize_order(result[field], order, originals.get(field) or [],
+                                            _list_meta(s, node, field, path + (field,))[1])
     if isinstance(retain, list):
         keep = set(retain)
         result = {k: v for k, v in result.items() if k in keep}
@@ -287,7 +288,7 @@ def _smp_list(current: list, patch: list, path: tuple[str, ...], merge: bool,
         for v in patch:
             if v not in out:
                 out.append(v)
-        return out
+        return normalize_order(out, patch, current, None)
     if not all(isinstance(p, dict) for p in patch):
         return copy.deepcopy(patch)
     out = [copy.deepcopy(c) for c in current]
@@ -306,14 +307,44 @@ def _smp_list(current: list, patch: list, path: tuple[str, ...], merge: bool,
             merged = _smp_map(out[idx], item, path, s, item_node)
             if merged is not None:
                 out[idx] = merged
-    return out
+    order = [p for p in patch if not (isinstance(p, dict) and p.get("$patch") == "delete")]
+    return normalize_order(out, order, current, key)
 
 
-def _apply_order(items: list, order: list, key: str | None) -> list:
+def normalize_order(merged: list, order: list, original: list, key: str | None) -> list:
+    """The order a real server gives a merged list (strategicpatch's normalizeElementOrder):
+    the patch's items in the patch's order, the server-only items in their old order, the
+    latter slotted in before a patch item they preceded on the server; new items first."""
+
     def ident(x: Any) -> Any:
         return x.get(key) if key and isinstance(x, dict) else x
 
     wanted = [ident(o) for o in order]
-    ranked = [x for w in wanted for x in items if ident(x) == w]
-    rest = [x for x in items if ident(x) not in wanted]
-    return ranked + rest
+    before = [ident(o) for o in original]
+
+    def rank(ids: list, x: Any) -> int:
+        i = ident(x)
+        return ids.index(i) if i in ids else -1
+
+    patch_items = sorted((x for x in merged if ident(x) in wanted),
+                         key=lambda x: rank(wanted, x))
+    server_only = sorted((x for x in merged if ident(x) not in wanted),
+                         key=lambda x: rank(before, x))
+    out: list = []
+    i = j = 0
+    while i < len(server_only) or j < len(patch_items):
+        if j >= len(patch_items):
+            out.append(server_only[i])
+            i += 1
+        elif i >= len(server_only):
+            out.append(patch_items[j])
+            j += 1
+        else:
+            left, right = rank(before, server_only[i]), rank(before, patch_items[j])
+            if left >= 0 and right >= 0 and left < right:
+                out.append(server_only[i])
+                i += 1
+            else:
+                out.append(patch_items[j])
+                j += 1
+    return out
