@@ -12,6 +12,7 @@ form). The binding goes into the account's auth_state, which only the hub writes
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,9 @@ class OIDCLoginHandler(_NonceMixin, OAuthLoginHandler):
         self._extra_state = {**extra_state, "provider": provider}
         self._backend = backend
         try:
-            super().get()
+            redirected = super().get()
+            if inspect.isawaitable(redirected):  # sync in oauthenticator 17; async later?
+                await redirected
         finally:
             self._backend = None
 
