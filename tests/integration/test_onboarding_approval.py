@@ -4,7 +4,8 @@ One hub for the module (and tests/security/test_onboarding_attacks.py): require_
 `gpu-users` approved automatically, named servers allowed, the "simple" spawner (an approved
 user's start really runs). Users: alice (LDAP, admin), bob (LDAP, gpu-users: auto),
 carol (LDAP, pending -> approved), dave (OIDC, pending -> rejected), frank (LDAP, pending,
-then removed from the directory), erin (LDAP, pending: the attacker of the security tests).
+then removed from the directory), erin (LDAP, pending: the attacker of the security tests),
+grace (LDAP, approved in Chromium by test_onboarding_browser.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ API = "/hub/api/kdash/approvals"
 EXTRA_USERS = [
     {"uid": "frank", "password": "frank-pw", "uidNumber": 2006, "gidNumber": 2006},
     {"uid": "erin", "password": "erin-pw", "uidNumber": 2005, "gidNumber": 2005},
+    {"uid": "grace", "password": "grace-pw", "uidNumber": 2007, "gidNumber": 2007},
 ]
 
 
