@@ -317,9 +317,10 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             if self.bundle_drift_check == "watch":
                 drift = DriftWatch.for_loop(self, self.drift_watch_timeout_seconds)
             provisioner = BundleProvisioner(self.kube, self.log, self.bundle_drift_check, drift)
-            # the home claim goes with the bundle's objects, the completion mark with the pod
-            # (awaited at the end of _start): a first start takes as many rounds as KubeSpawner
-            self._bundle_finish = provisioner.finish
+            # the home claim goes with the bundle's objects, the rest (RoleBindings the pod
+            # does not need, the completion mark) once the pod is made; awaited at the end of
+            # _start: a first start takes as many rounds before its pod as KubeSpawner's
+            self._bundle_finish = provisioner
             outcome = await provisioner.ensure(spec, self.report,
                                                alongside=self._home_claim_beside_bundle(),
                                                finish_later=True)
@@ -334,7 +335,7 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             self._bundle_finished = True
             self._events_changed.set()
 
-    _bundle_finish = None  # the provisioner's pending completion mark, awaited by _start
+    _bundle_finish = None  # the provisioner whose bundle completion _start awaits
 
     async def _start(self):
         try:
@@ -346,13 +347,19 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         return result
 
     async def _finish_bundle(self, wait: bool) -> None:
-        finish, self._bundle_finish = self._bundle_finish, None
-        if finish is None:
+        provisioner, self._bundle_finish = self._bundle_finish, None
+        if provisioner is None:
             return
         try:
-            await finish(wait)
+            await provisioner.finish(wait)
         except BundleError as e:
             raise web.HTTPError(e.status, e.message) from e
+
+    async def _make_create_pod_request(self, pod, request_timeout):
+        created = await super()._make_create_pod_request(pod, request_timeout)
+        if created and self._bundle_finish is not None:
+            self._bundle_finish.finish_soon()  # the bundle's rest runs while the pod starts
+        return created
 
     def _home_claim_beside_bundle(self):
         """KubeSpawner's home claim create, to run with the bundle's objects (a round earlier
