@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -51,7 +52,10 @@ class BundleProvisioner:
         self.mode = mode
         self.drift = drift
         self.namespace_object: dict = {}  # the user's Namespace as last read or written
-        self.completion: asyncio.Future | None = None  # the mark, with finish_later
+        # with finish_later: the rest of the bundle and its mark, to run once the caller's
+        # own next request is made (finish_soon), awaited by finish()
+        self._later: Callable[[], Awaitable[None]] | None = None
+        self.completion: asyncio.Future | None = None
 
     # namespaces this process has found or made: a start reads those first. Only a hint for
     # which request goes first; both orders end with the namespace in hand
@@ -119,24 +123,33 @@ class BundleProvisioner:
         await asyncio.gather(*(self._ensure_one(o, report, fresh, wait_for_rbac=fresh)
                                for o in boot))
         # the other RoleBindings (the services', the user's ServiceAccount's) are needed once
-        # the server runs, not to make its pod: with finish_later they go beside the pod
+        # the server runs, not to make its pod: with finish_later they go after the pod
         late = [o for o in todo if finish_later and o not in boot and o["kind"] == "RoleBinding"]
         rest = [self._ensure_one(o, report, fresh, wait_for_rbac=wait)
                 for o in todo if o not in boot and o not in late]
         if alongside is not None:  # the caller's create needs the hub's rights there too
             rest.append(self._allowed(alongside, wait))
         await asyncio.gather(*rest)
-        completion = self._complete(late, report, fresh, wait, ns, spec, desired_hash)
+        completion = partial(self._complete, late, report, fresh, wait, ns, spec, desired_hash)
         if finish_later:
-            self.completion = asyncio.ensure_future(completion)
+            self._later = completion
         else:
-            await completion
+            await completion()
         return "created" if fresh else "repaired"
 
+    def finish_soon(self) -> None:
+        """Start what `ensure(finish_later=True)` left (the late RoleBindings, then the
+        completion mark): the caller calls this once its own next request (the pod) is made,
+        so that request does not queue behind them."""
+        later, self._later = self._later, None
+        if later is not None:
+            self.completion = asyncio.ensure_future(later())
+
     async def finish(self, wait: bool = True) -> None:
-        """Wait for what `ensure(finish_later=True)` left running (the late RoleBindings, then
-        the completion mark); its BundleError is raised here. `wait=False` (the start failed
-        already): let it run on, its failure only logged."""
+        """Wait for what `ensure(finish_later=True)` left (started here if it was not yet);
+        its BundleError is raised here. `wait=False` (the start failed already): let it run
+        on, its failure only logged."""
+        self.finish_soon()
         completion, self.completion = self.completion, None
         if completion is None:
             return
@@ -216,7 +229,9 @@ class BundleProvisioner:
                 f"Namespace {spec.namespace} belongs to another user; ask an admin to "
                 "check the namespace prefix and naming.", 409)
 
-    RBAC_WAIT_SECONDS = 5.0
+    # how long a 403 is waited out: the RBAC cache of a busy API server can lag seconds
+    # behind (seen: > 5 s with 20 first starts at once on a loaded 2-core machine)
+    RBAC_WAIT_SECONDS = 30.0
     # pauses between tries while a 403 is waited out: short first (the API server's RBAC
     # cache usually catches up within milliseconds), doubled up to the last
     RBAC_PAUSES = (0.005, 0.01, 0.02, 0.05, 0.1)
