@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import secrets
 import statistics
@@ -172,6 +173,16 @@ async def part1(plane: str, kubeconfig: Path | None, users: int, variants: list[
 
 
 HUB_EXTRA = '''
+import os
+
+if os.environ.get("KDASH_BENCH_PROFILE"):  # --profile-hub: where the hub's CPU goes
+    import atexit
+    import cProfile
+    import time
+    _profile = cProfile.Profile(time.process_time)
+    _profile.enable()
+    atexit.register(lambda: _profile.dump_stats(os.environ["KDASH_BENCH_PROFILE"]))
+
 from kdash_hub.spawner import KDashSpawner
 from kubespawner import KubeSpawner
 
@@ -194,7 +205,7 @@ c.JupyterHub.concurrent_spawn_limit = 0
 c.JupyterHub.active_server_limit = 0
 c.JupyterHub.api_page_default_limit = 2000
 c.JupyterHub.api_page_max_limit = 2000
-c.JupyterHub.log_level = "WARN"
+c.JupyterHub.log_level = os.environ.get("KDASH_BENCH_HUB_LOG_LEVEL", "WARN")
 # the pods are left to the control plane (stopping hundreds of servers is not measured)
 c.JupyterHub.cleanup_servers = False
 c.Spawner.start_timeout = 600
@@ -206,6 +217,13 @@ c.Spawner.cpu_limit = 1
 c.Spawner.mem_limit = "1G"
 c.KubeSpawner.enable_user_namespaces = True
 c.BenchPlain.user_namespace_template = "plain-{{username}}"
+# the same home as KDashSpawner's default `dynamic` preset: a claim in the user's namespace
+c.BenchPlain.storage_pvc_ensure = True
+c.BenchPlain.storage_capacity = "10Gi"
+c.BenchPlain.volumes = [
+    {{"name": "home", "persistentVolumeClaim": {{"claimName": "{{pvc_name}}"}}}}]
+c.BenchPlain.volume_mounts = [{{"name": "home", "mountPath": "/home/jovyan"}}]
+c.KDashSpawner.dynamic_storage = {{"capacity": "10Gi"}}
 c.KDashSpawner.hub_namespace = "{hub_namespace}"
 c.KDashSpawner.quota = {{"pods": "5", "limits.cpu": "4", "limits.memory": "8Gi"}}
 '''
@@ -225,7 +243,8 @@ async def stub_server(port: int) -> web.AppRunner:
 
 
 async def part2(plane: str, users: int, label: str, tag: str,
-                real: RealPlane | None = None, admin: bool = False) -> dict:
+                real: RealPlane | None = None, admin: bool = False,
+                profile_dir: Path | None = None, log_level: str = "") -> dict:
     # names differ per run: on the real control plane every run shares one cluster
     prefix = f"{label[0]}{users}{tag}-"
     cluster = None
@@ -249,12 +268,16 @@ async def part2(plane: str, users: int, label: str, tag: str,
     config = HUB_EXTRA.format(stub_port=stub_port, spawner=HUB_SPAWNERS[label],
                               hub_namespace=HUB_NAMESPACE)
     env = {"KUBECONFIG": str(kubeconfig)}
+    if log_level:
+        env["KDASH_BENCH_HUB_LOG_LEVEL"] = log_level
+    if profile_dir is not None:  # made by main()
+        env["KDASH_BENCH_PROFILE"] = str(profile_dir / f"hub-{plane}-{label}-{users}.prof")
     names = [f"{prefix}{i:04d}" for i in range(users)]
     started: dict[str, float] = {}
     ready: dict[str, float] = {}
     statuses: dict[int, int] = {}
     hub = None
-    wall = 0.0
+    wall = hub_cpu = 0.0
     try:
         for attempt in range(3):  # a port picked as free can be taken before the hub binds it
             hub = HubProcess(config, tmp / f"hub-{attempt}", env=env, start_timeout=120)
@@ -287,6 +310,7 @@ async def part2(plane: str, users: int, label: str, tag: str,
                 assert r.status in (201, 202), await r.text()
             async with asyncio.timeout(300):
                 await _wait_ready(session, hub.api_url, warm)
+            cpu0 = _cpu_seconds(hub.process.pid)
             t0 = time.perf_counter()
             spawns = asyncio.gather(*(spawn(n) for n in names))
             deadline = t0 + 900
@@ -306,6 +330,7 @@ async def part2(plane: str, users: int, label: str, tag: str,
                         failed.add(name)  # the spawn failed after the POST returned
             await spawns
             wall = time.perf_counter() - t0
+            hub_cpu = _cpu_seconds(hub.process.pid) - cpu0
         if cluster is not None:
             pods = cluster.run_in_thread(_running_pods_emulator(cluster, prefix), 30)
         else:
@@ -321,9 +346,15 @@ async def part2(plane: str, users: int, label: str, tag: str,
     latencies = [ready[n] - started[n] for n in ready]
     return {"users": users, "ready": len(ready), "lost": users - len(ready),
             "running_pods": pods, "post_statuses": statuses, "wall_s": wall,
-            "identity": identity,
+            "identity": identity, "hub_cpu_s": hub_cpu,
             "p50_s": pct(latencies, 0.5) if latencies else None,
             "p95_s": pct(latencies, 0.95) if latencies else None}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process so far: the hub's own cost of the spawns."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _wait_ready(session: aiohttp.ClientSession, api_url: str, name: str) -> None:
@@ -425,6 +456,7 @@ def report(figures: dict) -> None:
                 for label, f in runs.items():
                     print(f"[{p}] {n} users {label}: identity {f['identity']}, running pods "
                           f"{f['running_pods']}, lost {f['lost']}, wall {f['wall_s']:.1f} s, "
+                          f"hub CPU {1000 * f['hub_cpu_s'] / f['users']:.0f} ms per spawn, "
                           f"POST {f['post_statuses']}")
 
 
@@ -435,12 +467,16 @@ def _users_list(text: str) -> list[int]:
     return [int(n) for n in text.split(",") if n.strip()]
 
 
-async def run_plane(plane: str, args: argparse.Namespace, tag: str, real: RealPlane | None,
+async def run_plane(plane: str, args: argparse.Namespace, real: RealPlane | None,
                     users: int, hub_users: list[int]) -> dict:
+    # user names of this run only: on a reused real control plane, and in this process's
+    # memory of namespaces it has seen, a first spawn stays a first spawn
+    tag = secrets.token_hex(2)
     out: dict = {}
     kubeconfig = real.admin_kubeconfig if real is not None else None
     variants = args.variants or list(VARIANTS)
-    out["part1"] = await part1(plane, kubeconfig, users, variants, tag)
+    if not args.hub_only:
+        out["part1"] = await part1(plane, kubeconfig, users, variants, tag)
     if not args.no_hub:
         out["part2"] = {}
         for i, n in enumerate(hub_users):
@@ -449,7 +485,9 @@ async def run_plane(plane: str, args: argparse.Namespace, tag: str, real: RealPl
             out["part2"][n] = {}
             for label in order:
                 out["part2"][n][label] = await part2(plane, n, label, tag, real,
-                                                     admin=args.hub_admin)
+                                                     admin=args.hub_admin,
+                                                     profile_dir=args.profile_hub,
+                                                     log_level=args.hub_log_level)
     return out
 
 
@@ -463,6 +501,7 @@ def main() -> None:
     parser.add_argument("--hub-users", type=_users_list, default=None,
                         help="users spawning at once in part 2, comma-separated (20,200)")
     parser.add_argument("--no-hub", action="store_true", help="skip part 2")
+    parser.add_argument("--hub-only", action="store_true", help="skip part 1")
     parser.add_argument("--variants", type=lambda t: t.split(","), default=None,
                         help=f"part 1 spawners (default {','.join(VARIANTS)}; plain first)")
     parser.add_argument("--hub-admin", action="store_true",
@@ -470,15 +509,21 @@ def main() -> None:
     parser.add_argument("--real-kubeconfig", type=Path, default=None,
                         help="use this running real control plane (admin kubeconfig) instead "
                              "of starting one")
+    parser.add_argument("--profile-hub", type=Path, default=None,
+                        help="write a cProfile of each part-2 hub to this directory")
+    parser.add_argument("--hub-log-level", default="",
+                        help="log level of the part-2 hubs (WARN; their logs stay in the "
+                             "temporary directory)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
     users = args.users or (6 if args.quick else 30)
     hub_users = args.hub_users or ([20] if args.quick else [20, 200])
     planes = PLANES if args.control_plane == "both" else (args.control_plane,)
-    tag = secrets.token_hex(2)
+    if args.profile_hub:
+        args.profile_hub.mkdir(parents=True, exist_ok=True)
     figures: dict = {}
     if "emulator" in planes:
-        figures["emulator"] = asyncio.run(run_plane("emulator", args, tag, None, users,
+        figures["emulator"] = asyncio.run(run_plane("emulator", args, None, users,
                                                     hub_users))
     if "real" in planes:
         workdir = Path(tempfile.mkdtemp(prefix="bench-spawner-real-"))
@@ -491,7 +536,7 @@ def main() -> None:
             print(f"real control plane up in {time.perf_counter() - t0:.0f} s ({workdir})")
         try:
             asyncio.run(real.install_identities())
-            figures["real"] = asyncio.run(run_plane("real", args, tag, real, users, hub_users))
+            figures["real"] = asyncio.run(run_plane("real", args, real, users, hub_users))
         finally:
             real.stop()
     report(figures)
