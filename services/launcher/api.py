@@ -11,7 +11,7 @@ from typing import Any
 
 from tornado import web
 
-from .handlers import LauncherHandler
+from .handlers import SECURITY_HEADERS, LauncherHandler
 from .instances import LauncherError
 
 ACTIONS = ("stop", "start", "extend")
@@ -145,9 +145,21 @@ class NotFoundAPIHandler(APIHandler):
         raise LauncherError(404, f"no API endpoint {self.request.path}")
 
 
-class DefaultHandler(NotFoundAPIHandler):
-    """Paths no route matches: a JSON 404 under the API, the error page elsewhere."""
+class DefaultHandler(web.RequestHandler):
+    """Paths no route matches: a JSON 404 under the API, tornado's page elsewhere (no
+    authentication: nothing is served)."""
+
+    def set_default_headers(self) -> None:
+        for key, value in SECURITY_HEADERS.items():
+            self.set_header(key, value)
 
     def prepare(self) -> None:
-        self.api = "/api" in self.request.path
-        super().prepare()
+        raise web.HTTPError(404)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if "/api" not in self.request.path:
+            super().write_error(status_code, **kwargs)
+            return
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code,
+                                "message": f"no API endpoint {self.request.path}"}))

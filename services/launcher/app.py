@@ -23,6 +23,7 @@ from kdash_hub.templating import Catalog, load_configmaps, load_directories
 from .api import DefaultHandler, api_routes
 from .handlers import SECURITY_HEADERS
 from .instances import InstanceManager
+from .kubeconfig import kubeconfig_routes
 from .proxy import proxy_routes
 from .reconcile import Reconciler
 from .settings import LauncherSettings
@@ -121,6 +122,7 @@ class LauncherApp(Application):
         routes = [
             (prefix + "oauth_callback", HubOAuthCallbackHandler),
             (prefix + r"static/(.*)", StaticFiles, {"path": str(WEB_DIR / "static")}),
+            *kubeconfig_routes(prefix),
             *api_routes(prefix), *proxy_routes(prefix), *ui_routes(prefix),
         ]
         return web.Application(
@@ -144,7 +146,7 @@ class LauncherApp(Application):
         manager = InstanceManager(kube, self.launcher, self.catalog)
         app = self.make_app(manager)
         reconciler = app.settings["reconciler"] = Reconciler(
-            manager, grace=self.launcher.reconcile_grace)
+            manager, grace=self.launcher.reconcile_grace, logger=self.log)
         server = app.listen(self.port, self.ip, xheaders=True)
         # launches a crash cut short are finished or undone now, and then periodically
         reconciling = asyncio.create_task(

@@ -97,7 +97,11 @@ class Report:
 class Reconciler:
     """Finishes or undoes cut-short launches of `manager`'s cluster (one pass at a time)."""
 
-    def __init__(self, manager: InstanceManager, grace: float = 0.0):
+    def __init__(self, manager: InstanceManager, grace: float = 0.0,
+                 logger: logging.Logger | None = None):
+        global log
+        if logger is not None:  # the app's log, where its operators look
+            log = logger
         self.manager = manager
         self.kube = manager.kube
         self.signer = manager.signer
