@@ -60,6 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--user", help="owner (admins)")
         if action == "extend":
             p.add_argument("--by", required=True, help="e.g. 2h")
+    ssub.add_parser("kubeconfig", help="print a kubeconfig for your own namespace (a"
+                                       " short-lived token): `... kubeconfig > file`")
     services.set_defaults(func=cmd_services)
 
 
@@ -125,6 +127,9 @@ def cmd_services(args: argparse.Namespace) -> int:
     client = LauncherClient(url=args.url, token=args.token)
     command = args.services_command
     try:
+        if command == "kubeconfig":
+            sys.stdout.write(client.kubeconfig())
+            return 0
         if command == "list":
             result: Any = client.list(everyone=args.all)
         elif command == "templates":

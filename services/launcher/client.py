@@ -106,3 +106,18 @@ class LauncherClient:
 
     def delete(self, name: str, owner: str | None = None) -> None:
         self.request("DELETE", self._path(name, owner))
+
+    def kubeconfig(self) -> str:
+        """A kubeconfig (YAML) for your own namespace, with a fresh short-lived token."""
+        req = urllib.request.Request(
+            self.url + "api/kubeconfig",
+            headers={"Authorization": f"token {self.token}", "Accept": "application/yaml"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+                return resp.read().decode()
+        except urllib.error.HTTPError as e:
+            try:
+                message = json.loads(e.read()).get("message", e.reason)
+            except ValueError:
+                message = e.reason
+            raise LauncherClientError(e.code, message) from None

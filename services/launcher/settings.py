@@ -7,7 +7,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from traitlets import Bool, Float, Int, List, Unicode, default
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
 from kdash_hub import naming
@@ -146,6 +146,31 @@ class LauncherSettings(Configurable):
                     " message; turn on only where there is no such bundle.",
     ).tag(config=True)
     log_lines = Int(200, help="Container log lines shown in the details.").tag(config=True)
+    user_service_account = Unicode(
+        "kdash-user", help="The ServiceAccount the spawner's bundle makes in each user"
+                           " namespace (KDashSpawner.user_service_account): the kubeconfig"
+                           " download mints its tokens.",
+    ).tag(config=True)
+    kubeconfig_server_url = Unicode(
+        "", help="The API server URL users' kubectl reaches (https://...). Empty: the"
+                 " kubeconfig download is off (its endpoint answers 501).",
+    ).tag(config=True)
+    kubeconfig_ca_file = Unicode(
+        "", help="PEM file of the CA that signed the API server's certificate, embedded in"
+                 " downloaded kubeconfigs. Empty: the CA the launcher's own Kubernetes client"
+                 " trusts (in a pod, the ServiceAccount's ca.crt).",
+    ).tag(config=True)
+    kubeconfig_token_seconds = Int(
+        3600, help="Lifetime of the token in a downloaded kubeconfig (TokenRequest"
+                   " expirationSeconds; at least 600, the API server's minimum).",
+    ).tag(config=True)
+
+    @validate("kubeconfig_token_seconds")
+    def _check_token_seconds(self, proposal: dict) -> int:
+        if proposal["value"] < 600:
+            raise TraitError("kubeconfig_token_seconds must be at least 600")
+        return proposal["value"]
+
     reconcile_interval = Float(
         60.0, help="Seconds between two reconciler passes (one runs at start-up too): a"
                    " launch cut short (a crash) is finished or undone as its record says,"

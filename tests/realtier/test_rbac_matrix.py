@@ -154,6 +154,8 @@ def netpol(name: str, ns: str, labels: dict | None = None) -> dict:
 
 NFS_ROOT = {"name": "everyone", "nfs": {"server": "nfs.example.org", "path": "/exports/homes"}}
 HUB_LABELS = L.owner_labels(ALICE, bundle.COMPONENT)
+TOKEN_REQUEST = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                 "spec": {"expirationSeconds": 600}}
 MERGE = {"metadata": {"annotations": {"kdash-test/touched": "yes"}}}
 
 
@@ -307,6 +309,17 @@ LAUNCHER_ROWS = [
     denied("create", "networkpolicies", OWN, lambda ns: netpol("x", ns, ours())),
     denied("patch", "resourcequotas", OWN, MERGE, name=bundle.QUOTA_NAME),
     denied("list", "nodes", CLUSTER),
+    # kubeconfig download: a token of the user's own ServiceAccount, of no other account,
+    # in no other namespace
+    allowed("create", "serviceaccounts/token", OWN, lambda ns: TOKEN_REQUEST,
+            name="kdash-user"),
+    denied("create", "serviceaccounts/token", OWN, lambda ns: TOKEN_REQUEST, name="default",
+           why="another-account"),
+    denied("create", "serviceaccounts/token", SYSTEM, lambda ns: TOKEN_REQUEST,
+           name="kdash-user"),
+    denied("create", "serviceaccounts/token", HUB, lambda ns: TOKEN_REQUEST, name="hub"),
+    denied("create", "serviceaccounts/token", HUB, lambda ns: TOKEN_REQUEST,
+           name="kdash-launcher", why="itself"),
 ]
 
 CULLER_ROWS = [
