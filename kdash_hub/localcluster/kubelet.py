@@ -167,6 +167,7 @@ class Kubelet:
         self._mount_errors: dict[str, list[str]] = {}  # pod key -> volumes it can't mount
         self._images: set[tuple[str, str]] = set()  # (node, image) pulled already
         self._events: dict[tuple, tuple[str, int]] = {}  # same event again: count it up
+        self._start_attempts: dict[str, int] = {}  # pod key -> failed set-ups in a row
         # the crash-loop back-off's first delay (doubled up to 5 min), as the kubelet's
         self.backoff_seconds = BACKOFF_SECONDS
         self._timers: set[asyncio.TimerHandle] = set()
@@ -540,6 +541,7 @@ class Kubelet:
                 await self._config_error(pod, run, spec.get("containers") or [], str(e))
                 return
             self._config_errors.pop(key, None)
+            self._start_attempts.pop(key, None)
             for container in spec.get("containers") or []:
                 await self._container_events(pod, container["name"])
             run.container_ids = {c["name"]: f"kdash://{secrets.token_hex(32)}"
@@ -587,7 +589,7 @@ class Kubelet:
             await self._patch_status(pod, status | {"phase": "Pending"})
         for message in messages:  # repeated each attempt; the event's count goes up
             await self._event(pod, "FailedMount", message, kind="Warning")
-        self._later(self._retry_start, run)
+        self._later(self._retry_start, run, delay=self._retry_delay(run.key))
 
     async def _complete_later(self, pod: dict, run: PodRun) -> None:
         await asyncio.sleep(self.job_pod_seconds)
@@ -687,6 +689,7 @@ class Kubelet:
             return
         self._config_errors.pop(run.key, None)
         self._mount_errors.pop(run.key, None)
+        self._start_attempts.pop(run.key, None)
         run.runners = runners
         for container in spec.get("containers") or []:
             if container["name"] not in names:
@@ -789,7 +792,7 @@ class Kubelet:
             await self._patch_status(pod, status)
         await self._event(pod, "Failed", f"Error: {message}", kind="Warning",
                           field_path=f"spec.containers{{{containers[0]['name']}}}")
-        self._later(self._retry_start, run)
+        self._later(self._retry_start, run, delay=self._retry_delay(run.key))
 
     def _retry_start(self, run: PodRun) -> None:
         if self.runs.get(run.key) is run and not run.runners:
@@ -797,8 +800,17 @@ class Kubelet:
             del self.runs[run.key]
             self._enqueue(run.key)
 
-    def _later(self, callback: Callable[..., None], *args: Any) -> None:
-        """Call back after `retry_seconds` (unless the kubelet stops first)."""
+    def _retry_delay(self, key: str) -> float:
+        """A pod that can't start yet is tried again soon, then less often (0.1 s doubling
+        up to `retry_seconds`), as the kubelet backs off its pod workers."""
+        attempts = self._start_attempts[key] = self._start_attempts.get(key, 0) + 1
+        if len(self._start_attempts) > 4096:
+            self._start_attempts.pop(next(iter(self._start_attempts)))
+        return min(self.retry_seconds, 0.1 * 2 ** (attempts - 1))
+
+    def _later(self, callback: Callable[..., None], *args: Any,
+               delay: float | None = None) -> None:
+        """Call back after `delay` (default `retry_seconds`) unless the kubelet stops first."""
         if self._stopped:
             return
 
@@ -806,7 +818,8 @@ class Kubelet:
             self._timers.discard(handle)
             callback(*args)
 
-        handle = asyncio.get_running_loop().call_later(self.retry_seconds, fire)
+        handle = asyncio.get_running_loop().call_later(
+            self.retry_seconds if delay is None else delay, fire)
         self._timers.add(handle)
 
     async def _finish_run(self, pod: dict, run: PodRun, exits: dict[str, tuple]) -> None:
