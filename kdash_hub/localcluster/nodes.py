@@ -10,7 +10,7 @@ from typing import Any
 from . import processes
 from .podstatus import now_iso
 
-KUBELET_VERSION = "v1.32.0-kdash"  # the version the API server validates against
+KUBELET_VERSION = "v1.36.3-kdash"  # the release the emulator and the real control plane claim
 MAX_PODS_PER_NODE = 253  # pod IPs .2 to .254 of the node's /24
 
 
