@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
 from .storage import PRESETS
@@ -25,6 +25,15 @@ class KDashSettings(Configurable):
     @default("hub_namespace")
     def _hub_namespace_default(self) -> str:
         return self._namespace_default()  # KubeSpawner's: in-cluster namespace or "default"
+
+    @validate("user_namespace_template")
+    def _refuse_user_namespace_template(self, proposal: dict) -> str:
+        # KubeSpawner's template would be silently ignored: naming.user_namespace names them
+        raise TraitError(
+            "KDashSpawner names user namespaces itself (namespace_prefix + the username, made "
+            "a valid and unique Kubernetes name), so KubeSpawner.user_namespace_template = "
+            f"{proposal['value']!r} would be ignored: remove it, and set "
+            "KDashSpawner.namespace_prefix instead.")
 
     quota = Dict(
         {"requests.cpu": "8", "limits.cpu": "16", "requests.memory": "32Gi",
