@@ -252,11 +252,13 @@ def test_openapi_documents_every_endpoint():
     import yaml
 
     from kdash_hub.services.launcher import api
+    from kdash_hub.services.launcher.kubeconfig import kubeconfig_routes
 
     spec = yaml.safe_load((Path(api.__file__).parent / "openapi.yaml").read_text())
     documented = {re.sub(r"\{[^}]+\}", "X", p) for p in spec["paths"]}
     routed = set()
-    for pattern, _handler in api.api_routes("/p/")[:-1]:  # the last one is the 404 catch-all
+    # the last api route is the 404 catch-all
+    for pattern, _handler in [*kubeconfig_routes("/p/"), *api.api_routes("/p/")[:-1]]:
         path = pattern.removeprefix("/p/api").replace("/?", "")
         path = path.replace("([^/]+)", "X").replace("([a-z]+)", "ACTION")
         routed.add(path)
