@@ -24,7 +24,6 @@ from .api import DefaultHandler, api_routes
 from .handlers import SECURITY_HEADERS
 from .instances import InstanceManager
 from .kubeconfig import kubeconfig_routes
-from .kubeconfig import kubeconfig_routes
 from .proxy import proxy_routes
 from .reconcile import Reconciler
 from .settings import LauncherSettings
@@ -123,7 +122,6 @@ class LauncherApp(Application):
         routes = [
             (prefix + "oauth_callback", HubOAuthCallbackHandler),
             (prefix + r"static/(.*)", StaticFiles, {"path": str(WEB_DIR / "static")}),
-            *kubeconfig_routes(prefix),
             *kubeconfig_routes(prefix),
             *api_routes(prefix), *proxy_routes(prefix), *ui_routes(prefix),
         ]
