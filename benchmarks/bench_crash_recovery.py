@@ -50,13 +50,13 @@ HTTP_TIMEOUT = "c.KDashSpawner.http_timeout = 60\n"
 
 
 def row(label: str, counts: Counts, seconds: float | None = None) -> str:
-    cells = "".join(f"{getattr(counts, c):>9}" for c in COLUMNS)
-    return f"  {label:<24}{cells}" + (f"{seconds:>10.1f}" if seconds is not None else "")
+    cells = "".join(f"{getattr(counts, c):>13}" for c in COLUMNS)
+    return f"  {label:<28}{cells}" + (f"{seconds:>10.1f}" if seconds is not None else "")
 
 
 def header(title: str) -> None:
     print(f"\n{title}")
-    print(f"  {'':<24}" + "".join(f"{c.replace('_', '-'):>9}" for c in COLUMNS)
+    print(f"  {'':<28}" + "".join(f"{c.replace('_', '-'):>13}" for c in COLUMNS)
           + f"{'seconds':>10}")
 
 
@@ -74,7 +74,10 @@ async def kill_experiment(workdir: Path, users: int, point: str, adoption: bool 
         for spawn in spawns:
             spawn.cancel()
         restarted = await lab.restart_hub()
+        hub_up = time.monotonic() - restarted
+        pods_ready = asyncio.ensure_future(lab.all_pods_ready())
         recovered = await lab.settle(seconds=900) - restarted
+        last_pod_ready = await pods_ready - restarted
         after = await lab.counts(running_at_kill)
         t0 = time.monotonic()
         again = await lab.start_the_rest()
@@ -87,9 +90,13 @@ async def kill_experiment(workdir: Path, users: int, point: str, adoption: bool 
         print(row("at the kill (hub's view)", before))
         print(row("after restart", after, recovered))
         print(row(f"after 1 more start ({len(again)})", repaired, repaired_in))
+        print(f"  after the restart: hub API answering {hub_up:.1f}s, last notebook pod ready "
+              f"{last_pod_ready:.1f}s, all servers settled and answering {recovered:.1f}s")
         return {"experiment": f"kill:{point}", "adoption": adoption, "users": users,
                 "pods_running_at_kill": len(running_at_kill), "before": before.figures(),
                 "after": after.figures(), "recover_seconds": round(recovered, 1),
+                "hub_up_seconds": round(hub_up, 1),
+                "last_pod_ready_seconds": round(last_pod_ready, 1),
                 "restarted": len(again), "repaired": repaired.figures(),
                 "repair_seconds": round(repaired_in, 1)}
     finally:

@@ -34,7 +34,9 @@ async def test_hub_killed_during_spawns_loses_nothing(tmp_path, point):
             assert running_at_kill == set(lab.names)
 
         began = await lab.restart_hub()
+        pods_ready = asyncio.ensure_future(lab.all_pods_ready())
         recovered = await lab.settle() - began
+        last_pod_ready = await pods_ready - began
         after = await lab.counts(running_at_kill)
         # nothing that had reached a running state is lost, and every pod that existed
         # became a running server (each was only starting), at its real address
@@ -46,8 +48,9 @@ async def test_hub_killed_during_spawns_loses_nothing(tmp_path, point):
         assert after.false_marked == 0, after
         if point == "all-running":
             assert after.running == N
-            # not the hub's 60 s wait at the placeholder address of each server
-            assert recovered < 60, recovered
+        # served soon after the notebooks are (on a busy machine they take a minute to
+        # listen), not after the hub's http_timeout wait at a placeholder address
+        assert recovered - last_pod_ready < 30, (recovered, last_pod_ready)
 
         # the hub home tells each user the truth
         adopted = sorted(pods_at_kill)[0]
