@@ -289,6 +289,7 @@ async def test_temporary_api_errors_at_creates_are_tried_again(offline_kube):
 def test_upstream_private_names_are_still_there():
     for name, params in {
         "_start_watching_pods": ["self", "replace"],
+        "_start_watching_events": ["self", "replace"],
         "_get_pod_url": ["self", "pod"],
         "_make_create_pod_request": ["self", "pod", "request_timeout"],
         "_make_create_pvc_request": ["self", "pvc", "request_timeout"],
@@ -297,10 +298,12 @@ def test_upstream_private_names_are_still_there():
     }.items():
         assert list(inspect.signature(getattr(KubeSpawner, name)).parameters) == params, name
     assert isinstance(KubeSpawner.pod_reflector, property)
+    assert "self._start_future = " in inspect.getsource(KubeSpawner.start)
+    assert "orm_spawner" in Spawner.class_traits()
     # KDashSpawner's overrides really sit in front of KubeSpawner's
     mro = [c.__name__ for c in KDashSpawner.__mro__]
-    assert mro.index("ExplainedStart") < mro.index("KubeSpawner")
-    assert mro.index("AdoptOnRestart") < mro.index("KubeSpawner")
+    for mixin in ("AdoptOnRestart", "ExplainedStart", "ShieldedReflectors"):
+        assert mro.index(mixin) < mro.index("KubeSpawner"), mixin
 
 
 def test_jupyterhub_restart_check_contract():
