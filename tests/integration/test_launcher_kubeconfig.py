@@ -21,3 +21,14 @@ async def test_a_token_without_the_launcher_scope_gets_a_403_json(launcher_env: 
     assert "access:services!service=kdash-launcher" in body["message"]
     status, body = await launcher_env.call("GET", "kubeconfig", None)
     assert status == 403 and "authentication required" in body["message"]
+
+
+def test_a_token_lifetime_under_the_api_servers_minimum_is_refused_at_start():
+    import pytest
+    from traitlets import TraitError
+
+    from kdash_hub.services.launcher.settings import LauncherSettings
+
+    with pytest.raises(TraitError, match="at least 600"):
+        LauncherSettings(kubeconfig_token_seconds=599)
+    assert LauncherSettings(kubeconfig_token_seconds=600).kubeconfig_token_seconds == 600
