@@ -78,6 +78,32 @@ async def test_the_hubs_own_role_binding_is_made_before_anything_else(local_clus
     await s.stop()
 
 
+async def test_a_first_start_makes_its_pod_in_as_many_rounds_as_kubespawner(local_cluster):
+    """The namespace with one request (no read first), the home claim with the bundle, the
+    pod before the RoleBindings it does not need, the completion mark after those."""
+    requires_emulator(local_cluster)
+    log = local_cluster.api.request_log
+    n = len(log)
+    s = build_spawner(username="mia")
+    await started(s)
+    ns = f"/api/v1/namespaces/{s.namespace}"
+    sent = [(m, p.split("?")[0]) for m, p, _ in list(log)[n:]]
+    assert ("GET", ns) not in sent
+    writes = [(m, p) for m, p in sent if m in ("POST", "PATCH")
+              and (p == "/api/v1/namespaces" or f"/namespaces/{s.namespace}" in p)
+              and not p.endswith(("/status", "/binding", "/events"))]
+    assert writes[0] == ("POST", "/api/v1/namespaces"), writes
+    pod = writes.index(("POST", f"{ns}/pods"))
+    before = {p.rsplit("/", 1)[-1] for _, p in writes[1:pod]}
+    assert before == {"resourcequotas", "limitranges", "networkpolicies", "serviceaccounts",
+                      "persistentvolumeclaims"}, writes
+    # the emulator authorizes all, so even the hub's own binding is not needed before the pod
+    bindings = [i for i, (_, p) in enumerate(writes) if p.endswith("/rolebindings")]
+    assert len(bindings) == 4 and min(bindings) > pod, writes
+    assert writes[-1] == ("PATCH", ns) and len(writes) == 12, writes
+    await s.stop()
+
+
 async def test_later_start_writes_nothing_and_repairs_drift(local_cluster, kube):
     requires_emulator(local_cluster)
     s = build_spawner(username="carol")
