@@ -462,6 +462,24 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         async for event in super().progress():
             yield event
 
+    # --- stopping -------------------------------------------------------------------------
+
+    async def _make_delete_pod_request(self, pod_name, delete_options, grace_seconds,
+                                       request_timeout):
+        """A stop after a start that failed before the namespace was ours (a pull secret
+        out of reach, say) is refused (403: the hub's rights there come with the bundle),
+        not 404: the pod the hub can't have made is gone if its cluster-wide watch agrees."""
+        try:
+            return await super()._make_delete_pod_request(pod_name, delete_options,
+                                                          grace_seconds, request_timeout)
+        except ApiException as e:
+            key = f"{self.namespace}/{pod_name}"
+            if e.status != 403 or key in self.pod_reflector.pods:
+                raise
+            self.log.info("No pod %s to delete (the hub holds no rights in %s yet)", key,
+                          self.namespace)
+            return True
+
     # --- user deletion --------------------------------------------------------------------
 
     async def delete_forever(self):
