@@ -23,7 +23,7 @@ from traitlets.config import Config
 
 from kdash_hub.dev.hub import HubProcess
 from kdash_hub.kube import KubeResources
-from tests.fixtures.cluster import api_client_for, requires_emulator
+from tests.fixtures.cluster import admin_kubeconfig_of, api_client_for, requires_emulator
 
 
 def fake_user(name: str, uid: int = 1) -> SimpleNamespace:
@@ -63,7 +63,7 @@ async def wait_for(predicate, within: float = 20.0, interval: float = 0.05):
 
 
 async def test_spawn_poll_stop_in_status_mode(local_cluster, kube):
-    requires_emulator(local_cluster)  # pods here never run a real server
+    requires_emulator(local_cluster)  # the emulator's status kubelet and scheduler
     spawner = make_spawner("ann")
     assert isinstance(await spawner.poll(), int)  # nothing running yet
 
@@ -95,7 +95,7 @@ async def test_spawn_poll_stop_in_status_mode(local_cluster, kube):
 
 
 async def test_leftover_pod_conflict_is_replaced(local_cluster, kube):
-    requires_emulator(local_cluster)  # pods here never run a real server
+    requires_emulator(local_cluster)  # the emulator's status kubelet (plain KubeSpawner)
     spawner = make_spawner("bob")
     leftover = await kube.create({
         "apiVersion": "v1", "kind": "Pod",
@@ -114,7 +114,8 @@ async def test_leftover_pod_conflict_is_replaced(local_cluster, kube):
 
 
 async def test_per_user_namespaces(local_cluster, kube):
-    requires_emulator(local_cluster)  # pods here never run a real server
+    requires_emulator(local_cluster)  # plain KubeSpawner's unlabelled namespace: the
+    # real tier's hub identity is refused it (admission policy kdash-namespaces)
     spawner = make_spawner("cat", enable_user_namespaces=True,
                            user_namespace_template="kdash-{username}")
     assert spawner.namespace == "kdash-cat"
@@ -129,7 +130,7 @@ async def test_per_user_namespaces(local_cluster, kube):
 
 async def test_unschedulable_gpu_request_says_why(make_local_cluster):
     cluster = await make_local_cluster(nodes=2, gpus={"nvidia.com/gpu": 4}, gpu_nodes=1)
-    requires_emulator(cluster)
+    requires_emulator(cluster)  # the emulator scheduler's message
     spawner = make_spawner("dan", extra_resource_limits={"nvidia.com/gpu": "8"},
                            start_timeout=1)
     with pytest.raises(TimeoutError):
@@ -166,14 +167,23 @@ async def _phase(kube: KubeResources, name: str, phase: str, namespace: str = "d
 
 @pytest.fixture
 async def process_cluster(make_local_cluster):
+    """A cluster whose kubelet runs processes: the emulator's, or the real tier's (whose
+    kubelet always does), with the admin's client for the test's own pods."""
     cluster = await make_local_cluster(kubelet="process")
-    requires_emulator(cluster)
-    async with api_client_for(cluster.kubeconfig_path) as client:
+    async with api_client_for(admin_kubeconfig_of(cluster)) as client:
         yield cluster, KubeResources(client)
 
 
 async def test_process_mode_reports_exit_codes(process_cluster):
     cluster, kube = process_cluster
+    try:
+        await _exit_codes(kube)
+    finally:
+        for name in ("crash", "nostart"):
+            await kube.delete("Pod", name, "default")
+
+
+async def _exit_codes(kube: KubeResources) -> None:
     await kube.create({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crash", "namespace": "default"},
         "spec": {"restartPolicy": "Never", "containers": [{
@@ -202,6 +212,7 @@ async def test_process_mode_reports_exit_codes(process_cluster):
 
 async def test_real_hub_spawns_a_real_singleuser_server(process_cluster, tmp_path):
     cluster, kube = process_cluster
+    requires_emulator(cluster)  # reads the kubelet's process table
     config = """
 c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
 c.JupyterHub.authenticator_class = "dummy"

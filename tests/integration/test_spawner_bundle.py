@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import web
 
 from kdash_hub import labels as L
 from kdash_hub.spawner import bundle
 from tests.fixtures.cluster import requires_emulator
-from tests.fixtures.spawner import build_spawner, validate
+from tests.fixtures.spawner import build_spawner, requires_real_rbac, validate
 
 BUNDLE_KINDS = [("ResourceQuota", bundle.QUOTA_NAME), ("LimitRange", bundle.LIMIT_RANGE_NAME),
                 ("NetworkPolicy", bundle.NETWORK_POLICY_NAME),
@@ -28,31 +29,33 @@ async def started(spawner):
 async def test_first_start_creates_the_bundle(local_cluster, kube):
     s = build_spawner(username="A_B", groups=["ml"], auth_state={"uid": 2001, "gid": 3001},
                       group_quotas={"ml": {"requests.cpu": "32"}})
-    await started(s)
-    ns = await kube.get("Namespace", s.namespace)
-    assert L.is_owned_by(ns, "A_B")
-    assert ns["metadata"]["annotations"][bundle.BUNDLE_HASH_ANNOTATION]
-    for kind, name in BUNDLE_KINDS:
-        obj = await kube.get(kind, name, s.namespace)
-        assert obj is not None, kind
-        assert L.is_owned_by(obj, "A_B")
-        validate({k: v for k, v in obj.items() if k != "status"} | {"metadata": {
-            k: v for k, v in obj["metadata"].items()
-            if k in ("name", "namespace", "labels", "annotations")}})
-    quota = await kube.get("ResourceQuota", bundle.QUOTA_NAME, s.namespace)
-    assert quota["spec"]["hard"]["requests.cpu"] == "32"  # the ml group's grant
-    rb = await kube.get("RoleBinding", bundle.ROLE_BINDING_NAME, s.namespace)
-    assert rb["roleRef"]["name"] == "kdash-user"
-    assert rb["subjects"][0] == {"kind": "ServiceAccount", "name": "kdash-user",
-                                 "namespace": s.namespace}
-    pod = await kube.get("Pod", s.pod_name, s.namespace)
-    assert pod["spec"]["containers"][0]["securityContext"]["runAsUser"] == 2001
-    assert pod["spec"]["securityContext"]["fsGroup"] == 3001
-    assert pod["spec"]["serviceAccountName"] == "kdash-user"
-    events = [e["message"] async for e in s.progress()]
-    assert any("Creating namespace" in m for m in events)
-    assert any("network policy" in m for m in events)
-    await s.stop()
+    try:
+        await started(s)
+        ns = await kube.get("Namespace", s.namespace)
+        assert L.is_owned_by(ns, "A_B")
+        assert ns["metadata"]["annotations"][bundle.BUNDLE_HASH_ANNOTATION]
+        for kind, name in BUNDLE_KINDS:
+            obj = await kube.get(kind, name, s.namespace)
+            assert obj is not None, kind
+            assert L.is_owned_by(obj, "A_B")
+            validate({k: v for k, v in obj.items() if k != "status"} | {"metadata": {
+                k: v for k, v in obj["metadata"].items()
+                if k in ("name", "namespace", "labels", "annotations")}})
+        quota = await kube.get("ResourceQuota", bundle.QUOTA_NAME, s.namespace)
+        assert quota["spec"]["hard"]["requests.cpu"] == "32"  # the ml group's grant
+        rb = await kube.get("RoleBinding", bundle.ROLE_BINDING_NAME, s.namespace)
+        assert rb["roleRef"]["name"] == "kdash-user"
+        assert rb["subjects"][0] == {"kind": "ServiceAccount", "name": "kdash-user",
+                                     "namespace": s.namespace}
+        pod = await kube.get("Pod", s.pod_name, s.namespace)
+        assert pod["spec"]["containers"][0]["securityContext"]["runAsUser"] == 2001
+        assert pod["spec"]["securityContext"]["fsGroup"] == 3001
+        assert pod["spec"]["serviceAccountName"] == "kdash-user"
+        events = [e["message"] async for e in s.progress()]
+        assert any("Creating namespace" in m for m in events)
+        assert any("network policy" in m for m in events)
+    finally:
+        await s.stop()
 
 
 async def test_the_hubs_own_role_binding_is_made_before_anything_else(local_cluster, kube):
@@ -172,10 +175,13 @@ async def test_over_quota_spawn_fails_clearly(local_cluster, kube):
             "name": "c", "image": "busybox", "resources": {"limits": {"cpu": "1"}}}]}})
     await asyncio.sleep(0.2)
     s.clear_state()
-    with pytest.raises(web.HTTPError) as e:
-        await asyncio.wait_for(s.start(), 10)
-    assert e.value.status_code == 403
-    assert "quota" in e.value.log_message
+    try:
+        with pytest.raises(web.HTTPError) as e:
+            await asyncio.wait_for(s.start(), 10)
+        assert e.value.status_code == 403
+        assert "quota" in e.value.log_message
+    finally:
+        await kube.delete("Pod", "side", s.namespace)
 
 
 async def test_a_namespace_of_another_user_is_refused(local_cluster, kube):
@@ -189,7 +195,8 @@ async def test_a_namespace_of_another_user_is_refused(local_cluster, kube):
 
 @pytest.mark.parametrize("allowed", [False, True])
 async def test_delete_forever(local_cluster, kube, allowed):
-    s = build_spawner(username="gina", delete_namespace_on_user_delete=allowed)
+    s = build_spawner(username=f"gina-{allowed}".lower(),
+                      delete_namespace_on_user_delete=allowed)
     await started(s)
     await s.stop()
     await s.delete_forever()
@@ -217,25 +224,72 @@ async def test_limit_range_lets_containers_without_limits_fit_the_quota(local_cl
                       cpu_limit=1, mem_limit="1G", cpu_guarantee=0.1, mem_guarantee="128M",
                       init_containers=[{"name": "net-setup", "image": "busybox",
                                         "command": ["true"]}])
-    await started(s)
-    pod = await kube.get("Pod", s.pod_name, s.namespace)
-    init = [c for c in pod["spec"]["initContainers"] if c["name"] == "net-setup"][0]
-    assert init["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}  # LimitRange default
-    await s.stop()
+    try:
+        await started(s)
+        pod = await kube.get("Pod", s.pod_name, s.namespace)
+        init = [c for c in pod["spec"]["initContainers"] if c["name"] == "net-setup"][0]
+        assert init["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}  # LimitRange default
+    finally:
+        await s.stop()
 
 
-async def test_image_pull_secrets_are_copied(local_cluster, kube):
+async def test_image_pull_secrets_are_copied(local_cluster, kube, chart_hub_role):
+    s = build_spawner(username="jo", image_pull_secrets_to_copy=["registry"])
+    # the original lives in the hub's namespace (the hub reads it by the chart's Role there)
     await kube.create({"apiVersion": "v1", "kind": "Secret",
                        "type": "kubernetes.io/dockerconfigjson",
-                       "metadata": {"name": "registry", "namespace": "default"},
+                       "metadata": {"name": "registry", "namespace": s.hub_namespace},
                        "data": {".dockerconfigjson": "e30="}})
-    s = build_spawner(username="jo", image_pull_secrets_to_copy=["default/registry"])
+    try:
+        await started(s)
+        copy = await kube.get("Secret", "registry", s.namespace)
+        assert copy["data"] == {".dockerconfigjson": "e30="} and L.is_owned_by(copy, "jo")
+        pod = await kube.get("Pod", s.pod_name, s.namespace)
+        assert {"name": "registry"} in pod["spec"]["imagePullSecrets"]
+    finally:
+        await s.stop()
+        await kube.delete("Secret", "registry", s.hub_namespace)
+
+
+async def test_pull_secrets_outside_the_hubs_namespace_are_out_of_reach(
+        local_cluster, kube, chart_hub_role):
+    """The hub holds no right on Secrets outside its own namespace and the users': a pull
+    secret named in another namespace (kube-system's, say) is refused, with the reason."""
+    requires_real_rbac(local_cluster)
+    other = "kube-system"
+    await kube.create({"apiVersion": "v1", "kind": "Secret",
+                       "type": "kubernetes.io/dockerconfigjson",
+                       "metadata": {"name": "kdash-test-registry", "namespace": other},
+                       "data": {".dockerconfigjson": "e30="}})
+    s = build_spawner(username="jo-other",
+                      image_pull_secrets_to_copy=[f"{other}/kdash-test-registry"])
+    try:
+        with pytest.raises(web.HTTPError) as e:
+            await s.start()
+        assert e.value.status_code == 403 and "forbidden" in e.value.log_message
+        assert await kube.get("Secret", "kdash-test-registry", s.namespace) is None
+        # the hub's stop after that start (it holds no rights in the namespace yet) works
+        await s.stop()
+    finally:
+        await kube.delete("Secret", "kdash-test-registry", other)
+
+
+async def test_stop_when_refused_where_no_pod_can_be(local_cluster, kube):
+    """A pod delete refused (403: the hub has no rights in a namespace it never
+    provisioned, as the real tier shows above) ends a stop when the hub's watch of every
+    pod sees none there; refused for a pod that exists, the stop fails."""
+    requires_emulator(local_cluster)
+    refused = local_cluster.api.faults.add(method="DELETE", path_regex="/pods/", status=403,
+                                           times=None)
+    s = build_spawner(username="lou")
+    await s.stop()  # nothing was ever made
     await started(s)
-    copy = await kube.get("Secret", "registry", s.namespace)
-    assert copy["data"] == {".dockerconfigjson": "e30="} and L.is_owned_by(copy, "jo")
-    pod = await kube.get("Pod", s.pod_name, s.namespace)
-    assert {"name": "registry"} in pod["spec"]["imagePullSecrets"]
+    with pytest.raises(ApiException) as e:
+        await s.stop()
+    assert e.value.status == 403
+    local_cluster.api.faults.remove(refused)
     await s.stop()
+    assert await kube.get("Pod", s.pod_name, s.namespace) is None
 
 
 async def test_without_watch_rights_every_start_ensures_the_bundle(local_cluster, kube):

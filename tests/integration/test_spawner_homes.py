@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
+from tornado import web
 
 from kdash_hub.spawner import bundle, homedir, storage
 from tests.fixtures.cluster import requires_emulator
@@ -13,6 +14,8 @@ NFS = {"server": "10.0.0.5", "path": "/export/homes"}
 
 
 def nfs_spawner(username: str, uid: int, **traits):
+    # NFS homes need Pod Security `restricted` (below it any user could mount the export)
+    traits.setdefault("pod_security_level", "restricted")
     return build_spawner(username=username, auth_state={"uid": uid, "gid": 3001},
                          storage_preset="nfs", nfs_storage=NFS, **traits)
 
@@ -70,33 +73,54 @@ async def test_each_home_is_made_by_an_admin_job_and_mounted_alone(local_cluster
     await again.stop()
 
 
+@pytest.mark.parametrize("level", ["baseline", "restricted"])
+async def test_inline_nfs_homes_are_refused(local_cluster, kube, level):
+    """An inline NFS home is refused at every level: below `restricted` any user could
+    mount the export, and `restricted` refuses the NFS volume in the notebook pod itself."""
+    s = build_spawner(username=f"ida-{level}", auth_state={"uid": 2005, "gid": 3001},
+                      storage_preset="nfs", nfs_storage={**NFS, "mode": "inline"},
+                      pod_security_level=level)
+    with pytest.raises(web.HTTPError) as e:
+        await s.start()
+    assert e.value.status_code == 500 and "Storage is misconfigured" in e.value.log_message
+    assert ("needs pod_security_level `restricted`" if level == "baseline" else
+            "use mode `pv`") in e.value.log_message
+    assert await kube.get("Namespace", s.namespace) is None  # refused before anything is made
+
+
 async def test_inline_mode_records_the_home_on_the_namespace(local_cluster, kube):
-    requires_emulator(local_cluster)
+    requires_emulator(local_cluster)  # counts the Jobs in the emulator's request log
     log = local_cluster.api.request_log
+    local = {"path": "/srv/homes", "type": "hostPath"}  # the inline home that is left
     s = build_spawner(username="ida", auth_state={"uid": 2005, "gid": 3001},
-                      storage_preset="nfs", nfs_storage={**NFS, "mode": "inline"})
+                      storage_preset="local", local_storage=local,
+                      pod_security_level="privileged")
     await s.start()
     pod = await kube.get("Pod", s.pod_name, s.namespace)
-    assert {"name": "home", "nfs": {"server": "10.0.0.5", "path": "/export/homes/ida"}} in \
+    assert {"name": "home", "hostPath": {"path": "/srv/homes/ida", "type": "Directory"}} in \
         pod["spec"]["volumes"]
     ns = await kube.get("Namespace", s.namespace)
     assert ns["metadata"]["annotations"][homedir.PROVISIONED_ANNOTATION] == "2005:3001"
     await s.stop()
     n = len(log)
     fresh = build_spawner(username="ida", auth_state={"uid": 2005, "gid": 3001},
-                          storage_preset="nfs", nfs_storage={**NFS, "mode": "inline"})
+                          storage_preset="local", local_storage=local,
+                          pod_security_level="privileged")
     await fresh.start()
     assert job_posts(log, n) == []
     await fresh.stop()
 
 
 async def test_a_failing_home_job_fails_the_start_clearly(local_cluster, kube):
-    requires_emulator(local_cluster)
     s = nfs_spawner("fay", 2003, home_provisioner_timeout_seconds=0.3)
-    with pytest.raises(Exception, match="home directory was not ready"):
-        # the Job's pod cannot be scheduled on a node that does not exist
-        s.load_user_options = _with_missing_node(s)
-        await s.start()
+    try:
+        with pytest.raises(Exception, match="home directory was not ready"):
+            # the Job's pod cannot be scheduled on a node that does not exist
+            s.load_user_options = _with_missing_node(s)
+            await s.start()
+    finally:  # the Job waits on (the next start would retry it): not for the next test
+        await kube.delete("Job", homedir.job_name("fay"), s.home_provisioner_namespace,
+                          propagation="Background")
 
 
 def _with_missing_node(s):
@@ -109,28 +133,31 @@ def _with_missing_node(s):
 
 
 async def test_restricted_namespace_refuses_pods_mounting_the_export_root(local_cluster, kube):
-    requires_emulator(local_cluster)
     s = nfs_spawner("rex", 2004, pod_security_level="restricted")
-    await s.start()  # the notebook pod itself satisfies `restricted`
-    ns = await kube.get("Namespace", s.namespace)
-    assert ns["metadata"]["labels"][bundle.POD_SECURITY_LABEL] == "restricted"
-    assert ns["metadata"]["labels"][bundle.POD_SECURITY_VERSION_LABEL] == "latest"
-    for volume in ({"nfs": {"server": "10.0.0.5", "path": "/export/homes"}},
-                   {"hostPath": {"path": "/export/homes"}}):
-        evil = {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "peek", "namespace": s.namespace},
-                "spec": {"containers": [{"name": "c", "image": "busybox",
-                                         "volumeMounts": [{"name": "r", "mountPath": "/r"}]}],
-                         "volumes": [{"name": "r", **volume}]}}
-        with pytest.raises(ApiException) as err:
-            await kube.create(evil)
-        assert err.value.status == 403 and "restricted" in err.value.body
-    await s.stop()
+    try:
+        await s.start()  # the notebook pod itself satisfies `restricted`
+        ns = await kube.get("Namespace", s.namespace)
+        assert ns["metadata"]["labels"][bundle.POD_SECURITY_LABEL] == "restricted"
+        assert ns["metadata"]["labels"][bundle.POD_SECURITY_VERSION_LABEL] == "latest"
+        for volume in ({"nfs": {"server": "10.0.0.5", "path": "/export/homes"}},
+                       {"hostPath": {"path": "/export/homes"}}):
+            evil = {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "peek", "namespace": s.namespace},
+                    "spec": {"containers": [{"name": "c", "image": "busybox",
+                                             "volumeMounts": [{"name": "r", "mountPath": "/r"}]}],
+                             "volumes": [{"name": "r", **volume}]}}
+            with pytest.raises(ApiException) as err:
+                await kube.create(evil)
+            assert err.value.status == 403 and "restricted" in err.value.body
+    finally:
+        await s.stop()
 
 
 async def test_default_level_is_baseline(local_cluster, kube):
     s = build_spawner(username="bea")
-    await s.start()
-    ns = await kube.get("Namespace", s.namespace)
-    assert ns["metadata"]["labels"][bundle.POD_SECURITY_LABEL] == "baseline"
-    await s.stop()
+    try:
+        await s.start()
+        ns = await kube.get("Namespace", s.namespace)
+        assert ns["metadata"]["labels"][bundle.POD_SECURITY_LABEL] == "baseline"
+    finally:
+        await s.stop()

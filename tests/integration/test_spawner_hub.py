@@ -16,7 +16,10 @@ import pytest
 from playwright.async_api import async_playwright
 
 from kdash_hub.dev.hub import HubProcess
+from kdash_hub.kube import KubeResources
 from kdash_hub.localcluster import LocalCluster
+from tests.fixtures.cluster import api_client_for
+from tests.fixtures.realcp import HUB_NAMESPACE, real_tier_enabled
 from tests.fixtures.spawner import hub_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,19 +27,73 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
+FREE_GPUS = 2  # what the tests see free on the GPU node
+# a spawn's limit: the real tier's control plane shares the 2 cores with the servers
+START_TIMEOUT = 120 if real_tier_enabled() else 60
+HOLDER = "kdash-test-gpu-holder"
+
+
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
+def hub(tmp_path_factory, _real_tier_session):
+    """The hub, on a local cluster with 2 GPUs (process kubelet); in the real tier on the
+    session's control plane, acting with the hub's ServiceAccount token, where a pod of the
+    test's holds what the GPU node has beyond 2."""
     workdir = tmp_path_factory.mktemp("kdash-spawner-hub")
-    cluster = LocalCluster(gpus={"nvidia.com/gpu": 2}, kubelet="process",
-                           kubeconfig_path=workdir / "kubeconfig", workdir=workdir / "nodes")
-    cluster.start_in_thread()
-    hub = HubProcess(hub_config(), workdir / "hub", env={"KUBECONFIG": str(workdir / "kubeconfig")})
+    cluster = None
+    extra = ""
+    if _real_tier_session is not None:
+        kubeconfig = _real_tier_session.identity("hub")
+        admin = _real_tier_session.admin_kubeconfig
+        extra = f"c.KDashSpawner.hub_namespace = {HUB_NAMESPACE!r}\n"
+    else:
+        cluster = LocalCluster(gpus={"nvidia.com/gpu": FREE_GPUS}, kubelet="process",
+                               kubeconfig_path=workdir / "kubeconfig", workdir=workdir / "nodes")
+        cluster.start_in_thread()
+        kubeconfig = admin = workdir / "kubeconfig"
+    hub = HubProcess(hub_config(start_timeout=START_TIMEOUT, extra=extra), workdir / "hub",
+                     env={"KUBECONFIG": str(kubeconfig)})
     try:
+        asyncio.run(hold_gpus_beyond(admin, FREE_GPUS))
         asyncio.run(hub.start())
         yield hub
     finally:
         hub.stop_sync()
-        cluster.stop_thread()
+        asyncio.run(release_gpus(admin))
+        if cluster is not None:
+            cluster.stop_thread()
+
+
+async def hold_gpus_beyond(admin: Path, free: int) -> None:
+    """A pod holding what the GPU node has beyond `free` (none on the emulator's node)."""
+    async with api_client_for(admin) as client:
+        kube = KubeResources(client)
+        [node] = [n for n in await kube.list("Node")
+                  if n["metadata"].get("labels", {}).get("nvidia.com/gpu.present") == "true"]
+        hold = int(node["status"]["allocatable"]["nvidia.com/gpu"]) - free
+        if hold <= 0:
+            return
+        await kube.create({"apiVersion": "v1", "kind": "Pod",
+                           "metadata": {"name": HOLDER, "namespace": "default"},
+                           "spec": {"nodeSelector": {"nvidia.com/gpu.present": "true"},
+                                    "containers": [{"name": "c", "image": "busybox",
+                                                    "resources": {"limits": {
+                                                        "nvidia.com/gpu": str(hold)}}}]}})
+        deadline = time.monotonic() + 60
+        while not ((await kube.get("Pod", HOLDER, "default")) or {}).get("spec", {}).get(
+                "nodeName"):
+            assert time.monotonic() < deadline, "the GPU holder pod was not scheduled"
+            await asyncio.sleep(0.2)
+
+
+async def release_gpus(admin: Path) -> None:
+    """Delete the holder, and wait until it is gone (its GPUs are free only then)."""
+    async with api_client_for(admin) as client:
+        kube = KubeResources(client)
+        await kube.delete("Pod", HOLDER, "default")
+        deadline = time.monotonic() + 60
+        while await kube.get("Pod", HOLDER, "default") is not None:
+            assert time.monotonic() < deadline, "the GPU holder pod is still there"
+            await asyncio.sleep(0.2)
 
 
 async def api(hub, method, path, body=None):
@@ -47,7 +104,7 @@ async def api(hub, method, path, body=None):
             return resp.status, text
 
 
-async def wait_ready(hub, name, limit=60):
+async def wait_ready(hub, name, limit=START_TIMEOUT):
     import json
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -114,7 +171,7 @@ async def test_profile_chooser_in_chromium(hub):
         await page.wait_for_selector("#kubespawner-profiles-list")
         text = await page.inner_text("#kubespawner-profiles-list")
         assert "GPU A100" in text and "CPU large" in text
-        assert "2 GPUs free now" in text
+        assert f"{FREE_GPUS} GPUs free now" in text
         assert "Admin debug" not in text  # mia is not in platform-admins
         shot = REPO / "artifacts" / "profile-chooser.png"
         shot.parent.mkdir(exist_ok=True)
@@ -126,12 +183,13 @@ async def test_profile_chooser_in_chromium(hub):
         await page.click("form input[type=submit], form button[type=submit]")
         await page.wait_for_load_state()
         body = await page.inner_text("body")
-        assert "only 2 are free" in body, body[:2000]
+        assert f"only {FREE_GPUS} are free" in body, body[:2000]
 
         await page.goto(f"{hub.url}/hub/spawn")
         await page.click("#profile-item-cpu-large")
         await page.click("form input[type=submit], form button[type=submit]")
-        await page.wait_for_url(f"{hub.url}/user/mia/**", timeout=60_000)
+        # the spawn, then JupyterLab's page
+        await page.wait_for_url(f"{hub.url}/user/mia/**", timeout=(START_TIMEOUT + 60) * 1000)
         server = await wait_ready(hub, "mia")
         assert server["user_options"]["profile"] == "cpu-large"
         await browser.close()
