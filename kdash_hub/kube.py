@@ -73,6 +73,22 @@ _NOT_SPEC = {"apiVersion", "kind", "metadata", "status"}
 _IMMUTABLE = {"RoleBinding": ("roleRef",), "ClusterRoleBinding": ("roleRef",)}
 
 
+class _Serializer(ApiClient):
+    """kubernetes_asyncio's model-to-JSON conversion alone: no configuration, no HTTP
+    session (a throwaway ApiClient() opens an aiohttp session that is never closed)."""
+
+    def __init__(self) -> None:
+        pass
+
+
+_SERIALIZER = _Serializer()
+
+
+def to_json(value: Any) -> Any:
+    """A kubernetes_asyncio model (or dicts and lists holding models) as the API's JSON."""
+    return _SERIALIZER.sanitize_for_serialization(value)
+
+
 def resource_for(kind: str) -> Resource:
     """The Resource of `kind`, or a ValueError naming the kinds we know."""
     try:
