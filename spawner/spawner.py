@@ -17,7 +17,6 @@ from functools import partial
 from typing import Any
 
 from jupyterhub.utils import exponential_backoff
-from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
@@ -25,7 +24,7 @@ from traitlets import Bool, default
 
 from kdash_hub import labels as L
 from kdash_hub import naming
-from kdash_hub.kube import KubeResources, api_error_message
+from kdash_hub.kube import KubeResources, api_error_message, to_json
 
 from . import bundle, homedir, identity, profiles, quotas, refusals, storage
 from .adopt import AdoptOnRestart
@@ -61,7 +60,7 @@ def _make_restricted(pod: Any) -> None:
 
 def _as_dict(value: Any) -> dict:
     """A security context as the API's JSON (KubeSpawner gives dicts, models are possible)."""
-    return ApiClient().sanitize_for_serialization(value) if value else {}
+    return to_json(value) if value else {}
 
 
 IDLE_TIMEOUT_ANNOTATION = "kdash-hub.io/idle-timeout"
