@@ -62,3 +62,19 @@ async def test_the_provisioner_asks_once_per_client(local_cluster, kube):
     assert await BundleProvisioner(kube, log=None)._holds_rights() is True
     reviews = [p for m, p, _ in list(log)[n:] if "selfsubjectaccessreviews" in p]
     assert len(reviews) == 1
+
+
+async def test_to_json_converts_models_without_opening_a_client(recwarn):
+    """The conversion of models to the API's JSON opens no HTTP session (a throwaway
+    ApiClient() leaves an unclosed aiohttp session per call: one per restricted pod)."""
+    import gc
+
+    from kubernetes_asyncio.client import V1Capabilities, V1SecurityContext
+
+    from kdash_hub.kube import to_json
+
+    context = V1SecurityContext(run_as_user=1000, capabilities=V1Capabilities(drop=["ALL"]))
+    assert to_json(context) == {"runAsUser": 1000, "capabilities": {"drop": ["ALL"]}}
+    assert to_json({"a": [context], "b": None}) == {"a": [to_json(context)], "b": None}
+    gc.collect()
+    assert not [w for w in recwarn if "Unclosed" in str(w.message)]
