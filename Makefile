@@ -34,8 +34,9 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip "setuptools>=77" wheel
 
+# kdash-hub-local (the local cluster, dev services, demo) is built from this repository too
 python-packages: $(PY)
-	$(PY) -m pip install -q -e '.[test,demo]'
+	$(PY) -m pip install -q -e ./kdash-hub-local -e '.[test,demo]'
 
 node-packages:
 	@[ -x node_modules/.bin/configurable-http-proxy ] && [ -d node_modules/oidc-provider ] || npm install --no-audit --no-fund --loglevel=error
