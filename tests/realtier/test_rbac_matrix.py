@@ -28,6 +28,7 @@ import pytest
 from kdash_hub import labels as L
 from kdash_hub.localcluster.apiclient import ApiError
 from kdash_hub.localcluster.kubeconfig import client_for
+from kdash_hub.naming import user_namespace
 from kdash_hub.spawner import bundle
 from tests.fixtures.realcp import (
     ACCOUNTS,
@@ -41,8 +42,11 @@ from tests.fixtures.realcp import (
 )
 
 OWN, OTHER, HUB, SYSTEM, CLUSTER = "own", "other", "hub", "kube-system", "cluster"
-ALICE, BOB = "alice", "bob"
-NS = {OWN: "kdash-alice", OTHER: "kdash-bob", HUB: HUB_NAMESPACE, SYSTEM: "kube-system"}
+# users of their own: the session's cluster is shared, and other tests' alice and bob have
+# namespaces already (this matrix provisions fresh ones, at the levels it needs)
+ALICE, BOB = "rbac-alice", "rbac-bob"
+NS = {OWN: user_namespace(ALICE), OTHER: user_namespace(BOB), HUB: HUB_NAMESPACE,
+      SYSTEM: "kube-system"}
 RECORD = "kdash-instance-demo"
 log = logging.getLogger("tests.rbac_matrix")
 
@@ -574,7 +578,7 @@ async def test_the_hub_provisions_a_namespace_with_its_shipped_roles_alone(
 
 async def test_an_empty_user_cluster_role_leaves_the_users_account_without_rights(
         world: World):
-    spec = spec_for("carol", "baseline", cluster_role="")
+    spec = spec_for("rbac-carol", "baseline", cluster_role="")
     assert await provision_as_hub(world.kubeconfigs["hub"], spec) == "created"
     row = Row("list", "pods", OWN, False, "forbidden")
     user = f"system:serviceaccount:{spec.namespace}:kdash-user"
@@ -596,14 +600,14 @@ async def test_an_empty_user_cluster_role_leaves_the_users_account_without_right
 
 async def test_a_user_namespace_with_records_can_still_be_deleted(world: World):
     """The records policy lets Kubernetes' namespace controller empty a namespace."""
-    spec = spec_for("erin", "baseline")
+    spec = spec_for("rbac-erin", "baseline")
     assert await provision_as_hub(world.kubeconfigs["hub"], spec) == "created"
     launcher = client_for(world.kubeconfigs["launcher"])
     hub = client_for(world.kubeconfigs["hub"])
     admin = client_for(world.tier.admin_kubeconfig)
     try:
         await launcher.request("POST", f"/api/v1/namespaces/{spec.namespace}/secrets",
-                               body=record(spec.namespace, "erin"))
+                               body=record(spec.namespace, "rbac-erin"))
         await hub.request("DELETE", f"/api/v1/namespaces/{spec.namespace}")
         deadline = time.monotonic() + 120
         while True:
