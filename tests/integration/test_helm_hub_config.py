@@ -223,6 +223,31 @@ async def user_pod(release: ChartRelease, user: str) -> k8s.V1Pod:
             f"jupyter-{user}", user_namespace(user, "kdash-"))
 
 
+async def user_egress(release: ChartRelease, user: str) -> list[dict]:
+    """The egress rules of every NetworkPolicy in the user's namespace."""
+    from kdash_hub.naming import user_namespace
+
+    async with api_client_for(release.access.kubeconfig) as api:
+        policies = await k8s.NetworkingV1Api(api).list_namespaced_network_policy(
+            user_namespace(user, "kdash-"))
+        return [api.sanitize_for_serialization(rule) for p in policies.items
+                for rule in (p.spec.egress or [])]
+
+
+def assert_metadata_blocked(egress: list[dict]) -> None:
+    """No egress rule lets a pod reach 169.254.169.254 (an ipBlock must except it)."""
+    assert egress, "no egress rules: egress is denied entirely or no policy selects the pods"
+    for rule in egress:
+        if not rule.get("to"):  # to anywhere: only on ports the metadata service doesn't use
+            ports = {p.get("port") for p in rule.get("ports") or []}
+            assert ports and not ports & {80, 443, "http", "https"}, rule
+            continue
+        for peer in rule["to"]:
+            block = peer.get("ipBlock")
+            if block and block["cidr"] in ("0.0.0.0/0", "169.254.0.0/16"):
+                assert "169.254.169.254/32" in (block.get("except") or []), rule
+
+
 async def stop_server(release: ChartRelease, user: str) -> None:
     async with aiohttp.ClientSession() as s, s.delete(
             f"{release.api_url}/users/{user}/server", headers=release.auth_headers()) as resp:
@@ -286,6 +311,14 @@ async def test_ldap_gpu_profiles_and_group_quotas(make_local_cluster, slapd_tls,
             alice = await spawn(s, release, "alice", {"profile": "cpu-small"})
             assert "gpu-users" in alice["groups"]
             assert alice["servers"][""]["user_options"]["profile"] == "cpu-small"
+            # values.yaml drops the chart's privileged iptables container: the user
+            # namespace's NetworkPolicy is then what keeps a notebook off the cloud
+            # metadata address (an ordinary user's first try at the node's credentials)
+            pod = await user_pod(release, "alice")
+            assert not pod.spec.init_containers
+            assert not any((c.security_context and c.security_context.privileged)
+                           for c in pod.spec.containers)
+            assert_metadata_blocked(await user_egress(release, "alice"))
             # group-quotas: gpu-users' grant on top of the base quota
             quota = await user_quota(release, "alice")
             assert quota["requests.nvidia.com/gpu"] == "2" and quota["pods"] == "10"

@@ -179,7 +179,8 @@ async def test_profile_chooser_in_chromium(hub):
 
         # asking for more GPUs than are free is refused at once, with the reason
         await page.click("#profile-item-gpu-a100")
-        await page.select_option("#profile-option-gpu-a100--gpus", "4")
+        # by name: KubeSpawner 7.0's form (the z2jh 4.4.0 image's) has no element ids
+        await page.select_option('select[name="profile-option-gpu-a100--gpus"]', "4")
         await page.click("form input[type=submit], form button[type=submit]")
         await page.wait_for_load_state()
         body = await page.inner_text("body")
