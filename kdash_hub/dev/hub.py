@@ -127,13 +127,29 @@ class HubProcess:
         except OSError:
             return ""
 
-    async def start(self) -> HubProcess:
+    def _lost_a_port(self) -> bool:
+        """Did the hub or its proxy die because a port picked free was taken meanwhile
+        (by another process, or as the source port of a connection on a busy loopback)?"""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+        return "Address already in use" in text or "EADDRINUSE" in text
+
+    async def start(self, port_retries: int = 2) -> HubProcess:
         """Start the hub and wait until its API answers through the proxy."""
         self.launch()
         deadline = time.monotonic() + self.start_timeout
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
+                    if port_retries and self._lost_a_port():
+                        # the internal ports again (the public one may be known to callers)
+                        port_retries -= 1
+                        self.hub_port, self.proxy_api_port = free_port(), free_port()
+                        self.log_path.rename(self.log_path.with_suffix(".lost-port.log"))
+                        self.launch()
+                        continue
                     raise RuntimeError(
                         f"JupyterHub exited with {self.process.returncode}:\n{self.log_tail()}"
                     )
