@@ -9,6 +9,7 @@ config, so it can set anything; it should *append* to `c.JupyterHub.services` an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -146,6 +147,8 @@ class HubProcess:
                     if port_retries and self._lost_a_port():
                         # the internal ports again (the public one may be known to callers)
                         port_retries -= 1
+                        with contextlib.suppress(ProcessLookupError):  # its proxy, if left
+                            os.killpg(self.process.pid, signal.SIGKILL)
                         self.hub_port, self.proxy_api_port = free_port(), free_port()
                         self.log_path.rename(self.log_path.with_suffix(".lost-port.log"))
                         self.launch()
