@@ -24,7 +24,7 @@ come from the RoleBinding it makes there), plain KubeSpawner's as a `plain-hub` 
 the cluster-wide ClusterRole it needs for user namespaces.
 
     python -m benchmarks.bench_spawner [--quick] [--control-plane emulator|real|both]
-        [--users N] [--hub-users 20,200] [--no-hub] [--json]
+        [--users N] [--hub-users 20,200] [--hub-pairs N] [--no-hub | --hub-only] [--json]
 """
 
 from __future__ import annotations
@@ -431,33 +431,43 @@ def report(figures: dict) -> None:
                             print(f"    {line}")
     hub_users = sorted({n for p in planes for n in figures[p].get("part2", {})})
     if hub_users:
-        print("== part 2: N users spawning at once through a real hub (time to ready) ==")
+        print("== part 2: N users spawning at once through a real hub (time to ready; "
+              "medians over pairs, ratio per pair [each pair]) ==")
         print(f"{'':24s}{header}")
         for n in hub_users:
             for label in ("plain", "kdash"):
                 cells = []
                 for p in planes:
-                    f = figures[p].get("part2", {}).get(n, {}).get(label)
-                    cells.append(_cell("-" if f is None or f["p95_s"] is None else
-                                       f"ready {f['ready']}/{f['users']} p50 {f['p50_s']:.2f} "
-                                       f"p95 {f['p95_s']:.2f} s"))
+                    runs = [pair[label] for pair in figures[p].get("part2", {}).get(n, [])]
+                    ok = runs and all(f["p95_s"] is not None for f in runs)
+                    cells.append(_cell("-" if not ok else
+                                       f"ready {sum(f['ready'] for f in runs)}/"
+                                       f"{sum(f['users'] for f in runs)} p50 "
+                                       f"{statistics.median(f['p50_s'] for f in runs):.2f} p95 "
+                                       f"{statistics.median(f['p95_s'] for f in runs):.2f} s"))
                 print(f"{f'{n} users {label}':24s}{''.join(cells)}")
             cells = []
             for p in planes:
-                f = figures[p].get("part2", {}).get(n, {})
-                ok = f.get("plain", {}).get("p95_s") and f.get("kdash", {}).get("p95_s")
-                cells.append(_cell("-" if not ok else
-                                   f"p95 {f['kdash']['p95_s'] / f['plain']['p95_s']:.2f}x "
-                                   f"({1000 * (f['kdash']['p95_s'] - f['plain']['p95_s']):+.0f}"
-                                   " ms)"))
+                pairs = figures[p].get("part2", {}).get(n, [])
+                ratios = [pair["kdash"]["p95_s"] / pair["plain"]["p95_s"] for pair in pairs
+                          if pair["kdash"]["p95_s"] and pair["plain"]["p95_s"]]
+                extra = [pair["kdash"]["p95_s"] - pair["plain"]["p95_s"] for pair in pairs
+                         if pair["kdash"]["p95_s"] and pair["plain"]["p95_s"]]
+                cells.append(_cell("-" if not ratios else
+                                   f"p95 {statistics.median(ratios):.2f}x "
+                                   f"({1000 * statistics.median(extra):+.0f} ms)"
+                                   + (f" [{' '.join(f'{r:.2f}' for r in ratios)}]"
+                                      if len(ratios) > 1 else "")))
             print(f"{f'  {n} kdash/plain':24s}{''.join(cells)}target <= {TARGETS['hub_p95']}x")
         for p in planes:
-            for n, runs in figures[p].get("part2", {}).items():
-                for label, f in runs.items():
-                    print(f"[{p}] {n} users {label}: identity {f['identity']}, running pods "
-                          f"{f['running_pods']}, lost {f['lost']}, wall {f['wall_s']:.1f} s, "
-                          f"hub CPU {1000 * f['hub_cpu_s'] / f['users']:.0f} ms per spawn, "
-                          f"POST {f['post_statuses']}")
+            for n, pairs in figures[p].get("part2", {}).items():
+                for i, pair in enumerate(pairs):
+                    for label, f in pair.items():
+                        print(f"[{p}] {n} users pair {i + 1} {label}: identity {f['identity']}, "
+                              f"running pods {f['running_pods']}, lost {f['lost']}, "
+                              f"wall {f['wall_s']:.1f} s, hub CPU "
+                              f"{1000 * f['hub_cpu_s'] / f['users']:.0f} ms per spawn, "
+                              f"POST {f['post_statuses']}")
 
 
 # --- main --------------------------------------------------------------------------------
@@ -479,15 +489,20 @@ async def run_plane(plane: str, args: argparse.Namespace, real: RealPlane | None
         out["part1"] = await part1(plane, kubeconfig, users, variants, tag)
     if not args.no_hub:
         out["part2"] = {}
-        for i, n in enumerate(hub_users):
-            # a pair of runs back to back, the order alternating
-            order = ["plain", "kdash"] if i % 2 == 0 else ["kdash", "plain"]
-            out["part2"][n] = {}
-            for label in order:
-                out["part2"][n][label] = await part2(plane, n, label, tag, real,
-                                                     admin=args.hub_admin,
-                                                     profile_dir=args.profile_hub,
-                                                     log_level=args.hub_log_level)
+        turn = 0
+        for n in hub_users:
+            out["part2"][n] = []
+            for r in range(args.hub_pairs):
+                # a pair of runs back to back, the order alternating
+                order = ["plain", "kdash"] if turn % 2 == 0 else ["kdash", "plain"]
+                turn += 1
+                pair = {}
+                for label in order:
+                    pair[label] = await part2(plane, n, label, f"{tag}r{r}", real,
+                                              admin=args.hub_admin,
+                                              profile_dir=args.profile_hub,
+                                              log_level=args.hub_log_level)
+                out["part2"][n].append(pair)
     return out
 
 
@@ -501,6 +516,9 @@ def main() -> None:
     parser.add_argument("--hub-users", type=_users_list, default=None,
                         help="users spawning at once in part 2, comma-separated (20,200)")
     parser.add_argument("--no-hub", action="store_true", help="skip part 2")
+    parser.add_argument("--hub-pairs", type=int, default=1,
+                        help="part-2 runs per size and spawner (pairs, order alternating); "
+                             "the ratio is the median over pairs")
     parser.add_argument("--hub-only", action="store_true", help="skip part 1")
     parser.add_argument("--variants", type=lambda t: t.split(","), default=None,
                         help=f"part 1 spawners (default {','.join(VARIANTS)}; plain first)")
