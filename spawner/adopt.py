@@ -22,7 +22,11 @@ KDashSpawner answers that start-up check itself (`poll()` while `pending == "che
   the pod is deleted, not running.
 
 Either way the API token of the interrupted spawn, read back from the pod when it is this
-user's, is set on the spawner so the hub's stop removes it from its database.
+user's, is set on the spawner so the hub's stop removes it from its database. An adopted
+server's namespace bundle is finished too: a start may make the pod before the last bundle
+objects and the completion hash (they go while the pod starts), so the crash may have cut
+those off, and an adopted server has no next start to repair them. The namespace is
+trusted when it carries the hash, otherwise every object is ensured (provision.py, "hash").
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from traitlets import Float
 from traitlets.config import Configurable
 
 from . import errors
+from .provision import BundleProvisioner
 
 WAIT_STEP_SECONDS = 0.5
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"
@@ -134,6 +139,7 @@ class AdoptOnRestart(Configurable):
             self._adopted_url = self._get_pod_url(pod)
             self.log.info("Hub restart: adopting %s's server, pod %s ready at %s",
                           self._log_name, key, self._adopted_url)
+            await self._finish_bundle_after_restart()
             return None
         why = ("it does not carry the token this hub issued for the server"
                if state is PodState.READY else errors.pod_problem(pod)
@@ -142,6 +148,25 @@ class AdoptOnRestart(Configurable):
                          "%.0fs: %s", key, self._log_name, budget, why)
         await self.stop(now=True)
         return 1
+
+    async def _finish_bundle_after_restart(self) -> None:
+        """Finish the adopted server's namespace bundle when it lacks the completion hash
+        (one GET when it has it). A failure is logged; the server stays: its guardrails
+        that the pod needed were made before it, and the next start repairs the rest."""
+        if not getattr(self, "enable_user_namespaces", False) or not hasattr(
+                self, "bundle_spec"):
+            return
+        try:
+            spec = await self.bundle_spec()
+            provisioner = BundleProvisioner(self.kube, self.log, "hash")
+            outcome = await provisioner.ensure(spec, lambda message: None)
+        except Exception as e:  # noqa: BLE001 - the running server matters more
+            self.log.warning("Hub restart: could not finish the namespace bundle of %s: %s",
+                             self._log_name, e)
+            return
+        if outcome != "unchanged":
+            self.log.info("Hub restart: finished the namespace bundle of %s (%s)",
+                          self._log_name, outcome)
 
     def _take_token(self, pod: Mapping[str, Any]) -> bool:
         """Set `api_token` from the pod when the hub issued that token to this user (so the

@@ -19,17 +19,7 @@ N = 10
 KILL_POINTS = kill_points(N)
 
 
-# A known bug, kept visible (issue 17 stays open): since the bundle's rest (RoleBindings the
-# pod does not need, the completion mark) was moved after the pod for spawn speed, a server
-# the restarted hub adopts never runs that rest, so its namespace stays unmarked (counted
-# half-made) until the user's next start. Not strict: under light load it can pass.
-KNOWN_UNFINISHED_BUNDLE = pytest.mark.xfail(
-    strict=False, reason="adopted servers' bundles stay unfinished until the next start")
-
-
-@pytest.mark.parametrize("point", [
-    pytest.param(p, marks=KNOWN_UNFINISHED_BUNDLE)
-    if p in ("before-any-pod-runs", "some-running") else p for p in KILL_POINTS])
+@pytest.mark.parametrize("point", list(KILL_POINTS))
 async def test_hub_killed_during_spawns_loses_nothing(tmp_path, point):
     lab = await CrashLab(tmp_path, N).start()
     try:
@@ -54,8 +44,11 @@ async def test_hub_killed_during_spawns_loses_nothing(tmp_path, point):
         assert pods_at_kill <= {n for n, s in after.users.items() if s == "ready"}, after
         assert after.false_ready == 0 and after.pending == 0, after
         assert after.orphans == 0, after
-        # a namespace the crash left half-made is not marked complete
+        # a namespace the crash left half-made is not marked complete, and an adopted
+        # server's bundle is finished (it has no next start to do it)
         assert after.false_marked == 0, after
+        bundles = await lab.bundle_states()
+        assert all(bundles[n] == (True, True) for n, s in after.users.items() if s == "ready")
         if point == "all-running":
             assert after.running == N
         # served soon after the notebooks are (on a busy machine they take a minute to
@@ -68,7 +61,7 @@ async def test_hub_killed_during_spawns_loses_nothing(tmp_path, point):
         forgotten = [n for n, s in after.users.items() if s == "stopped"]
         if forgotten:
             home = await lab.home_page(forgotten[0])
-            assert "Stop My Server" not in home and "Start My Server" in home
+            assert "Stop My Server" not in home and "Start My Server" in home, home[-800:]
 
         # one more start for everybody else repairs everything
         again = await lab.start_the_rest()
@@ -108,3 +101,24 @@ async def test_a_pod_that_never_gets_ready_is_cleaned_up(tmp_path):
         assert "deleting pod kdash-u00/jupyter-u00" in log and "no node could take it" in log
     finally:
         await lab.stop()
+
+
+async def test_an_adopted_servers_unfinished_bundle_is_finished(local_cluster, kube):
+    """The crash came after the pod but before the bundle's last objects and its hash (they
+    go while the pod starts): adoption finishes them, since no next start will."""
+    from kdash_hub.spawner import bundle
+    from tests.fixtures.spawner import build_spawner
+
+    s = build_spawner(username="ivy")
+    await s.start()
+    ns = await kube.get("Namespace", s.namespace)
+    assert ns["metadata"]["annotations"][bundle.BUNDLE_HASH_ANNOTATION]
+    # as the crash left it: the user's RoleBinding and the completion mark missing
+    await kube.delete("RoleBinding", bundle.ROLE_BINDING_NAME, s.namespace)
+    await kube.patch("Namespace", s.namespace, None, {"metadata": {"annotations": {
+        bundle.BUNDLE_HASH_ANNOTATION: None}}})
+    await s._finish_bundle_after_restart()
+    assert await kube.get("RoleBinding", bundle.ROLE_BINDING_NAME, s.namespace)
+    ns = await kube.get("Namespace", s.namespace)
+    assert ns["metadata"]["annotations"][bundle.BUNDLE_HASH_ANNOTATION]
+    await s.stop()
