@@ -113,6 +113,8 @@ class ExplainedStart(Configurable):
         return created
 
     async def _make_create_pvc_request(self, pvc, request_timeout):
+        if self._pvc_exists:  # KubeSpawner 7.0 asks again for a known claim (7.1 doesn't)
+            return True
         return await self._create_step("creating your home volume claim",
                                        super()._make_create_pvc_request, pvc, request_timeout)
 
