@@ -15,6 +15,7 @@ checks, OIDC a real oidc-provider.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from kdash_hub.dev.oidc import client as oidc_client
 from kdash_hub.localcluster.nodes import NodeSpec
-from tests.fixtures.cluster import api_client_for
+from tests.fixtures.cluster import admin_kubeconfig_of, api_client_for
 from tests.fixtures.helm import (
     HELM_VALUES,
     OBSERVER,
@@ -46,8 +47,18 @@ def session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
-async def ensure_namespace(kubeconfig: Path, name: str) -> None:
-    async with api_client_for(kubeconfig) as api:
+def services_access() -> dict[str, ClusterAccess]:
+    """On a real cluster, the services' own identities (the real tier mints a ServiceAccount
+    token for each); the local cluster has one identity for all."""
+    return {pod: ClusterAccess(Path(os.environ[env]))
+            for pod, env in (("kdash-launcher", "KDASH_TEST_LAUNCHER_KUBECONFIG"),
+                             ("kdash-culler", "KDASH_TEST_CULLER_KUBECONFIG"))
+            if os.environ.get(env)}
+
+
+async def ensure_namespace(cluster, name: str) -> None:
+    """The release's namespace (the test's own doing, as an admin's)."""
+    async with api_client_for(admin_kubeconfig_of(cluster)) as api:
         try:
             await k8s.CoreV1Api(api).create_namespace(
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
@@ -144,10 +155,15 @@ async def spawn(s: aiohttp.ClientSession, release: ChartRelease, user: str,
     return await hub_user(release, user)
 
 
+def admin(release: ChartRelease) -> Path:
+    """The kubeconfig the test itself reads the cluster with (the admin's on a real one)."""
+    return release.observer_kubeconfig or release.access.kubeconfig
+
+
 async def server_logs(release: ChartRelease) -> str:
     """The notebook servers' logs (for a failure's message)."""
     out = []
-    async with api_client_for(release.access.kubeconfig) as api:
+    async with api_client_for(admin(release)) as api:
         core = k8s.CoreV1Api(api)
         pods = await core.list_pod_for_all_namespaces(
             label_selector="component=singleuser-server")
@@ -209,7 +225,7 @@ def culled_by_the_culler(release: ChartRelease, user: str) -> bool:
 async def user_quota(release: ChartRelease, user: str) -> dict[str, str]:
     from kdash_hub.naming import user_namespace
 
-    async with api_client_for(release.access.kubeconfig) as api:
+    async with api_client_for(admin(release)) as api:
         quota = await k8s.CoreV1Api(api).read_namespaced_resource_quota(
             "kdash-quota", user_namespace(user, "kdash-"))
     return dict(quota.spec.hard)
@@ -218,7 +234,7 @@ async def user_quota(release: ChartRelease, user: str) -> dict[str, str]:
 async def user_pod(release: ChartRelease, user: str) -> k8s.V1Pod:
     from kdash_hub.naming import user_namespace
 
-    async with api_client_for(release.access.kubeconfig) as api:
+    async with api_client_for(admin(release)) as api:
         return await k8s.CoreV1Api(api).read_namespaced_pod(
             f"jupyter-{user}", user_namespace(user, "kdash-"))
 
@@ -227,7 +243,7 @@ async def user_egress(release: ChartRelease, user: str) -> list[dict]:
     """The egress rules of every NetworkPolicy in the user's namespace."""
     from kdash_hub.naming import user_namespace
 
-    async with api_client_for(release.access.kubeconfig) as api:
+    async with api_client_for(admin(release)) as api:
         policies = await k8s.NetworkingV1Api(api).list_namespaced_network_policy(
             user_namespace(user, "kdash-"))
         return [api.sanitize_for_serialization(rule) for p in policies.items
@@ -291,12 +307,13 @@ async def test_ldap_gpu_profiles_and_group_quotas(make_local_cluster, slapd_tls,
         taints=[{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}])
     cluster = await make_local_cluster(kubelet="process",
                                        node_specs=[NodeSpec(name="node-0"), gpu_node])
-    await ensure_namespace(cluster.kubeconfig_path, NAMESPACE)
+    await ensure_namespace(cluster, NAMESPACE)
     site, objects = ldap_site(slapd_tls)
     release = ChartRelease(
         [VALUES, EXAMPLES / "ldap-only.yaml", EXAMPLES / "gpu-profiles.yaml",
          EXAMPLES / "group-quotas.yaml"], merge(site, culler_site("datasci")),
-        tmp_path / "release", ClusterAccess(cluster.kubeconfig_path), NAMESPACE, objects)
+        tmp_path / "release", ClusterAccess(cluster.kubeconfig_path), NAMESPACE, objects,
+        pod_access=services_access(), observer_kubeconfig=admin_kubeconfig_of(cluster))
     async with release:
         assert {"kdash-launcher", "kdash-culler", OBSERVER} <= await listed_services(release)
 
@@ -351,10 +368,12 @@ async def test_oidc_overlay(make_local_cluster, oidc_provider_factory, tmp_path)
     """values.yaml + oidc-only: the button, the code flow through the hub's curl client
     (as the chart configures tornado), a spawn and the launcher."""
     cluster = await make_local_cluster(kubelet="process")
-    await ensure_namespace(cluster.kubeconfig_path, NAMESPACE)
+    await ensure_namespace(cluster, NAMESPACE)
     objects = [secret("kdash-oidc-keycloak", NAMESPACE, {"client-secret": "jupyterhub-secret"})]
     release = ChartRelease([VALUES, EXAMPLES / "oidc-only.yaml"], {}, tmp_path / "release",
-                           ClusterAccess(cluster.kubeconfig_path), NAMESPACE, objects)
+                           ClusterAccess(cluster.kubeconfig_path), NAMESPACE, objects,
+                           pod_access=services_access(),
+                           observer_kubeconfig=admin_kubeconfig_of(cluster))
     provider = oidc_provider_for(oidc_provider_factory, release, "keycloak")
     release.local_values = oidc_site(provider, "keycloak")
     async with release:
@@ -379,12 +398,13 @@ async def test_ldap_and_oidc_with_the_services_in_the_hub_pod(
     """values.yaml + ldap-and-oidc + services-in-hub-pod: both logins on one page (a
     provider's secret from a mounted Secret file), the launcher run by the hub itself."""
     cluster = await make_local_cluster(kubelet="process")
-    await ensure_namespace(cluster.kubeconfig_path, NAMESPACE)
+    await ensure_namespace(cluster, NAMESPACE)
     site, objects = ldap_site(slapd_tls)
     objects.append(secret("kdash-dex", NAMESPACE, {"client-secret": "jupyterhub-secret"}))
     release = ChartRelease(
         [VALUES, EXAMPLES / "ldap-and-oidc.yaml", EXAMPLES / "services-in-hub-pod.yaml"], {},
-        tmp_path / "release", ClusterAccess(cluster.kubeconfig_path), NAMESPACE, objects)
+        tmp_path / "release", ClusterAccess(cluster.kubeconfig_path), NAMESPACE, objects,
+        pod_access=services_access(), observer_kubeconfig=admin_kubeconfig_of(cluster))
     provider = oidc_provider_for(oidc_provider_factory, release, "campus", "github-guests")
     release.local_values = merge(site, oidc_site(provider, "campus"),
                                  oidc_site(provider, "github-guests"))
