@@ -8,7 +8,6 @@ kubelet's traffic, the controllers' and the scheduler's are not in it.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 from kubernetes_asyncio.client import rest
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kdash_hub.dev.process import terminate
 from kdash_hub.localcluster.apiclient import ApiError
 from kdash_hub.localcluster.kubeconfig import client_for
 from kdash_hub.localcluster.real.apply import apply_objects
@@ -148,14 +148,8 @@ class RealPlane:
     def stop(self) -> None:
         """SIGTERM (the CLI stops every component), SIGKILL after a minute."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc, timeout=60)
 
     async def install_identities(self) -> None:
         """What helm-values/rbac ships (hub, launcher, culler ServiceAccounts, roles and
