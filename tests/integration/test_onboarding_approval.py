@@ -11,6 +11,7 @@ grace (LDAP, approved in Chromium by test_onboarding_browser.py).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,7 +74,9 @@ def approval_hub_config(slapd: SlapdServer, provider: OIDCProvider) -> str:
                            auto_approve_groups={"gpu-users"}) + (
         'c.JupyterHub.spawner_class = "simple"\n'
         "c.JupyterHub.allow_named_servers = True\n"
-        "c.Spawner.start_timeout = 120\nc.Spawner.http_timeout = 120\n")
+        "c.Spawner.start_timeout = 120\nc.Spawner.http_timeout = 120\n"
+        # CI runs as root, where jupyter-server exits at once without this flag
+        + ('c.Spawner.args = ["--allow-root"]\n' if os.geteuid() == 0 else ""))
 
 
 def start_approval_hub(workdir: Path) -> ApprovalHub:
