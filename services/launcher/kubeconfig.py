@@ -9,6 +9,10 @@ namespace and account come from the pack's naming and settings, never from the r
 from __future__ import annotations
 
 import base64
+import calendar
+import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ import yaml
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kdash_hub import labels as L
 from kdash_hub.kube import api_error_message
 
 from .api import APIHandler
@@ -23,6 +28,27 @@ from .instances import LauncherError
 from .settings import LauncherSettings
 
 CLUSTER_NAME = "kdash-hub"
+TOKEN_SECRET = "kdash-kubeconfig"  # the page's current token, in the user's namespace
+COMPONENT = "kubeconfig"
+ISSUED = "kdash-hub.io/kubeconfig-issued"
+EXPIRES = "kdash-hub.io/kubeconfig-expires"
+MIN_SECONDS_LEFT = 60  # a stored token closer to its end than this is renewed instead
+
+
+@dataclass(frozen=True)
+class Minted:
+    """A token and its times (RFC 3339, UTC); the token itself goes only into files."""
+
+    token: str
+    expires: str
+    issued: str
+
+    def seconds_left(self, now: float | None = None) -> float:
+        try:
+            end = calendar.timegm(time.strptime(self.expires, "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            return 0.0
+        return end - (time.time() if now is None else now)
 
 
 def read_ca(settings: LauncherSettings, api_client: k8s_client.ApiClient) -> bytes:
@@ -80,35 +106,138 @@ def render(username: str, namespace: str, server: str, ca_pem: bytes, token: str
     return yaml.safe_dump(config, sort_keys=False)
 
 
-class KubeconfigHandler(APIHandler):
-    """GET: a kubeconfig (YAML) for the caller's own namespace, with a fresh token."""
+class TokenStore:
+    """The page's current token: a Secret `kdash-kubeconfig` in the user's own namespace,
+    owned by their ServiceAccount (garbage-collected with it). The page downloads this one
+    token again until it expires or the user renews it; the REST endpoint mints anew."""
 
-    async def get(self) -> None:
-        settings = self.manager.settings
-        if not self.is_user:
-            raise LauncherError(403, "only hub users have a namespace (this token is a"
-                                     " service's)")
-        if not settings.kubeconfig_server_url:
+    def __init__(self, manager: Any):
+        self.manager = manager
+
+    @property
+    def settings(self) -> LauncherSettings:
+        return self.manager.settings
+
+    def check_enabled(self) -> None:
+        if not self.settings.kubeconfig_server_url:
             raise LauncherError(501, "kubeconfig download is off: the admin hasn't set the"
                                      " API server URL (LauncherSettings.kubeconfig_server_url)")
-        api_client = self.manager.kube.api_client
-        ca_pem = read_ca(settings, api_client)
-        username = self.current_user["name"]
-        namespace = settings.user_namespace(username)
-        answer = await request_token(api_client, namespace, settings.user_service_account,
-                                     settings.kubeconfig_token_seconds)
+
+    async def mint(self, username: str) -> Minted:
+        """A fresh token of the user's ServiceAccount (stored nowhere)."""
+        self.check_enabled()
+        namespace = self.settings.user_namespace(username)
+        answer = await request_token(self.manager.kube.api_client, namespace,
+                                     self.settings.user_service_account,
+                                     self.settings.kubeconfig_token_seconds)
         status = answer.get("status") or {}
         token = status.get("token")
         if not token:
             raise LauncherError(502, "the API server answered the token request without a"
                                      " token")
-        body = render(username, namespace, settings.kubeconfig_server_url, ca_pem, token)
-        self.set_header("Content-Type", "application/yaml")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("Content-Disposition", 'attachment; filename="kubeconfig"')
-        if status.get("expirationTimestamp"):
-            self.set_header("X-Token-Expires", str(status["expirationTimestamp"]))
-        self.finish(body)
+        return Minted(token=token, expires=str(status.get("expirationTimestamp") or ""),
+                      issued=_rfc3339(time.time()))
+
+    async def current(self, username: str) -> Minted | None:
+        """The stored token while it has more than a minute left, else None."""
+        namespace = self.settings.user_namespace(username)
+        try:
+            secret = await self.manager.kube.get("Secret", TOKEN_SECRET, namespace)
+        except ApiException as e:
+            if e.status == 403:  # no namespace of the pack's yet: nothing stored
+                return None
+            raise LauncherError(502, f"can't read your current token: {api_error_message(e)}"
+                                ) from None
+        if secret is None or not L.is_owned_by(secret, username):
+            return None
+        meta = secret.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        try:
+            token = base64.b64decode((secret.get("data") or {}).get("token", "")).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        minted = Minted(token=token, expires=annotations.get(EXPIRES, ""),
+                        issued=annotations.get(ISSUED, ""))
+        if not token or minted.seconds_left() < MIN_SECONDS_LEFT:
+            return None
+        return minted
+
+    async def renew(self, username: str) -> Minted:
+        """Mint a token and make it the current one (earlier tokens live until they expire)."""
+        minted = await self.mint(username)
+        namespace = self.settings.user_namespace(username)
+        meta: dict[str, Any] = {
+            "name": TOKEN_SECRET, "namespace": namespace,
+            "labels": L.owner_labels(username, COMPONENT),
+            "annotations": {**L.owner_annotations(username), ISSUED: minted.issued,
+                            EXPIRES: minted.expires},
+        }
+        owner = _account_ref(minted.token, self.settings.user_service_account)
+        if owner:
+            meta["ownerReferences"] = [owner]
+        secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta,
+                  "data": {"token": base64.b64encode(minted.token.encode()).decode()}}
+        kube = self.manager.kube
+        try:
+            try:
+                await kube.create(secret)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                await kube.patch("Secret", TOKEN_SECRET, namespace,
+                                 {"metadata": {k: v for k, v in meta.items()
+                                               if k not in ("name", "namespace")},
+                                  "data": secret["data"]})
+        except ApiException as e:
+            raise LauncherError(502, f"a token was made but couldn't be kept for the page:"
+                                     f" {api_error_message(e)}") from None
+        return minted
+
+    async def kubeconfig(self, username: str, minted: Minted) -> str:
+        ca_pem = read_ca(self.settings, self.manager.kube.api_client)
+        return render(username, self.settings.user_namespace(username),
+                      self.settings.kubeconfig_server_url, ca_pem, minted.token)
+
+
+def _rfc3339(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _account_ref(token: str, account: str) -> dict | None:
+    """An ownerReference to the ServiceAccount the token is bound to, from the claims the
+    API server wrote into it (only the uid is read, and only to link the Secret to it)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        uid = claims["kubernetes.io"]["serviceaccount"]["uid"]
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "name": account, "uid": str(uid)}
+
+
+def send_kubeconfig(handler: Any, body: str, expires: str) -> None:
+    """The kubeconfig as a file to save, never cached."""
+    handler.set_header("Content-Type", "application/yaml")
+    handler.set_header("Cache-Control", "no-store")
+    handler.set_header("Content-Disposition", 'attachment; filename="kubeconfig"')
+    if expires:
+        handler.set_header("X-Token-Expires", expires)
+    handler.finish(body)
+
+
+class KubeconfigHandler(APIHandler):
+    """GET: a kubeconfig (YAML) for the caller's own namespace, with a fresh token."""
+
+    async def get(self) -> None:
+        if not self.is_user:
+            raise LauncherError(403, "only hub users have a namespace (this token is a"
+                                     " service's)")
+        store = TokenStore(self.manager)
+        store.check_enabled()
+        read_ca(self.manager.settings, self.manager.kube.api_client)  # before minting
+        username = self.current_user["name"]
+        minted = await store.mint(username)
+        send_kubeconfig(self, await store.kubeconfig(username, minted), minted.expires)
 
 
 def kubeconfig_routes(prefix: str) -> list[tuple[str, type]]:

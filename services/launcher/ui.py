@@ -1,5 +1,5 @@
 """The web UI: list, new (a form made from the template's variables), details with events
-and logs, and the buttons for stop/start/extend/delete."""
+and logs, the buttons for stop/start/extend/delete, and the kubeconfig page."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from urllib.parse import quote
 
 from tornado import web
 
+from kdash_hub.durations import format_duration
 from kdash_hub.templating.values import parse_bool
 
 from .handlers import LauncherHandler
 from .instances import LauncherError
+from .kubeconfig import TokenStore, send_kubeconfig
 
 UI_ACTIONS = ("stop", "start", "extend", "delete")
 
@@ -87,6 +89,67 @@ class ActionPage(LauncherHandler):
                       + quote(f"{action} done"))
 
 
+class KubeconfigPage(LauncherHandler):
+    """kubectl access: the caller's own namespace, server, token lifetime and expiry. The
+    token goes only into the downloaded file, never into this page. There is no way to name
+    another user here: everything comes from the signed-in hub user."""
+
+    async def get(self) -> None:
+        await self.show(message=self.get_argument("message", ""))
+
+    async def show(self, message: str = "", error: str = "", status: int = 200) -> None:
+        if not self.is_user:
+            raise LauncherError(403, "only hub users have a namespace")
+        store = TokenStore(self.manager)
+        store.check_enabled()
+        settings = self.manager.settings
+        username = self.current_user["name"]
+        current = None if error else await store.current(username)
+        self.set_status(status)
+        self.set_header("Cache-Control", "no-store")
+        self.render("kubeconfig.html", namespace=settings.user_namespace(username),
+                    server=settings.kubeconfig_server_url,
+                    lifetime=format_duration(settings.kubeconfig_token_seconds),
+                    current=current,
+                    left=format_duration(current.seconds_left()) if current else "",
+                    message=message, error=error)
+
+
+class KubeconfigDownload(LauncherHandler):
+    """The kubeconfig file with the current token (one is made when there is none)."""
+
+    async def get(self) -> None:
+        if not self.is_user:
+            raise LauncherError(403, "only hub users have a namespace")
+        store = TokenStore(self.manager)
+        store.check_enabled()
+        username = self.current_user["name"]
+        minted = await store.current(username) or await store.renew(username)
+        send_kubeconfig(self, await store.kubeconfig(username, minted), minted.expires)
+
+
+class KubeconfigRenew(KubeconfigPage):
+    """POST (with the form's _xsrf, like every launcher form): a fresh current token.
+    Tokens handed out before stay valid until their own expiry."""
+
+    async def get(self) -> None:
+        raise web.HTTPError(405)
+
+    async def post(self) -> None:
+        if not self.is_user:
+            raise LauncherError(403, "only hub users have a namespace")
+        store = TokenStore(self.manager)
+        try:
+            minted = await store.renew(self.current_user["name"])
+        except LauncherError as e:
+            if e.status == 501:
+                raise
+            await self.show(error=e.message, status=e.status)
+            return
+        self.redirect(f"{self.manager.settings.service_prefix}kubeconfig?message="
+                      + quote(f"New token made; it expires at {minted.expires}."), status=303)
+
+
 def ui_routes(prefix: str) -> list[tuple[str, type]]:
     return [
         (prefix + r"?", ListPage),
@@ -94,4 +157,7 @@ def ui_routes(prefix: str) -> list[tuple[str, type]]:
         (prefix + r"new/([^/]+)/?", NewPage),
         (prefix + r"instances/([^/]+)/([^/]+)/?", DetailsPage),
         (prefix + r"instances/([^/]+)/([^/]+)/([a-z]+)", ActionPage),
+        (prefix + r"kubeconfig/?", KubeconfigPage),
+        (prefix + r"kubeconfig/download", KubeconfigDownload),
+        (prefix + r"kubeconfig/renew", KubeconfigRenew),
     ]

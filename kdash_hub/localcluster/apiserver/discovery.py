@@ -14,7 +14,7 @@ from .resources import ResourceType
 
 _SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
               "binding": ["create"], "finalize": ["update"], "log": ["get"],
-              "exec": ["create", "get"]}
+              "exec": ["create", "get"], "token": ["create"]}
 
 
 def version_info(kube_version: str) -> dict[str, Any]:
@@ -76,6 +76,8 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
                 e["kind"] = "Binding"
             if sub == "exec":
                 e["kind"] = "PodExecOptions"
+            if sub == "token":
+                e.update(group="authentication.k8s.io", version="v1", kind="TokenRequest")
             out.append(e)
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,

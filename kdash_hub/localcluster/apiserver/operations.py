@@ -534,6 +534,41 @@ class Operations:
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                 "code": 201}
 
+    def token_request(self, namespace: str | None, name: str, body: Any) -> dict:
+        """POST serviceaccounts/NAME/token: a TokenRequest answered with a JWT-shaped token
+        bound to the account's uid (unsigned: the emulator authenticates nobody)."""
+        if not isinstance(body, dict):
+            raise bad_request("the body of the request must be a JSON object")
+        account = self._existing(resources.by_kind("ServiceAccount"), namespace, name)
+        spec = dict(body.get("spec") or {})
+        seconds = spec.get("expirationSeconds", 3600)
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 600:
+            raise invalid("TokenRequest", "authentication.k8s.io", name, [{
+                "reason": "FieldValueInvalid", "field": "spec.expirationSeconds",
+                "message": "Invalid value: may not specify a duration less than 10 minutes"}])
+        issued = int(datetime.now(UTC).timestamp())
+        uid = account["metadata"]["uid"]
+        claims = {"aud": spec.get("audiences") or ["https://kubernetes.default.svc"],
+                  "iat": issued, "nbf": issued, "exp": issued + seconds,
+                  "iss": "https://kubernetes.default.svc",
+                  "sub": f"system:serviceaccount:{namespace}:{name}",
+                  "jti": f"{random.getrandbits(128):032x}",
+                  "kubernetes.io": {"namespace": namespace, "serviceaccount": {
+                      "name": name, "uid": uid}}}
+
+        def part(value: dict) -> str:
+            raw = json.dumps(value, separators=(",", ":")).encode()
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+        token = f"{part({'alg': 'none', 'kid': 'kdash-emulator'})}.{part(claims)}.emulator"
+        expires = datetime.fromtimestamp(issued + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": name, "namespace": namespace,
+                             "creationTimestamp": None},
+                "spec": {"audiences": claims["aud"], "expirationSeconds": seconds,
+                         "boundObjectRef": spec.get("boundObjectRef")},
+                "status": {"token": token, "expirationTimestamp": expires}}
+
     def get_scale(self, rtype: ResourceType, namespace: str | None, name: str) -> dict:
         obj = self._existing(rtype, namespace, name)
         return _scale_of(obj)

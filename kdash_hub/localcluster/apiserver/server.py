@@ -332,6 +332,8 @@ class APIServer(LoggingConfigurable):
             body = await read_body(request)
             if sub == "binding" or rtype.kind == "Binding":
                 return json_response(self.ops.bind(ns, body, pod_name=name if sub else None), 201)
+            if sub == "token":
+                return json_response(self.ops.token_request(ns, name, body), 201)
             if name is not None:
                 raise method_not_allowed()
             return json_response(self.ops.create(rtype, ns, body, field_validation=fv,
