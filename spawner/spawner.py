@@ -404,7 +404,8 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             self.report(f"Creating your home directory {plan.home_dir} (owner {want})")
             job = homedir.home_job(plan, username=self.user.name,
                                    namespace=self.home_provisioner_namespace,
-                                   image=self.home_init_image, uid=self.uid, gid=self.gid)
+                                   image=self.home_init_image, uid=self.uid, gid=self.gid,
+                                   placement=homedir.spawner_placement(self))
             await homedir.run_home_job(self.kube, job, self.home_provisioner_timeout_seconds,
                                        self.log)
             kind = "PersistentVolume" if plan.pv is not None else "Namespace"

@@ -297,8 +297,6 @@ async def test_values_alone_stop_the_hub_asking_for_a_login(make_local_cluster, 
         "False to use only OIDC)" in message
 
 
-@pytest.mark.xfail(strict=False, reason="known bug: the home Job (spawner/homedir.py) has no "
-                   "tolerations, so it never schedules on a tainted GPU node (issue 16 open)")
 async def test_ldap_gpu_profiles_and_group_quotas(make_local_cluster, slapd_tls, tmp_path):
     """values.yaml + ldap-only + gpu-profiles + group-quotas: LDAP over StartTLS, a GPU
     flavor on a GPU node, the group quota in the user's namespace, the launcher, the culler."""

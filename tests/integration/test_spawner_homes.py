@@ -6,8 +6,10 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import web
 
+from kdash_hub.kube import KubeResources
+from kdash_hub.localcluster.nodes import NodeSpec
 from kdash_hub.spawner import bundle, homedir, storage
-from tests.fixtures.cluster import requires_emulator
+from tests.fixtures.cluster import admin_kubeconfig_of, api_client_for, requires_emulator
 from tests.fixtures.spawner import build_spawner
 
 NFS = {"server": "10.0.0.5", "path": "/export/homes"}
@@ -161,3 +163,95 @@ async def test_default_level_is_baseline(local_cluster, kube):
         assert ns["metadata"]["labels"][bundle.POD_SECURITY_LABEL] == "baseline"
     finally:
         await s.stop()
+
+
+# --- the home Job runs where the notebook will ------------------------------------------------
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+# what z2jh's scheduling.userPods gives every user pod
+USER_TOLERATION = {"key": "hub.jupyter.org/dedicated", "operator": "Equal", "value": "user",
+                   "effect": "NoSchedule"}
+PURPOSE = {"weight": 100, "preference": {"matchExpressions": [
+    {"key": "hub.jupyter.org/node-purpose", "operator": "In", "values": ["user"]}]}}
+A100 = {"slug": "a100", "display_name": "GPU A100",
+        "gpu": {"resource": "nvidia.com/gpu", "counts": [1]},
+        "node_selector": {"nvidia.com/gpu.product": "A100"}, "tolerations": [GPU_TOLERATION],
+        # its home: a local PV on the (tainted) GPU node that has the disk
+        "storage": {"preset": "local", "type": "local", "path": "/mnt/nvme/kdash",
+                    "node": "gpu-1"}}
+
+
+def test_pod_placement_takes_kubespawner_trait_forms():
+    """Tolerations and affinity terms as KubeSpawner accepts them (a list or a dict of
+    entries, camelCase or snake_case keys) become the API's JSON; empty parts are left out."""
+    placement = homedir.pod_placement(
+        node_selector={"disk": "ssd"},
+        tolerations={"b": {"key": "k", "operator": "Exists", "toleration_seconds": 30},
+                     "a": USER_TOLERATION},
+        node_affinity_required=[{"matchExpressions": [
+            {"key": "zone", "operator": "In", "values": ["z1"]}]}],
+        node_affinity_preferred=[PURPOSE])
+    assert placement == {
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [USER_TOLERATION,
+                        {"key": "k", "operator": "Exists", "tolerationSeconds": 30}],
+        "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z1"]}]}]},
+            "preferredDuringSchedulingIgnoredDuringExecution": [PURPOSE]}}}
+    assert homedir.pod_placement(tolerations=[], node_affinity_required={}) == {}
+    # the plan's node (a node-local home) is added to the notebook's selector
+    plan = storage.plan_home("local", A100["storage"], username="ann", namespace="kdash-ann",
+                             pvc_name="claim-ann", uid=1, gid=2, mount_path="/home/jovyan")
+    job = homedir.home_job(plan, username="ann", namespace="hub", image="busybox", uid=1,
+                           gid=2, placement=placement)
+    spec = job["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"disk": "ssd", "kubernetes.io/hostname": "gpu-1"}
+    assert spec["tolerations"] == placement["tolerations"]
+    assert spec["affinity"] == placement["affinity"]
+    assert placement["nodeSelector"] == {"disk": "ssd"}  # not changed in place
+
+
+async def test_the_home_job_runs_on_the_tainted_gpu_node_the_notebook_gets(
+        make_local_cluster, monkeypatch):
+    """A GPU flavor whose home is node-local on a tainted GPU node: the home Job gets the
+    notebook pod's tolerations (the spawner's and the flavor's GPU one), node selector and
+    node affinity, so it runs there and the start finishes (without them it never schedules
+    and the start fails after home_provisioner_timeout_seconds)."""
+    cluster = await make_local_cluster(node_specs=[
+        NodeSpec(name="node-0"),
+        NodeSpec(name="gpu-1", extended={"nvidia.com/gpu": 4}, taints=[GPU_TAINT],
+                 labels={"nvidia.com/gpu.product": "A100", "nvidia.com/gpu.present": "true"})])
+    requires_emulator(cluster)  # its own nodes (a tainted GPU node with the home's disk)
+    jobs: list[dict] = []
+    run = homedir.run_home_job
+
+    async def recording(kube, job, *args, **kwargs):
+        jobs.append(job)
+        return await run(kube, job, *args, **kwargs)
+
+    monkeypatch.setattr(homedir, "run_home_job", recording)
+    s = build_spawner(username="gina", auth_state={"uid": 2010, "gid": 3001},
+                      user_options={"profile": "a100"}, flavors=[A100], gpu_cache_seconds=0,
+                      quota={"requests.nvidia.com/gpu": "1"},
+                      tolerations=[USER_TOLERATION], node_affinity_preferred=[PURPOSE],
+                      home_provisioner_timeout_seconds=20)
+    async with api_client_for(admin_kubeconfig_of(cluster)) as client:
+        kube = KubeResources(client)
+        try:
+            await s.start()
+            pod = await kube.get("Pod", s.pod_name, s.namespace)
+            assert pod["spec"]["nodeName"] == "gpu-1"
+            [job] = jobs
+            spec = job["spec"]["template"]["spec"]
+            assert spec["tolerations"] == pod["spec"]["tolerations"]
+            assert USER_TOLERATION in spec["tolerations"]
+            assert GPU_TOLERATION in spec["tolerations"]
+            assert spec["nodeSelector"] == pod["spec"]["nodeSelector"] == {
+                "nvidia.com/gpu.product": "A100", "kubernetes.io/hostname": "gpu-1"}
+            assert spec["affinity"]["nodeAffinity"] == pod["spec"]["affinity"]["nodeAffinity"]
+            pv = await kube.get("PersistentVolume", s._plan.pv["metadata"]["name"])
+            assert pv["metadata"]["annotations"][homedir.PROVISIONED_ANNOTATION] == "2010:3001"
+        finally:
+            await s.stop()
