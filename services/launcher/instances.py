@@ -9,12 +9,15 @@ request per object; any failure deletes what was made, so nothing is left half-c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlparse
 
+import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kdash_hub import labels as L
@@ -31,6 +34,7 @@ from kdash_hub.templating import (
 from . import lifecycle
 from .records import (
     CREATING,
+    DELETING,
     READY,
     RECORD_PREFIX,
     InstanceRecord,
@@ -59,8 +63,36 @@ class LauncherError(Exception):
         super().__init__(message)
 
 
+@contextlib.asynccontextmanager
+async def user_errors(what: str) -> AsyncIterator[None]:
+    """Whatever goes wrong while `what`, the person gets a sentence (JSON in the API, never
+    a bare 500) and the log the detail."""
+    try:
+        yield
+    except LauncherError:
+        raise
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        log.error("%s: the Kubernetes API didn't answer: %s: %s", what, type(e).__name__, e)
+        raise LauncherError(503, f"the Kubernetes API didn't answer while {what}; try again"
+                                 " in a minute (if it keeps failing, tell an admin: the"
+                                 " launcher's log has the detail)") from None
+    except ApiException as e:
+        log.error("%s: %s", what, api_error_message(e))
+        raise LauncherError(502, f"Kubernetes failed while {what}: {api_error_message(e)};"
+                                 " try again in a minute") from None
+    except Exception:
+        log.exception("%s failed", what)
+        raise LauncherError(500, f"the launcher failed unexpectedly while {what}; tell an"
+                                 " admin (the launcher's log has the detail)") from None
+
+
 def not_found(owner: str, name: str) -> LauncherError:
     return LauncherError(404, f"no instance {name!r} of user {owner!r}")
+
+
+def being_deleted(name: str) -> LauncherError:
+    return LauncherError(409, f"instance {name!r} is being deleted; it can't be changed any"
+                              " more (it disappears from the list when the delete is done)")
 
 
 def untrusted(name: str) -> LauncherError:
@@ -87,6 +119,35 @@ class InstanceManager:
         # (namespace, name) of the launches this process is making now: the reconciler
         # leaves their `creating` records alone
         self.launching: set[tuple[str, str]] = set()
+        # one lock per instance a delete or the reconciler is acting on in this process:
+        # a delete waits for a rollforward under way, the reconciler skips a held one
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    def busy(self, namespace: str, name: str) -> bool:
+        """This process is launching, deleting or reconciling the instance now."""
+        key = (namespace, name)
+        held = self._locks.get(key)
+        return key in self.launching or (held is not None and held[0].locked())
+
+    def busy_keys(self) -> set[tuple[str, str]]:
+        """(namespace, name) of every instance `busy` is True for."""
+        return self.launching | {k for k, (lock, _) in self._locks.items() if lock.locked()}
+
+    @contextlib.asynccontextmanager
+    async def acting_on(self, namespace: str, name: str) -> AsyncIterator[None]:
+        """Hold the instance's lock (in this process) while changing what it is made of."""
+        key = (namespace, name)
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
     # --- access -----------------------------------------------------------------------
     def can_manage(self, actor: Actor, owner: str) -> bool:
@@ -199,6 +260,12 @@ class InstanceManager:
 
     async def launch(self, actor: Actor, template_id: Any, values: Any = None,
                      name: Any = None, ttl: Any = None) -> dict[str, Any]:
+        """Make an instance: the record (`creating`), its objects, the record sealed."""
+        async with user_errors(f"launching {template_id!r}"):
+            return await self._launch(actor, template_id, values, name, ttl)
+
+    async def _launch(self, actor: Actor, template_id: Any, values: Any, name: Any,
+                      ttl: Any) -> dict[str, Any]:
         if not isinstance(template_id, str) or not template_id:
             raise LauncherError(400, "template is required")
         template = self.catalog.get(template_id)
@@ -274,6 +341,11 @@ class InstanceManager:
             await lifecycle.save_record(self.kube, record, self.signer)
         except BaseException as e:  # whatever happened (even a cancel): nothing half-made
             await self._rollback(namespace, created, name)
+            if isinstance(e, ApiException) and e.status in (404, 409) \
+                    and len(created) == len(objects):
+                raise LauncherError(409, f"instance {name!r} was deleted (or changed) while it"
+                                         " was being launched, so the launch was undone;"
+                                         " launch it again if you still want it") from None
             if isinstance(e, ApiException):
                 what = (f"{obj['kind']} {obj['metadata']['name']}" if len(created) < len(objects)
                         else f"instance {name!r}")
@@ -289,8 +361,10 @@ class InstanceManager:
                 self.kube, namespace,
                 [{"kind": o["kind"], "name": o["metadata"]["name"]} for o in created])
             await self.kube.delete("Secret", record_name(name), namespace)
-        except ApiException as e:  # logged; the record lists what may remain
-            log.error("rollback of %s/%s incomplete: %s", namespace, name, api_error_message(e))
+        except Exception as e:  # noqa: BLE001 - logged; the reconciler finishes it
+            log.error("rollback of %s/%s incomplete (the reconciler finishes it): %s",
+                      namespace, name, api_error_message(e) if isinstance(e, ApiException)
+                      else f"{type(e).__name__}: {e}")
 
     async def _ensure_namespace(self, namespace: str, username: str) -> None:
         if await self.kube.get("Namespace", namespace) is not None:
@@ -320,7 +394,8 @@ class InstanceManager:
             return LauncherError(400, f"{what} is invalid: {message}")
         if e.status == 403:
             return LauncherError(403, f"not allowed to create {what}: {message}")
-        return LauncherError(502, f"Kubernetes failed on {what}: {message}")
+        return LauncherError(502, f"Kubernetes failed on {what}: {message}; try again in a"
+                                  " minute")
 
     # --- read -----------------------------------------------------------------------------
     async def _view(self, namespace: str | None, owner: str | None,
@@ -384,6 +459,8 @@ class InstanceManager:
         status, reason = instance_status(rec, view) if view else ("pending", "created")
         if rec.phase == CREATING:  # a launch in progress (or cut short: the reconciler's)
             status, reason = "pending", "creating"
+        elif rec.phase == DELETING:  # a delete in progress (or cut short: the reconciler's)
+            status, reason = "deleting", "being deleted"
         age = (now - rec.created_at).total_seconds() if rec.created_at else None
         expires = rec.expires(self.max_ttl)
         ttl_left = (expires - now).total_seconds() if expires else None
@@ -445,20 +522,27 @@ class InstanceManager:
             return f"(no logs: {api_error_message(e)})"
 
     # --- change ---------------------------------------------------------------------------
-    async def stop(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
+    async def live_record_for(self, actor: Actor, owner: str, name: str) -> InstanceRecord:
+        """The record, for an operation on an instance that isn't being deleted (409)."""
         _, rec = await self.record_for(actor, owner, name)
+        if rec.phase == DELETING:
+            raise being_deleted(name)
+        return rec
+
+    async def stop(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
+        rec = await self.live_record_for(actor, owner, name)
         rec = await self._change(lifecycle.stop_instance(self.kube, rec.namespace, name,
                                                          signer=self.signer), name)
         return self.describe(rec, None) | {"status": "stopped", "reason": ""}
 
     async def start(self, actor: Actor, owner: str, name: str) -> dict[str, Any]:
-        _, rec = await self.record_for(actor, owner, name)
+        rec = await self.live_record_for(actor, owner, name)
         rec = await self._change(lifecycle.start_instance(self.kube, rec.namespace, name,
                                                           signer=self.signer), name)
         return self.describe(rec, None)
 
     async def extend(self, actor: Actor, owner: str, name: str, by: Any) -> dict[str, Any]:
-        _, rec = await self.record_for(actor, owner, name)
+        rec = await self.live_record_for(actor, owner, name)
         try:
             seconds = parse_duration(by)
         except (ValueError, OverflowError) as e:
@@ -474,9 +558,39 @@ class InstanceManager:
         return self.describe(rec, None)
 
     async def delete(self, actor: Actor, owner: str, name: str) -> None:
-        _, rec = await self.record_for(actor, owner, name)
-        await self._change(lifecycle.delete_instance(self.kube, rec.namespace, name,
-                                                     signer=self.signer), name)
+        """Every object of the instance, then its record (crash-safe: `deleting` first);
+        waits for a rollforward of the reconciler under way in this process."""
+        async with user_errors(f"deleting instance {name!r}"):
+            _, rec = await self.record_for(actor, owner, name)
+            async with self.acting_on(rec.namespace, name):
+                try:
+                    await lifecycle.delete_instance(self.kube, rec.namespace, name,
+                                                    signer=self.signer)
+                except RecordInvalid:
+                    raise untrusted(name) from None
+                except lifecycle.InstanceNotFound:
+                    raise LauncherError(404, f"instance {name!r} is gone") from None
+                except ApiException as e:
+                    if e.status == 409:
+                        raise LauncherError(409, f"instance {name!r} is being changed by"
+                                                 " someone else; try again") from None
+                    log.error("deleting %s/%s: %s", rec.namespace, name, api_error_message(e))
+                    raise await self._delete_failed(
+                        rec.namespace, name, f"Kubernetes failed while deleting instance"
+                                             f" {name!r} ({api_error_message(e)})") from None
+        log.info("%s deleted instance %s/%s", actor.name, rec.namespace, name)
+
+    async def _delete_failed(self, namespace: str, name: str, why: str) -> LauncherError:
+        """What a person needs after a delete failed half-way: whether it goes on."""
+        try:
+            _, rec = await lifecycle.read_record(self.kube, namespace, name, self.signer)
+        except Exception:  # noqa: BLE001 - unknown: say what we know
+            rec = None
+        if rec is not None and rec.phase == DELETING:
+            return LauncherError(502, f"{why}. The instance is marked for deletion: the"
+                                      " launcher finishes the delete on its own (its next"
+                                      " reconcile pass), or delete it again")
+        return LauncherError(502, f"{why}. Nothing was deleted; try again in a minute")
 
     async def _change(self, operation: Any, name: str) -> Any:
         """Run a lifecycle operation; a record changed meanwhile is a 409, gone a 404."""
@@ -484,6 +598,8 @@ class InstanceManager:
             return await operation
         except RecordInvalid:
             raise untrusted(name) from None
+        except lifecycle.InstanceDeleting:
+            raise being_deleted(name) from None
         except lifecycle.InstanceNotFound:
             raise LauncherError(404, f"instance {name!r} is gone") from None
         except ApiException as e:
@@ -497,7 +613,7 @@ class InstanceManager:
         and whether to strip the proxy prefix (404 unless `actor` may use it)."""
         if not self.can_proxy(actor, owner):
             raise not_found(owner, name)
-        _, rec = await self.record_for(Actor(owner), owner, name)
+        rec = await self.live_record_for(Actor(owner), owner, name)
         if not rec.proxy:
             raise LauncherError(404, f"instance {name!r} has no service to proxy to")
         if not rec.proxy.get("http", True):

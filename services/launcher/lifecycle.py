@@ -2,9 +2,12 @@
 
 Stop scales every Deployment/StatefulSet of an instance to zero (and suspends its Jobs),
 remembering the replicas in the record, so start brings back exactly what was there:
-the objects, their data and their definition stay (Kubeflow's model). Delete removes the
-objects the record lists and then the record. Which of the two happens when an instance's
-TTL runs out is the template's `expiry` (default: stop, so no data is lost).
+the objects, their data and their definition stay (Kubeflow's model). Delete first marks
+the record `deleting` (signed), then removes the objects the record lists, then the
+record: a delete cut short (a crash) leaves a `deleting` record that the reconciler
+finishes, and nothing ever makes a `deleting` instance's objects again. Which of the two
+happens when an instance's TTL runs out is the template's `expiry` (default: stop, so no
+data is lost).
 
 Every record is verified (`records.py`): one that doesn't verify is skipped and logged by
 the listings, and refused by the operations on one instance (`RecordInvalid`). An object
@@ -23,10 +26,11 @@ from datetime import datetime, timedelta
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kdash_hub import labels as L
-from kdash_hub.kube import RESOURCES, KubeResources
+from kdash_hub.kube import RESOURCES, KubeResources, resource_for
 from kdash_hub.naming import label_value
 
 from .records import (
+    DELETING,
     RUNNING,
     STOPPED,
     InstanceRecord,
@@ -65,6 +69,10 @@ def belongs_to(obj: dict | None, rec: InstanceRecord, kind: str = "", name: str 
 
 class InstanceNotFound(LookupError):
     """No such instance (or not one of this user's)."""
+
+
+class InstanceDeleting(InstanceNotFound):
+    """The instance is being deleted: nothing but the delete acts on it any more."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,8 @@ async def expired_instances(kube: KubeResources, now: datetime,
             continue
         if rec.state == STOPPED and rec.expiry == "stop":
             continue
+        if rec.phase == DELETING:  # going already: the delete (or reconciler) finishes it
+            continue
         refs.append(InstanceRef(rec.namespace, rec.name, rec.owner, rec.template,
                                 rec.expiry, expires))
     return refs
@@ -244,6 +254,7 @@ async def stop_instance(kube: KubeResources, namespace: str, name: str,
     """Scale the instance to zero, keeping its objects and definition (idempotent)."""
     signer = signer or default_signer()
     _, rec = await read_record(kube, namespace, name, signer)
+    refuse_deleting(rec)
     if rec.state == STOPPED:
         return rec
     replicas = dict(rec.replicas)
@@ -267,6 +278,7 @@ async def stop_instance(kube: KubeResources, namespace: str, name: str,
                 raise
 
     def stopped(r: InstanceRecord) -> None:
+        refuse_deleting(r)
         r.state, r.replicas = STOPPED, replicas
 
     return await update_record(kube, namespace, name, stopped, signer)
@@ -278,6 +290,7 @@ async def start_instance(kube: KubeResources, namespace: str, name: str,
     """Scale a stopped instance back to its replicas; an expired TTL starts again."""
     signer = signer or default_signer()
     _, rec = await read_record(kube, namespace, name, signer)
+    refuse_deleting(rec)
     if rec.state == RUNNING:
         return rec
     for obj in rec.objects:
@@ -298,6 +311,7 @@ async def start_instance(kube: KubeResources, namespace: str, name: str,
     now = now or now_utc()
 
     def started(r: InstanceRecord) -> None:
+        refuse_deleting(r)
         r.state = RUNNING
         expires = r.expires()
         if r.ttl and (expires is None or expires <= now):
@@ -313,17 +327,63 @@ async def delete_objects(kube: KubeResources, namespace: str, objects: list[dict
         await kube.delete(obj["kind"], obj["name"], namespace)
 
 
+def refuse_deleting(rec: InstanceRecord) -> None:
+    """Stop, start, extend: not on an instance whose delete has begun."""
+    if rec.phase == DELETING:
+        raise InstanceDeleting(f"instance {rec.name!r} is being deleted")
+
+
+async def delete_exact(kube: KubeResources, kind: str, name: str, namespace: str,
+                       uid: str) -> bool:
+    """Delete the object if it is still the one with `uid` (a precondition the API server
+    checks, so one made again under the same name in between is never deleted); True
+    when deleted, False when gone or another object."""
+    try:
+        await kube._call("DELETE", resource_for(kind).path(namespace, name), body={
+            "kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
+            "preconditions": {"uid": uid}})
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        if e.status == 409:
+            log.warning("%s %s/%s is another object now (UID differs): left alone", kind,
+                        namespace, name)
+            return False
+        raise
+
+
+def _mark_deleting(rec: InstanceRecord) -> None:
+    rec.phase = DELETING
+
+
 async def delete_instance(kube: KubeResources, namespace: str, name: str,
                           signer: RecordSigner | None = None) -> None:
-    """Delete every object of the instance, then its record (raises InstanceNotFound or
-    RecordInvalid). Only the objects the record made (same UID) are deleted."""
-    _, rec = await read_record(kube, namespace, name, signer)
+    """Delete the instance (raises InstanceNotFound or RecordInvalid): mark its record
+    `deleting`, delete every object the record made (same UID), then the record.
+
+    Idempotent, and safe to cut short anywhere: once marked, the reconciler finishes it;
+    before, nothing has changed. A PersistentVolumeClaim the template made is one of the
+    instance's objects and goes with it (a delete, not a stop, was asked for)."""
+    signer = signer or default_signer()
+    secret, rec = await read_record(kube, namespace, name, signer)
+    record_uid = (secret.get("metadata") or {}).get("uid", "")
+    if rec.phase != DELETING:
+        # written before anything is deleted, resourceVersion-checked: a rollforward that
+        # read the record before this can't seal it any more (it undoes what it made)
+        rec = await update_record(kube, namespace, name, _mark_deleting, signer)
     for obj in reversed(rec.objects):
         if not may_touch(obj["kind"]):
             continue
-        if await _recorded(kube, rec, obj) is not None:
-            await kube.delete(obj["kind"], obj["name"], namespace)
-    await kube.delete("Secret", record_name(name), namespace)
+        current = await _recorded(kube, rec, obj)
+        if current is not None:
+            await delete_exact(kube, obj["kind"], obj["name"], namespace,
+                               current["metadata"]["uid"])
+    # last: while the record is there, a crash leaves a delete the reconciler finishes
+    if record_uid:
+        await delete_exact(kube, "Secret", record_name(name), namespace, record_uid)
+    else:
+        await kube.delete("Secret", record_name(name), namespace)
 
 
 async def extend_instance(kube: KubeResources, namespace: str, name: str, seconds: int,
@@ -334,6 +394,7 @@ async def extend_instance(kube: KubeResources, namespace: str, name: str, second
     now = now or now_utc()
 
     def extended(r: InstanceRecord) -> None:
+        refuse_deleting(r)
         current = r.expires(max_ttl)
         base = current if current and current > now else now
         expires = base + timedelta(seconds=seconds)

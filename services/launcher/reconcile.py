@@ -1,4 +1,5 @@
-"""The reconciler: launches cut short (a crash, a failed rollback) are finished or undone.
+"""The reconciler: launches cut short (a crash, a failed rollback) are finished or undone,
+deletes cut short are finished.
 
 A launch writes its signed record (phase `creating`) first, then the objects, then seals
 the record (phase `ready`, every UID). A launcher killed in between leaves a record whose
@@ -11,6 +12,11 @@ launcher runs this at start-up and every `reconcile_interval` seconds:
   rolled BACK: the objects it made are deleted, then the record;
 - a `ready` record of a running instance whose objects are missing is rolled forward the
   same way; when it can't be, it is reported and left as it is (its data is never deleted);
+- a `deleting` record (a delete began: the user's or the culler's) is never rolled
+  forward: the delete is finished (its objects, then the record);
+- a rollforward whose record changed meanwhile (a delete marked it, in this process or
+  another) deletes again what it made and leaves the record to the next pass; in this
+  process a delete and the reconciler never act on one instance at once (a lock);
 - objects carrying the launcher's labels without a valid record naming them are reported
   (log + the admin view `GET api/reconcile`), never deleted;
 - a record whose signature doesn't verify is never acted on (reported).
@@ -36,6 +42,7 @@ from kdash_hub.templating import RenderError
 from . import lifecycle
 from .records import (
     CREATING,
+    DELETING,
     READY,
     RUNNING,
     InstanceRecord,
@@ -154,25 +161,41 @@ class Reconciler:
 
     # --- one record -------------------------------------------------------------------
     def _busy(self, rec: InstanceRecord) -> bool:
-        """A launch of this process is making it, or (other processes) it is too young."""
-        if (rec.namespace, rec.name) in self.manager.launching:
-            return True
-        if rec.phase == CREATING and self.grace > 0 and rec.created_at is not None:
-            return (now_utc() - rec.created_at).total_seconds() < self.grace
-        return False
+        """This process is launching, deleting or reconciling it, or (other processes) a
+        launch of it is too young to call cut short."""
+        return self.manager.busy(rec.namespace, rec.name) or self._busy_grace(rec)
 
     async def _reconcile_record(self, rec: InstanceRecord) -> Decision | None:
         if self._busy(rec):
             return None
-        present, missing, foreign = await self._survey(rec)
-        if rec.phase == READY and not missing:
+        if rec.phase == READY and not (await self._survey(rec))[1]:
+            return None  # the common case: complete, nothing to do
+        if self._busy(rec):  # a delete or launch began while we looked
             return None
+        async with self.manager.acting_on(rec.namespace, rec.name):
+            return await self._decide(rec)
+
+    async def _decide(self, rec: InstanceRecord) -> Decision | None:
+        """What to do about one record, decided on a fresh read of it (holding its lock)."""
         try:  # read again: a launch or a user may have changed it since the listing
             secret, rec = await lifecycle.read_record(self.kube, rec.namespace, rec.name,
                                                       self.signer)
         except (lifecycle.InstanceNotFound, RecordInvalid):
             return None
-        if self._busy(rec) or (rec.phase == READY and not missing):
+        if rec.phase == DELETING:  # never rolled forward: the delete is finished
+            decision = Decision(rec.namespace, rec.name, BACK,
+                                "a delete was cut short: finishing it (objects, then the"
+                                " record)")
+            await self._act(decision, lifecycle.delete_instance(
+                self.kube, rec.namespace, rec.name, self.signer))
+            await self._event(rec, "Normal" if decision.done else "Warning", "DeleteFinished",
+                              decision.reason + (f" (failed: {decision.error})"
+                                                 if decision.error else ""))
+            return decision
+        if self._busy_grace(rec):
+            return None
+        present, missing, foreign = await self._survey(rec)
+        if rec.phase == READY and not missing:
             return None
         rendered, why_not = self._render(rec, secret)
         if foreign:
@@ -202,6 +225,12 @@ class Reconciler:
                           decision.reason + (f" (failed: {decision.error})"
                                              if decision.error else ""))
         return decision
+
+    def _busy_grace(self, rec: InstanceRecord) -> bool:
+        """A `creating` record younger than the grace: maybe another process's launch."""
+        if rec.phase == CREATING and self.grace > 0 and rec.created_at is not None:
+            return (now_utc() - rec.created_at).total_seconds() < self.grace
+        return False
 
     async def _act(self, decision: Decision, work: Any) -> None:
         try:
@@ -254,24 +283,38 @@ class Reconciler:
         return objects, ""
 
     async def _forward(self, rec: InstanceRecord, rendered: list[dict]) -> None:
-        """Create what is missing, record every UID, seal the record (resourceVersion-checked:
-        a record changed meanwhile is left for the next pass)."""
-        for entry, obj in zip(rec.objects, rendered, strict=True):
-            current = await self.kube.get(entry["kind"], entry["name"], rec.namespace)
-            if current is None:
+        """Create what is missing, record every UID, seal the record (resourceVersion-checked).
+        When the seal fails (a delete marked the record `deleting`, or deleted it, or anyone
+        changed it meanwhile) what this made is deleted again: nothing is left that no
+        record names; the next pass looks again."""
+        made: list[tuple[str, str, str]] = []
+        try:
+            for entry, obj in zip(rec.objects, rendered, strict=True):
+                current = await self.kube.get(entry["kind"], entry["name"], rec.namespace)
+                if current is None:
+                    try:
+                        current = await self.kube.create(obj)
+                        made.append((entry["kind"], entry["name"], current["metadata"]["uid"]))
+                    except ApiException as e:
+                        if e.status != 409:
+                            raise
+                        current = await self.kube.get(entry["kind"], entry["name"],
+                                                      rec.namespace)
+                        if not lifecycle.belongs_to(current, rec, entry["kind"], entry["name"]):
+                            raise
+                elif not lifecycle.belongs_to(current, rec, entry["kind"], entry["name"]):
+                    raise RecordInvalid(f"{entry['kind']} {entry['name']} isn't this instance's")
+                entry["uid"] = current["metadata"]["uid"]
+            rec.phase = READY
+            await lifecycle.save_record(self.kube, rec, self.signer)
+        except BaseException:
+            for kind, name, uid in reversed(made):
                 try:
-                    current = await self.kube.create(obj)
-                except ApiException as e:
-                    if e.status != 409:
-                        raise
-                    current = await self.kube.get(entry["kind"], entry["name"], rec.namespace)
-                    if not lifecycle.belongs_to(current, rec, entry["kind"], entry["name"]):
-                        raise
-            elif not lifecycle.belongs_to(current, rec, entry["kind"], entry["name"]):
-                raise RecordInvalid(f"{entry['kind']} {entry['name']} isn't this instance's")
-            entry["uid"] = current["metadata"]["uid"]
-        rec.phase = READY
-        await lifecycle.save_record(self.kube, rec, self.signer)
+                    await lifecycle.delete_exact(self.kube, kind, name, rec.namespace, uid)
+                except ApiException as e:  # the orphan report shows it on the next pass
+                    log.error("%s %s/%s made by a rollforward that failed, not deleted: %s",
+                              kind, rec.namespace, name, api_error_message(e))
+            raise
 
     # --- objects without a record -----------------------------------------------------
     async def _orphans(self, records: list[InstanceRecord],
@@ -282,17 +325,20 @@ class Reconciler:
         named: dict[tuple[str, str], InstanceRecord] = {
             (r.namespace, label_value(r.name)): r for r in records}
         tampered = {(b.namespace, b.record) for b in invalid}
+        busy = {(ns, label_value(n)) for ns, n in self.manager.busy_keys()}
         orphans: list[Orphan] = []
         for namespace in await lifecycle.user_namespaces(self.kube):
             for kind in sorted(kinds):
                 for obj in await self.kube.list(kind, namespace, label_selector=OBJECT_SELECTOR):
                     meta = obj.get("metadata") or {}
+                    if meta.get("deletionTimestamp"):
+                        continue  # going: a delete's or the garbage collector's
                     instance = (meta.get("labels") or {}).get(L.INSTANCE, "")
+                    if (namespace, instance) in busy:
+                        continue  # a launch or delete of this process is under way
                     rec = named.get((namespace, instance))
                     if rec is not None and (kind, meta.get("name")) in {
                             (o["kind"], o["name"]) for o in rec.objects}:
-                        continue
-                    if rec is not None and (namespace, rec.name) in self.manager.launching:
                         continue
                     if rec is not None:
                         reason = f"instance {rec.name!r}'s record doesn't list it"

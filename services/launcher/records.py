@@ -36,10 +36,13 @@ FORMAT_VERSION = 1
 RUNNING = "running"
 STOPPED = "stopped"
 # how far the launch got: `creating` from the record's write until every object is made,
-# then `ready`; a record still `creating` with no launch running was cut short (a crash)
+# then `ready`; a record still `creating` with no launch running was cut short (a crash).
+# `deleting`: a delete began (written before any object is deleted, the record deleted
+# last), so a delete cut short is finished by the reconciler, never rolled forward
 CREATING = "creating"
 READY = "ready"
-PHASES = (CREATING, READY)
+DELETING = "deleting"
+PHASES = (CREATING, READY, DELETING)
 EXPIRY_ACTIONS = ("stop", "delete")
 # 1-40 lowercase letters, digits and '-', starting with a letter (always fullmatch)
 INSTANCE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?")

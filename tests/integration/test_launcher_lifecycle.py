@@ -11,6 +11,7 @@ from kdash_hub.kube import KubeResources
 from kdash_hub.services.launcher import lifecycle, records
 from kdash_hub.services.launcher.app import LauncherApp
 from kdash_hub.services.launcher.instances import Actor, InstanceManager, LauncherError
+from kdash_hub.services.launcher.reconcile import Reconciler
 from kdash_hub.services.launcher.records import ANN_RECORD, record_name
 from kdash_hub.services.launcher.settings import CATALOG_DIR, LauncherSettings
 from kdash_hub.templating import load_directories
@@ -222,3 +223,154 @@ async def test_extend_needs_an_expiring_instance(kube):
         await manager.extend(ALICE, "alice", "redis", "1h")
     assert e.value.status == 400 and "doesn't expire" in e.value.message
     assert (await manager.list(ALICE))[0]["ttl_left"] == "-"
+
+
+# --- deletes: crash-safe and race-free ------------------------------------------------------
+
+async def leftovers(kube: KubeResources, name: str, namespace: str = "kdash-alice") -> list:
+    """What is left of instance `name`: its record and objects not already terminating."""
+    left = []
+    for kind in ("Secret", "PersistentVolumeClaim", "ConfigMap", "Deployment", "Service",
+                 "StatefulSet", "Job"):
+        for obj in await kube.list(kind, namespace,
+                                   label_selector=f"kdash-hub.io/instance={name}"):
+            if not obj["metadata"].get("deletionTimestamp"):
+                left.append(f"{kind}/{obj['metadata']['name']}")
+    return sorted(left)
+
+
+async def _until_gone(kube: KubeResources, kind: str, name: str) -> None:
+    for _ in range(200):
+        if await kube.get(kind, name, "kdash-alice") is None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{kind} {name} never deleted")
+
+
+async def test_reconcile_during_a_delete_makes_nothing_again(manager, local_cluster, kube):
+    """A reconcile pass while a delete is under way (this launcher's own pass, or another
+    launcher process's) never makes again what the delete already removed: the bench saw
+    a Service left behind with no record when the periodic pass rolled the half-deleted
+    instance forward."""
+    requires_emulator(local_cluster)
+    other = InstanceManager(kube, settings(), manager.catalog)  # a second launcher process
+    for i, reconciler in enumerate((Reconciler(manager), Reconciler(other))):
+        name = f"racing{i}"
+        await manager.launch(ALICE, "minio", name=name)
+        # the delete goes Service, Deployment, claim, Secret, record: hold it at the
+        # Deployment, with the Service already gone
+        hold = local_cluster.api.faults.add(method="DELETE", path_regex="/deployments/",
+                                            status=None, latency=1.0, times=None)
+        deleting = asyncio.ensure_future(manager.delete(ALICE, "alice", name))
+        try:
+            await _until_gone(kube, "Service", name)
+            report = await reconciler.run_once()
+            await deleting
+        finally:
+            local_cluster.api.faults.remove(hold)
+        assert [d.action for d in report.decisions if d.action == "forward"] == [], report
+        assert await leftovers(kube, name) == [], (i, report)
+    report = await Reconciler(manager).run_once()
+    assert (report.records, report.orphans, report.error) == (0, [], ""), report
+
+
+@pytest.mark.parametrize("held", ["/deployments/", "/secrets/kdash-instance-"])
+async def test_a_delete_cut_short_is_finished_not_undone(manager, local_cluster, kube, held):
+    """The launcher dies in a delete (cancelled with a request held: after some objects,
+    or with every object gone and the record left): the reconciler of the next process
+    finishes the delete; it never makes the instance again."""
+    requires_emulator(local_cluster)
+    await manager.launch(ALICE, "minio", name="doomed")
+    await manager.launch(ALICE, "redis", name="bystander")
+    hold = local_cluster.api.faults.add(method="DELETE", path_regex=held, status=None,
+                                        latency=3.0, times=None)
+    deleting = asyncio.ensure_future(manager.delete(ALICE, "alice", "doomed"))
+    await _until_gone(kube, "Service", "doomed")
+    await asyncio.sleep(0.3)
+    deleting.cancel()  # the process is gone: nothing of it runs any more
+    local_cluster.api.faults.remove(hold)
+    restarted = InstanceManager(kube, settings(), manager.catalog)
+    listed = {i["name"]: i for i in await restarted.list(ALICE)}
+    assert (listed["doomed"]["status"], listed["doomed"]["phase"]) == ("deleting", "deleting")
+    for operation in (restarted.stop, restarted.start):  # nothing but the delete goes on
+        with pytest.raises(LauncherError) as e:
+            await operation(ALICE, "alice", "doomed")
+        assert e.value.status == 409 and "is being deleted" in e.value.message
+    report = await Reconciler(restarted).run_once()
+    assert [(d.instance, d.action, d.done) for d in report.decisions] == [
+        ("doomed", "back", True)], report
+    assert await leftovers(kube, "doomed") == []
+    assert len(await leftovers(kube, "bystander")) == 4  # the other instance untouched
+    assert [i["name"] for i in await restarted.list(ALICE)] == ["bystander"]
+    again = await Reconciler(restarted).run_once()
+    assert (again.decisions, again.orphans) == ([], [])
+
+
+async def test_a_rollforward_whose_record_is_deleted_meanwhile_undoes_itself(
+        manager, local_cluster, kube):
+    """Another launcher process (or the culler) deletes the instance while this one rolls
+    it forward: the rollforward can't seal the record, so it deletes what it made."""
+    requires_emulator(local_cluster)
+    await manager.launch(ALICE, "minio", name="flip")
+    await kube.delete("Service", "flip", "kdash-alice")  # missing: to be rolled forward
+    hold = local_cluster.api.faults.add(method="POST", path_regex="/services$", status=None,
+                                        latency=1.0, times=1)
+    forward = asyncio.ensure_future(Reconciler(manager).run_once())
+    await asyncio.sleep(0.3)  # the rollforward is making the Service
+    other = InstanceManager(kube, settings(), manager.catalog)
+    await other.delete(ALICE, "alice", "flip")
+    report = await forward
+    local_cluster.api.faults.remove(hold)
+    [decision] = report.decisions
+    assert (decision.action, decision.done) == ("forward", False) and decision.error, report
+    assert await leftovers(kube, "flip") == []
+    again = await Reconciler(manager).run_once()
+    assert (again.records, again.decisions, again.orphans) == (0, [], [])
+
+
+async def test_a_failed_delete_says_so_and_is_finished(manager, local_cluster, kube):
+    """The API server fails half-way through a delete: a sentence saying the delete goes
+    on; the instance shows `deleting`; the reconciler finishes it (the claim too: the
+    user asked for a delete)."""
+    requires_emulator(local_cluster)
+    await manager.launch(ALICE, "minio", name="stubborn")
+    local_cluster.api.faults.add(method="DELETE", path_regex="/deployments/", status=500,
+                                 times=1)
+    with pytest.raises(LauncherError) as e:
+        await manager.delete(ALICE, "alice", "stubborn")
+    assert e.value.status == 502, e.value.message
+    assert "Kubernetes failed while deleting instance 'stubborn'" in e.value.message
+    assert "finishes the delete on its own" in e.value.message
+    [listed] = await manager.list(ALICE)
+    assert listed["status"] == "deleting"
+    with pytest.raises(LauncherError) as e:
+        await manager.extend(ALICE, "alice", "stubborn", "1h")
+    assert e.value.status == 409 and "is being deleted" in e.value.message
+    report = await Reconciler(manager).run_once()
+    assert [(d.action, d.done) for d in report.decisions] == [("back", True)], report
+    assert await leftovers(kube, "stubborn") == []
+    assert await kube.get("PersistentVolumeClaim", "stubborn-data", "kdash-alice") is None \
+        or (await kube.get("PersistentVolumeClaim", "stubborn-data", "kdash-alice")
+            )["metadata"].get("deletionTimestamp")
+
+
+async def test_an_unreachable_api_is_a_sentence(manager, kube):
+    """Launch and delete with the Kubernetes API gone: a 503 with what to do, no 500."""
+    from kubernetes_asyncio.client import ApiClient, Configuration
+
+    from kdash_hub.dev.ports import free_port
+
+    await manager.launch(ALICE, "redis", name="cache")
+    client = ApiClient(Configuration(host=f"http://127.0.0.1:{free_port()}"))
+    try:
+        cut_off = InstanceManager(KubeResources(client), settings(), manager.catalog)
+        for attempt in (cut_off.launch(ALICE, "redis", name="more"),
+                        cut_off.delete(ALICE, "alice", "cache")):
+            with pytest.raises(LauncherError) as e:
+                await attempt
+            assert e.value.status == 503, e.value.message
+            assert "the Kubernetes API didn't answer" in e.value.message
+            assert "try again in a minute" in e.value.message
+    finally:
+        await client.close()
+    assert len(await leftovers(kube, "cache")) == 4  # nothing happened to it
