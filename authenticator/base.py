@@ -138,6 +138,14 @@ class KDashAuthenticator(ApprovalMixin, Authenticator):
              "'your university account'.")
     max_password_length = Int(
         1024, config=True, help="Longer passwords are refused before contacting LDAP.")
+    custom_403_message = Unicode(
+        "You signed in, but this account may not use this hub: it is not in a group "
+        "allowed here. If it should be, ask the hub's administrators to add it to one.",
+        config=True,
+        help="What a person whose provider sign-in worked but who may not use the hub (not "
+             "in `allowed_groups`/`allowed_users`, or blocked) reads on the 403 page. The "
+             "name and role are oauthenticator's, whose callback handler shows it. The LDAP "
+             "form keeps JupyterHub's own refusal (the form again, with a 403).")
 
     @default("manage_groups")
     def _manage_groups_default(self) -> bool:

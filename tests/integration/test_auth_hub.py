@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import time
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -10,6 +11,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import aiohttp
 import pytest
 
+from tests.fixtures.auth_hub import AuthHub, start_auth_hub, stop_auth_hub
 from tests.fixtures.oidc import follow
 
 
@@ -200,3 +202,63 @@ async def test_oidc_refresh_through_the_hub_follows_the_provider(auth_hub):
         await asyncio.sleep(1.2)
         async with s.get(f"{hub.url}/hub/home", allow_redirects=False) as r:
             assert r.status == 302 and "/hub/login" in r.headers["Location"]
+
+
+# --- a hub that lets only some groups in ----------------------------------------------------
+
+REFUSAL = "Only GPU users may use this hub; ask gpu-admins@example.org for access."
+
+
+@pytest.fixture(scope="module")
+def group_hub(tmp_path_factory) -> AuthHub:
+    """Only gpu-users may sign in, with the admin's own refusal sentence."""
+    auth = start_auth_hub(tmp_path_factory.mktemp("group-hub"), allow_all=False,
+                          allowed_groups={"gpu-users"}, custom_403_message=REFUSAL)
+    try:
+        yield auth
+    finally:
+        stop_auth_hub(auth)
+
+
+async def hub_names(hub, what: str) -> set[str]:
+    async with aiohttp.ClientSession() as s, s.get(
+            f"{hub.api_url}/{what}", headers=hub.auth_headers()) as r:
+        assert r.status == 200, await r.text()
+        return {item["name"] for item in await r.json()}
+
+
+@pytest.mark.parametrize("provider, username, group", [
+    ("idp", "dave", "datasci"),            # trusted: names and groups as they are
+    ("ext", "ext-dave", "ext-datasci"),    # untrusted: prefixed
+])
+async def test_a_refused_oidc_login_is_a_403_saying_why_and_makes_nothing(
+        group_hub, provider, username, group):
+    """dave's provider sign-in works, but his group may not use the hub: the callback
+    answers 403 with the admin's sentence (not a 500), and no hub user or group is made."""
+    hub = group_hub.hub
+    async with session() as s:
+        url, status, body = await oidc_login(s, hub, "dave", "dave-idp", provider=provider)
+        assert f"/hub/oauth_callback/{provider}" in url
+        assert status == 403, body[-2000:]
+        assert REFUSAL in html.unescape(body)
+        async with s.get(f"{hub.url}/hub/home", allow_redirects=False) as r:
+            assert r.status == 302 and "/hub/login" in r.headers["Location"]  # not signed in
+    assert username not in await hub_names(hub, "users")
+    assert group not in await hub_names(hub, "groups")
+    # an allowed user of the same provider signs in (the refusal is dave's groups only)
+    async with session() as s:
+        url, status, _ = await oidc_login(s, hub, "alice", "alice-idp", provider="sso")
+        assert status == 200 and "/hub/" in url and "/login" not in url
+
+
+async def test_a_refused_ldap_login_keeps_the_form_and_makes_nothing(group_hub):
+    """The directory form refuses a not-allowed account as JupyterHub does: the form
+    again, 403, the usual sentence, and no user or group."""
+    hub = group_hub.hub
+    async with session() as s:
+        status, _, body = await form_login(s, hub, "carol", "carol-pw")
+    assert status == 403
+    assert "Invalid username or password" in body and 'id="ldap-login-form"' in body
+    assert REFUSAL not in html.unescape(body)
+    assert "carol" not in await hub_names(hub, "users")
+    assert "datasci" not in await hub_names(hub, "groups")

@@ -15,6 +15,7 @@ checks, OIDC a real oidc-provider.
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import re
 import time
@@ -26,6 +27,7 @@ import pytest
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kdash_hub.authenticator import KDashAuthenticator
 from kdash_hub.dev.oidc import client as oidc_client
 from kdash_hub.localcluster.nodes import NodeSpec
 from tests.fixtures.cluster import admin_kubeconfig_of, api_client_for
@@ -40,6 +42,7 @@ from tests.fixtures.helm import (
 from tests.fixtures.oidc import follow
 
 EXAMPLES = HELM_VALUES / "examples"
+REFUSED_SIGN_IN = KDashAuthenticator.custom_403_message.default_value
 NAMESPACE = "kdash-hub"
 
 
@@ -178,6 +181,13 @@ async def hub_user(release: ChartRelease, name: str) -> dict[str, Any]:
             f"{release.api_url}/users/{name}", headers=release.auth_headers()) as resp:
         assert resp.status == 200, await resp.text()
         return await resp.json()
+
+
+async def hub_user_exists(release: ChartRelease, name: str) -> bool:
+    async with aiohttp.ClientSession() as s, s.get(
+            f"{release.api_url}/users/{name}", headers=release.auth_headers()) as resp:
+        assert resp.status in (200, 404), await resp.text()
+        return resp.status == 200
 
 
 async def wait_until_culled(release: ChartRelease, name: str) -> None:
@@ -364,8 +374,6 @@ async def test_ldap_gpu_profiles_and_group_quotas(make_local_cluster, slapd_tls,
             assert pod.spec.node_name == "gpu-a100-1"
 
 
-@pytest.mark.xfail(strict=False, reason="known bug: a refused OIDC login answers 500, not 403 "
-                   "(KDashAuthenticator has no custom_403_message; issue 16 open)")
 async def test_oidc_overlay(make_local_cluster, oidc_provider_factory, tmp_path):
     """values.yaml + oidc-only: the button, the code flow through the hub's curl client
     (as the chart configures tornado), a spawn and the launcher."""
@@ -382,10 +390,12 @@ async def test_oidc_overlay(make_local_cluster, oidc_provider_factory, tmp_path)
         async with session() as s:
             async with s.get(f"{release.url}/hub/login") as resp:
                 assert "Example SSO" in await resp.text()
-            # dave's groups (datasci) are not allowed
-            _, status, _ = await follow(s, f"{release.url}/hub/oauth_login/keycloak",
-                                        login="dave", password="dave-idp")
-            assert status == 403
+            # dave's groups (datasci) are not allowed: a 403 saying so, no user made
+            _, status, body = await follow(s, f"{release.url}/hub/oauth_login/keycloak",
+                                           login="dave", password="dave-idp")
+            assert status == 403, body[-2000:]
+            assert REFUSED_SIGN_IN in html.unescape(body)
+            assert not await hub_user_exists(release, "dave")
         async with session() as s:
             url, status, body = await follow(s, f"{release.url}/hub/oauth_login/keycloak",
                                              login="alice", password="alice-idp")
