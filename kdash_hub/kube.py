@@ -176,13 +176,19 @@ class KubeResources:
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> list[dict]:
-        """Items of `kind` (in `namespace`, or everywhere when it is None)."""
+        """Items of `kind` (in `namespace`, or everywhere when it is None), each with its
+        `kind` and `apiVersion`: a real API server leaves both out of a list's items."""
+        resource = resource_for(kind)
         result = await self._call(
             "GET",
-            resource_for(kind).path(namespace),
+            resource.path(namespace),
             query={"labelSelector": label_selector, "fieldSelector": field_selector},
         )
-        return list(result.get("items") or [])
+        items = list(result.get("items") or [])
+        for item in items:
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", resource.api_version)
+        return items
 
     async def create(self, obj: dict) -> dict:
         """Create `obj` (raises ApiException, e.g. 409 when it exists)."""
