@@ -12,6 +12,11 @@ model's, the state group is carried into each model (`with_state_group`). Every 
 server goes through `Authenticator.pre_spawn_start` (REST spawn, named servers, the spawn
 page), which refuses before the spawner runs: no namespace, no pod. The launcher reads the
 state group from the user model it gets from the hub (launcher/handlers.py).
+
+A rejection also ends what the user's Kubernetes tokens can do: the spawner deletes their
+ServiceAccount (`revoke_cluster_access`, spawner/revoke.py); an approved start makes it
+again. The hub's home and spawn pages send a pending or rejected user to the waiting page
+(they come before the hub's own routes: `Authenticator.get_handlers`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers import BaseHandler
+from jupyterhub.handlers.pages import HomeHandler, SpawnHandler
 from jupyterhub.scopes import Scope
 from jupyterhub.utils import url_path_join
 from tornado import web
@@ -196,7 +202,24 @@ class ApprovalMixin(LoggingConfigurable):
                                                if k != "previous"}} if state else None}
         record_state(db, username, wanted, new, orm_user)
         self.log.info("Onboarding: %s %s %s (%s)", admin_name, wanted, username, reason)
-        return True, self.status(orm_user, f"{username} is now {wanted}")
+        message = f"{username} is now {wanted}"
+        if wanted == "rejected":
+            message += await self.revoke_cluster_access(users[orm_user])
+        return True, self.status(orm_user, message)
+
+    async def revoke_cluster_access(self, user: Any) -> str:
+        """Delete the user's ServiceAccount through their default spawner (one that made
+        it: KDashSpawner), so their tokens stop working; a note for the admin's message."""
+        revoke = getattr(user.spawner, "revoke_cluster_access", None)
+        if revoke is None:
+            return ""
+        try:
+            deleted = await revoke()
+        except Exception as e:  # the decision stands; the admin is told what is left
+            self.log.exception("Onboarding: could not revoke %s's cluster access", user.name)
+            return (f"; but their Kubernetes ServiceAccount could not be deleted ({e}), so "
+                    "tokens they downloaded work until they expire: delete it by hand")
+        return "; their Kubernetes tokens no longer work" if deleted else ""
 
     async def _check_still_in_directory(self, user: Any, username: str) -> None:
         ldap = getattr(self, "ldap", None)
@@ -240,7 +263,11 @@ class ApprovalMixin(LoggingConfigurable):
         return [(rf"/{API_PATH}", ApprovalsAPIHandler),
                 (rf"/{API_PATH}/([^/]+)", ApprovalsAPIHandler),
                 (rf"/{PAGE_PATH}", ApprovalsPageHandler),
-                (rf"/{STATUS_PATH}", ApprovalStatusHandler)]
+                (rf"/{STATUS_PATH}", ApprovalStatusHandler),
+                (r"/home", GatedHomeHandler),
+                (r"/spawn", GatedSpawnHandler),
+                (r"/spawn/([^/]+)", GatedSpawnHandler),
+                (r"/spawn/([^/]+)/([^/]+)", GatedSpawnHandler)]
 
 
 async def _maybe(value: Any) -> Any:
@@ -341,3 +368,34 @@ class ApprovalStatusHandler(_Page):
             state = "approved"
         await self._render("approval_status.html", state=state or "pending", record=record,
                            username=user.name)
+
+
+def _to_waiting_page(handler: BaseHandler) -> bool:
+    """Redirect a signed-in pending or rejected user to their status page; True if so."""
+    user = handler.current_user
+    if user is None or user.admin or not handler.authenticator.require_approval:
+        return False
+    state, _ = state_of(user.orm_user)
+    if state not in ("pending", "rejected"):
+        return False
+    handler.redirect(url_path_join(handler.hub.base_url, STATUS_PATH))
+    return True
+
+
+class GatedHomeHandler(HomeHandler):
+    """The hub's home page, except for users who aren't approved (the login lands here)."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        if not _to_waiting_page(self):
+            await super().get()
+
+
+class GatedSpawnHandler(SpawnHandler):
+    """The hub's spawn page (where a login goes with redirect_to_server), likewise."""
+
+    @web.authenticated
+    def get(self, user_name: str | None = None, server_name: str = "") -> Any:
+        if _to_waiting_page(self):
+            return None
+        return super().get(user_name, server_name)

@@ -19,6 +19,7 @@ from typing import Any
 from jupyterhub.utils import exponential_backoff
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
+from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import Bool, default
 
@@ -26,12 +27,13 @@ from kdash_hub import labels as L
 from kdash_hub import naming
 from kdash_hub.kube import KubeResources, api_error_message, to_json
 
-from . import bundle, homedir, identity, profiles, quotas, refusals, storage
+from . import bundle, chooser, homedir, identity, profiles, quotas, refusals, storage
 from .adopt import AdoptOnRestart
 from .drift import DriftWatch
 from .explained import ExplainedStart
 from .gpu_availability import GpuAvailability
 from .provision import BundleError, BundleProvisioner
+from .revoke import revoke_service_account
 from .settings import KDashSettings
 from .shielded import ShieldedReflectors
 
@@ -98,6 +100,9 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         self._events_changed = asyncio.Event()
         self._bundle_finished = True
         self._home_done: str | None = None  # "<volume>|<uid:gid>" of a made home directory
+        # the options of the last start that passed the checks (a refusal puts them back)
+        self._accepted_options: dict = copy.deepcopy(dict(self.user_options or {}))
+        self._last_refusal: str | None = None
 
     # --- profiles -------------------------------------------------------------------------
 
@@ -127,10 +132,28 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
     async def _flavor_profiles(self, spawner: Any = None) -> list[dict]:
         """profile_list as a callable: the user's allowed flavors, GPU flavors with free counts."""
         out = []
+        groups = self.groups()
         for flavor in self._allowed_flavors():
             free = await self._free_gpus(flavor) if flavor.get("gpu") else None
-            out.append(profiles.to_profile(flavor, free))
+            idle = profiles.idle_text(*profiles.idle_timeout(flavor, self.culler_rules, groups))
+            out.append(profiles.to_profile(flavor, free, self.gpu_display_names, idle))
         return out
+
+    @default("options_form")
+    def _options_form_default(self):
+        """The pack's chooser (chooser.py), unless the admin gave KubeSpawner a form."""
+        if (self.flavors and self.profile_list == self._flavor_profiles
+                and not self.profile_form_template
+                and not self.additional_profile_form_template_paths):
+            return self._chooser_form
+        return super()._options_form_default()
+
+    async def _chooser_form(self, spawner: Any = None) -> str:
+        notes = []
+        if self.explain_hidden_flavors:
+            notes = profiles.hidden_notes(self.flavors, self.groups(),
+                                          bool(getattr(self.user, "admin", False)))
+        return chooser.render(await self._flavor_profiles(), notes, self.user_options)
 
     async def run_auth_state_hook(self, auth_state: Any) -> None:
         self.kdash_auth_state = dict(auth_state or {})
@@ -155,14 +178,42 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
                                       (self.user_options or {}).get("profile"))
 
     async def load_user_options(self):
+        try:
+            await self._load_options()
+        except web.HTTPError as e:
+            if e.status_code < 500:  # what was asked for is refused, not our fault
+                self._keep_accepted_options(e)
+            raise
+        self._accepted_options = copy.deepcopy(dict(self.user_options or {}))
+        self._last_refusal = None
+
+    def _keep_accepted_options(self, refusal: web.HTTPError) -> None:
+        """A refused spawn leaves the last accepted options where JupyterHub keeps them (the
+        next form preselects them, an admin's "Start server" uses them), and its reason in
+        the server's state (the admin panel's server details show it)."""
+        self._last_refusal = getattr(refusal, "jupyterhub_message", None) or refusal.log_message
+        self.user_options = copy.deepcopy(self._accepted_options)
+        orm_spawner = getattr(self, "orm_spawner", None)
+        if orm_spawner is not None:
+            orm_spawner.user_options = copy.deepcopy(self._accepted_options)
+            session = object_session(orm_spawner)
+            if session is not None:
+                session.commit()
+
+    async def _load_options(self):
         for key, value in self._configured.items():
             setattr(self, key, copy.deepcopy(value))
         flavor = self._choose_flavor()
+        options = self.user_options or {}
+        if flavor:
+            refusals.check_choices(flavor, profiles.to_profile(flavor), options)
+        gpus = refusals.check_gpu_count(flavor, options, self.gpu_display_names) if flavor else 0
         try:
-            gpus = profiles.chosen_gpus(flavor, self.user_options or {}) if flavor else 0
             await super().load_user_options()
         except (ValueError, KeyError, StopIteration) as e:
-            raise web.HTTPError(400, f"Invalid server options: {e}") from e
+            self.log.warning("%s: server options %r refused: %r", self._log_name, options, e)
+            raise refusals.refusal(400, "These server options can't be used: choose your "
+                                        "server again on the spawn page.") from e
         self._flavor = flavor
         if flavor:
             self.tolerations = profiles.merge_tolerations(
@@ -185,7 +236,8 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         self._check_quota(flavor, gpus)
 
     async def _check_gpus_free(self, flavor: dict, gpus: int) -> None:
-        refusals.check_gpus_free(flavor, gpus, await self._free_gpus(flavor))
+        refusals.check_gpus_free(flavor, gpus, await self._free_gpus(flavor),
+                                 self.gpu_display_names)
 
     def effective_quota(self) -> dict[str, Any]:
         return quotas.merge_grants(self.quota, self.group_quotas, self.groups())
@@ -201,7 +253,7 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         resource = flavor["gpu"].get("resource", "nvidia.com/gpu") if flavor and gpus else None
         asked = refusals.requested(self.cpu_guarantee, self.cpu_limit, self.mem_guarantee,
                                    self.mem_limit, resource, gpus)
-        refusals.check_quota(asked, self.effective_quota(), used)
+        refusals.check_quota(asked, self.effective_quota(), used, self.gpu_display_names)
 
     # --- storage ---------------------------------------------------------------------------
 
@@ -256,12 +308,15 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
     def get_state(self):
         state = super().get_state()
         state["kdash_home_pvc"] = self._home_pvc_name
+        if self._last_refusal:
+            state["kdash_last_refusal"] = self._last_refusal
         return state
 
     def load_state(self, state):
         super().load_state(state)
         if state.get("kdash_home_pvc"):
             self._home_pvc_name = state["kdash_home_pvc"]
+        self._last_refusal = state.get("kdash_last_refusal")
 
     # --- provisioning ---------------------------------------------------------------------
 
@@ -482,11 +537,20 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
 
     # --- user deletion --------------------------------------------------------------------
 
+    async def revoke_cluster_access(self) -> bool:
+        """Delete the user's ServiceAccount (their tokens die with it); see revoke.py."""
+        if not self.enable_user_namespaces:
+            return False
+        return await revoke_service_account(self.kube, self.namespace,
+                                            self.user_service_account, self.user.name,
+                                            self.log)
+
     async def delete_forever(self):
         """Keep user data unless the admin allows deletion; delete only what is ours."""
         await super().delete_forever()
         if self.name or not self.enable_user_namespaces:
             return
+        await self.revoke_cluster_access()
         if not self.delete_namespace_on_user_delete:
             self.log.info("Keeping namespace %s of deleted user %s "
                           "(delete_namespace_on_user_delete is off)", self.namespace,

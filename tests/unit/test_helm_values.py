@@ -253,6 +253,7 @@ def needed() -> dict[str, dict[str, set[tuple[str, str, str]]]]:
     for kind in _IMMUTABLE:
         if RESOURCES[kind].namespaced:
             hub_namespace |= needs(kind, "delete")  # a changed roleRef: delete, make again
+    hub_namespace |= needs("ServiceAccount", "delete")  # a deleted user's: spawner/revoke.py
     launcher_ns = needs("Secret", "get", "list", "create", "patch", "delete")  # records
     for kind in DEFAULT_ALLOWED_KINDS:
         launcher_ns |= needs(kind, "get", "create", "patch", "delete")
