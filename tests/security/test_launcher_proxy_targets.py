@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 
 import aiohttp
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from kdash_hub import labels as L
 from kdash_hub.services.launcher.records import record_name
@@ -45,12 +47,28 @@ def refused(status: int, body: object, *statuses: int) -> None:
     assert isinstance(body, dict) and body.get("message"), body
 
 
+async def external_name_write(attack, write: Awaitable[object]) -> bool:
+    """Make (or turn a Service into) an ExternalName Service in the attacker's namespace.
+    The emulator lets it happen, so the proxy's own check is what the test sees; a real
+    API server already refuses it (the kdash-services admission policy helm-values ships):
+    both layers hold. True when the Service was written."""
+    try:
+        await write
+    except ApiException as e:
+        assert attack.env.cluster is None, e  # only a real API server has the policy
+        assert e.status == 403 and "kdash-services" in str(e.body), e.body
+        return False
+    assert attack.env.cluster is not None, "a real API server let an ExternalName Service in"
+    return True
+
+
 async def test_external_name_service_and_an_edited_record(attack, echo_server):
     await own_instance(attack, echo_server)
-    await attack.create({"apiVersion": "v1", "kind": "Service",
-                         "metadata": {"name": "evil", "namespace": ATTACKER_NS},
-                         "spec": {"type": "ExternalName", "externalName": "localhost",
-                                  "ports": [{"port": attack.victim.port}]}})
+    await external_name_write(attack, attack.create({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "evil", "namespace": ATTACKER_NS},
+        "spec": {"type": "ExternalName", "externalName": "localhost",
+                 "ports": [{"port": attack.victim.port}]}}))
 
     def point_at_evil(content: dict) -> None:
         content["proxy"].update(service="evil", port=attack.victim.port,
@@ -67,10 +85,10 @@ async def test_external_name_service_and_an_edited_record(attack, echo_server):
 async def test_own_service_turned_into_an_external_name_in_place(attack, echo_server):
     """The Service keeps its UID; the proxy never reads it for a destination."""
     await own_instance(attack, echo_server)
-    await attack.kube.patch("Service", "web", ATTACKER_NS, {"spec": {
-        "type": "ExternalName", "externalName": "localhost", "selector": None,
-        "clusterIP": None, "clusterIPs": None,
-        "ports": [{"name": "http", "port": attack.victim.port}]}})
+    await external_name_write(attack, attack.kube.patch("Service", "web", ATTACKER_NS, {
+        "spec": {"type": "ExternalName", "externalName": "localhost", "selector": None,
+                 "clusterIP": None, "clusterIPs": None,
+                 "ports": [{"name": "http", "port": attack.victim.port}]}}))
     status, seen = await proxy_get(attack.env, ATTACKER, ATTACKER, "web", "after")
     assert status == 200 and seen["path"] == "/after"  # her own pod, nothing else
     assert len(echo_server.requests) == 1 and attack.victim.requests == []
