@@ -4,8 +4,9 @@ Starts the local cluster (emulated Kubernetes API; notebook pods run as real
 jupyterhub-singleuser processes) with a simulated GPU node, slapd with demo users and a
 local OIDC provider when their programs are installed, and a real JupyterHub with
 configurable-http-proxy, KDashSpawner, KDashAuthenticator, the launcher and the culler.
-Prints the URL and the logins; Ctrl-C (or SIGTERM) stops everything and removes the
-temporary directory (kept with --workdir).
+Prints the URL and the logins; Ctrl-C (or SIGTERM) stops everything. The demo's files (hub
+database and log, cluster log, the pods' homes) stay in a folder of their own, printed at start
+and at stop; `--clean` removes it at stop.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,15 @@ DEMO_FLAVORS: list[dict[str, Any]] = [
 ]
 
 
+def default_workdir() -> Path:
+    """A new folder per run under the user's state directory: kept after Ctrl-C (logs!)."""
+    import os
+    import time
+
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "kdash-hub" / time.strftime("demo-%Y%m%d-%H%M%S")
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -84,7 +93,7 @@ class Demo:
     port: int | None = None
     workdir: Path | None = None
     log: Any = print
-    _own_workdir: bool = False
+    clean: bool = False
     cluster: Any = None
     ldap: Any = None
     oidc: Any = None
@@ -98,8 +107,7 @@ class Demo:
 
     async def start(self) -> None:
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="kdash-demo-"))
-            self._own_workdir = True
+            self.workdir = default_workdir()
         self.workdir = self.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
@@ -121,7 +129,7 @@ class Demo:
                 await stop()
             except Exception as exc:  # noqa: BLE001 - keep stopping the others
                 self.log(f"demo: stopping {name} failed: {exc}")
-        if self._own_workdir and self.workdir is not None:
+        if self.clean and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     # --- parts --------------------------------------------------------------------------
@@ -237,7 +245,10 @@ class Demo:
             "spawner": {
                 "flavors": DEMO_FLAVORS, "hub_namespace": "default",
                 "group_quotas": {"gpu-users": {f"requests.{GPU_RESOURCE}": "2"}},
-                "storage_preset": "none", "start_timeout": 60, "http_timeout": 60,
+                # homes on the local cluster's disk (under the demo's folder), kept across
+                # server restarts: a claim per user, bound by the cluster's provisioner
+                "storage_preset": "dynamic", "dynamic_storage": {"capacity": "1Gi"},
+                "start_timeout": 60, "http_timeout": 60,
                 "image": "quay.io/jupyter/minimal-notebook:2024-12-02",
             },
             "authenticator": self.authenticator_settings(),
@@ -309,7 +320,10 @@ class Demo:
         lines += [
             "then: pick a profile (GPU ones for gpu-users), open your server, and launch a side",
             f"service at {self.url}/services/kdash-launcher/", "",
-            *(f"  {n}" for n in self.notes), "", "Press Ctrl-C to stop.", "",
+            *(f"  {n}" for n in self.notes), "",
+            f"files and logs: {self.workdir} (hub log: hub/jupyterhub.log)",
+            "Press Ctrl-C to stop" + (" (the folder is removed then: --clean)." if self.clean
+                                      else "; the folder is kept."), "",
         ]
         return "\n".join(lines)
 
@@ -317,7 +331,7 @@ class Demo:
 async def run(args: argparse.Namespace) -> int:
     """Start the demo, print the URL and logins, and stop it all on Ctrl-C / SIGTERM."""
     demo = Demo(port=args.port, workdir=Path(args.workdir) if args.workdir else None,
-                log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                clean=args.clean, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -341,7 +355,9 @@ async def run(args: argparse.Namespace) -> int:
         await demo.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        print("kdash-hub demo: stopped", file=sys.stderr, flush=True)
+        kept = ("" if demo.clean or demo.workdir is None
+                else f"; files and logs kept in {demo.workdir}")
+        print(f"kdash-hub demo: stopped{kept}", file=sys.stderr, flush=True)
     return 0
 
 
@@ -353,6 +369,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000,
                         help="port of the hub's public URL http://127.0.0.1:PORT (default 8000;"
                              " 0 picks a free one)")
-    parser.add_argument("--workdir", help="keep the demo's files (hub database, logs, "
-                                          "kubeconfig, pod homes) in this directory")
+    parser.add_argument("--workdir", help="the demo's files (hub database, logs, kubeconfig, "
+                                          "pod homes) go here (default: a new folder under "
+                                          "$XDG_STATE_HOME or ~/.local/state/kdash-hub)")
+    parser.add_argument("--clean", action="store_true",
+                        help="remove the demo's folder when it stops (default: keep it)")
     parser.set_defaults(func=run)

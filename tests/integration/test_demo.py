@@ -24,7 +24,7 @@ import pytest
 from kdash_hub.dev.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 45.0
+START_TIMEOUT = 150.0  # a shared CI machine can take a minute or more to start it all
 
 
 def descendants(pid: int) -> set[int]:
@@ -165,13 +165,23 @@ async def test_demo_login_spawn_launcher_and_clean_stop(demo):
         async with session.get(f"{url}/services/kdash-launcher/") as resp:
             assert resp.status == 200
             assert "kdash" in (await resp.text()).lower()
-        # a side service next to the notebook, through the launcher's REST API
         async with session.post(f"{url}/hub/api/users/{username}/tokens",
                                 headers={"X-XSRFToken": xsrf}, json={"note": "demo"}) as resp:
             assert resp.status == 201
             token = (await resp.json())["token"]
-        api = f"{url}/services/kdash-launcher/api/instances"
         headers = {"Authorization": f"token {token}"}
+        # the home is kept across a server restart: write a file, stop, start, read it back
+        note = {"type": "file", "format": "text", "content": "kept across restarts"}
+        async with session.put(f"{url}/user/{username}/api/contents/kept.txt",
+                               headers=headers, json=note) as resp:
+            assert resp.status in (200, 201), await resp.text()
+        await restart_server(session, url, username, headers)
+        async with session.get(f"{url}/user/{username}/api/contents/kept.txt",
+                               headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["content"] == "kept across restarts"
+        # a side service next to the notebook, through the launcher's REST API
+        api = f"{url}/services/kdash-launcher/api/instances"
         async with session.post(api, headers=headers, json={"template": "redis"}) as resp:
             assert resp.status == 201, await resp.text()
         deadline = time.monotonic() + 20
@@ -184,8 +194,33 @@ async def test_demo_login_spawn_launcher_and_clean_stop(demo):
             await asyncio.sleep(0.3)
 
     assert_stops_cleanly(proc, port)
-    # --workdir keeps the files
+    # the folder is kept (logs included), and the banner said where it is
     assert (tmp_path / "demo" / "hub" / "jupyterhub.log").exists()
+    assert f"files and logs: {tmp_path / 'demo'}" in banner
+
+
+async def restart_server(session: aiohttp.ClientSession, url: str, username: str,
+                         headers: dict[str, str]) -> None:
+    """Stop the user's server and start it again with the same profile, through the REST API."""
+    server = f"{url}/hub/api/users/{username}/server"
+    async with session.delete(server, headers=headers) as resp:
+        assert resp.status in (202, 204), await resp.text()
+    deadline = time.monotonic() + 60
+    while True:
+        async with session.get(f"{url}/hub/api/users/{username}", headers=headers) as resp:
+            if not (await resp.json()).get("servers"):
+                break
+        assert time.monotonic() < deadline, "the server did not stop"
+        await asyncio.sleep(0.5)
+    async with session.post(server, headers=headers, json={"profile": "cpu-small"}) as resp:
+        assert resp.status in (201, 202), await resp.text()
+    deadline = time.monotonic() + 60
+    while True:
+        async with session.get(f"{url}/user/{username}/api/status", headers=headers) as resp:
+            if resp.status == 200:
+                return
+        assert time.monotonic() < deadline, "the server did not come back"
+        await asyncio.sleep(0.5)
 
 
 def test_demo_help_names_its_options():
