@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import containerlogs, probes
+from . import containerlogs, podsandbox, probes
 from .podstatus import now_iso
 
 log = logging.getLogger("kdash_hub.localcluster.containers")
@@ -83,7 +83,9 @@ class ContainerRunner:
                  cwd: Path, log_dir: Path, termination_path: Path | None,
                  implicit_ready: Callable[[], Awaitable[bool]] | None,
                  on_change: Callable[[], None], on_event: EventSink,
-                 backoff: Backoff | None = None, grace: float = 30.0):
+                 backoff: Backoff | None = None, grace: float = 30.0,
+                 wrap: Callable[[list[str]], list[str]] | None = None,
+                 rootfs: Path | None = None):
         self.container = container
         self.name = str(container["name"])
         self._start = start  # log path -> a started ContainerProcess
@@ -94,6 +96,8 @@ class ContainerRunner:
         self.cwd = cwd
         self.log_dir = log_dir
         self.termination_path = termination_path
+        self.wrap = wrap  # how a command runs as the pod's user (exec probes, kubectl exec)
+        self.rootfs = rootfs  # the pod's files: the termination log is read only inside it
         self._implicit_ready = implicit_ready  # a notebook's port, when there's no probe
         self._on_change = on_change
         self._on_event = on_event
@@ -233,8 +237,13 @@ class ContainerRunner:
         message = ""
         if self.termination_path is not None:
             with contextlib.suppress(OSError):
-                with open(self.termination_path, "rb") as f:
-                    message = f.read(TERMINATION_MESSAGE_BYTES).decode(errors="replace")
+                if self.rootfs is not None:  # the pod owns that file and its directories
+                    data = podsandbox.read_beneath(self.rootfs, self.termination_path,
+                                                   TERMINATION_MESSAGE_BYTES)
+                else:
+                    with open(self.termination_path, "rb") as f:
+                        data = f.read(TERMINATION_MESSAGE_BYTES)
+                message = data.decode(errors="replace")
         policy = self.container.get("terminationMessagePolicy") or "File"
         if not message and code != 0 and policy == "FallbackToLogsOnError":
             path = self.log_path()
@@ -279,7 +288,7 @@ class ContainerRunner:
                    on_result: Callable[[bool], Awaitable[None]]) -> None:
         async def run_once() -> tuple[bool, str]:
             return await probes.check(probe, self.container, pod_ip=self.pod_ip,
-                                      env=self.env, cwd=self.cwd)
+                                      env=self.env, cwd=self.cwd, argv=self.wrap)
 
         async def failed(message: str) -> None:
             await self._on_event("Unhealthy", message, "Warning")

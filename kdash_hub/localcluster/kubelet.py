@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from . import containerlogs, processes, volumes
+from . import containerlogs, podsandbox, processes, volumes
 from .apiclient import MERGE_PATCH, ApiError, KubeHTTP, WatchExpired
 from .containers import BACKOFF_SECONDS, Backoff, ContainerRunner
 from .nodes import NodeSpec, PodNetwork, node_object, node_ready
@@ -143,6 +143,7 @@ class Kubelet:
         schedule_pods: bool = True,
         heartbeat_seconds: float | None = None,
         network: PodNetwork | None = None,
+        default_uid: int = podsandbox.NOBODY,
     ):
         if mode not in ("status", "process"):
             raise ValueError(f"kubelet mode must be 'status' or 'process', not {mode!r}")
@@ -159,6 +160,11 @@ class Kubelet:
         self.network = network or PodNetwork()
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="kdash-kubelet-"))
+        # process mode as root: each pod's processes run as its securityContext user (the
+        # uid when it sets none: `default_uid`), seeing only their own directories
+        self.default_uid = default_uid
+        self.sandbox = (podsandbox.Sandbox.for_kubelet(self.workdir)
+                        if mode == "process" else None)
         # how often pods that can't start yet (unschedulable, a missing secret) are retried
         self.retry_seconds = retry_seconds
         # how long a status-only pod of a Job "runs" before it succeeds
@@ -218,6 +224,8 @@ class Kubelet:
                                for run in list(self.runs.values())), return_exceptions=True)
         self.runs.clear()
         await self.api.close()
+        if self.sandbox is not None:
+            self.sandbox.close()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -659,16 +667,27 @@ class Kubelet:
                 return None
             raise
 
-    def _pod_root(self, pod: dict) -> Path:
+    def _pod_dir(self, pod: dict) -> Path:
+        """The kubelet's directory of a pod: `rootfs` (the container's files, the pod's
+        user's), `logs` and `.rootfs-volumes` (the kubelet's)."""
         meta = pod["metadata"]
         return self.workdir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+
+    def _identity(self, pod: dict, container: dict | None) -> podsandbox.Identity:
+        if container is None:  # the pod's files: its first process container's user
+            containers = processes.process_containers(pod)
+            container = containers[0] if containers else {}
+        return podsandbox.identity_of(pod, container, default_uid=self.default_uid)
 
     async def _start_processes(self, pod: dict, run: PodRun) -> None:
         """Process mode: a runner per process container (restarts, probes), status only
         for the others; the pod's status follows them from here on."""
         spec = pod["spec"]
         meta = pod["metadata"]
-        root = self._pod_root(pod)
+        pod_dir = self._pod_dir(pod)
+        podsandbox.traversable_dirs(self.workdir, self.workdir / "pods", pod_dir.parent,
+                                    pod_dir)
+        root = pod_dir / "rootfs"
         notebook = processes.process_containers(pod)
         names = {c["name"] for c in notebook}
         runners: dict[str, ContainerRunner] = {}
@@ -712,18 +731,34 @@ class Kubelet:
             if env.get(var, "").startswith("/") and not env[var].startswith(str(root)):
                 env[var] = str(processes.container_path(root, env[var]))
         env.update(processes.source_address_env(run.ip, env))
+        identity = self._identity(pod, container)
+        pod_identity = self._identity(pod, None)
         await volumes.prepare_volumes(pod, container, pod_root=root,
-                                      cluster_root=self.workdir, lookup=self._lookup)
-        _make_dirs(Path(env["HOME"]), root / "tmp",
-                   *([Path(env["JUPYTERHUB_ROOT_DIR"])]
-                     if env.get("JUPYTERHUB_ROOT_DIR") else []))
+                                      cluster_root=self.workdir, lookup=self._lookup,
+                                      identity=pod_identity)
         cwd = (processes.container_path(root, container["workingDir"])
                if container.get("workingDir") else Path(env["HOME"]))
-        argv = processes.container_argv(container, env)
+        _make_dirs(Path(env["HOME"]), root / "tmp", cwd,
+                   *([Path(env["JUPYTERHUB_ROOT_DIR"])]
+                     if env.get("JUPYTERHUB_ROOT_DIR") else []))
+        # a fresh rootfs holds only what the kubelet just made: all of it is the pod's
+        # (links are changed, never followed); the kubelet's logs stay beside it
+        podsandbox.own_tree(root, pod_identity)
+        private = root.parent / f".{root.name}-volumes"
+        if private.is_dir():
+            podsandbox.own_tree(private, pod_identity)
+        sandbox = self.sandbox
+        wrap: processes.Wrap | None = None
+        as_root = None
+        if sandbox is not None and sandbox.enabled:
+            def wrap(argv: list[str]) -> list[str]:
+                return sandbox.wrap(argv, identity)
+            as_root = identity.root
+        argv = processes.container_argv(container, env, as_root=as_root)
         name = container["name"]
 
         async def start(log_path: Path) -> processes.ContainerProcess:
-            proc = processes.ContainerProcess(name, argv, env, cwd, log_path)
+            proc = processes.ContainerProcess(name, argv, env, cwd, log_path, wrap=wrap)
             await proc.start()
             return proc
 
@@ -743,8 +778,9 @@ class Kubelet:
         return ContainerRunner(
             container, start=start, restart_policy=pod["spec"].get("restartPolicy") or "Always",
             pod_desc=f"{meta['name']}_{meta['namespace']}({meta['uid']})", pod_ip=run.ip,
-            env=env, cwd=cwd, log_dir=root / "logs" / name,
+            env=env, cwd=cwd, log_dir=root.parent / "logs" / name,
             termination_path=processes.container_path(root, termination),
+            wrap=wrap, rootfs=root if wrap is not None else None,
             implicit_ready=implicit, on_change=lambda: self._status_changed(pod, run),
             on_event=event, backoff=Backoff(base=self.backoff_seconds),
             grace=float(pod["spec"].get("terminationGracePeriodSeconds", 30)))
@@ -931,7 +967,7 @@ class Kubelet:
                                       "container")
         try:  # found on the container's PATH (this environment's bin directory first)
             return await processes.ExecProcess.start(command, runner.env, runner.cwd,
-                                                     tty=tty, stdin=stdin)
+                                                     tty=tty, stdin=stdin, wrap=runner.wrap)
         except OSError as e:
             raise PodStreamError(500, f"OCI runtime exec failed: exec failed: unable to "
                                       f'start container process: exec: "{command[0]}": '

@@ -18,8 +18,9 @@ with a command in a pod annotated `localcluster.kdash-hub.io/run-as-process: "tr
 - its output in the CRI log format (`containerlogs.py`); `ExecProcess` runs `kubectl exec`
   commands in the same environment.
 
-Not emulated: the image itself, users/uids (securityContext; when this machine runs the
-kubelet as root the server gets `--allow-root`, as it would run as jovyan in the image),
+Users: a kubelet running as root runs each process as the container's securityContext
+user, in a private mount namespace (`podsandbox.py`); `--allow-root` is only given to a
+server that really runs as root (`runAsUser: 0`). Not emulated: the image itself,
 resource limits.
 """
 
@@ -89,21 +90,43 @@ def singleuser_program() -> str:
     return found
 
 
-def container_argv(container: Mapping, env: Mapping[str, str] | None = None) -> list[str]:
+def container_argv(container: Mapping, env: Mapping[str, str] | None = None, *,
+                   as_root: bool | None = None) -> list[str]:
     """The process's argv: `$(VAR)` expanded from `env` as Kubernetes does, notebook
     launchers replaced by our jupyterhub-singleuser, other programs looked up in this
-    environment's bin directory first, then PATH."""
+    environment's bin directory first, then PATH. `as_root`: the process will run as
+    root (default: when this kubelet does)."""
     argv = [expand_refs(str(a), env or {})
             for a in list(container.get("command") or []) + list(container.get("args") or [])]
     if not argv or os.path.basename(argv[0]) in NOTEBOOK_COMMANDS:
         # images run the server as an unprivileged user (jovyan); if this machine runs us
         # as root, say that this is fine, or jupyter_server refuses to start
-        root = ["--allow-root"] if os.geteuid() == 0 and "--allow-root" not in argv else []
+        if as_root is None:
+            as_root = os.geteuid() == 0
+        root = ["--allow-root"] if as_root and "--allow-root" not in argv else []
         return [singleuser_program(), *argv[1:], *root]
     local = Path(sys.executable).parent / os.path.basename(argv[0])
     if not os.path.isabs(argv[0]) and local.exists():
         return [str(local), *argv[1:]]
     return argv
+
+
+def resolve_program(argv: list[str], env: Mapping[str, str]) -> list[str]:
+    """argv with its program found on the container's PATH, so that a missing program is
+    an OSError here (StartError), not an exit code of the wrapper that would run it."""
+    if not argv:
+        raise FileNotFoundError(2, "No such file or directory", "")
+    if os.sep in argv[0]:
+        if not os.path.exists(argv[0]):
+            raise FileNotFoundError(2, "No such file or directory", argv[0])
+        return list(argv)
+    found = shutil.which(argv[0], path=env.get("PATH") or os.defpath)
+    if found is None:
+        raise FileNotFoundError(2, "executable file not found in $PATH", argv[0])
+    return [found, *argv[1:]]
+
+
+Wrap = Callable[[list[str]], list[str]]
 
 
 def rewrite_bind_url(url: str, pod_ip: str) -> str:
@@ -285,9 +308,10 @@ class ContainerProcess:
     SIGKILL). Its stdout and stderr go to `log_path` in the CRI log format."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path,
-                 log_path: Path):
+                 log_path: Path, wrap: Wrap | None = None):
         self.name = name
         self.argv = argv
+        self.wrap = wrap  # runs the argv as the pod's user, in its namespaces
         self.env = env
         self.cwd = cwd
         self.log_path = log_path
@@ -310,10 +334,12 @@ class ContainerProcess:
         return open(self.log_path, "ab")  # noqa: SIM115 - closed when both pumps end
 
     async def start(self) -> None:
+        argv = resolve_program(self.argv, self.env) if self.wrap else self.argv
         out = self._open_log()
         try:
             self.process = await asyncio.create_subprocess_exec(
-                *self.argv, cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+                *(self.wrap(argv) if self.wrap else argv), cwd=self.cwd, env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 start_new_session=True, limit=2**20,
             )
@@ -403,7 +429,9 @@ class ExecProcess:
 
     @classmethod
     async def start(cls, argv: list[str], env: Mapping[str, str], cwd: Path | None, *,
-                    tty: bool, stdin: bool) -> ExecProcess:
+                    tty: bool, stdin: bool, wrap: Wrap | None = None) -> ExecProcess:
+        if wrap is not None:
+            argv = wrap(resolve_program(argv, env))
         if not tty:
             process = await asyncio.create_subprocess_exec(
                 *argv, env=dict(env), cwd=cwd,

@@ -11,7 +11,9 @@ root directory: a PVC is a directory per claim that outlives the pod, an NFS exp
 directory per server:path shared by all pods, a hostPath a directory per node, emptyDir a
 directory per pod; configMap, secret, projected and downwardAPI volumes are written out as
 files (with `items`, `defaultMode` and `mode`). A `subPath` mounts one entry of the volume,
-a single file included.
+a single file included. With an `identity` (a kubelet running as root), a claim's
+directory belongs to the pod's uid with mode 0700, so no other pod's user can read it;
+hostPath and NFS directories are left as they are, like a real node's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+from . import podsandbox
 from .processes import container_path
 
 Lookup = Callable[[str, str, str], Awaitable[dict | None]]
@@ -175,6 +178,7 @@ async def prepare_volumes(
     pod_root: Path,
     cluster_root: Path,
     lookup: Lookup,
+    identity: podsandbox.Identity | None = None,
 ) -> None:
     """Make each volume mount of the container a path (symlink) under `pod_root`."""
     meta = pod.get("metadata") or {}
@@ -187,6 +191,10 @@ async def prepare_volumes(
         if "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"].get("claimName", mount["name"])
             source = cluster_root / "volumes" / namespace / claim
+            if identity is not None:  # others may pass through, never list
+                podsandbox.traversable_dirs(cluster_root / "volumes", source.parent)
+                source.mkdir(exist_ok=True)
+                podsandbox.own_volume(source, identity)
         elif "nfs" in volume:  # one export, shared by every pod that mounts it
             nfs = volume["nfs"]
             source = container_path(cluster_root / "nfs" / nfs.get("server", "server"),
