@@ -167,7 +167,7 @@ MERGE = {"metadata": {"annotations": {"kdash-test/touched": "yes"}}}
 
 @dataclass(frozen=True)
 class Row:
-    verb: str  # get, list, create, patch, delete, connect (exec)
+    verb: str  # get, list, create, patch, delete, deletecollection, connect (exec)
     resource: str  # "pods", "pods/log", "pods/exec", ...
     where: str  # OWN, OTHER, HUB, SYSTEM or CLUSTER (all namespaces / cluster-scoped)
     rbac: bool  # SubjectAccessReview's answer
@@ -392,6 +392,10 @@ USER_ROWS = [
     # not the launcher's records: RBAC allows their Secrets, the admission policy doesn't
     refused("kdash-instance-records", "patch", "secrets", OWN, MERGE, name=RECORD),
     refused("kdash-instance-records", "delete", "secrets", OWN, name=RECORD),
+    # `kubectl delete secrets --all`: a collection DELETE is judged object by object, with
+    # no request name (the policy once failed on that and so also blocked the namespace
+    # controller: test_a_user_namespace_with_records_can_still_be_deleted)
+    refused("kdash-instance-records", "deletecollection", "secrets", OWN),
     refused("kdash-instance-records", "create", "secrets", OWN,
             lambda ns: record(ns, name="kdash-instance-forged"), why="forged"),
     refused("kdash-instance-records", "create", "secrets", OWN,
@@ -526,7 +530,8 @@ def classify(status: int, body: dict) -> str:
 async def do(world: World, who: str, row: Row) -> tuple[str, str]:
     path, _ = path_of(row)
     api = client_for(world.kubeconfigs[who])
-    params = {"dryRun": "All"} if row.verb in ("create", "patch", "delete") else None
+    params = {"dryRun": "All"} if row.verb in (
+        "create", "patch", "delete", "deletecollection") else None
     try:
         if row.verb in ("get", "list"):
             await api.request("GET", path)
@@ -536,7 +541,7 @@ async def do(world: World, who: str, row: Row) -> tuple[str, str]:
         elif row.verb == "patch":
             await api.request("PATCH", path, body=row.body, params=params,
                               content_type="application/merge-patch+json")
-        elif row.verb == "delete":
+        elif row.verb in ("delete", "deletecollection"):
             await api.request("DELETE", path, params=params)
         elif row.verb == "connect":
             await api.request("POST", path, params={"command": "true", "stdout": "true"})
