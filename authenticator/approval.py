@@ -323,7 +323,9 @@ class ApprovalsAPIHandler(APIHandler):
 class _Page(BaseHandler):
     async def _render(self, template: str, status: int = 200, **ns: Any) -> None:
         body = self.settings["jinja2_env"].from_string((TEMPLATES / template).read_text())
-        html = await body.render_async(**self.template_namespace, **ns)
+        # as the hub's render_template: its page.html hands the xsrf token to its scripts
+        html = await body.render_async(**self.template_namespace,
+                                       xsrf_token=self.xsrf_token.decode("ascii"), **ns)
         self.set_status(status)
         self.finish(html)
 

@@ -5,7 +5,8 @@ One hub for the module (and tests/security/test_onboarding_attacks.py): require_
 user's start really runs). Users: alice (LDAP, admin), bob (LDAP, gpu-users: auto),
 carol (LDAP, pending -> approved), dave (OIDC, pending -> rejected), frank (LDAP, pending,
 then removed from the directory), erin (LDAP, pending: the attacker of the security tests),
-grace (LDAP, approved in Chromium by test_onboarding_browser.py).
+grace (LDAP, approved in Chromium by test_onboarding_browser.py), hana (LDAP, pending: where
+a login lands).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ EXTRA_USERS = [
     {"uid": "frank", "password": "frank-pw", "uidNumber": 2006, "gidNumber": 2006},
     {"uid": "erin", "password": "erin-pw", "uidNumber": 2005, "gidNumber": 2005},
     {"uid": "grace", "password": "grace-pw", "uidNumber": 2007, "gidNumber": 2007},
+    {"uid": "hana", "password": "hana-pw", "uidNumber": 2008, "gidNumber": 2008},
 ]
 
 
@@ -249,3 +251,21 @@ async def test_decisions_survive_a_hub_restart(approval_hub):
     await env.hub.start()
     status, after = await env.call("GET", API)
     assert status == 200 and after == before
+
+
+async def test_a_pending_users_login_lands_on_the_waiting_page(approval_hub):
+    env = approval_hub
+    async with session() as s:
+        async with s.get(f"{env.hub.url}/hub/login") as r:
+            xsrf = re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
+        async with s.post(f"{env.hub.url}/hub/login", data={
+                "username": "hana", "password": "hana-pw", "_xsrf": xsrf}) as r:
+            assert r.status == 200
+            assert str(r.url) == f"{env.hub.url}/hub/kdash/approval"
+            html = await r.text()
+        assert "Waiting for approval" in html and 'data-state="pending"' in html
+        # approved, the same session's home is the hub's home page again
+        status, _ = await env.call("POST", API, json={"user": "hana", "decision": "approve"})
+        assert status == 201
+        async with s.get(f"{env.hub.url}/hub/home") as r:
+            assert r.status == 200 and str(r.url) == f"{env.hub.url}/hub/home"

@@ -13,13 +13,13 @@ from tests.integration.test_onboarding_approval import approval_hub  # noqa: F40
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def _login(browser, hub, name: str, password: str):
+async def _login(browser, hub, name: str, password: str, lands: str = "home"):
     page = await browser.new_page()
     await page.goto(f"{hub.url}/hub/login")
     await page.fill("#username_input", name)
     await page.fill("#password_input", password)
     await page.click("#login_submit")
-    await page.wait_for_url(f"{hub.url}/hub/home")
+    await page.wait_for_url(f"{hub.url}/hub/{lands}")
     return page
 
 
@@ -35,9 +35,11 @@ async def test_waiting_page_and_admin_approval_in_chromium(approval_hub):  # noq
                                           args=CHROMIUM_ARGS)
         try:
             user_ctx = await browser.new_context(viewport={"width": 1100, "height": 760})
-            grace = await _login(user_ctx, hub, "grace", "grace-pw")
-            await grace.goto(f"{hub.url}/hub/kdash/approval")
+            # a pending user's login lands on the waiting page, not on home
+            grace = await _login(user_ctx, hub, "grace", "grace-pw", lands="kdash/approval")
             assert await grace.inner_text("h1") == "Waiting for approval"
+            await grace.goto(f"{hub.url}/hub/home")
+            assert grace.url == f"{hub.url}/hub/kdash/approval"
             assert await grace.is_visible("#jupyterhub-logo")  # the hub's page.html
             await grace.screenshot(path=str(artifacts / "onboarding-waiting.png"))
             response = await grace.goto(f"{hub.url}/hub/kdash/approvals")
@@ -61,6 +63,8 @@ async def test_waiting_page_and_admin_approval_in_chromium(approval_hub):  # noq
 
             await grace.goto(f"{hub.url}/hub/kdash/approval")
             assert await grace.inner_text("h1") == "Your account is approved"
+            await grace.goto(f"{hub.url}/hub/home")  # home is hers now
+            assert grace.url == f"{hub.url}/hub/home"
         finally:
             await browser.close()
     status, body = await approval_hub.call("GET", "/hub/api/kdash/approvals/grace")

@@ -55,9 +55,16 @@ async def test_pending_user_cannot_spawn_from_the_spawn_page(onboarding):
     await _pending_erin(env)
     async with session() as s:
         await ldap_login(s, env.hub, "erin", "erin-pw")
-        async with s.get(f"{env.hub.url}/hub/spawn") as r:
-            html = await r.text()
-    assert WAITING in html.replace("&#39;", "'")
+        for path in ("/hub/spawn", "/hub/spawn/erin", "/hub/spawn/erin/evil"):
+            async with s.get(f"{env.hub.url}{path}") as r:  # sent to the waiting page
+                assert str(r.url) == f"{env.hub.url}/hub/kdash/approval", path
+                assert 'data-state="pending"' in await r.text()
+        # the spawn form's POST, with a valid session and XSRF token, is refused too
+        xsrf = await page_xsrf(s, env.hub)
+        for path in ("/hub/spawn", "/hub/spawn/erin/evil"):
+            async with s.post(f"{env.hub.url}{path}", data={"_xsrf": xsrf}) as r:
+                html = await r.text()
+            assert WAITING in html.replace("&#39;", "'"), path
     assert (await env.user("erin"))["servers"] == {}
 
 
