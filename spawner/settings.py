@@ -208,7 +208,32 @@ class KDashSettings(Configurable):
         [], config=True,
         help="Server flavors shown in the profile chooser (see kdash_hub.spawner.profiles): "
              "cpu/mem, gpu {resource, counts}, node_selector, tolerations (merged with the "
-             "defaults), images, idle_timeout, groups allowed, storage override.",
+             "defaults), images, idle_timeout, groups allowed (`hidden_note`: the chooser's "
+             "line for those outside them), storage override.",
+    )
+    gpu_display_names = Dict(
+        Unicode(),
+        default_value={"nvidia.com/gpu": "NVIDIA GPU", "amd.com/gpu": "AMD GPU",
+                       "gpu.intel.com/i915": "Intel GPU"},
+        config=True,
+        help="Human names of GPU kinds, {extended resource: name}, e.g. {\"nvidia.com/gpu\": "
+             "\"NVIDIA A100\"}: the chooser and the refusals say \"2 NVIDIA A100s\" instead of "
+             "the resource name. A kind with no name here is shown as its resource name.",
+    )
+    culler_rules = Dict(
+        {}, config=True,
+        help="The culler's rules, shared with kdash-culler so the chooser shows each "
+             "flavor's idle timeout: {\"default_rule\": {\"idle\": \"8h\"}, \"profile_rules\": "
+             "{slug: {\"idle\": ...}}, \"group_rules\": {group: {\"idle\": ...}}}, as "
+             "CullerApp's settings of those names (with the chart, kdash_hub.z2jh copies "
+             "custom.kdash.culler here). Empty: the chooser shows a flavor's `idle_timeout` "
+             "alone, and nothing for flavors without one.",
+    )
+    explain_hidden_flavors = Bool(
+        True, config=True,
+        help="Say in the chooser, one line per group rule, which flavors are hidden from the "
+             "user and for which groups they are (\"GPU A100 is for the group ml.\"). A "
+             "flavor's `hidden_note` replaces its line; `hidden_note: false` hides it silently.",
     )
     gpu_cache_seconds = Float(
         30.0, config=True, help="How long free-GPU counts are cached (at most).",

@@ -40,7 +40,7 @@ async def gpu_nodes(kube) -> dict[str, int]:
 
 def free_note(per_node: dict[str, int]) -> str:
     total, largest = sum(per_node.values()), max(per_node.values())
-    return f"{total} GPUs free now" + ("" if largest == total else
+    return f"{total} NVIDIA GPUs free now" + ("" if largest == total else
                                        f", at most {largest} per server")
 
 
@@ -82,12 +82,19 @@ async def test_gpu_over_quota_and_not_allowed(gpu_cluster):
                        group_quotas={"ml": {"requests.nvidia.com/gpu": "2"}})
     with pytest.raises(web.HTTPError) as e:
         await over.start()
-    assert e.value.status_code == 403 and "requests.nvidia.com/gpu" in e.value.log_message
+    assert e.value.status_code == 403
+    assert e.value.jupyterhub_message == (
+        "This server would go over your quota: it asks for 4 NVIDIA GPUs (your quota is 2); "
+        "choose a smaller profile, stop other things in your namespace, or ask an admin for "
+        "more.")
     outsider = gpu_spawner("dee", groups=(), user_options={"profile": "gpu"})
     assert [p["slug"] for p in await outsider._flavor_profiles()] == ["cpu"]
     with pytest.raises(web.HTTPError) as e:
         await outsider.start()
-    assert e.value.status_code == 403 and "not available to you" in e.value.log_message
+    assert e.value.status_code == 403
+    assert e.value.jupyterhub_message == (
+        "The profile GPU A100 is for the group ml, and you are not a member: choose another "
+        "profile, or ask an admin to add you.")
 
 
 async def test_profile_storage_reaches_the_cluster(local_cluster, kube):

@@ -112,9 +112,9 @@ async def test_profile_storage_reaches_the_pvc(offline_kube):
 
 
 @pytest.mark.parametrize(("options", "groups", "status", "text"), [
-    ({"profile": "big"}, [], 403, "not available to you"),
-    ({"profile": "nope"}, [], 400, "no server profile 'nope'"),
-    ({"profile": "big"}, ["ml"], 403, "exceed your quota"),
+    ({"profile": "big"}, [], 403, "is for the group ml, and you are not a member"),
+    ({"profile": "nope"}, [], 400, "there is no server profile “nope”"),
+    ({"profile": "big"}, ["ml"], 403, "would go over your quota"),
 ])
 async def test_refusals_are_clear(offline_kube, options, groups, status, text):
     s = make(offline_kube, groups=groups, user_options=options)
@@ -122,6 +122,7 @@ async def test_refusals_are_clear(offline_kube, options, groups, status, text):
         await s.load_user_options()
     assert e.value.status_code == status
     assert text in e.value.log_message.lower() or text in e.value.log_message
+    assert e.value.jupyterhub_message == e.value.log_message  # the sentence alone
 
 
 async def test_group_quota_lifts_the_limit(offline_kube):

@@ -17,17 +17,21 @@ SMALL = {"display_name": "CPU small", "cpu_limit": 1, "default": True}
 
 
 def test_profile_from_gpu_flavor_shows_free_gpus():
-    p = profiles.to_profile(A100, GpuFree(total=5, largest_node=3))
+    p = profiles.to_profile(A100, GpuFree(total=5, largest_node=3),
+                            {"nvidia.com/gpu": "NVIDIA GPU"})
     assert p["slug"] == "gpu-a100"
-    assert p["description"] == ("Big GPUs — 5 GPUs free now (nvidia.com/gpu), "
-                                "at most 3 per server")
+    assert p["description"] == "Big GPUs — 5 NVIDIA GPUs free now, at most 3 per server"
     over = p["kubespawner_override"]
     assert over["cpu_limit"] == 8 and over["node_selector"] == {"gpu": "a100"}
     assert "tolerations" not in over  # merged by the spawner, never replaced
     gpus = p["profile_options"]["gpus"]["choices"]
     assert list(gpus) == ["1", "2", "4"]
     assert gpus["2"]["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/gpu": "2"}
-    assert gpus["4"]["display_name"].endswith("(not free now)")
+    assert [(c["display_name"], c.get("disabled", False), c.get("default", False))
+            for c in gpus.values()] == [("1 NVIDIA GPU", False, True),
+                                        ("2 NVIDIA GPUs", False, False),
+                                        ("4 NVIDIA GPUs", True, False)]
+    assert gpus["4"]["disabled_reason"] == "not free now: at most 3 on one node"
     assert p["profile_options"]["image"]["choices"]["tf"]["kubespawner_override"] == {
         "image": "tf:2"}
 
@@ -56,10 +60,45 @@ def test_chosen_gpus():
     assert profiles.chosen_gpus(A100, {}) == 1
     assert profiles.chosen_gpus(A100, {"gpus": "4"}) == 4
     assert profiles.chosen_gpus(SMALL, {"gpus": "4"}) == 0
-    with pytest.raises(ValueError, match="not a choice"):
+    with pytest.raises(ValueError, match="not a number of GPUs"):
         profiles.chosen_gpus(A100, {"gpus": "3"})
-    with pytest.raises(ValueError, match="number"):
+    with pytest.raises(ValueError, match="choose 1 or 2 or 4"):
         profiles.chosen_gpus(A100, {"gpus": "many"})
+
+
+def test_unnamed_gpu_kinds_keep_their_resource_name():
+    p = profiles.to_profile(A100, GpuFree(total=0, largest_node=0), {})
+    gpus = p["profile_options"]["gpus"]["choices"]
+    assert gpus["1"]["display_name"] == "1 × nvidia.com/gpu"
+    assert all(c["disabled_reason"] == "none free now" for c in gpus.values())
+    assert gpus["1"]["default"] and p["kdash_unavailable"] == \
+        "No nvidia.com/gpu is free now; try again later."
+
+
+def test_idle_timeout_follows_the_culler_rules():
+    rules = {"default_rule": {"idle": "8h"}, "profile_rules": {"gpu-a100": {"idle": "30m"}},
+             "group_rules": {"long": {"idle": "1d"}, "forever": {"idle": "never"}}}
+    assert profiles.idle_timeout(SMALL, {}, []) == (False, None)
+    assert profiles.idle_timeout(A100, {}, []) == (True, 3600)  # the flavor's own
+    assert profiles.idle_timeout(SMALL, rules, []) == (True, 8 * 3600)
+    assert profiles.idle_timeout(A100, rules, []) == (True, 1800)  # the culler's rule wins
+    assert profiles.idle_timeout(A100, rules, ["long"]) == (True, 86400)
+    assert profiles.idle_timeout(A100, rules, ["long", "forever"]) == (True, None)
+    assert profiles.idle_text(True, 5400) == "Stopped after 1h30m idle"
+    assert profiles.idle_text(True, None) == "Never stopped for being idle"
+    assert profiles.idle_text(False, None) is None
+
+
+def test_hidden_flavors_explained_by_group_rule():
+    other = {"display_name": "CPU large", "groups": ["ml"]}
+    secret = {"display_name": "Debug", "groups": ["ops"], "hidden_note": False}
+    own = {"display_name": "H100", "groups": ["hpc", "ml"], "hidden_note": "Ask for H100s."}
+    flavors = [SMALL, A100, other, secret, own]
+    assert profiles.hidden_notes(flavors, []) == ["Ask for H100s.",
+                                                  "GPU A100 and CPU large are for the group ml."]
+    assert profiles.hidden_notes(flavors, ["ml"]) == []
+    assert profiles.hidden_notes([{"display_name": "X", "groups": ["a", "b"]}], []) == [
+        "X is for the groups a and b."]
 
 
 def node(name, gpus, labels=None, ready=True, unschedulable=False):
