@@ -183,7 +183,8 @@ def link_culler_to_flavors(sections: dict[str, Config]) -> None:
 
     A flavor's `idle_timeout` (seconds) becomes the culler's rule for that profile, and the
     flavor slugs its `known_profiles` (so a rule naming a profile that doesn't exist stops
-    the culler at start).
+    the culler at start). The spawner gets the culler's rules as `culler_rules`, so the
+    chooser shows the idle timeout each flavor will have.
     """
     flavors = sections.get("spawner", Config()).get("KDashSpawner", {}).get("flavors")
     if not flavors or "culler" not in sections:
@@ -200,6 +201,11 @@ def link_culler_to_flavors(sections: dict[str, Config]) -> None:
             rules[slug] = {"idle": int(flavor["idle_timeout"])}
     if rules:
         culler["profile_rules"] = rules
+    spawner = sections["spawner"]["KDashSpawner"]
+    if "culler_rules" not in spawner:  # the chooser shows the idle timeouts the culler applies
+        spawner["culler_rules"] = {key: copy.deepcopy(culler[key]) for key in
+                                   ("default_rule", "profile_rules", "group_rules")
+                                   if key in culler}
 
 
 def drop_chart_profile_list(c: Config, sections: dict[str, Config]) -> None:
