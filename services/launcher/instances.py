@@ -569,7 +569,10 @@ class InstanceManager:
                 except RecordInvalid:
                     raise untrusted(name) from None
                 except lifecycle.InstanceNotFound:
-                    raise LauncherError(404, f"instance {name!r} is gone") from None
+                    # gone while we waited for the lock: the reconciler (or a delete at
+                    # the same time) finished what was asked
+                    log.info("instance %s/%s was deleted meanwhile", rec.namespace, name)
+                    return
                 except ApiException as e:
                     if e.status == 409:
                         raise LauncherError(409, f"instance {name!r} is being changed by"

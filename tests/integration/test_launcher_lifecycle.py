@@ -416,3 +416,26 @@ async def test_an_unreachable_api_is_a_sentence(manager, kube, user):
     finally:
         await client.close()
     assert len(await leftovers(kube, "cache", user.namespace)) == 4  # nothing happened to it
+
+
+async def test_a_late_delete_never_hits_a_new_instance_of_the_same_name(manager, kube, user):
+    """A delete that comes late (a second launcher process, a retried request) after the
+    user deleted an instance and launched a new one under the same name deletes nothing
+    of the new one: objects and record go only with the UIDs the old record names."""
+    ns = user.namespace
+    await manager.launch(user.actor, "redis", name="again")
+    old_secret, old = await lifecycle.read_record(kube, ns, "again", manager.signer)
+    await manager.delete(user.actor, user.name, "again")
+    await manager.launch(user.actor, "redis", name="again")
+    for obj in old.objects:
+        assert not await lifecycle.delete_exact(manager.kube, obj["kind"], obj["name"], ns,
+                                                obj["uid"])
+    assert not await lifecycle.delete_exact(manager.kube, "Secret", record_name("again"), ns,
+                                            old_secret["metadata"]["uid"])
+    assert len(await leftovers(kube, "again", ns)) == 4
+    [listed] = await manager.list(user.actor)
+    assert listed["phase"] == "ready"
+    # two deletes at once (a double click): both done, neither an error
+    await asyncio.gather(manager.delete(user.actor, user.name, "again"),
+                         manager.delete(user.actor, user.name, "again"))
+    assert await leftovers(kube, "again", ns) == []
