@@ -255,3 +255,19 @@ async def test_the_home_job_runs_on_the_tainted_gpu_node_the_notebook_gets(
             assert pv["metadata"]["annotations"][homedir.PROVISIONED_ANNOTATION] == "2010:3001"
         finally:
             await s.stop()
+
+
+async def test_a_user_cannot_move_the_home_job_with_options_of_their_own(local_cluster):
+    """The home Job runs as root beside the export root: where it runs is the admin's
+    (configuration and the chosen flavor), never the user's. Options a user adds to the
+    spawn form (tolerations, a node selector, affinity) change nothing."""
+    cpu = {"slug": "cpu", "display_name": "CPU", "tolerations": [USER_TOLERATION]}
+    s = build_spawner(username="mallory", auth_state={"uid": 2011, "gid": 3001},
+                      flavors=[cpu], storage_preset="nfs", nfs_storage=NFS,
+                      pod_security_level="restricted", user_options={
+                          "profile": "cpu", "tolerations": [{"operator": "Exists"}],
+                          "node_selector": {"kubernetes.io/hostname": "control-plane"},
+                          "node_affinity_required": [{"matchExpressions": []}],
+                          "nodeSelector": {"x": "y"}})
+    await s.load_user_options()
+    assert homedir.spawner_placement(s) == {"tolerations": [USER_TOLERATION]}
