@@ -5,7 +5,9 @@ OIDC: the stored refresh token is exchanged (refused -> login again) and the new
 and userinfo give the current groups. Both go through the account-binding check again, with
 the account's current auth_state (so the bindings are kept, and still hold). A backend that
 is *down* keeps the current auth: an outage must not log everybody out. Nothing here can
-raise TypeError for an LDAP user (the inherited OAuthenticator.refresh_user did).
+raise TypeError for an LDAP user (the inherited OAuthenticator.refresh_user did). A user who
+is no longer allowed, or whose directory account is gone, also loses their Kubernetes
+ServiceAccount (approval.py `revoke_cluster_access`): their tokens end with the login.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ async def refresh_user(auth: KDashAuthenticator, user: Any, handler: Any) -> boo
     backend = state.get("backend") or ("ldap" if auth.ldap else "")
     if backend == "ldap":
         model = await _refresh_ldap(auth, user.name, state, handler)
+        if model is None:  # the directory says the account is gone: disabled
+            await auth.revoke_cluster_access(user)
+            return False
     elif backend.startswith("oidc:"):
         model = await _refresh_oidc(auth, user.name, backend.split(":", 1)[1], state, handler)
     else:
@@ -35,12 +40,15 @@ async def refresh_user(auth: KDashAuthenticator, user: Any, handler: Any) -> boo
     if isinstance(model, dict) and not auth.check_allowed(user.name, model):
         auth.log.info("%s is no longer allowed (groups %s); login required",
                       user.name, model.get("groups"))
+        await auth.revoke_cluster_access(user)  # blocked: their Kubernetes tokens end too
         return False
     return model
 
 
 async def _refresh_ldap(auth: KDashAuthenticator, name: str, state: dict,
-                        handler: Any) -> bool | dict:
+                        handler: Any) -> bool | dict | None:
+    """The refreshed model; True to keep the current auth; False to log in again; None when
+    the account is gone from the directory."""
     if auth.ldap is None:
         return False
     if not auth.ldap.can_lookup:
@@ -53,7 +61,7 @@ async def _refresh_ldap(auth: KDashAuthenticator, name: str, state: dict,
         return True
     if identity is None:
         auth.log.info("LDAP account of %s is gone; login required", name)
-        return False
+        return None
     try:
         model = await auth.ldap_model(handler, identity, state=state)
     except LoginRefused as e:
