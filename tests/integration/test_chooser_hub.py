@@ -40,7 +40,8 @@ GPU_NOTE = "GPU profiles are for the group ml: ask an admin to join it."
 FLAVORS = [dict(f) for f in HUB_FLAVORS]
 FLAVORS[2] = {**FLAVORS[2], "groups": ["ml", "ml-lite"], "hidden_note": GPU_NOTE}
 EXTRA = '''
-GROUPS = {"mia": ["ml"], "noah": [], "pia": ["ml-lite"], "quinn": ["ml"]}
+GROUPS = {"mia": ["ml"], "noah": [], "pia": ["ml-lite"], "quinn": ["ml"], "rita": ["ml"]}
+c.Authenticator.admin_users = {"ada"}
 c.KDashSpawner.gpu_display_names = {"nvidia.com/gpu": "NVIDIA A100"}
 c.KDashSpawner.culler_rules = {"default_rule": {"idle": "8h", "max_age": "never"},
                                "group_rules": {"long-jobs": {"idle": "1d"}}}
@@ -100,7 +101,7 @@ async def call(hub, method, path, body=None, token=None):
                 return resp.status, text
 
 
-GROUPS = {"noah": [], "pia": ["ml-lite"], "quinn": ["ml"]}
+GROUPS = {"noah": [], "pia": ["ml-lite"], "quinn": ["ml"], "rita": ["ml"]}
 
 
 async def user_token(hub, name: str) -> str:
@@ -296,3 +297,40 @@ async def test_chooser_in_chromium(hub):
         finally:
             await browser.close()
     assert (await default_server(hub, "mia"))["user_options"] == {"profile": "cpu-large"}
+
+
+@pytest.mark.browser
+async def test_admin_panel_shows_the_refusal_and_starts_the_last_good_profile(hub):
+    """rita ran CPU small, then was refused 4 GPUs. The admin panel's "Profile used" still
+    says cpu-small, her server's details carry the refusal's sentence, and its "Start
+    Server" starts CPU small (no bare "Failed to start server.")."""
+    token = await user_token(hub, "rita")
+    status, body = await call(hub, "POST", "/users/rita/server", {"profile": "cpu-small"}, token)
+    assert status in (201, 202), body
+    await wait_ready(hub, "rita")
+    await stop(hub, "rita")
+    status, body = await call(hub, "POST", "/users/rita/server",
+                              {"profile": "gpu-a100", "gpus": "4"}, token)
+    assert (status, body["message"]) == (400, TOO_MANY), body
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=shutil.which("chromium")
+                                          or "/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = await login(browser, hub, "ada")
+            await page.goto(f"{hub.url}/hub/admin")
+            name = page.get_by_test_id("user-name-div-rita")
+            await name.wait_for()
+            row = page.locator("tr", has=name)
+            assert await row.get_by_test_id("user-row-profile-used").inner_text() == "cpu-small"
+            await page.get_by_test_id("rita-collapse-button").click()
+            details = page.get_by_test_id("rita-collapse")
+            await details.wait_for()
+            text = " ".join((await details.inner_text()).split())
+            assert TOO_MANY in text, text
+            await row.get_by_role("button", name="Start Server").click()
+            server = await wait_ready(hub, "rita")
+            assert server["user_options"] == {"profile": "cpu-small"}
+            assert "Failed to start" not in await page.inner_text("body")
+        finally:
+            await browser.close()
+    await stop(hub, "rita")
