@@ -89,6 +89,8 @@ class PodRun:
     conditions: list[dict] | None = None  # as last written (their transition times)
     stopping: bool = False
     finished: bool = False
+    netns: str | None = None  # the pod's network namespace (podnetwork.py), if it has one
+    released: bool = False  # its address went back to the network
 
 
 class PodStreamError(Exception):
@@ -144,6 +146,7 @@ class Kubelet:
         heartbeat_seconds: float | None = None,
         network: PodNetwork | None = None,
         default_uid: int = podsandbox.NOBODY,
+        serving_cert: tuple[Path, Path, Path] | None = None,
     ):
         if mode not in ("status", "process"):
             raise ValueError(f"kubelet mode must be 'status' or 'process', not {mode!r}")
@@ -163,6 +166,11 @@ class Kubelet:
         # process mode as root: each pod's processes run as its securityContext user (the
         # uid when it sets none: `default_uid`), seeing only their own directories
         self.default_uid = default_uid
+        # the kubelet API for a real API server's pods/log and pods/exec: (certificate,
+        # key, client CA); served on the node's address (kubeletserver.py)
+        self.serving_cert = serving_cert
+        self.server: Any = None
+        self.kubelet_port = 10250
         self.sandbox = (podsandbox.Sandbox.for_kubelet(self.workdir)
                         if mode == "process" else None)
         # how often pods that can't start yet (unschedulable, a missing secret) are retried
@@ -194,6 +202,8 @@ class Kubelet:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.serving_cert is not None:
+            await self._serve()
         for spec in self.node_specs:
             await self.register_node(spec)
         self._tasks.append(asyncio.create_task(self._watch_pods(), name="kubelet-watch"))
@@ -208,9 +218,21 @@ class Kubelet:
             raise TimeoutError(f"the kubelet could not list pods from {self.api.url} "
                                f"in {START_TIMEOUT_SECONDS}s") from None
 
+    async def _serve(self) -> None:
+        from .kubeletserver import KubeletServer
+
+        assert self.serving_cert is not None
+        cert, key, client_ca = self.serving_cert
+        self.network.ensure_host_address()
+        self.server = KubeletServer(self, self.network.host_ip(self.node_specs[0].name),
+                                    cert=cert, key=key, client_ca=client_ca)
+        self.kubelet_port = await self.server.start()
+
     async def stop(self) -> None:
         """Stop watching and every process (pods keep their last status)."""
         self._stopped = True
+        if self.server is not None:
+            await self.server.stop()
         for handle in self._timers:
             handle.cancel()
         for task in self._tasks + list(self._workers.values()):
@@ -226,12 +248,13 @@ class Kubelet:
         await self.api.close()
         if self.sandbox is not None:
             self.sandbox.close()
+        await self.network.close()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def register_node(self, spec: NodeSpec) -> dict:
         """Create the Node (or take over an existing one) and post its status."""
-        obj = node_object(spec, self.network)
+        obj = node_object(spec, self.network, self.kubelet_port)
         try:
             created = await self.api.request("POST", "/api/v1/nodes", body=obj)
         except ApiError as e:
@@ -258,7 +281,7 @@ class Kubelet:
             await asyncio.sleep(self.heartbeat_seconds)
 
     async def _heartbeat(self, spec: NodeSpec) -> None:
-        status = node_object(spec, self.network)["status"]
+        status = node_object(spec, self.network, self.kubelet_port)["status"]
         await self.api.request(
             "PATCH", f"/api/v1/nodes/{spec.name}/status",
             body={"status": {"conditions": status["conditions"]}}, content_type=MERGE_PATCH)
@@ -444,11 +467,18 @@ class Kubelet:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        self.network.release(run.ip)
+        self._release(run)
         run.finished = True
         if forget and self.runs.get(run.key) is run:
             del self.runs[run.key]
             self._retry_pending()  # resources were freed
+
+    def _release(self, run: PodRun) -> None:
+        """The pod's address (and network namespace) back to the network, once only: it may
+        belong to another pod afterwards."""
+        if not run.released:
+            run.released = True
+            self.network.release(run.ip)
 
     # --- scheduling --------------------------------------------------------------------
 
@@ -537,6 +567,15 @@ class Kubelet:
             # hostNetwork pods share the node's address, as on a real node
             run.ip = run.host_ip if spec.get("hostNetwork") else self.network.allocate(
                 node, ports)
+            if not run_processes and not spec.get("hostNetwork"):
+                self.network.attach_host(run.ip)
+            if run_processes and not spec.get("hostNetwork"):
+                try:
+                    run.netns = self.network.attach(run.ip)
+                except RuntimeError as e:  # podnetwork.NetworkSetupError
+                    await self._event(pod, "FailedCreatePodSandBox", f"Failed to create pod "
+                                      f"sandbox: {e}", kind="Warning")
+                    raise
             for container in spec.get("containers") or []:
                 await self._image_events(pod, run, container)
             if run_processes:
@@ -730,7 +769,10 @@ class Kubelet:
         for var in ("HOME", "JUPYTERHUB_ROOT_DIR"):
             if env.get(var, "").startswith("/") and not env[var].startswith(str(root)):
                 env[var] = str(processes.container_path(root, env[var]))
-        env.update(processes.source_address_env(run.ip, env))
+        if run.netns:  # the pod has an address of its own; the host's loopback is relayed
+            await self.network.expose_loopback_urls(env)  # type: ignore[attr-defined]
+        else:
+            env.update(processes.source_address_env(run.ip, env))
         identity = self._identity(pod, container)
         pod_identity = self._identity(pod, None)
         await volumes.prepare_volumes(pod, container, pod_root=root,
@@ -752,7 +794,7 @@ class Kubelet:
         as_root = None
         if sandbox is not None and sandbox.enabled:
             def wrap(argv: list[str]) -> list[str]:
-                return sandbox.wrap(argv, identity)
+                return sandbox.wrap(argv, identity, run.netns)
             as_root = identity.root
         argv = processes.container_argv(container, env, as_root=as_root)
         name = container["name"]
@@ -793,7 +835,7 @@ class Kubelet:
         statuses = self._running_status(pod, run, ready=False)
         if statuses["phase"] in TERMINAL_PHASES:
             run.finished = True
-            self.network.release(run.ip)
+            self._release(run)
             self._status_changed(pod, run)
             self._retry_pending()
 
@@ -832,7 +874,7 @@ class Kubelet:
 
     def _retry_start(self, run: PodRun) -> None:
         if self.runs.get(run.key) is run and not run.runners:
-            self.network.release(run.ip)
+            self._release(run)
             del self.runs[run.key]
             self._enqueue(run.key)
 
@@ -870,7 +912,7 @@ class Kubelet:
                 "finishedAt": finished, "containerID": run.container_ids.get(name, "")}}
         status = self._running_status(pod, run, ready=False, states=states)
         run.finished = True
-        self.network.release(run.ip)
+        self._release(run)
         await self._patch_status(pod, status)
         self._retry_pending()
 

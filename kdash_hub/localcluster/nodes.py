@@ -82,6 +82,19 @@ class PodNetwork:
                 return ip
         raise RuntimeError(f"no free pod IP left on node {node} ({prefix}.0/24)")
 
+    def ensure_host_address(self) -> None:
+        """The node's address exists on this machine (the kubelet API listens there)."""
+
+    def attach_host(self, ip: str) -> None:
+        """A status-only pod's address, answered by this machine (loopback: always)."""
+
+    def attach(self, ip: str) -> str | None:
+        """The network namespace a process pod with `ip` runs in (None: this machine's)."""
+        return None
+
+    async def close(self) -> None:
+        """Undo what the network made on this machine (nothing, on the loopback)."""
+
     def release(self, ip: str | None) -> None:
         if not ip:
             return
@@ -91,7 +104,7 @@ class PodNetwork:
                 self._used[node].discard(int(last))
 
 
-def node_object(spec: NodeSpec, network: PodNetwork) -> dict:
+def node_object(spec: NodeSpec, network: PodNetwork, kubelet_port: int = 10250) -> dict:
     labels = {
         "kubernetes.io/hostname": spec.name, "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
@@ -108,11 +121,11 @@ def node_object(spec: NodeSpec, network: PodNetwork) -> dict:
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": spec.name, "labels": labels},
         "spec": node_spec,
-        "status": node_status(spec, network),
+        "status": node_status(spec, network, kubelet_port),
     }
 
 
-def node_status(spec: NodeSpec, network: PodNetwork) -> dict:
+def node_status(spec: NodeSpec, network: PodNetwork, kubelet_port: int = 10250) -> dict:
     now = now_iso()
 
     def condition(kind: str, status: str, reason: str, message: str) -> dict:
@@ -135,7 +148,7 @@ def node_status(spec: NodeSpec, network: PodNetwork) -> dict:
             {"type": "InternalIP", "address": network.host_ip(spec.name)},
             {"type": "Hostname", "address": spec.name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": {
             "architecture": "amd64", "bootID": secrets.token_hex(16),
             "containerRuntimeVersion": "kdash://0.1", "kernelVersion": "local",

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,8 +75,10 @@ async def test_cli_runs_in_foreground_and_stops_cleanly(tmp_path, mode, stop_sig
         "--gpus", "nvidia.com/gpu=4", "--kubelet", mode,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
-    marker = str(tmp_path / f"served-{mode}")
-    os.makedirs(marker)
+    # the pod runs as its own user and sees neither tmp_path nor /root: what it serves is
+    # in a folder everyone may read
+    marker = tempfile.mkdtemp(prefix=f"kdash-served-{mode}-")
+    os.chmod(marker, 0o755)
     try:
         url = await read_until(proc.stdout, "local cluster: ")
         assert url == f"http://127.0.0.1:{port}"
@@ -117,6 +120,7 @@ async def test_cli_runs_in_foreground_and_stops_cleanly(tmp_path, mode, stop_sig
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        shutil.rmtree(marker, ignore_errors=True)
 
 
 def test_gpu_option_is_checked():

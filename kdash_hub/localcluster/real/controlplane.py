@@ -20,6 +20,7 @@ import base64
 import contextlib
 import ctypes
 import logging
+import os
 import shutil
 import signal
 import ssl
@@ -37,6 +38,7 @@ from ..apiclient import ApiError, KubeHTTP
 from ..cluster import DEFAULT_GPU_PRODUCT, default_node_specs
 from ..kubeconfig import write_kubeconfig
 from ..kubelet import Kubelet, KubeletMode, NodeSpec
+from ..podnetwork import pod_network as make_pod_network
 from .build import KUBERNETES_VERSION, ensure_binaries
 from .pki import SERVICE_CLUSTER_IP, ClusterPKI
 from .provisioner import HostPathProvisioner
@@ -120,6 +122,7 @@ class RealControlPlane:
         workdir: Path | str | None = None,
         gpu_product: str = DEFAULT_GPU_PRODUCT,
         host: str = "127.0.0.1",
+        pod_network: str | None = None,
     ):
         if kubelet not in ("status", "process"):
             raise ValueError(f"kubelet must be 'status' or 'process', not {kubelet!r}")
@@ -129,6 +132,11 @@ class RealControlPlane:
             nodes, gpus=gpus, gpu_nodes=gpu_nodes, cpu=node_cpu, memory=node_memory,
             gpu_product=gpu_product)
         self.kubelet_mode: KubeletMode = kubelet
+        # the API server refuses loopback pod addresses in Endpoints/EndpointSlices: pods
+        # get 10.244.x addresses, process pods in network namespaces (needs root)
+        if pod_network is None:
+            pod_network = "netns" if kubelet == "status" or os.geteuid() == 0 else "loopback"
+        self.pod_network = pod_network
         self.host = host
         self.port = port or free_port()
         self._own_workdir = workdir is None
@@ -186,6 +194,8 @@ class RealControlPlane:
         pki.issue("scheduler", "system:kube-scheduler")
         pki.issue("provisioner", "kdash:hostpath-provisioner")
         pki.issue("serving", "localhost", client=False, server_names=("127.0.0.1", "localhost"))
+        # how the API server reaches the kubelets for pods/log and pods/exec
+        pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client")
         for spec in self.node_specs:
             pki.issue(f"node-{spec.name}", f"system:node:{spec.name}",
                       organizations=("system:nodes",))
@@ -265,6 +275,12 @@ class RealControlPlane:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true", "--profiling=false", "--v=1",
             "--event-ttl=1h",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
+            # pass kubectl's exec WebSocket through to our kubelet (which speaks no SPDY)
+            "--feature-gates=TranslateStreamCloseWebsocketRequests=false",
         ])
         await self._wait_healthy(apiserver, f"{self.url}/readyz", self.ssl_context("admin"))
 
@@ -314,12 +330,20 @@ class RealControlPlane:
             KubeHTTP(self.url, None, ssl_context=self.ssl_context("provisioner")),
             self.workdir / "volumes")
         await self.provisioner.start()
+        assert self.pki is not None
         for spec in self.node_specs:
+            network = make_pod_network(self.pod_network)
+            serving = None
+            if self.pod_network == "loopback" or os.geteuid() == 0:  # its address exists
+                pair = self.pki.issue(f"kubelet-{spec.name}", f"system:node:{spec.name}",
+                                      organizations=("system:nodes",), client=False,
+                                      server_names=(network.host_ip(spec.name), spec.name))
+                serving = (pair.cert, pair.key, self.pki.ca_cert)
             kubelet = Kubelet(
                 self.url, [spec], mode=self.kubelet_mode, token=None,
                 ssl_context=self.ssl_context(f"node-{spec.name}"),
                 workdir=self.workdir / "kubelet" / spec.name, schedule_pods=False,
-                heartbeat_seconds=10.0)
+                heartbeat_seconds=10.0, network=network, serving_cert=serving)
             self.kubelets.append(kubelet)
             await kubelet.start()
         # share one pod network so two nodes never hand out the same address
