@@ -12,10 +12,12 @@ the real control plane pods with 127.x addresses leave Services without endpoint
   `podsandbox.py`); the host (the hub, the proxy, tests) reaches the pod at its address;
 - pods get no default route: only their /24 is reachable, so nothing a pod sends can leave
   this machine (IP forwarding stays off; pods of other nodes are not reachable either);
-- the hub listens on the host's loopback, which a pod can't reach: URLs in a pod's
-  environment that point at 127.x:PORT (JUPYTERHUB_API_URL, ...) are rewritten to
+- the hub listens on the host's loopback, which a pod can't reach: a pod's
+  JUPYTERHUB_API_URL and JUPYTERHUB_ACTIVITY_URL pointing at 127.x:PORT are rewritten to
   10.244.R.1:PORT, where the kubelet relays each connection to 127.x:PORT
-  (`expose_loopback_urls`);
+  (`expose_loopback_urls`). Anyone who may create pods chooses those variables, so ports
+  in `denied_ports` (the control plane's own: etcd, which has no authentication, the API
+  server, the controllers) are never relayed;
 - a pod's namespace and veth are deleted when the pod goes, all of them and the bridge when
   the kubelet stops; a kubelet killed before it could (kill -9) is swept by the next one.
 
@@ -44,6 +46,7 @@ log = logging.getLogger("kdash_hub.localcluster.podnetwork")
 
 POD_RANGE = "10.244"  # 10.244.0.0/16, as kubeadm's default pod network
 STATE_DIR = Path("/run/kdash-hub-net")  # R -> pid of the kubelet using it
+RELAYED_VARS = ("JUPYTERHUB_API_URL", "JUPYTERHUB_ACTIVITY_URL")
 _LOOPBACK_URL = re.compile(r"^https?://(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost)(:\d+)?(/|$)")
 
 
@@ -142,6 +145,7 @@ class NetnsPodNetwork(PodNetwork):
         self._attached: dict[str, str] = {}  # pod ip -> namespace name
         self._on_bridge: set[str] = set()  # status-only pods' addresses, on the bridge
         self._relays: dict[int, asyncio.Server] = {}  # port on the node's address
+        self.denied_ports: set[int] = set()  # never relayed (the control plane's own)
 
     # the address plan --------------------------------------------------------------------
 
@@ -244,20 +248,19 @@ class NetnsPodNetwork(PodNetwork):
 
     # the host's loopback, as pods see it -------------------------------------------------
 
-    async def expose_loopback_urls(self, env: dict[str, str],
-                                   keep: tuple[str, ...] = ("JUPYTERHUB_SERVICE_URL",)
-                                   ) -> None:
-        """Point the env's URLs at 127.x:PORT to the node's address, relayed to them.
-
-        URLs meant for browsers (JUPYTERHUB_PUBLIC_*, JUPYTERHUB_HOST, OAuth ones) are kept:
-        the browser is on the host, and its cookies belong to the host's address."""
-        for key, value in list(env.items()):
-            if key in keep or any(word in key for word in ("PUBLIC", "OAUTH", "HOST")):
-                continue
+    async def expose_loopback_urls(self, env: dict[str, str]) -> None:
+        """Point the hub URLs (RELAYED_VARS) at 127.x:PORT to the node's address, relayed
+        there. Other URLs (the browser-facing JUPYTERHUB_PUBLIC_* ones) are kept."""
+        for key in RELAYED_VARS:
+            value = env.get(key, "")
             if not _LOOPBACK_URL.match(value):
                 continue
             parts = urlsplit(value)
             port = parts.port or (443 if parts.scheme == "https" else 80)
+            if port in self.denied_ports:
+                log.warning("not relaying %s (%s): port %d is the control plane's", key,
+                            value, port)
+                continue
             target = "127.0.0.1" if parts.hostname == "localhost" else str(parts.hostname)
             await self._relay(port, target)
             env[key] = urlunsplit(parts._replace(netloc=f"{self.host_address}:{port}"))

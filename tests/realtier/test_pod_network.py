@@ -67,15 +67,15 @@ def server_pod(name: str) -> dict:
 
 
 def client_pod(name: str, url: str) -> dict:
-    script = ("import os, urllib.request; "
-              "print('GOT', urllib.request.urlopen(os.environ['HUB_URL'], timeout=10)"
-              ".read().decode(), os.environ['HUB_URL'], flush=True)")
+    script = ("import os, urllib.request; url = os.environ['JUPYTERHUB_API_URL']; "
+              "print('GOT', urllib.request.urlopen(url, timeout=10).read().decode(), url, "
+              "flush=True)")
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": NS,
                          "annotations": {RUN_AS_PROCESS: "true"}},
             "spec": {"restartPolicy": "Never", "containers": [{
                 "name": "main", "image": "python", "command": ["python", "-c", script],
-                "env": [{"name": "HUB_URL", "value": url}]}]}}
+                "env": [{"name": "JUPYTERHUB_API_URL", "value": url}]}]}}
 
 
 def netns_routes(name: str) -> str:
@@ -142,6 +142,20 @@ async def test_pods_get_addresses_services_get_endpoints(plane: RealControlPlane
         assert f"GOT hub-here http://{network.host_address}:{hub_port}/hub/api" in log
         client_ns = network.namespace(client["status"]["podIP"])
         assert client_ns is None  # a finished pod's namespace is gone already
+
+        # attack: a user's pod pointing the hub URL at etcd (no authentication) or the API
+        # server gets no relay to them
+        for port in sorted(plane.own_ports):
+            await api.request("POST", f"/api/v1/namespaces/{NS}/pods", body=client_pod(
+                f"sneaky-{port}", f"http://127.0.0.1:{port}/version"))
+        for port in sorted(plane.own_ports):
+            async def sneaky_done(port=port):
+                pod = await api.request("GET", f"/api/v1/namespaces/{NS}/pods/sneaky-{port}")
+                return pod if pod["status"].get("phase") in ("Succeeded", "Failed") else None
+            sneaky = await until(sneaky_done)
+            text = plane.kubelet.read_log(NS, f"sneaky-{port}")
+            assert sneaky["status"]["phase"] == "Failed" and "GOT" not in text, text
+        assert len(plane.own_ports) >= 5
 
         # the pod goes: so do its namespace and veth
         await api.request("DELETE", f"/api/v1/namespaces/{NS}/pods/web",

@@ -149,6 +149,7 @@ class RealControlPlane:
         self.pki: ClusterPKI | None = None
         self.api = None  # no emulator: tests needing its internals skip
         self.binaries: dict[str, Path] = {}
+        self.own_ports: set[int] = {self.port}  # never relayed to pods (podnetwork.py)
 
     @property
     def url(self) -> str:
@@ -243,6 +244,7 @@ class RealControlPlane:
     async def _start_etcd(self) -> None:
         assert self.workdir is not None
         client, peer = free_port(), free_port()
+        self.own_ports |= {client, peer}
         self.etcd_url = f"http://127.0.0.1:{client}"
         etcd = self._launch("etcd", [
             str(self.binaries["etcd"]), "--name", "kdash", "--data-dir",
@@ -299,6 +301,7 @@ class RealControlPlane:
         ):
             kubeconfig = self._kubeconfig(self.workdir / f"{stem}.kubeconfig", stem)
             port = free_port()
+            self.own_ports.add(port)
             component = self._launch(name, [
                 str(self.binaries[name]), f"--kubeconfig={kubeconfig}",
                 f"--authentication-kubeconfig={kubeconfig}",
@@ -333,6 +336,7 @@ class RealControlPlane:
         assert self.pki is not None
         for spec in self.node_specs:
             network = make_pod_network(self.pod_network)
+            network.denied_ports = self.own_ports  # type: ignore[attr-defined]
             serving = None
             if self.pod_network == "loopback" or os.geteuid() == 0:  # its address exists
                 pair = self.pki.issue(f"kubelet-{spec.name}", f"system:node:{spec.name}",
