@@ -102,11 +102,13 @@ def check_gpus_free(flavor: Mapping[str, Any], gpus: int, free: GpuFree,
     if gpus > free.largest_node:
         resource = profiles.gpu_resource(flavor)
         asked = profiles.gpu_amount(gpus, resource, names)
-        where = (f"only {free.largest_node} are free on any one node right now "
-                 f"({free.total} in all)" if free.largest_node else
-                 f"no {profiles.gpu_name(resource, names)} is free right now")
-        raise refusal(400, f"You asked for {asked} with {_name(flavor)}, but {where}: choose "
-                           "fewer GPUs or try again later.")
+        if free.largest_node:
+            why = (f"only {free.largest_node} are free on any one node right now "
+                   f"({free.total} in all): choose fewer GPUs or try again later.")
+        else:
+            why = (f"no {profiles.gpu_name(resource, names)} is free right now: try again "
+                   "later or choose another profile.")
+        raise refusal(400, f"You asked for {asked} with {_name(flavor)}, but {why}")
 
 
 def requested(cpu_guarantee: Any, cpu_limit: Any, mem_guarantee: Any, mem_limit: Any,

@@ -122,3 +122,33 @@ def test_free_gpus_is_allocatable_minus_requests():
     assert free_gpus(nodes, pods, "nvidia.com/gpu", {"gpu": "a100"}) == GpuFree(6, 5)
     assert free_gpus(nodes, pods, "nvidia.com/gpu") == GpuFree(14, 8)
     assert free_gpus(nodes, pods, "amd.com/gpu") == GpuFree(0, 0)
+
+
+def test_refusal_sentences_are_plain():
+    from kdash_hub.spawner import refusals
+
+    names = {"nvidia.com/gpu": "NVIDIA GPU"}
+
+    def sentence(check, *args):
+        with pytest.raises(Exception) as e:
+            check(*args)
+        assert str(e.value) == f"HTTP {e.value.status_code}: Refused ({e.value.log_message})"
+        return e.value.status_code, e.value.jupyterhub_message
+
+    assert sentence(refusals.check_gpus_free, A100, 1, GpuFree(0, 0), names) == (
+        400, "You asked for 1 NVIDIA GPU with GPU A100, but no NVIDIA GPU is free right now: "
+             "try again later or choose another profile.")
+    assert sentence(refusals.check_choices, A100, profiles.to_profile(A100),
+                    {"image": "x" * 60}) == (
+        400, f"“{'x' * 40}…” is not one of the Image choices of GPU A100; choose torch or "
+             "TensorFlow.")
+    assert sentence(refusals.check_quota, {"requests.nvidia.com/gpu": 2, "limits.memory": "8Gi"},
+                    {"requests.nvidia.com/gpu": "2", "limits.memory": "16Gi"},
+                    {"requests.nvidia.com/gpu": "1", "limits.memory": "4Gi"}, names) == (
+        403, "This server would go over your quota: it asks for 2 NVIDIA GPUs (your quota is 2, "
+             "1 already in use); choose a smaller profile, stop other things in your namespace, "
+             "or ask an admin for more.")
+    assert sentence(refusals.choose_flavor, [SMALL, A100], [], "gpu-a100")[0] == 403
+    assert sentence(refusals.choose_flavor, [SMALL], [], None) == (
+        403, "No server profile is available to you: ask an admin to add you to a group that "
+             "may start servers.")
