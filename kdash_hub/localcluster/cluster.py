@@ -75,6 +75,7 @@ class LocalCluster:
         workdir: Path | str | None = None,
         gpu_product: str = DEFAULT_GPU_PRODUCT,
         graceful_pod_deletion: bool = True,
+        pod_network: str = "loopback",
     ):
         if kubelet not in ("status", "process"):
             raise ValueError(f"kubelet must be 'status' or 'process', not {kubelet!r}")
@@ -87,6 +88,8 @@ class LocalCluster:
         # as on a real cluster: deleting a bound pod sets deletionTimestamp, and the
         # kubelet removes it once its containers are stopped
         self.graceful_pod_deletion = graceful_pod_deletion
+        # "netns": process pods in network namespaces of their own (podnetwork.py, root)
+        self.pod_network = pod_network
         self.host = host
         self.port = port
         self._own_workdir = workdir is None
@@ -119,8 +122,11 @@ class LocalCluster:
         try:
             self.kubeconfig_path = write_kubeconfig(
                 self._kubeconfig_arg or self.workdir / "kubeconfig", self.api.url)
+            from .podnetwork import pod_network
+
             self.kubelet = Kubelet(self.api.url, self.node_specs, mode=self.kubelet_mode,
-                                   workdir=self.workdir / "kubelet")
+                                   workdir=self.workdir / "kubelet",
+                                   network=pod_network(self.pod_network))
             await self.kubelet.start()
             # `kubectl logs`: the API server asks the kubelet, who has the container output
             self.api.pod_log_source = self.kubelet.read_log

@@ -770,7 +770,7 @@ class Kubelet:
             if env.get(var, "").startswith("/") and not env[var].startswith(str(root)):
                 env[var] = str(processes.container_path(root, env[var]))
         if run.netns:  # the pod has an address of its own; the host's loopback is relayed
-            await self.network.expose_loopback_urls(env)  # type: ignore[attr-defined]
+            await self.network.expose_loopback_urls(env, run.ip)  # type: ignore[attr-defined]
         else:
             env.update(processes.source_address_env(run.ip, env))
         identity = self._identity(pod, container)

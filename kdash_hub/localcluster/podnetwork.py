@@ -7,11 +7,13 @@ the real control plane pods with 127.x addresses leave Services without endpoint
 - the node's /24 is 10.244.R.0/24 with R picked free on this machine (no address or route
   of the machine in it), so several control planes can run side by side;
 - a process pod gets a network namespace `kdash-R-<n>` (`ip netns add`) whose `eth0` is one
-  end of a veth pair; the other end is on the node's Linux bridge `kdash-brR`, which holds
-  10.244.R.1, the node's address. The pod's processes run inside it (`nsenter --net`, see
-  `podsandbox.py`); the host (the hub, the proxy, tests) reaches the pod at its address;
-- pods get no default route: only their /24 is reachable, so nothing a pod sends can leave
-  this machine (IP forwarding stays off; pods of other nodes are not reachable either);
+  end of a veth pair; the other end is on the network's Linux bridge `kdash-brR` (R of its
+  first node), which holds 10.244.R.1 for each node R, the node's address. The pod's
+  processes run inside it (`nsenter --net`, see `podsandbox.py`); the host (the hub, the
+  proxy, tests) reaches the pod at its address;
+- pods get no default route: only the /24s of this network's nodes, on the bridge, are
+  reachable, so nothing a pod sends can leave this machine (IP forwarding stays off; the
+  real control plane has one network per node, so there pods of two nodes don't meet);
 - the hub listens on the host's loopback, which a pod can't reach: a pod's
   JUPYTERHUB_API_URL and JUPYTERHUB_ACTIVITY_URL pointing at 127.x:PORT are rewritten to
   10.244.R.1:PORT, where the kubelet relays each connection to 127.x:PORT
@@ -136,31 +138,32 @@ def _blocks_in_use() -> set[int]:
 
 
 class NetnsPodNetwork(PodNetwork):
-    """One node's pods on a bridge, each in its own network namespace (module docstring)."""
+    """Pods on one bridge, a /24 per node, each pod in its own network namespace (module
+    docstring). The bridge is named after the first node's block R: `kdash-brR`."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.block: int | None = None
+        self.blocks: dict[str, int] = {}  # node -> R of its 10.244.R.0/24
         self.bridge_up = False
         self._attached: dict[str, str] = {}  # pod ip -> namespace name
         self._on_bridge: set[str] = set()  # status-only pods' addresses, on the bridge
-        self._relays: dict[int, asyncio.Server] = {}  # port on the node's address
+        self._relays: dict[tuple[str, int], asyncio.Server] = {}  # (node address, port)
         self.denied_ports: set[int] = set()  # never relayed (the control plane's own)
 
     # the address plan --------------------------------------------------------------------
 
     def prefix(self, node: str) -> str:
         if node not in self._prefix:
-            if self._prefix:
-                raise ValueError("a NetnsPodNetwork serves one node (one bridge)")
-            self.block = self._claim_block()
-            self._prefix[node] = f"{POD_RANGE}.{self.block}"
+            self.blocks[node] = self._claim_block()
+            self._prefix[node] = f"{POD_RANGE}.{self.blocks[node]}"
             self._used[node] = set()
+            if self.bridge_up:  # a node added later: its address on the bridge too
+                _ip("addr", "add", f"{self._prefix[node]}.1/24", "dev", self.bridge)
         return self._prefix[node]
 
     def _claim_block(self) -> int:
         sweep_dead()
-        used = _blocks_in_use()
+        used = _blocks_in_use() | set(self.blocks.values())
         free = [r for r in range(1, 255) if r not in used]
         if not free:
             raise NetworkSetupError(f"no free /24 left in {POD_RANGE}.0.0/16 on this machine")
@@ -171,9 +174,29 @@ class NetnsPodNetwork(PodNetwork):
         return block
 
     @property
+    def block(self) -> int | None:
+        """The first node's R (the bridge's name)."""
+        return next(iter(self.blocks.values()), None)
+
+    @property
+    def bridge(self) -> str:
+        return f"kdash-br{self.block}"
+
+    @property
     def host_address(self) -> str:
-        assert self.block is not None
+        """The first node's address on the bridge."""
         return f"{POD_RANGE}.{self.block}.1"
+
+    @staticmethod
+    def node_address(ip: str) -> str:
+        """The address of the node a pod address belongs to (10.244.R.1)."""
+        return ip.rsplit(".", 1)[0] + ".1"
+
+    @staticmethod
+    def _names(ip: str) -> tuple[str, str]:
+        """The pod's namespace and the host end of its veth."""
+        block, last = ip.split(".")[2:4]
+        return f"kdash-{block}-{last}", f"kdv{block}x{last}"
 
     def allocate(self, node: str, ports: list[int] | tuple[int, ...] = ()) -> str:
         # a fresh namespace has every port free: no need to check them here
@@ -192,26 +215,30 @@ class NetnsPodNetwork(PodNetwork):
                                     "bridge); run the kubelet as root or use the loopback "
                                     "pod network")
         assert self.block is not None
-        bridge = f"kdash-br{self.block}"
-        _ip("-batch", "-", stdin=(f"link add {bridge} type bridge\n"
-                                   f"addr add {self.host_address}/24 dev {bridge}\n"
-                                   f"link set {bridge} up\n"))
+        lines = [f"link add {self.bridge} type bridge"]
+        lines += [f"addr add {POD_RANGE}.{b}.1/24 dev {self.bridge}"
+                  for b in self.blocks.values()]
+        lines.append(f"link set {self.bridge} up")
+        _ip("-batch", "-", stdin="\n".join(lines) + "\n")
         self.bridge_up = True
 
     def attach(self, ip: str) -> str:
-        """Make the pod's namespace for `ip` (its veth on the bridge); its name."""
+        """Make the pod's namespace for `ip` (its veth on the bridge); its name. Its routes:
+        the pod range on the bridge (pods of every node of this network), nothing else."""
         if ip in self._attached:
             return self._attached[ip]
         self._ensure_bridge()
-        last = ip.rsplit(".", 1)[1]
-        name, host_end = f"kdash-{self.block}-{last}", f"kdv{self.block}x{last}"
+        name, host_end = self._names(ip)
         try:
             _ip("-batch", "-", stdin=(f"netns add {name}\n"
                                        f"link add {host_end} type veth peer name eth0 "
                                        f"netns {name}\n"
-                                       f"link set {host_end} master kdash-br{self.block} up\n"))
-            _ip("-n", name, "-batch", "-", stdin=(f"addr add {ip}/24 dev eth0\n"
-                                                   "link set eth0 up\nlink set lo up\n"))
+                                       f"link set {host_end} master {self.bridge} up\n"))
+            _ip("-n", name, "-batch", "-", stdin=(
+                f"addr add {ip}/24 dev eth0\nlink set eth0 up\nlink set lo up\n"
+                + "".join(f"route add {POD_RANGE}.{b}.0/24 dev eth0\n"
+                          for b in self.blocks.values()
+                          if f"{POD_RANGE}.{b}." != ip.rsplit(".", 1)[0] + ".")))
         except NetworkSetupError:
             self._detach(name, host_end)
             raise
@@ -223,7 +250,7 @@ class NetnsPodNetwork(PodNetwork):
         if os.geteuid() != 0 or ip in self._on_bridge:
             return
         self._ensure_bridge()
-        _ip("addr", "add", f"{ip}/32", "dev", f"kdash-br{self.block}")
+        _ip("addr", "add", f"{ip}/32", "dev", self.bridge)
         self._on_bridge.add(ip)
 
     def namespace(self, ip: str) -> str | None:
@@ -240,17 +267,18 @@ class NetnsPodNetwork(PodNetwork):
         if ip and ip in self._on_bridge:
             self._on_bridge.discard(ip)
             with contextlib.suppress(NetworkSetupError, FileNotFoundError):
-                _ip("addr", "del", f"{ip}/32", "dev", f"kdash-br{self.block}")
+                _ip("addr", "del", f"{ip}/32", "dev", self.bridge)
         if ip and ip in self._attached:
-            name = self._attached.pop(ip)
-            self._detach(name, f"kdv{self.block}x{ip.rsplit('.', 1)[1]}")
+            self._attached.pop(ip)
+            self._detach(*self._names(ip))
         super().release(ip)
 
     # the host's loopback, as pods see it -------------------------------------------------
 
-    async def expose_loopback_urls(self, env: dict[str, str]) -> None:
-        """Point the hub URLs (RELAYED_VARS) at 127.x:PORT to the node's address, relayed
-        there. Other URLs (the browser-facing JUPYTERHUB_PUBLIC_* ones) are kept."""
+    async def expose_loopback_urls(self, env: dict[str, str], ip: str) -> None:
+        """Point the hub URLs (RELAYED_VARS) at 127.x:PORT to the address of the node of
+        pod `ip`, relayed there. Other URLs (the browser-facing ones) are kept."""
+        address = self.node_address(ip)
         for key in RELAYED_VARS:
             value = env.get(key, "")
             if not _LOOPBACK_URL.match(value):
@@ -262,11 +290,11 @@ class NetnsPodNetwork(PodNetwork):
                             value, port)
                 continue
             target = "127.0.0.1" if parts.hostname == "localhost" else str(parts.hostname)
-            await self._relay(port, target)
-            env[key] = urlunsplit(parts._replace(netloc=f"{self.host_address}:{port}"))
+            await self._relay(address, port, target)
+            env[key] = urlunsplit(parts._replace(netloc=f"{address}:{port}"))
 
-    async def _relay(self, port: int, target: str) -> None:
-        if port in self._relays:
+    async def _relay(self, address: str, port: int, target: str) -> None:
+        if (address, port) in self._relays:
             return
         self._ensure_bridge()
 
@@ -289,8 +317,8 @@ class NetnsPodNetwork(PodNetwork):
                 return
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
-        self._relays[port] = await asyncio.start_server(handle, self.host_address, port)
-        log.info("relaying %s:%d to %s:%d for pods", self.host_address, port, target, port)
+        self._relays[address, port] = await asyncio.start_server(handle, address, port)
+        log.info("relaying %s:%d to %s:%d for pods", address, port, target, port)
 
     # the end -----------------------------------------------------------------------------
 
@@ -300,10 +328,10 @@ class NetnsPodNetwork(PodNetwork):
         self._relays.clear()
         for ip in list(self._attached):
             self.release(ip)
-        if self.block is not None:
+        for block in self.blocks.values():
             if self.bridge_up:
-                _remove_all(self.block)
-            (STATE_DIR / str(self.block)).unlink(missing_ok=True)
+                _remove_all(block)
+            (STATE_DIR / str(block)).unlink(missing_ok=True)
         self.bridge_up = False
 
 

@@ -239,3 +239,63 @@ c.KubeSpawner.http_timeout = 60
         assert "Permission denied" in output or "No such file" in output, output
         async with http.delete(f"{api}/users/eve/server") as r:
             assert r.status in (202, 204)
+
+
+async def test_pods_in_network_namespaces_cannot_reach_the_emulated_api(make_local_cluster):
+    """With pod_network="netns" a pod has its own loopback: the emulated API server (any
+    token accepted) on 127.0.0.1 is out of its reach, the hub URL is relayed, and the host
+    reaches the pod at its address, across two nodes on one bridge."""
+    from aiohttp import web
+
+    from kdash_hub.localcluster import podnetwork
+
+    cluster = await make_local_cluster(kubelet="process", nodes=2, pod_network="netns")
+    requires_emulator(cluster)
+    hub_app = web.Application()
+    hub_app.router.add_get("/hub/api", lambda request: web.Response(text="hub-here"))
+    runner = web.AppRunner(hub_app)
+    await runner.setup()
+    from kdash_hub.dev.ports import free_port
+
+    hub_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", hub_port).start()
+    api_port = int(cluster.url.rsplit(":", 1)[1])
+    script = f"""
+import os, socket, urllib.request
+out = {{}}
+try:
+    socket.create_connection(("127.0.0.1", {api_port}), timeout=3).close()
+    out["api"] = "reached"
+except OSError as e:
+    out["api"] = type(e).__name__
+out["hub"] = urllib.request.urlopen(os.environ["JUPYTERHUB_API_URL"], timeout=10).read().decode()
+print("RESULT " + __import__("json").dumps(out), flush=True)
+"""
+    try:
+        async with api_client_for(cluster.kubeconfig_path) as client:
+            kube = KubeResources(client)
+            names = []
+            for index in range(2):
+                body = probe_pod(f"net-{index}", [], {"runAsUser": 2001})
+                body["spec"]["nodeName"] = f"node-{index}"
+                body["spec"]["containers"][0]["command"] = ["python", "-c", script]
+                body["spec"]["containers"][0]["env"] = [
+                    {"name": "JUPYTERHUB_API_URL",
+                     "value": f"http://127.0.0.1:{hub_port}/hub/api"}]
+                await kube.create(body)
+                names.append(f"net-{index}")
+            for name in names:
+                result = await result_of(cluster, kube, name)
+                assert result["api"] in ("ConnectionRefusedError", "TimeoutError"), result
+                assert result["hub"] == "hub-here"
+                pod = await kube.get("Pod", name, "default")
+                assert pod["status"]["podIP"].startswith("10.244.")
+            network = cluster.kubelet.network
+            assert isinstance(network, podnetwork.NetnsPodNetwork)
+            blocks = sorted(network.blocks.values())
+            assert len(blocks) == 2
+    finally:
+        await runner.cleanup()
+    await cluster.stop()
+    for block in blocks:
+        assert podnetwork.namespaces(block) == [] and podnetwork.links(block) == []
