@@ -12,7 +12,6 @@ content, capped again when read.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +26,7 @@ from kdash_hub.services.launcher.records import (
     now_utc,
     record_name,
 )
+from tests.fixtures.launcher import identity_kube
 from tests.fixtures.security import ADMIN, ATTACKER, ATTACKER_NS, VICTIM, VICTIM_NS
 
 SEVEN_DAYS = 7 * 86400
@@ -85,10 +85,11 @@ async def test_a_bad_record_breaks_no_listing_and_no_expiry_cycle(attack, case, 
                                       json_body={"by": "1h"})
         assert status == 409 and "changed outside the launcher" in body["message"], body
 
-    # a culler expiry cycle: the victim's expired instance goes, the bad record stays
-    await asyncio.sleep(2.5)
-    side = SideServiceExpiry(attack.kube, retries=0, signer=attack.signer)
-    results = await side.expire(datetime.now(UTC))
+    # a culler expiry cycle (with the culler's own identity in the real tier), 3 s on: the
+    # victim's expired instance goes, the bad record stays
+    async with identity_kube("KDASH_TEST_CULLER_KUBECONFIG", attack.kube) as culler:
+        side = SideServiceExpiry(culler, retries=0, signer=attack.signer)
+        results = await side.expire(datetime.now(UTC) + timedelta(seconds=3))
     assert [(r.owner, r.name, r.action, r.done) for r in results
             if r.namespace in (VICTIM_NS, ATTACKER_NS)] == [(VICTIM, "brief", "delete", True)]
     assert await attack.kube.get("Deployment", "brief", VICTIM_NS) is None
