@@ -8,15 +8,17 @@ stream drops) and drives each pod through its life the way the real components d
   and a `FailedScheduling` event, and is retried when pods go away (and every few seconds);
 - a bound pod is set up as a real kubelet does it, pessimistically: its volumes must mount
   (else `FailedMount`, ContainerCreating, retried; `volumes.py`), then it gets a pod IP
-  127.A.B.x from its node's /24, `Pulling`/`Pulled`, its containers' environment must
+  from its node's /24 (127.A.B.x on the loopback, or 10.244.R.x with a network namespace
+  per process pod: `podnetwork.py`), `Pulling`/`Pulled`, its containers' environment must
   resolve (else CreateContainerConfigError), then `Created`, `Started` and a status whose
   phase and conditions follow the containers' states (`podstatus.py`);
 - in process mode, notebook containers run as real processes (`processes.py`), supervised
   like a kubelet's containers (`containers.py`): probes, restartPolicy with the crash-loop
   back-off, CRI-format logs (`containerlogs.py`). Other pods (postgres, minio, ...) are
   status only, in both modes, unless annotated `localcluster.kdash-hub.io/run-as-process:
-  "true"` (then their commands run too); `open_log` and `start_exec` serve the API server's
-  `pods/log` and `pods/exec`;
+  "true"` (then their commands run too), as their securityContext users (`podsandbox.py`);
+  `open_log` and `start_exec` serve the emulator's `pods/log` and `pods/exec`, and a real
+  API server's through the kubelet API (`kubeletserver.py`);
 - a status-only pod owned by a Job succeeds (exit code 0) `job_pod_seconds` after it starts,
   so Jobs complete;
 - a pod with a deletionTimestamp has its processes stopped (SIGTERM, SIGKILL after the

@@ -14,7 +14,7 @@ with a command in a pod annotated `localcluster.kdash-hub.io/run-as-process: "tr
 - a root directory per pod: container paths (`workingDir`, `HOME` = /home/jovyan by
   default, volume mounts, see `volumes.py`) live under it;
 - outgoing connections from the pod's address (`source_address_env`: a `sitecustomize`
-  that binds Python sockets to the pod IP);
+  that binds Python sockets to the pod IP; not needed in a pod network namespace);
 - its output in the CRI log format (`containerlogs.py`); `ExecProcess` runs `kubectl exec`
   commands in the same environment.
 
