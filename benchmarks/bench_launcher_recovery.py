@@ -1,6 +1,8 @@
-"""Figures: the launcher killed (-9) mid-launch at three points and mid-delete at three
-points, and API faults during launches; running / lost / half-made / orphan counts before
-and after, time to recover.
+"""Figures: the launcher killed (-9) mid-launch and mid-delete, API faults during launches.
+
+Three kill points of a launch, three of a delete, then 20% 500s; running / lost /
+half-made / orphan (and, for deletes, deleting / made again) counts before and after, and
+the time to recover.
 
     .venv/bin/python -m benchmarks.bench_launcher_recovery [--launches 10] [--deletes 10]
 
@@ -42,10 +44,11 @@ def _row(r: dict[str, Any]) -> str:
 
 def _delete_row(r: dict[str, Any]) -> str:
     b, a = r["before"], r["after"]
-    return (f"{r['experiment']:<32} n={r['n']:<3} before: running {b['running']:>2} deleting"
-            f" {b['deleting']:>2} orphan {b['orphan']:>2} | after: running {a['running']:>2}"
-            f" lost {a['lost']:>2} deleting {a['deleting']:>2} made again"
-            f" {a['resurrected']:>2} half-made {a['half_made']:>2} orphan {a['orphan']:>2}"
+    return (f"{r['experiment']:<32} n={r['n']:<3} before: running {b['running']:>2} delete"
+            f" begun {b['begun']:>2} not begun {b['not_begun']:>2} orphan {b['orphan']:>2}"
+            f" | after: running {a['running']:>2} lost {a['lost']:>2} gone {a['gone']:>2}"
+            f" unfinished {a['begun']:>2} made again {a['made_again']:>2} not begun"
+            f" {a['not_begun']:>2} half-made {a['half_made']:>2} orphan {a['orphan']:>2}"
             f" | recovered in {r['recover_s']:.1f} s")
 
 

@@ -256,13 +256,19 @@ def _present(c: dict[str, Any]) -> set[str]:
 
 def _delete_counts(c: dict[str, Any], doomed: set[str], keep: set[str],
                    before: dict[str, Any] | None = None) -> dict[str, int]:
-    """running: complete instances nobody deleted; deleting: deletes not finished (record
-    or objects left); resurrected: deleted instances complete again; lost: bystanders
-    complete before and not now; half_made and orphan as for launches."""
-    out = {"running": len(c["complete"] & keep), "deleting": len(_present(c) & doomed),
-           "resurrected": len(c["complete"] & doomed),
+    """For deletes. running: complete bystanders; begun: deleted instances whose delete had
+    visibly begun (record marked, or an object gone); not_begun: still complete and
+    untouched; gone: nothing left; made_again: complete after a delete had begun (only
+    after); lost: bystanders complete before and not after; half_made (bystanders) and
+    orphan as for launches."""
+    begun = (_present(c) & doomed) - c["complete"]
+    out = {"running": len(c["complete"] & keep), "begun": len(begun),
+           "not_begun": len(c["complete"] & doomed), "gone": len(doomed - _present(c)),
            "half_made": len(c["half"] - doomed), "orphan": len(c["orphans"])}
     if before is not None:
+        was_complete = before["complete"] & doomed
+        out["not_begun"] = len(c["complete"] & was_complete)
+        out["made_again"] = len((c["complete"] & doomed) - was_complete)
         out["lost"] = len((before["complete"] & keep) - c["complete"])
     return out
 
@@ -318,21 +324,23 @@ async def test_kill_launcher_mid_delete(crash_env: LauncherEnv, point: str) -> N
     lost."""
     r = await run_delete_kill_experiment(crash_env, point, n=5)
     assert r["new_pid"] != r["old_pid"]
-    assert r["before"]["deleting"] == 5 and r["before"]["running"] == len(USERS), r["before"]
+    assert r["before"]["running"] == len(USERS), r["before"]
     if point == "mark":
         # killed before the mark was written (the emulator drops a request whose client
         # died before its body was read): the delete never began, each instance is as it
         # was, complete, and the user's delete again removes it
-        assert r["after"] == {"running": len(USERS), "deleting": 5, "resurrected": 5,
-                              "half_made": 0, "orphan": 0, "lost": 0}, r["after"]
+        assert r["before"]["not_begun"] == 5, r["before"]
+        assert r["after"] == {"running": len(USERS), "begun": 0, "not_begun": 5, "gone": 0,
+                              "made_again": 0, "half_made": 0, "orphan": 0, "lost": 0}, r["after"]
         for key in sorted(r["doomed"]):
             assert (await _delete(crash_env, key))[0] == 204
         async with api_client_for(crash_env.kubeconfig) as client:
             left = await census(KubeResources(client))
         assert not (_present(left) & r["doomed"]) and not left["orphans"], left
     else:  # the mark was written: the restarted launcher finished every delete
-        assert r["after"] == {"running": len(USERS), "deleting": 0, "resurrected": 0,
-                              "half_made": 0, "orphan": 0, "lost": 0}, r["after"]
+        assert r["before"]["begun"] == 5, r["before"]
+        assert r["after"] == {"running": len(USERS), "begun": 0, "not_begun": 0, "gone": 5,
+                              "made_again": 0, "half_made": 0, "orphan": 0, "lost": 0}, r["after"]
     status, body = await crash_env.call("GET", "reconcile", "root")
     assert status == 200 and body["last"]["orphans"] == [], body
     assert not any(d["action"] == "forward" and d["instance"].startswith("del")
