@@ -170,6 +170,12 @@ async def test_refusals_are_one_plain_sentence_and_create_nothing(hub):
     assert (status, body["message"]) == (
         400, "GPU A100 does not offer “3” GPUs; choose 1 NVIDIA A100, 2 NVIDIA A100s or "
              "4 NVIDIA A100s."), body
+    # KubeSpawner's free-text choice, which no flavor enables, posted anyway
+    status, body = await call(hub, "POST", "/users/quinn/server",
+                              {"profile": "gpu-a100", "gpus--unlisted-choice": "8"}, quinn)
+    assert (status, body["message"]) == (
+        400, "These server options can't be used: choose your server again on the spawn "
+             "page."), body
     assert await namespace_objects(hub, user_namespace("quinn", "kdash-")) == {}
 
 
