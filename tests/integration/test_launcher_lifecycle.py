@@ -337,6 +337,10 @@ async def test_a_delete_cut_short_is_finished_not_undone(
         with pytest.raises(LauncherError) as e:
             await operation(user.actor, user.name, "doomed")
         assert e.value.status == 409 and "is being deleted" in e.value.message
+    # nor does the culler stop it when its time runs out (the reconciler finishes it)
+    later = datetime.now(UTC) + timedelta(days=400)
+    expired = await lifecycle.expired_instances(kube, later, restarted.signer)
+    assert [r.name for r in expired] == ["bystander"], expired
     report = await Reconciler(restarted).run_once()
     assert [(d.instance, d.action, d.done) for d in report.decisions] == [
         ("doomed", "back", True)], report
