@@ -178,10 +178,27 @@ class HubProcess:
             return
         terminate(proc, signal.SIGTERM, timeout)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the proxy and any local servers it left
+            os.killpg(proc.pid, signal.SIGKILL)  # any local servers it left
         except (ProcessLookupError, PermissionError):
             pass
+        self._stop_proxy()
         self.process = None
+
+    def _stop_proxy(self) -> None:
+        """configurable-http-proxy runs in a session of its own (JupyterHub starts it so):
+        a hub that was killed, or slow to clean up, leaves it running unless it is stopped
+        here, by its pid file."""
+        try:
+            pid = int((self.workdir / "proxy.pid").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"configurable-http-proxy" not in cmdline:
+            return  # the pid is someone else's by now
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.stop_sync)

@@ -152,7 +152,7 @@ async def test_demo_login_spawn_launcher_and_clean_stop(demo):
             assert resp.status == 200, await resp.text()
         # the notebook server answers through the proxy; a page (not the API) takes the
         # browser through the hub's OAuth first
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine imports jupyter_server slowly
         while True:
             async with session.get(f"{url}/user/{username}/files/kdash-demo-check"):
                 pass
@@ -184,7 +184,7 @@ async def test_demo_login_spawn_launcher_and_clean_stop(demo):
         api = f"{url}/services/kdash-launcher/api/instances"
         async with session.post(api, headers=headers, json={"template": "redis"}) as resp:
             assert resp.status == 201, await resp.text()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             async with session.get(api, headers=headers) as resp:
                 instances = (await resp.json())["instances"]
@@ -205,7 +205,7 @@ async def restart_server(session: aiohttp.ClientSession, url: str, username: str
     server = f"{url}/hub/api/users/{username}/server"
     async with session.delete(server, headers=headers) as resp:
         assert resp.status in (202, 204), await resp.text()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while True:
         async with session.get(f"{url}/hub/api/users/{username}", headers=headers) as resp:
             if not (await resp.json()).get("servers"):
@@ -214,7 +214,7 @@ async def restart_server(session: aiohttp.ClientSession, url: str, username: str
         await asyncio.sleep(0.5)
     async with session.post(server, headers=headers, json={"profile": "cpu-small"}) as resp:
         assert resp.status in (201, 202), await resp.text()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while True:
         async with session.get(f"{url}/user/{username}/api/status", headers=headers) as resp:
             if resp.status == 200:

@@ -109,6 +109,16 @@ def check_namespace_default(tmp_path, monkeypatch) -> None:
     assert spawner._namespace_default() == expected
 
 
+def check_options_form_default(tmp_path, monkeypatch) -> None:
+    # an admin's profile_list (not the pack's flavors) gets KubeSpawner's own form: empty
+    # without profiles, a rendered form with them
+    assert kubespawner(tmp_path, monkeypatch)._options_form_default() == ""
+    spawner = kubespawner(tmp_path, monkeypatch, profile_list=[
+        {"display_name": "Small", "slug": "small", "kubespawner_override": {}}])
+    form = spawner._options_form_default()
+    assert isinstance(form, str) and 'value="small"' in form
+
+
 def check_delete_request(tmp_path, monkeypatch) -> None:
     # overridden to turn a 403 for a pod the hub never made into "gone"; stop() calls it
     from kubespawner import KubeSpawner
@@ -233,6 +243,8 @@ PINS = (
         check_state_kubespawner_version),
     Pin("kubespawner.KubeSpawner._namespace_default", ("_namespace_default",),
         check_namespace_default),
+    Pin("kubespawner.KubeSpawner._options_form_default", ("_options_form_default",),
+        check_options_form_default),
     Pin("kubespawner.KubeSpawner._make_delete_pod_request (overridden)",
         ("_make_delete_pod_request",), check_delete_request),
     Pin("jupyterhub.spawner.Spawner._log_name", ("_log_name",), check_log_name),
@@ -249,6 +261,7 @@ OWN = {
     "_change": "the launcher's instance manager (services/launcher/instances.py)",
     "_ensure_namespace": "the launcher's own namespace check (services/launcher/instances.py)",
     "_lock": "asyncio locks of the GPU cache and the OIDC discovery cache",
+    "_locks": "the launcher's per-instance locks (services/launcher/instances.py)",
     "_path": "the launcher client's URL helper (services/launcher/client.py)",
     "_render": "page rendering of the approval handlers and the launcher's reconciler",
     "_server": "LDAPBackend's ldap3.Server factory (authenticator/ldap_backend.py)",
