@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,7 @@ from kubespawner import KubeSpawner
 from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import Bool, default
+from traitlets.log import get_logger
 
 from kdash_hub import labels as L
 from kdash_hub import naming
@@ -60,6 +62,18 @@ def _make_restricted(pod: Any) -> None:
                                       "capabilities": {"drop": ["ALL"]}}
 
 
+class _NotUpstreamsNamespaceLine(logging.Filter):
+    """KubeSpawner logs "Using user namespace: <its own template's name>" while it is made;
+    the pack replaces that name at once, so the line would be untrue."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Using user namespace:")
+
+
+def _applied_at_start(spawner: Any, user_options: dict) -> None:
+    """user_options are applied by KubeSpawner's load_user_options when the server starts."""
+
+
 def _as_dict(value: Any) -> dict:
     """A security context as the API's JSON (KubeSpawner gives dicts, models are possible)."""
     return to_json(value) if value else {}
@@ -83,11 +97,19 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
     )
 
     def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+        log = kwargs.get("log") or get_logger()  # what KubeSpawner's self.log will be
+        log = getattr(log, "logger", log)  # a LoggerAdapter's logger holds the filters
+        untrue = _NotUpstreamsNamespaceLine()
+        log.addFilter(untrue)
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            log.removeFilter(untrue)
         if self.enable_user_namespaces:
             self.namespace = naming.user_namespace(self.user.name, self.namespace_prefix)
             self.dns_name = self.dns_name_template.format(
                 namespace=self.namespace, name=self.pod_name)
+            self.log.info("Using user namespace: %s", self.namespace)
         if self.flavors and isinstance(self.profile_list, list | dict) and not self.profile_list:
             # an empty profile_list (z2jh sets one) must not hide the flavors
             self.profile_list = self._flavor_profiles
@@ -138,6 +160,18 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             idle = profiles.idle_text(*profiles.idle_timeout(flavor, self.culler_rules, groups))
             out.append(profiles.to_profile(flavor, free, self.gpu_display_names, idle))
         return out
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        """Tell the hub the options are handled (at start), so it doesn't warn "unhandled
+        user_options" on every spawn."""
+        return _applied_at_start
+
+    def run_options_from_form(self, form_data):
+        """The hub's spawn form carries its `_xsrf` field, which KubeSpawner would report as
+        "unrecognized form data" on every spawn: it is the hub's, not an option."""
+        form_data = {k: v for k, v in (form_data or {}).items() if k != "_xsrf"}
+        return super().run_options_from_form(form_data)
 
     @default("options_form")
     def _options_form_default(self):

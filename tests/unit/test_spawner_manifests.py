@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
+
 import pytest
 from tornado import web
 
@@ -279,3 +282,30 @@ async def test_an_empty_user_cluster_role_means_no_binding_and_no_token(offline_
     roles = [o["roleRef"]["name"] for o in objects if o["kind"] == "RoleBinding"]
     assert roles == ["kdash-hub-namespace", "kdash-culler-namespace",
                      "kdash-launcher-namespace", "kdash-user"]
+
+
+async def test_the_hub_log_says_true_things_about_a_spawn(offline_kube, caplog):
+    """The namespace line names the namespace really used; neither the hub's own `_xsrf` form
+    field nor the options (applied at start) are reported as unhandled."""
+    from traitlets.log import get_logger
+
+    logger = get_logger()
+    logger = getattr(logger, "logger", logger)
+    caplog.set_level(logging.INFO)
+    spawner = build_spawner(username="Alice.Smith", flavors=FLAVORS)
+    lines = [r.getMessage() for r in caplog.records]
+    assert [m for m in lines if m.startswith("Using user namespace:")] == [
+        f"Using user namespace: {spawner.namespace}"]
+    assert spawner.namespace == user_namespace("Alice.Smith", "kdash-")
+    caplog.clear()
+    options = spawner.run_options_from_form(
+        {"profile": ["cpu-small"], "_xsrf": ["2|token"]})
+    if inspect.isawaitable(options):
+        options = await options
+    assert options["profile"] == "cpu-small" and "_xsrf" not in options
+    await spawner._run_apply_user_options(options)
+    words = " ".join(r.getMessage() for r in caplog.records)
+    assert "unrecognized form data" not in words and "unhandled user_options" not in words
+    # the filter that hides KubeSpawner's line is gone once the spawner is made
+    logger.info("Using user namespace: from elsewhere")
+    assert caplog.records[-1].getMessage() == "Using user namespace: from elsewhere"
