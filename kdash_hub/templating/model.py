@@ -34,6 +34,19 @@ class Variable:
 
 
 @dataclass
+class Connection:
+    """How a notebook connects to an instance (our extension `connection:`): the Service
+    port to advertise (a name or number; default: the proxied one) and the variables that
+    hold the user, the password and the database. Values are read at the instance, the
+    password only when its owner asks for it."""
+
+    port: int | str | None = None
+    user: str = ""
+    password: str = ""
+    database: str = ""
+
+
+@dataclass
 class Manifest:
     """One Kubernetes object of a template, as parsed (before substitution)."""
 
@@ -65,10 +78,21 @@ class Template:
     service_port: int | str | None = None  # the port the proxy forwards to
     proxy_strip_prefix: bool = True  # False: the app is configured with $PATH_PREFIX
     http: bool = True  # False: not a web service (no proxy URL; connect to its address)
+    connection: Connection | None = None
+    web_label: str = ""  # what the proxied page is ("Console"); "" for plain "Open"
     skipped: list[str] = field(default_factory=list)  # documents left out, and why
 
     def variable(self, name: str) -> Variable | None:
         return next((v for v in self.variables if v.name == name), None)
+
+    @property
+    def default_name(self) -> str:
+        """The instance name when the user gives none: the declared NAME default (Karvdash
+        templates declare one), else the template id."""
+        var = self.variable("NAME")
+        if var is not None and var.default not in (None, ""):
+            return str(var.default)
+        return self.id
 
     @property
     def user_variables(self) -> list[Variable]:
@@ -80,6 +104,7 @@ class Template:
             "id": self.id, "name": self.name, "description": self.description,
             "singleton": self.singleton, "ttl": self.ttl, "expiry": self.expiry,
             "icon": self.icon, "category": self.category, "http": self.http,
+            "default_name": self.default_name, "web_label": self.web_label,
             "variables": [v.as_dict() for v in self.user_variables],
             "kinds": [m.kind for m in self.manifests],
         }

@@ -16,7 +16,7 @@ from kdash_hub.durations import parse_duration
 
 from ..kube import RESOURCES
 from .errors import TemplateError
-from .model import EXPIRY_ACTIONS, VARIABLE_TYPES, Manifest, Template, Variable
+from .model import EXPIRY_ACTIONS, VARIABLE_TYPES, Connection, Manifest, Template, Variable
 from .yamldocs import Document, load_documents
 
 DEFAULT_ALLOWED_KINDS = (
@@ -31,12 +31,15 @@ AUTOMATIC_VARIABLES = (
 )
 VARIABLE_NAME = re.compile(r"^[_A-Za-z][_A-Za-z0-9]*$")
 TEMPLATE_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+# an instance name (the launcher's rule): a DNS label of 1-40 chars starting with a letter
+INSTANCE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 _HEADER_FIELDS = {
     "kind", "name", "description", "singleton", "datasets", "auth", "variables",
     # extensions
     "id", "ttl", "expiry", "icon", "category", "service_port", "proxy_strip_prefix",
-    "http",
+    "http", "connection", "web_label",
 }
+_CONNECTION_FIELDS = {"port", "user", "password", "database"}
 _VARIABLE_FIELDS = {"name", "default", "help", "label", "type", "choices", "length"}
 
 
@@ -96,6 +99,37 @@ def _parse_variable(raw: Any, source: str, line: int) -> Variable:
             raise TemplateError(f"variable {name}: length must be 8..256", source, line)
         var.length = int(length)
     return var
+
+
+def _parse_connection(raw: Any, variables: list[Variable], source: str,
+                      line: int | None) -> Connection | None:
+    """The `connection:` header: a port (name or number) and names of declared variables."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise TemplateError("connection must be a mapping (port, user, password, database)",
+                            source, line)
+    unknown = set(raw) - _CONNECTION_FIELDS
+    if unknown:
+        raise TemplateError(f"connection: unknown field(s) {', '.join(sorted(unknown))}",
+                            source, line)
+    declared = {v.name for v in variables if not v.automatic and v.name != "NAME"}
+    names: dict[str, str] = {}
+    for key in ("user", "password", "database"):
+        value = raw.get(key)
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str) or value not in declared:
+            raise TemplateError(f"connection.{key}: {value!r} is not a declared variable",
+                                source, line)
+        names[key] = value
+    port = raw.get("port")
+    if port is not None and not (
+            (isinstance(port, str) and port) or (
+                type(port) is int and 0 < port < 65536)):
+        raise TemplateError(f"connection.port: {port!r} is not a port name or number",
+                            source, line)
+    return Connection(port=port, **names)
 
 
 def _is_int(value: Any) -> bool:
@@ -196,6 +230,14 @@ def parse_template(
         if any(v.name == var.name for v in variables):
             raise TemplateError(f"variable {var.name} declared twice", source, line)
         variables.append(var)
+    name_var = next((v for v in variables if v.name == "NAME"), None)
+    if name_var is not None and name_var.default not in (None, "") and not (
+            isinstance(name_var.default, str) and INSTANCE_NAME.match(name_var.default)):
+        # Karvdash's NAME default names the instance when the user gives none
+        raise TemplateError(
+            f"variable NAME: default {name_var.default!r} is not an instance name (1-40"
+            " lowercase letters, digits and '-', starting with a letter)", source,
+            var_lines.get("NAME"))
 
     try:
         ttl = parse_duration(header.get("ttl"))
@@ -205,6 +247,9 @@ def parse_template(
     if expiry not in EXPIRY_ACTIONS:
         raise TemplateError(f"expiry must be one of {', '.join(EXPIRY_ACTIONS)}", source,
                             header_doc.key_lines.get("expiry"))
+
+    connection = _parse_connection(header.get("connection"), variables, source,
+                                   header_doc.key_lines.get("connection"))
 
     allowed_kinds = tuple(allowed_kinds)
     skipped = [d for d in docs if d is not header_doc and skip_ingress
@@ -223,7 +268,8 @@ def parse_template(
         category=str(header.get("category") or ""),
         service_port=header.get("service_port"),
         proxy_strip_prefix=bool(header.get("proxy_strip_prefix", True)),
-        http=bool(header.get("http", True)),
+        http=bool(header.get("http", True)), connection=connection,
+        web_label=str(header.get("web_label") or ""),
         skipped=[f"Ingress (line {d.line}): the launcher's proxy gives access instead"
                  for d in skipped],
     )
