@@ -11,10 +11,12 @@ from typing import Any
 
 from tornado import web
 
+from .connection import connection
 from .handlers import SECURITY_HEADERS, LauncherHandler
 from .instances import LauncherError
 
-ACTIONS = ("stop", "start", "extend")
+# `connection` (POST): the connection details with the password, for the owner only
+ACTIONS = ("stop", "start", "extend", "connection")
 
 
 class APIHandler(LauncherHandler):
@@ -80,7 +82,9 @@ class InstancesHandler(APIHandler):
 
 class InstanceHandler(APIHandler):
     async def get(self, owner: str, name: str) -> None:
-        self.write_json(await self.manager.details(self.actor, owner, name))
+        info = await self.manager.details(self.actor, owner, name)
+        info["connection"] = await connection(self.manager, self.actor, owner, name)
+        self.write_json(info)
 
     async def delete(self, owner: str, name: str) -> None:
         await self.manager.delete(self.actor, owner, name)
@@ -93,7 +97,11 @@ class InstanceActionHandler(APIHandler):
         if action not in ACTIONS:
             raise web.HTTPError(404)
         body = self.json_body()
-        if action == "extend":
+        if action == "connection":
+            self.set_header("Cache-Control", "no-store")
+            result = await connection(self.manager, self.actor, owner, name, reveal=True,
+                                      is_user=self.is_user)
+        elif action == "extend":
             result = await self.manager.extend(self.actor, owner, name, body.get("by"))
         elif action == "stop":
             result = await self.manager.stop(self.actor, owner, name)

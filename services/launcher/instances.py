@@ -51,6 +51,8 @@ from .targets import Target, TargetError, find_target
 
 log = logging.getLogger("kdash_hub.launcher")
 MAX_SECONDS = 10 * 366 * 86400  # the longest lifetime anyone may ask for (max_ttl "" too)
+# an extend that would gain less than this is refused: the instance is at its cap already
+AT_CAP_SECONDS = 60
 WORKLOAD_SELECTOR = f"{L.MANAGED_BY}={L.MANAGED_BY_VALUE},{L.COMPONENT}=launcher"
 
 
@@ -295,7 +297,7 @@ class InstanceManager:
             r.record.removeprefix(RECORD_PREFIX) for r in invalid}
         auto_name = not name
         if auto_name:
-            name = self._free_name(template.id, taken)
+            name = self._free_name(template.default_name, taken)
         elif name in taken:
             raise LauncherError(409, f"you already have an instance named {name!r}")
         # bad values are a 400 before anything is made
@@ -316,7 +318,7 @@ class InstanceManager:
                         raise
                     raise self._api_error(e, f"instance {name!r}") from None
                 taken.add(name)  # a launch running at the same time took it: the next one
-                name = self._free_name(template.id, taken)
+                name = self._free_name(template.default_name, taken)
                 record, objects, resolved = self._plan(template, username, name, values,
                                                        ttl_seconds)
         else:
@@ -553,9 +555,25 @@ class InstanceManager:
             raise LauncherError(400, "by: at most 10 years")
         if rec.expires(self.max_ttl) is None:
             raise LauncherError(400, f"instance {name!r} doesn't expire; nothing to extend")
+        now, current = now_utc(), rec.expires(self.max_ttl)
+        caps = [c for c in (self.max_ttl, rec.max_ttl) if c]
+        cap = now + timedelta(seconds=min(caps)) if caps else None
+        if cap and current and current >= cap - timedelta(seconds=AT_CAP_SECONDS):
+            raise LauncherError(409, f"instance {name!r} is already at the cap: it can live"
+                                     f" until {human_time(current)}, the most allowed"
+                                     f" ({format_duration(min(caps))} from now)")
+        wanted = max(current, now) + timedelta(seconds=seconds)
         rec = await self._change(lifecycle.extend_instance(
             self.kube, rec.namespace, name, seconds, self.max_ttl, signer=self.signer), name)
-        return self.describe(rec, None)
+        info = self.describe(rec, None)
+        expires = rec.expires(self.max_ttl)
+        info["capped"] = bool(expires and expires < wanted - timedelta(seconds=5))
+        info["message"] = (
+            f"extended to the cap: this instance can live until {human_time(expires)},"
+            " the most allowed" if info["capped"]
+            else f"extended by {format_duration(seconds)}: it now lives until"
+                 f" {human_time(expires)}")
+        return info
 
     async def delete(self, actor: Actor, owner: str, name: str) -> None:
         """Every object of the instance, then its record (crash-safe: `deleting` first);
@@ -638,6 +656,10 @@ class InstanceManager:
             raise self._api_error(e, f"the pods of instance {rec.name!r}") from None
 
 
+def human_time(when: datetime | None) -> str:
+    return when.strftime("%Y-%m-%d %H:%M UTC") if when else "-"
+
+
 def settled(workload: dict) -> bool:
     """A workload whose pods need no look: all ready, scaled to zero, or a finished Job."""
     spec, status = workload.get("spec") or {}, workload.get("status") or {}
@@ -652,7 +674,8 @@ def address(rec: InstanceRecord) -> str | None:
     proxy = rec.proxy or {}
     if not proxy.get("service"):
         return None
-    return f"{proxy['service']}.{rec.namespace}.svc:{proxy.get('service_port')}"
+    port = proxy.get("address_port") or proxy.get("service_port")
+    return f"{proxy['service']}.{rec.namespace}.svc:{port}"
 
 
 def _labels_match(selector: dict, labels: Any) -> bool:
@@ -689,6 +712,13 @@ def proxy_target(template: Template, objects: list[dict]) -> dict[str, Any] | No
                 if str(p.get("name")) == wanted or str(p.get("port")) == wanted:
                     chosen = p
         service_port = chosen.get("port")
+        # where notebooks connect (the template's connection port, e.g. MinIO's S3 API)
+        address_port = service_port
+        wanted_address = template.connection.port if template.connection else None
+        for p in ports if wanted_address is not None else []:
+            if str(p.get("name")) == str(wanted_address) or str(p.get("port")) == str(
+                    wanted_address):
+                address_port = p.get("port")
         if not isinstance(service_port, int) or not 0 < service_port < 65536:
             return None
         selector = spec.get("selector")
@@ -707,5 +737,7 @@ def proxy_target(template: Template, objects: list[dict]) -> dict[str, Any] | No
             workload = None
         return {"service": obj["metadata"]["name"], "service_port": service_port,
                 "workload": workload, "port": port,
-                "strip_prefix": bool(template.proxy_strip_prefix), "http": bool(template.http)}
+                "strip_prefix": bool(template.proxy_strip_prefix), "http": bool(template.http),
+                **({"address_port": address_port} if address_port != service_port
+                   and isinstance(address_port, int) and 0 < address_port < 65536 else {})}
     return None

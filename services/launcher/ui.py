@@ -10,11 +10,12 @@ from tornado import web
 from kdash_hub.durations import format_duration
 from kdash_hub.templating.values import parse_bool
 
+from .connection import connection
 from .handlers import LauncherHandler
 from .instances import LauncherError
 from .kubeconfig import TokenStore, send_kubeconfig
 
-UI_ACTIONS = ("stop", "start", "extend", "delete")
+UI_ACTIONS = ("stop", "start", "extend", "delete", "connection")
 
 
 class ListPage(LauncherHandler):
@@ -63,10 +64,21 @@ class NewPage(LauncherHandler):
                       f"{quote(instance['owner'])}/{instance['name']}")
 
 
+async def show_details(page: LauncherHandler, owner: str, name: str, message: str = "",
+                       reveal: bool = False) -> None:
+    """The instance page; with `reveal` (the owner's POST) the password in it, not cached."""
+    info = await page.manager.details(page.actor, owner, name)
+    conn = await connection(page.manager, page.actor, owner, name, reveal=reveal,
+                            is_user=page.is_user)
+    if reveal:
+        page.set_header("Cache-Control", "no-store")
+    page.render("details.html", i=info, message=message, conn=conn,
+                owner_view=page.actor.name == owner and page.is_user)
+
+
 class DetailsPage(LauncherHandler):
     async def get(self, owner: str, name: str) -> None:
-        info = await self.manager.details(self.actor, owner, name)
-        self.render("details.html", i=info, message=self.get_argument("message", ""))
+        await show_details(self, owner, name, message=self.get_argument("message", ""))
 
 
 class ActionPage(LauncherHandler):
@@ -78,15 +90,23 @@ class ActionPage(LauncherHandler):
             await self.manager.delete(self.actor, owner, name)
             self.redirect(f"{prefix}?message=" + quote(f"deleted {name}"))
             return
+        if action == "connection":
+            await show_details(self, owner, name, reveal=True)
+            return
+        done = f"{action} done"
         if action == "extend":
-            await self.manager.extend(self.actor, owner, name,
-                                      self.get_body_argument("by", "1h"))
+            try:
+                done = (await self.manager.extend(self.actor, owner, name,
+                                                  self.get_body_argument("by", "1h")))["message"]
+            except LauncherError as e:
+                if e.status != 409:
+                    raise
+                done = e.message  # at the cap already: said on the page, nothing changed
         elif action == "stop":
             await self.manager.stop(self.actor, owner, name)
         else:
             await self.manager.start(self.actor, owner, name)
-        self.redirect(f"{prefix}instances/{quote(owner)}/{name}?message="
-                      + quote(f"{action} done"))
+        self.redirect(f"{prefix}instances/{quote(owner)}/{name}?message=" + quote(done))
 
 
 class KubeconfigPage(LauncherHandler):

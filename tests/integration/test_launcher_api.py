@@ -265,3 +265,119 @@ def test_openapi_documents_every_endpoint():
     actions = {p for p in documented if p.startswith("/instances/X/X/")}
     assert routed - {"/instances/X/X/ACTION"} == documented - actions
     assert {a.rsplit("/", 1)[1] for a in actions} == set(api.ACTIONS)
+
+
+async def test_extend_says_when_it_hits_the_cap(launcher_env, launcher_kube):
+    env = launcher_env
+    status, inst = await env.call("POST", "instances", "carol",
+                                  json_body={"template": "echo", "name": "capped", "ttl": "1h"})
+    assert status == 201, inst
+    status, info = await env.call("POST", "instances/carol/capped/extend", "carol",
+                                  json_body={"by": "2h"})
+    assert status == 200 and info["capped"] is False
+    assert info["message"].startswith("extended by 2h: it now lives until ")
+    # 30 more days: stopped at max_ttl (7d from now), and the answer says so
+    status, info = await env.call("POST", "instances/carol/capped/extend", "carol",
+                                  json_body={"by": "30d"})
+    assert status == 200 and info["capped"] is True, info
+    assert 7 * 86400 - 60 < info["ttl_left_seconds"] <= 7 * 86400
+    until = info["expires_at"][:16].replace("T", " ") + " UTC"
+    assert info["message"] == (f"extended to the cap: this instance can live until {until},"
+                               " the most allowed")
+    assert "extend done" not in json.dumps(info)
+    # at the cap: refused (409), nothing changes
+    record = await launcher_kube.get("Secret", record_name("capped"), "kdash-carol")
+    status, refused = await env.call("POST", "instances/carol/capped/extend", "carol",
+                                     json_body={"by": "1h"})
+    assert status == 409, refused
+    assert refused["message"] == (f"instance 'capped' is already at the cap: it can live until"
+                                  f" {until}, the most allowed (7d from now)")
+    after = await launcher_kube.get("Secret", record_name("capped"), "kdash-carol")
+    assert after["metadata"]["resourceVersion"] == record["metadata"]["resourceVersion"]
+    assert (await env.call("DELETE", "instances/carol/capped", "carol"))[0] == 204
+
+
+async def test_karvdash_name_default_names_the_instance(launcher_env):
+    env = launcher_env
+    status, body = await env.call("GET", "templates/notes-server", "carol")
+    assert status == 200 and body["default_name"] == "notes"
+    status, first = await env.call("POST", "instances", "carol",
+                                   json_body={"template": "notes-server"})
+    assert status == 201 and first["name"] == "notes", first  # not "notes-server"
+    status, second = await env.call("POST", "instances", "carol",
+                                    json_body={"template": "notes-server"})
+    assert status == 201 and second["name"] == "notes-2"  # still unique per user
+    # a name given wins, and is still checked
+    status, named = await env.call("POST", "instances", "carol",
+                                   json_body={"template": "notes-server", "name": "mine"})
+    assert status == 201 and named["name"] == "mine"
+    status, bad = await env.call("POST", "instances", "carol",
+                                 json_body={"template": "notes-server", "name": "Notes"})
+    assert status == 400
+    # the template without a NAME default still falls back to its id
+    status, echo = await env.call("POST", "instances", "carol", json_body={"template": "single"})
+    assert status == 201 and echo["name"] == "single"
+    for name in ("notes", "notes-2", "mine", "single"):
+        assert (await env.call("DELETE", f"instances/carol/{name}", "carol"))[0] == 204
+
+
+async def test_minio_address_is_its_s3_api(launcher_env):
+    env = launcher_env
+    status, inst = await env.call("POST", "instances", "dave",
+                                  json_body={"template": "minio", "name": "store"})
+    assert status == 201, inst
+    assert inst["address"] == "store.kdash-dave.svc:9000"  # S3, not the console's 9001
+    assert inst["url"].endswith("/proxy/dave/store/")  # the console, through the proxy
+    status, info = await env.call("GET", "instances/dave/store", "dave")
+    conn = info["connection"]
+    assert (conn["host"], conn["port"], conn["user"]) == ("store", 9000, "jovyan")
+    assert conn["web_label"] == "Console" and conn["password"] is None
+    status, conn = await env.call("POST", "instances/dave/store/connection", "dave")
+    assert status == 200 and len(conn["password"]) == 32  # generated, as declared
+    assert (await env.call("DELETE", "instances/dave/store", "dave"))[0] == 204
+
+
+async def test_connection_details_and_password_for_the_owner_only(launcher_env, launcher_kube):
+    env = launcher_env
+    status, inst = await env.call("POST", "instances", "alice", json_body={
+        "template": "postgresql", "name": "conn-db", "values": {"POSTGRES_DB": "sales"}})
+    assert status == 201, inst
+    # the password the instance really uses: its Secret (generated, nobody typed it)
+    secret = await launcher_kube.get("Secret", "conn-db", "kdash-alice")
+    password = base64.b64decode(secret["data"]["POSTGRES_PASSWORD"]).decode()
+    assert len(password) == 24
+
+    status, info = await env.call("GET", "instances/alice/conn-db", "alice")
+    assert status == 200 and info["connection"] == {
+        "host": "conn-db", "port": 5432, "address": "conn-db.kdash-alice.svc:5432",
+        "user": "jovyan", "database": "sales", "has_password": True, "password": None,
+        "web_label": ""}
+    status, listing = await env.call("GET", "instances", "alice")
+    assert password not in json.dumps(info) and password not in json.dumps(listing)
+
+    async with aiohttp.ClientSession() as s, s.post(
+            env.api + "instances/alice/conn-db/connection",
+            headers=env.headers("alice")) as resp:
+        assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+        revealed = await resp.json()
+    assert revealed["password"] == password and revealed["user"] == "jovyan"
+
+    # attacks: nobody else gets it, nor learns the instance exists
+    for user, path, expected in (
+            ("bob", "instances/alice/conn-db/connection", 404),
+            ("bob", "instances/bob/conn-db/connection", 404),
+            ("bob", "instances/alice/conn-db", 404),
+            ("alice", "instances/alice/kdash-instance-conn-db/connection", 404),
+            ("alice", "instances/alice/Conn-DB/connection", 404),
+            ("alice", "instances/alice/conn-db%2F..%2Fdb1/connection", 404),
+            ("alice", "instances/bob/conn-db/connection", 404),
+            ("root", "instances/alice/conn-db/connection", 403),  # an admin: not the owner
+            ("noscope", "instances/alice/conn-db/connection", 403)):
+        method = "GET" if not path.endswith("/connection") else "POST"
+        status, body = await env.call(method, path, user)
+        assert status == expected, (user, path, body)
+        assert password not in json.dumps(body)
+    status, body = await env.call("GET", "instances/alice/conn-db/connection", "alice")
+    assert status == 405  # never by a plain GET
+    assert password not in json.dumps(body)
+    assert (await env.call("DELETE", "instances/alice/conn-db", "alice"))[0] == 204

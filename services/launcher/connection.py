@@ -1,0 +1,60 @@
+"""How the owner's notebook connects to an instance: host, port, user, database, and the
+password on request.
+
+Host and port come from the signed record (the instance's Service and the port the
+template's `connection:` names), the user and database from its signed public values, the
+password from the instance's record Secret (where the launch kept the secret variables).
+Only the owner is ever shown the password, and only when they ask for it (a POST), so it
+is never in a page or a list by default. Anyone else who may not manage the instance gets
+the same 404 as for an instance that doesn't exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .instances import Actor, InstanceManager, LauncherError
+from .records import InstanceRecord, secret_values
+
+
+def _password(secret: dict[str, Any], rec: InstanceRecord, variable: str) -> str | None:
+    """The value of `variable`: a secret one from the record Secret's data, else the
+    record's public values (a template may keep a password in a plain variable)."""
+    kept = secret_values(secret)
+    value = kept.get(variable) if isinstance(kept, dict) else None
+    if value is None:
+        value = rec.values.get(variable)
+    return value if isinstance(value, str) else None
+
+
+def describe_connection(manager: InstanceManager, rec: InstanceRecord,
+                        secret: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The connection details of `rec`; the password only when `secret` is given."""
+    template = manager.catalog.get(rec.template)
+    conn = template.connection if template else None
+    proxy = rec.proxy or {}
+    host = proxy.get("service") or None
+    port = (proxy.get("address_port") or proxy.get("service_port")) if host else None
+    info: dict[str, Any] = {
+        "host": host, "port": port,
+        "address": f"{host}.{rec.namespace}.svc:{port}" if host else None,
+        "user": rec.values.get(conn.user) if conn and conn.user else None,
+        "database": rec.values.get(conn.database) if conn and conn.database else None,
+        "has_password": bool(conn and conn.password), "password": None,
+        "web_label": template.web_label if template else "",
+    }
+    if secret is not None and conn and conn.password:
+        info["password"] = _password(secret, rec, conn.password)
+    return info
+
+
+async def connection(manager: InstanceManager, actor: Actor, owner: str, name: str,
+                     *, reveal: bool = False, is_user: bool = True) -> dict[str, Any]:
+    """`owner`'s instance `name` as the actor may see it (404 if they may not manage it);
+    with `reveal` the password too, for the owner alone (403 for an admin)."""
+    secret, rec = await manager.record_for(actor, owner, name)
+    if not reveal:
+        return describe_connection(manager, rec)
+    if actor.name != owner or not is_user:
+        raise LauncherError(403, f"only {owner} sees the password of instance {name!r}")
+    return describe_connection(manager, rec, secret)
