@@ -33,6 +33,7 @@ from traitlets import Bool, Dict, Int, Set, Unicode, default, validate
 from . import accounts, refresh
 from . import groups as groupmodel
 from .approval import ApprovalMixin
+from .discovery import ProviderUnavailable
 from .errors import LoginRefused
 from .handlers import (
     LINK_PATH,
@@ -42,6 +43,7 @@ from .handlers import (
     LinkPageHandler,
     OIDCCallbackHandler,
     OIDCLoginHandler,
+    OIDCLogoutHandler,
 )
 from .ldap_backend import DirectoryUnavailable, LDAPBackend, LDAPIdentity
 from .oidc_backend import OIDCBackend
@@ -77,6 +79,8 @@ class KDashAuthenticator(ApprovalMixin, Authenticator):
                     "validate_server_cert": True,
                     "ldap_link_claim": "",     # off; see below
                     "ldap_link_attribute": "", # default LDAPBackend.user_attribute
+                    "end_session": True,       # logout ends the provider's session too
+                    "post_logout_redirect_uri": "",  # default: this hub's /hub/login
                 },
             }
 
@@ -100,6 +104,17 @@ class KDashAuthenticator(ApprovalMixin, Authenticator):
         whose accounts ARE the directory's) and where nobody can choose or change it.
         Needs `LDAPBackend.lookup_dn_search_user` (the rule is checked against the
         directory at every sign-in).
+
+        `end_session` (on by default): logging out of the hub also ends the user's session
+        at the provider they signed in with (OIDC RP-initiated logout), if its discovery
+        document advertises an `end_session_endpoint`: the browser goes there with the
+        sign-in's id_token as `id_token_hint`, `client_id` and `post_logout_redirect_uri`,
+        and the provider sends it back to `post_logout_redirect_uri` (default: the hub's
+        login page as the browser reached it, e.g. https://hub.example.org/hub/login). That
+        URI must be registered at the provider for this client (Keycloak: "Valid post
+        logout redirect URIs"; oidc-provider: `post_logout_redirect_uris`), or the provider
+        refuses the logout. Without the endpoint, for LDAP users, and with `end_session`
+        False, logout is the hub's own logout only.
         """)
     valid_username_pattern = Unicode(
         DEFAULT_PATTERN, config=True,
@@ -235,7 +250,38 @@ class KDashAuthenticator(ApprovalMixin, Authenticator):
                 (r"/oauth_callback/([a-z][a-z0-9-]*)", OIDCCallbackHandler),
                 (rf"/{LINK_PATH}", LinkPageHandler),
                 (rf"/{LINK_PATH}/ldap", LinkLDAPHandler),
-                (rf"/{LINK_PATH}/oidc/([a-z][a-z0-9-]*)", LinkOIDCHandler)]
+                (rf"/{LINK_PATH}/oidc/([a-z][a-z0-9-]*)", LinkOIDCHandler),
+                (r"/logout", OIDCLogoutHandler)]
+
+    async def end_session_url(self, user: Any, hub_login_url: str) -> str:
+        """Where logout sends `user` to end their provider session ("" = plain hub logout).
+
+        The provider is the one the user last signed in with (auth_state["backend"]); its
+        id_token from that sign-in is the `id_token_hint`. Without auth_state, a hub whose
+        only sign-in method is one provider uses that provider with its client_id alone.
+        """
+        state = await user.get_auth_state() if self.enable_auth_state else None
+        if state:
+            backend = str(state.get("backend") or "")
+            detail = (state.get("backends") or {}).get(backend) or {}
+            id_token = detail.get("id_token") if isinstance(detail, dict) else None
+        elif not self.enable_auth_state and not self.ldap and len(self.oidc) == 1:
+            backend, id_token = f"oidc:{next(iter(self.oidc))}", None
+        else:
+            return ""
+        if not backend.startswith("oidc:"):
+            return ""  # LDAP: the hub's own logout is all there is
+        oidc = self.oidc.get(backend.split(":", 1)[1])
+        if oidc is None:
+            return ""  # a provider removed from the configuration since that sign-in
+        after = oidc.provider.post_logout_redirect_uri or hub_login_url
+        try:
+            return await oidc.end_session_url(id_token if isinstance(id_token, str) else None,
+                                              after)
+        except ProviderUnavailable as e:
+            self.log.warning("Logout of %s: %s is unreachable, so its session is not ended: "
+                             "%s", user.name, oidc.provider.display_name, e.log_message)
+            return ""
 
     def login_url(self, base_url: str) -> str:
         if self.auto_login and not self.ldap and len(self.oidc) == 1:

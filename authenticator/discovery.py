@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from tornado import web
 
@@ -64,6 +65,18 @@ class Discovery:
                                               f"discovery document has no {key}")
             self.document, self.fetched_at = doc, time.monotonic()
             return doc
+
+    async def end_session_endpoint(self) -> str:
+        """The provider's RP-initiated logout endpoint, or "" if it advertises none (or one
+        that is not an http(s) URL, or plain http for an https issuer)."""
+        endpoint = (await self.get()).get("end_session_endpoint")
+        if not isinstance(endpoint, str):
+            return ""
+        url = urlparse(endpoint)
+        allowed = ("https", "http") if urlparse(self.issuer).scheme == "http" else ("https",)
+        if url.scheme not in allowed or not url.netloc or url.fragment:
+            return ""
+        return endpoint
 
     async def get_jwks(self, force: bool = False) -> dict[str, Any]:
         """The provider's keys; `force` refetches (key rotation), at most every 10 s."""

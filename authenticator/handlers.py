@@ -8,6 +8,9 @@ provider id, discovery before the redirect, and the `nonce`.
 provider (POST, XSRF-checked, then the provider's flow; the callback binds only if the
 signed state cookie names the same signed-in user) or the directory (username + password
 form). The binding goes into the account's auth_state, which only the hub writes.
+
+/hub/logout is JupyterHub's LogoutHandler (cookies, shutdown_on_logout) that then also ends
+the provider's session (RP-initiated logout) for a user who signed in through a provider.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from jupyterhub.handlers import BaseHandler
+from jupyterhub.handlers import BaseHandler, LogoutHandler
 from jupyterhub.utils import url_path_join
 from oauthenticator.oauth2 import (
+    STATE_COOKIE_NAME,
     OAuthCallbackHandler,
     OAuthLoginHandler,
     _deserialize_state,
@@ -129,6 +133,35 @@ class OIDCCallbackHandler(_NonceMixin, OAuthCallbackHandler):
                                  username, detail)
         self.redirect(url_path_join(self.hub.base_url, LINK_PATH) + "?linked="
                       + backend.provider.id)
+
+
+class OIDCLogoutHandler(LogoutHandler):
+    """JupyterHub's logout, then a redirect to the provider's end_session_endpoint when the
+    user signed in through a provider that offers one. Query parameters are ignored: the
+    target comes from discovery, the way back is the provider's registered
+    post_logout_redirect_uri (default: this hub's login page)."""
+
+    _end_session_url: str = ""
+
+    async def handle_logout(self) -> None:
+        # upstream cleared the login cookie; current_user is still the one logging out
+        self.clear_cookie(STATE_COOKIE_NAME)
+        user = self.current_user
+        if user is not None:
+            self._end_session_url = await self.authenticator.end_session_url(
+                user, self.hub_login_url())
+
+    def hub_login_url(self) -> str:
+        """This hub's login page as the browser reached it (the provider must have it
+        registered, or the provider refuses the logout request)."""
+        path = url_path_join(self.hub.base_url, "login")
+        return f"{self.request.protocol}://{self.request.host}{path}"
+
+    async def render_logout_page(self) -> None:
+        if self._end_session_url:
+            self.redirect(self._end_session_url)
+            return
+        await super().render_logout_page()
 
 
 class LinkPageHandler(BaseHandler):

@@ -13,6 +13,7 @@ from typing import Any
 from jupyterhub.utils import url_path_join
 from oauthenticator.generic import GenericOAuthenticator
 from tornado.httpclient import HTTPClientError
+from tornado.httputil import url_concat
 from traitlets import Float, Unicode, default
 
 from . import id_token
@@ -67,6 +68,24 @@ class OIDCBackend(GenericOAuthenticator):
         self.authorize_url = doc["authorization_endpoint"]
         self.token_url = doc["token_endpoint"]
         self.userdata_url = doc.get("userinfo_endpoint", "")
+
+    async def end_session_url(self, id_token_hint: str | None,
+                              post_logout_redirect_uri: str) -> str:
+        """Where logout sends the browser to end the provider's session too ("" = nowhere).
+
+        The target is the discovery document's `end_session_endpoint`, never a request
+        parameter; the provider itself only returns to a registered post_logout_redirect_uri.
+        """
+        if not self.provider.end_session:
+            return ""
+        endpoint = await self.discovery.end_session_endpoint()
+        if not endpoint:
+            return ""
+        params = {"client_id": self.client_id,
+                  "post_logout_redirect_uri": post_logout_redirect_uri}
+        if id_token_hint:
+            params["id_token_hint"] = id_token_hint
+        return url_concat(endpoint, params)
 
     async def get_token_info(self, handler: Any, params: dict) -> dict:
         """Upstream token request, then verify the id_token it returned."""

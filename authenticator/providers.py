@@ -29,6 +29,10 @@ class ProviderSettings:
     # the admin's rule binding this provider's identities to directory accounts (off: "")
     ldap_link_claim: str = ""
     ldap_link_attribute: str = ""
+    # RP-initiated logout: end the provider's session too, if its discovery document
+    # advertises an end_session_endpoint; where it sends the browser back ("": hub login page)
+    end_session: bool = True
+    post_logout_redirect_uri: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -38,7 +42,8 @@ class ProviderSettings:
 
 KNOWN = {"issuer", "client_id", "client_secret", "display_name", "trusted", "scope",
          "username_claim", "groups_claim", "callback_url", "validate_server_cert",
-         "ldap_link_claim", "ldap_link_attribute", "extra"}
+         "ldap_link_claim", "ldap_link_attribute", "end_session", "post_logout_redirect_uri",
+         "extra"}
 LDAP_ATTRIBUTE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
 
 
@@ -69,7 +74,7 @@ def parse_providers(raw: dict[str, Any]) -> list[ProviderSettings]:
             scope = scope.split()
         if "openid" not in scope:
             raise ValueError(f"{where}['scope'] must include 'openid'")
-        for key in ("trusted", "validate_server_cert"):
+        for key in ("trusted", "validate_server_cert", "end_session"):
             if key in cfg and not isinstance(cfg[key], bool):
                 raise ValueError(f"{where}[{key!r}] must be True or False")
         for key in ("ldap_link_claim", "ldap_link_attribute"):
@@ -82,6 +87,11 @@ def parse_providers(raw: dict[str, Any]) -> list[ProviderSettings]:
         if attribute and not cfg.get("ldap_link_claim"):
             raise ValueError(f"{where}['ldap_link_attribute'] needs ['ldap_link_claim'] (the "
                              "claim whose value the attribute must equal)")
+        after_logout = cfg.get("post_logout_redirect_uri", "")
+        if after_logout and not _absolute_url(after_logout):
+            raise ValueError(f"{where}['post_logout_redirect_uri'] must be an absolute http(s) "
+                             f"URL (the hub's login page, registered at the provider), got "
+                             f"{after_logout!r}")
         providers.append(ProviderSettings(
             id=pid, issuer=cfg["issuer"], client_id=cfg["client_id"],
             client_secret=cfg.get("client_secret", ""),
@@ -93,6 +103,15 @@ def parse_providers(raw: dict[str, Any]) -> list[ProviderSettings]:
             validate_server_cert=cfg.get("validate_server_cert", True),
             ldap_link_claim=cfg.get("ldap_link_claim", ""),
             ldap_link_attribute=attribute,
+            end_session=cfg.get("end_session", True),
+            post_logout_redirect_uri=after_logout,
             extra=dict(cfg.get("extra", {})),
         ))
     return providers
+
+
+def _absolute_url(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    url = urlparse(value)
+    return url.scheme in ("https", "http") and bool(url.netloc) and not url.fragment

@@ -180,7 +180,8 @@ class Demo:
             return
         callback = f"{self.url}/hub/oauth_callback/{OIDC_PROVIDER}"
         provider = oidc.OIDCProvider(
-            clients=[oidc.client(OIDC_CLIENT, [callback], secret=OIDC_SECRET)],
+            clients=[oidc.client(OIDC_CLIENT, [callback], secret=OIDC_SECRET,
+                                 post_logout_redirect_uris=[f"{self.url}/hub/login"])],
             workdir=self.workdir / "oidc",
         )
         await asyncio.to_thread(provider.start)

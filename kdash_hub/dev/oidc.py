@@ -35,12 +35,15 @@ DEMO_USERS: dict[str, dict] = {
 }
 
 
-def client(client_id: str, redirect_uris: list[str], secret: str | None = None) -> dict:
-    """Metadata of a confidential web client using the code flow and refresh tokens."""
+def client(client_id: str, redirect_uris: list[str], secret: str | None = None,
+           post_logout_redirect_uris: list[str] | None = None) -> dict:
+    """Metadata of a confidential web client using the code flow and refresh tokens;
+    `post_logout_redirect_uris`: where RP-initiated logout may send the browser back."""
     return {
         "client_id": client_id, "client_secret": secret or f"{client_id}-secret",
         "redirect_uris": redirect_uris, "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"], "token_endpoint_auth_method": "client_secret_post",
+        "post_logout_redirect_uris": post_logout_redirect_uris or [],
     }
 
 

@@ -38,7 +38,15 @@ const provider = new Provider(config.issuer, {
     groups: ['groups'],
   },
   scopes: ['openid', 'offline_access', 'profile', 'email', 'groups'],
-  features: { devInteractions: { enabled: false } },
+  features: {
+    devInteractions: { enabled: false },
+    // RP-initiated logout (end_session_endpoint); pages without the default's web fonts
+    rpInitiatedLogout: {
+      enabled: true,
+      logoutSource: async (ctx, form) => { ctx.body = logoutPage(form); },
+      postLogoutSuccessSource: async (ctx) => { ctx.body = page('<p id="signed-out">Signed out.</p>'); },
+    },
+  },
   ttl: {
     AccessToken: 600, IdToken: 600, RefreshToken: 86400, Grant: 86400,
     Interaction: 600, Session: 86400, AuthorizationCode: 60, ...(config.ttl || {}),
@@ -53,6 +61,16 @@ const provider = new Provider(config.issuer, {
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
 });
 provider.proxy = false;
+
+function page(body) {
+  return `<!doctype html><html><head><title>Test IdP</title></head><body><h1>Test IdP</h1>${body}</body></html>`;
+}
+
+function logoutPage(form) {
+  return page(`<p>Sign out of the Test IdP?</p>${form}
+<button id="logout-yes" type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
+<button id="logout-no" type="submit" form="op.logoutForm">No, stay signed in</button>`);
+}
 
 function loginPage(uid, error) {
   return `<!doctype html><html><head><title>Test IdP sign-in</title></head><body>
