@@ -102,3 +102,82 @@ async def test_list_new_form_launch_details(launcher_env, echo_server):
         finally:
             await browser.close()
     assert (await env.call("DELETE", "instances/erin/notebook-api", "erin"))[0] == 204
+
+
+async def _login(browser, env, user: str):
+    context = await browser.new_context(viewport={"width": 1200, "height": 900})
+    page = await context.new_page()
+    await page.goto(env.url)
+    await page.fill("input[name=username]", user)
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("#login_submit")
+    await page.wait_for_selector("#launcher")
+    return page
+
+
+@pytest.mark.browser
+async def test_connection_password_revealed_to_the_owner_and_extend_cap(launcher_env,
+                                                                       launcher_kube):
+    import base64
+
+    env = launcher_env
+    status, inst = await env.call("POST", "instances", "bob", json_body={
+        "template": "postgresql", "name": "ui-db", "ttl": "1h",
+        "values": {"POSTGRES_USER": "analyst"}})
+    assert status == 201, inst
+    secret = await launcher_kube.get("Secret", "ui-db", "kdash-bob")
+    password = base64.b64decode(secret["data"]["POSTGRES_PASSWORD"]).decode()
+    details = env.url + "instances/bob/ui-db"
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium",
+                                          args=CHROMIUM_ARGS)
+        try:
+            page = await _login(browser, env, "bob")
+            assert password not in await page.content()  # the list never has it
+            await page.goto(details)
+            assert await page.text_content("#conn-host") == "ui-db"
+            assert await page.text_content("#conn-port") == "5432"
+            assert await page.text_content("#conn-user") == "analyst"
+            assert await page.locator("#conn-password").count() == 0
+            assert password not in await page.content()  # not in the page by default
+            await page.click("#reveal-password")
+            await page.wait_for_selector("#conn-password")
+            assert await page.text_content("#conn-password") == password
+            (REPO / "artifacts").mkdir(exist_ok=True)
+            await page.screenshot(path=str(REPO / "artifacts" / "launcher-connection.png"),
+                                  full_page=True)
+            # the reveal is a POST with the form's _xsrf: without it, nothing
+            resp = await page.request.post(details + "/connection", form={"x": "1"})
+            assert resp.status == 403 and password not in await resp.text()
+
+            # extend: to the cap, said plainly; then refused at the cap
+            status, _ = await env.call("POST", "instances/bob/ui-db/extend", "bob",
+                                       json_body={"by": "6d22h"})
+            assert status == 200
+            await page.goto(details)
+            await page.select_option("select[name=by]", "4h")
+            await page.click("#extend")
+            await page.wait_for_selector(".alert-info")
+            text = await page.text_content(".alert-info")
+            assert text.startswith("extended to the cap: this instance can live until "), text
+            assert text.endswith(", the most allowed") and "extend done" not in text
+            await page.click("#extend")
+            await page.wait_for_selector(".alert-info")
+            text = await page.text_content(".alert-info")
+            assert "is already at the cap: it can live until" in text, text
+
+            # another user: the page is a 404, and a forged POST with her own valid
+            # _xsrf gets no password
+            other = await _login(browser, env, "alice")
+            await other.goto(details)
+            assert "404" in await other.text_content("#error")
+            await other.goto(env.url + "new/echo")
+            xsrf = await other.locator("input[name=_xsrf]").first.get_attribute("value")
+            for target in (details, env.url + "instances/bob/ui-DB",
+                           env.url + "instances/alice/ui-db"):
+                resp = await other.request.post(target + "/connection", form={"_xsrf": xsrf})
+                assert resp.status == 404, (target, resp.status)
+                assert password not in await resp.text()
+        finally:
+            await browser.close()
+    assert (await env.call("DELETE", "instances/bob/ui-db", "bob"))[0] == 204
