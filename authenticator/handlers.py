@@ -147,9 +147,16 @@ class OIDCLogoutHandler(LogoutHandler):
         # upstream cleared the login cookie; current_user is still the one logging out
         self.clear_cookie(STATE_COOKIE_NAME)
         user = self.current_user
-        if user is not None:
-            self._end_session_url = await self.authenticator.end_session_url(
-                user, self.hub_login_url())
+        if user is None:
+            return
+        if self.request.headers.get("Sec-Fetch-Site") == "cross-site":
+            # a link or image on another site: logging out of the hub is upstream's (GET)
+            # behaviour, but another site must not also end the person's whole SSO session
+            self.log.info("Logout of %s came from another site: the provider session is "
+                          "kept", user.name)
+            return
+        self._end_session_url = await self.authenticator.end_session_url(
+            user, self.hub_login_url())
 
     def hub_login_url(self) -> str:
         """This hub's login page as the browser reached it (the provider must have it

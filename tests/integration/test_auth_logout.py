@@ -125,6 +125,23 @@ async def test_anonymous_logout_with_a_crafted_url_goes_to_the_login_page(auth_h
     assert location == f"{hub.url}/hub/login"
 
 
+async def test_logout_from_another_site_keeps_the_provider_session(auth_hub):
+    """A link on another site (the browser says Sec-Fetch-Site: cross-site, a header pages
+    can't forge) logs out of the hub as upstream does, but doesn't end the SSO session."""
+    hub = auth_hub.hub
+    async with session() as s:
+        await follow(s, f"{hub.url}/hub/oauth_login/idp", login="dave", password="dave-idp")
+        async with s.get(f"{hub.url}/hub/logout", allow_redirects=False,
+                         headers={"Sec-Fetch-Site": "cross-site"}) as r:
+            assert r.status == 302 and r.headers["Location"] == "/hub/login"
+        assert not await signed_in(s, hub)
+        async with s.get(f"{hub.url}/hub/logout", allow_redirects=False,
+                         headers={"Sec-Fetch-Site": "same-origin"}) as r:
+            assert r.headers["Location"] == "/hub/login"  # signed out already: nothing to end
+        url, status, _ = await first_page(s, f"{hub.url}/hub/oauth_login/idp")
+        assert status == 200 and url.endswith("/hub/home"), "the provider session was ended"
+
+
 async def test_provider_refuses_a_foreign_post_logout_redirect_uri(auth_hub):
     """A crafted end-session URL (a real hint, a foreign way back) is not followed: only the
     hub's registered login page is a way back."""
@@ -255,5 +272,31 @@ async def test_logout_then_provider_button_shows_the_login_form_in_chromium(auth
             await page.wait_for_url(f"{hub.url}/hub/home")  # and signing in again works
             assert "dave" in await page.inner_text("body")
             assert foreign == []
+        finally:
+            await browser.close()
+
+
+@pytest.mark.browser
+async def test_logout_link_on_another_site_keeps_the_sso_session_in_chromium(auth_hub):
+    """127.0.0.1 and localhost are different sites: a logout link on a localhost page."""
+    from playwright.async_api import async_playwright
+
+    hub = auth_hub.hub
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium",
+                                          args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{hub.url}/hub/oauth_login/idp")
+            await page.fill("input[name=login]", "dave")
+            await page.fill("input[name=password]", "dave-idp")
+            await page.click("#submit")
+            await page.wait_for_url(f"{hub.url}/hub/home")
+            await page.goto(hub.url.replace("127.0.0.1", "localhost") + "/hub/login")
+            await page.set_content(f'<a id="bait" href="{hub.url}/hub/logout">prize</a>')
+            await page.click("#bait")
+            await page.wait_for_url(f"{hub.url}/hub/login")  # not the provider's sign-out
+            await page.click("#oidc-idp")
+            await page.wait_for_url(f"{hub.url}/hub/home")  # SSO session still there
         finally:
             await browser.close()
