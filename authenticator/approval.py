@@ -210,7 +210,7 @@ class ApprovalMixin(LoggingConfigurable):
     async def revoke_cluster_access(self, user: Any) -> str:
         """Delete the user's ServiceAccount through their default spawner (one that made
         it: KDashSpawner), so their tokens stop working; a note for the admin's message."""
-        revoke = getattr(user.spawner, "revoke_cluster_access", None)
+        revoke = getattr(getattr(user, "spawner", None), "revoke_cluster_access", None)
         if revoke is None:
             return ""
         try:

@@ -296,3 +296,24 @@ async def test_api_services_are_listed_and_discovered(kube_target: KubeTarget):
                                       "versionPriority": 1}
     one = await k.request("GET", "/apis/apiregistration.k8s.io/v1/apiservices/v1.apps")
     assert json.dumps(one.body["spec"]) == json.dumps(apps["spec"])
+
+
+async def test_list_items_carry_no_kind_but_gets_and_watch_events_do(kube_target: KubeTarget):
+    """A real API server leaves kind/apiVersion out of a list's items (the launcher once saw
+    every Deployment as missing because of it); a GET and a watch event keep both."""
+    k = kube_target
+    ns = await k.namespace("kinds")
+    maps = f"/api/v1/namespaces/{ns}/configmaps"
+    made = await k.request("POST", maps, {"metadata": {"name": "one"}, "data": {"a": "b"}})
+    assert made.status == 201 and made.body["kind"] == "ConfigMap"
+    listed = await k.request("GET", maps)
+    assert listed.body["kind"] == "ConfigMapList" and listed.body["apiVersion"] == "v1"
+    [item] = [i for i in listed.body["items"] if i["metadata"]["name"] == "one"]
+    assert all("kind" not in i and "apiVersion" not in i for i in listed.body["items"])
+    assert "kind" not in item and "apiVersion" not in item and item["data"] == {"a": "b"}
+    got = await k.request("GET", f"{maps}/one")
+    assert (got.body["kind"], got.body["apiVersion"]) == ("ConfigMap", "v1")
+    rv = listed.body["metadata"]["resourceVersion"]
+    await k.request("PATCH", f"{maps}/one", {"data": {"a": "c"}}, content_type=MERGE)
+    [event] = await k.watch(maps, {"resourceVersion": rv}, limit=1)
+    assert event["type"] == "MODIFIED" and event["object"]["kind"] == "ConfigMap"

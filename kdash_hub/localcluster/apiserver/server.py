@@ -399,7 +399,7 @@ class APIServer(LoggingConfigurable):
         """A list whose items are the stored versions' cached encodings."""
         head = {k: v for k, v in listed.items() if k != "items"}
         body = json.dumps(head, separators=(",", ":")).encode()[:-1] + b',"items":[' + \
-            b",".join(self.store.encode(o) for o in listed["items"]) + b"]}"
+            b",".join(self.store.encode(o, list_item=True) for o in listed["items"]) + b"]}"
         return web.Response(body=body, content_type="application/json")
 
     @staticmethod

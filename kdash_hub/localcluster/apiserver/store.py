@@ -150,16 +150,22 @@ class Store:
         for listener in list(self.listeners):
             listener(event)
 
-    def encode(self, obj: dict) -> bytes:
+    def encode(self, obj: dict, *, list_item: bool = False) -> bytes:
         """The JSON of a stored object version, encoded once and shared by every list and
-        watch that sends it (a version is identified by its unique resourceVersion)."""
+        watch that sends it (a version is identified by its unique resourceVersion).
+
+        `list_item`: as an item of a list, which a real API server sends without `kind` and
+        `apiVersion` (the list's own kind says them); watch events and GETs keep both."""
         rv = (obj.get("metadata") or {}).get("resourceVersion")
-        if rv is None:
-            return json.dumps(obj, separators=(",", ":")).encode()
-        data = self._encoded.get(rv)
+        key = f"item:{rv}" if list_item else rv
+        data = self._encoded.get(key) if rv is not None else None
         if data is None:
+            if list_item:
+                obj = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
             data = json.dumps(obj, separators=(",", ":")).encode()
-            self._encoded[rv] = data
+            if rv is None:
+                return data
+            self._encoded[key] = data
             if len(self._encoded) > self._encoded_max:
                 self._encoded.popitem(last=False)
         return data
