@@ -163,6 +163,8 @@ def cmd_services(args: argparse.Namespace) -> int:
         print(f"deleted {args.name}")
     else:
         print(f"{result['name']}: {result['status']} {result.get('reason') or ''}".rstrip())
+        if result.get("message"):  # extend: how far it went ("extended to the cap: ...")
+            print(result["message"])
         if result.get("url"):
             print(f"url: {result['url']}")
     return 0

@@ -40,7 +40,11 @@ async def test_services_commands(launcher_env, monkeypatch, capsys):
     assert "cli: stopped" in capsys.readouterr().out
     assert await sh("services", "start", "cli") == 0
     assert await sh("services", "extend", "cli", "--by", "2h") == 0
-    capsys.readouterr()
+    assert "extended by 2h: it now lives until " in capsys.readouterr().out
+    assert await sh("services", "extend", "cli", "--by", "30d") == 0
+    assert "extended to the cap: this instance can live until " in capsys.readouterr().out
+    assert await sh("services", "extend", "cli", "--by", "1h") == 1
+    assert "is already at the cap" in capsys.readouterr().err
     assert await sh("services", "launch", "echo", "--set", "PORT=eighty") == 1
     assert "PORT" in capsys.readouterr().err
     assert await sh("services", "show", "cli", "--user", "alice") == 1  # not dave's: 404
