@@ -19,7 +19,7 @@ from kdash_hub.dev.hub import HubProcess
 from kdash_hub.kube import KubeResources
 from kdash_hub.localcluster import LocalCluster
 from tests.fixtures.cluster import api_client_for
-from tests.fixtures.realcp import HUB_NAMESPACE, real_tier_enabled
+from tests.fixtures.realcp import HUB_NAMESPACE
 from tests.fixtures.spawner import hub_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,8 +28,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 FREE_GPUS = 2  # what the tests see free on the GPU node
-# a spawn's limit: the real tier's control plane shares the 2 cores with the servers
-START_TIMEOUT = 120 if real_tier_enabled() else 60
+# a spawn's limit: the real tier's control plane shares the 2 cores with the servers, and
+# a notebook process on a loaded 2-core machine (the fast tier runs files side by side) can
+# take a minute to import jupyter_server
+START_TIMEOUT = 120
 HOLDER = "kdash-test-gpu-holder"
 
 
