@@ -33,21 +33,30 @@ system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
+	  echo "setup: Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	else echo "setup: Debian packages: all there"; fi
 
+# one progress line per step; the installers' own output goes to a log, shown when they fail
 $(PY):
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -U pip "setuptools>=77" wheel
+	@echo "setup: a virtualenv in $(VENV)"
+	@python3 -m venv $(VENV)
+	@$(PY) -m pip install -q -U pip "setuptools>=77" wheel > $(VENV)/setup.log 2>&1 || \
+	  { cat $(VENV)/setup.log; exit 1; }
 
 # kdash-hub-local (the local cluster, dev services, demo) is built from this repository too
 python-packages: $(PY)
-	$(PY) -m pip install -q -e ./kdash-hub-local -e '.[test,demo]'
+	@echo "setup: Python packages (kdash-hub, kdash-hub-local, JupyterLab, test tools)"
+	@$(PY) -m pip install -q -e ./kdash-hub-local -e '.[test,demo]' > $(VENV)/setup.log 2>&1 || \
+	  { cat $(VENV)/setup.log; exit 1; }
 
 node-packages:
-	@[ -x node_modules/.bin/configurable-http-proxy ] && [ -d node_modules/oidc-provider ] || npm install --no-audit --no-fund --loglevel=error
+	@if [ -x node_modules/.bin/configurable-http-proxy ] && [ -d node_modules/oidc-provider ]; then \
+	  echo "setup: npm packages: all there"; \
+	else echo "setup: npm packages (configurable-http-proxy, oidc-provider)"; \
+	  npm install --no-audit --no-fund --loglevel=error > .npm-setup.log 2>&1 || \
+	    { cat .npm-setup.log; exit 1; }; rm -f .npm-setup.log; fi
 
 demo: setup
 	$(VENV)/bin/kdash-hub demo
