@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 
 import aiohttp
-import jupyterhub
 import pytest
 from playwright.async_api import async_playwright
 
@@ -27,6 +26,7 @@ from kdash_hub.naming import user_namespace
 from tests.fixtures.cluster import api_client_for
 from tests.fixtures.realcp import HUB_NAMESPACE
 from tests.fixtures.spawner import HUB_FLAVORS, hub_config
+from tests.fixtures.versions import JUPYTERHUB_MAJOR
 from tests.integration.test_spawner_hub import (
     CHROMIUM_ARGS,
     FREE_GPUS,
@@ -328,7 +328,7 @@ async def test_admin_panel_shows_the_refusal_and_starts_the_last_good_profile(hu
             name = page.get_by_test_id("user-name-div-rita")
             await name.wait_for()
             row = page.locator("tr", has=name)
-            if int(jupyterhub.__version__.split(".")[0]) >= 6:  # 5.x has no such column
+            if JUPYTERHUB_MAJOR >= 6:  # 5.x has no such column
                 assert await row.get_by_test_id("user-row-profile-used").inner_text() == \
                     "cpu-small"
             await page.get_by_test_id("rita-collapse-button").click()

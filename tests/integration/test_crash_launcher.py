@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import jupyterhub
 import pytest
 
 from kdash_hub.dev.hub import HubProcess
@@ -43,6 +42,7 @@ from tests.fixtures.launcher import (
     start_launcher_env,
     stop_launcher_env,
 )
+from tests.fixtures.versions import JUPYTERHUB_MAJOR
 
 USERS = ("alice", "bob", "carol", "dave", "erin")
 KINDS = ("ConfigMap", "Deployment", "Service")
@@ -308,7 +308,7 @@ def crash_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LauncherEnv]
     # a loaded machine (CI, several suites at once) can take minutes to start a hub
     slow_start = functools.partial(HubProcess, start_timeout=300.0)
     def hub_config(*args: Any) -> str:  # and the launcher's own start, minutes too
-        if int(jupyterhub.__version__.split(".")[0]) < 6:  # no Service.timeout before 6
+        if JUPYTERHUB_MAJOR < 6:  # no Service.timeout before 6
             return _hub_config(*args)
         return _hub_config(*args) + '\nc.JupyterHub.services[-1]["timeout"] = 300\n'
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jupyterhub
 import pytest
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -41,13 +40,12 @@ from tests.fixtures.helm import (
     secret,
 )
 from tests.fixtures.oidc import follow
+from tests.fixtures.versions import JUPYTERHUB_MAJOR
 
 EXAMPLES = HELM_VALUES / "examples"
 REFUSED_SIGN_IN = KDashAuthenticator.custom_403_message.default_value
 NAMESPACE = "kdash-hub"
 
-
-JUPYTERHUB_MAJOR = int(jupyterhub.__version__.split(".")[0])
 
 def session() -> aiohttp.ClientSession:
     # a hub that died mid-test must fail the test, not hold it on a request for minutes
