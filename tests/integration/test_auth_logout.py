@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from kdash_hub.authenticator.discovery import Discovery
+from tests.fixtures.ldap import add_ldap_user
 from tests.fixtures.oidc import FakeUser, follow, make_authenticator, provider_settings
 
 EVIL = "http://127.0.0.1:9/evil"
@@ -106,12 +107,14 @@ async def test_control_without_end_session_the_button_signs_straight_back_in(aut
 
 
 async def test_ldap_logout_is_the_hubs_own(auth_hub):
+    """Its own account: the session hub is shared, and test_auth_hub deletes carol."""
     hub = auth_hub.hub
+    add_ldap_user(auth_hub.slapd, "logan", "logan-pw", 4200)
     async with session() as s:
         async with s.get(f"{hub.url}/hub/login") as r:
             xsrf = re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
         async with s.post(f"{hub.url}/hub/login", allow_redirects=False, data={
-                "username": "carol", "password": "carol-pw", "_xsrf": xsrf}) as r:
+                "username": "logan", "password": "logan-pw", "_xsrf": xsrf}) as r:
             assert r.status == 302, await r.text()
         assert await signed_in(s, hub)
         assert await logout_location(s, hub, f"?next={EVIL}") == f"{hub.url}/hub/login"
