@@ -135,9 +135,27 @@ LIST_CONCURRENCY = 16
 
 
 async def user_namespaces(kube: KubeResources) -> list[str]:
-    """The users' namespaces (labelled by the pack; users can't label namespaces)."""
+    """The users' live namespaces (labelled by the pack; users can't label namespaces). One
+    being deleted is left out: its RoleBindings go first, so a listing there is refused."""
     found = await kube.list("Namespace", None, label_selector=USER_NAMESPACE_SELECTOR)
-    return sorted(ns["metadata"]["name"] for ns in found)
+    return sorted(ns["metadata"]["name"] for ns in found
+                  if not ns["metadata"].get("deletionTimestamp")
+                  and (ns.get("status") or {}).get("phase") != "Terminating")
+
+
+async def list_in_user_namespace(kube: KubeResources, kind: str, namespace: str,
+                                 selector: str) -> list[dict]:
+    """`kind` in one user namespace for a cross-namespace listing. A namespace where this
+    service holds no rights (the spawner makes a namespace before its RoleBindings) or that
+    is gone is skipped with a warning: one such namespace never fails the whole listing."""
+    try:
+        return await kube.list(kind, namespace, label_selector=selector)
+    except ApiException as e:
+        if e.status not in (403, 404):
+            raise
+        log.warning("%s in namespace %s skipped: %s", kind, namespace,
+                    "no rights there (yet)" if e.status == 403 else "namespace gone")
+        return []
 
 
 async def record_secrets(kube: KubeResources, username: str | None = None,
@@ -151,7 +169,7 @@ async def record_secrets(kube: KubeResources, username: str | None = None,
 
     async def one(ns: str) -> list[dict]:
         async with limit:
-            return await kube.list("Secret", ns, label_selector=selector)
+            return await list_in_user_namespace(kube, "Secret", ns, selector)
 
     lists = await asyncio.gather(*(one(ns) for ns in await user_namespaces(kube)))
     return [secret for found in lists for secret in found]

@@ -329,7 +329,8 @@ class Reconciler:
         orphans: list[Orphan] = []
         for namespace in await lifecycle.user_namespaces(self.kube):
             for kind in sorted(kinds):
-                for obj in await self.kube.list(kind, namespace, label_selector=OBJECT_SELECTOR):
+                for obj in await lifecycle.list_in_user_namespace(self.kube, kind, namespace,
+                                                                   OBJECT_SELECTOR):
                     meta = obj.get("metadata") or {}
                     if meta.get("deletionTimestamp"):
                         continue  # going: a delete's or the garbage collector's

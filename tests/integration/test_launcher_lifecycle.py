@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 
+from kdash_hub import labels as L
 from kdash_hub.kube import KubeResources
 from kdash_hub.services.launcher import lifecycle, records
 from kdash_hub.services.launcher.app import LauncherApp
@@ -443,3 +444,32 @@ async def test_a_late_delete_never_hits_a_new_instance_of_the_same_name(manager,
     await asyncio.gather(manager.delete(user.actor, user.name, "again"),
                          manager.delete(user.actor, user.name, "again"))
     assert await leftovers(kube, "again", ns) == []
+
+
+async def test_a_namespace_without_the_services_rights_fails_no_listing(
+        manager, kube, culler_identity, local_cluster, user):
+    """A user namespace where the launcher and the culler hold no RoleBinding (the spawner
+    makes the namespace before them; a deleted user's loses them first while it terminates)
+    is skipped: every other user's records are still listed, expired and reconciled. The
+    real tier refuses the listing there for real; the emulator, which has no RBAC, is made
+    to refuse it."""
+    redis = await manager.launch(user.actor, "redis", ttl="1h")
+    stray = f"kdash-stray-{secrets.token_hex(3)}"
+    await kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": stray, "labels": {L.MANAGED_BY: L.MANAGED_BY_VALUE, L.OWNER: "stray"}}})
+    emulator = getattr(local_cluster, "api", None)
+    fault = emulator.faults.add(path_regex=f"/namespaces/{stray}/", status=403,
+                                times=None) if emulator else None
+    try:
+        assert stray in await lifecycle.user_namespaces(manager.kube)
+        listed = await lifecycle.list_records(manager.kube, signer=manager.signer)
+        assert redis["name"] in [r.name for r in listed if r.namespace == user.namespace]
+        later = datetime.now(UTC) + timedelta(hours=2)
+        expired = await lifecycle.expired_instances(culler_identity, later, manager.signer)
+        assert [r.name for r in expired if r.namespace == user.namespace] == [redis["name"]]
+        report = await Reconciler(manager).run_once()
+        assert report.error == "" and report.records >= 1
+    finally:
+        if fault is not None:
+            emulator.faults.remove(fault)
+        await kube.delete("Namespace", stray)
