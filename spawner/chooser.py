@@ -28,7 +28,8 @@ def _default_choice(option: Mapping[str, Any]) -> str | None:
 
 def selection(profiles: list[Mapping[str, Any]],
               user_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What the form preselects: {"profile": slug, "options": {slug: {option: value}}}."""
+    """What the form preselects: {"profile": slug, "options": {slug: {option: value}},
+    "typed": {slug: {option: a typed (unlisted) value}}}."""
     user_options = user_options or {}
     usable = [p for p in profiles if not p.get("kdash_unavailable")]
     wanted = user_options.get("profile")
@@ -36,6 +37,7 @@ def selection(profiles: list[Mapping[str, Any]],
     if wanted not in slugs:
         wanted = next((p["slug"] for p in usable if p.get("default")), slugs[0] if slugs else None)
     options: dict[str, dict[str, str | None]] = {}
+    typed: dict[str, dict[str, str]] = {}
     for profile in profiles:
         chosen: dict[str, str | None] = {}
         for key, option in (profile.get("profile_options") or {}).items():
@@ -43,8 +45,12 @@ def selection(profiles: list[Mapping[str, Any]],
             choice = (option.get("choices") or {}).get(value)
             chosen[key] = value if choice and not choice.get("disabled") else \
                 _default_choice(option)
+            own = user_options.get(f"{key}--unlisted-choice")
+            if profile["slug"] == wanted and (option.get("unlisted_choice") or {}).get(
+                    "enabled") and isinstance(own, str) and own:
+                typed.setdefault(profile["slug"], {})[key] = own
         options[profile["slug"]] = chosen
-    return {"profile": wanted, "options": options}
+    return {"profile": wanted, "options": options, "typed": typed}
 
 
 def render(profiles: list[Mapping[str, Any]], notes: list[str],

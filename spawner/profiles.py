@@ -7,6 +7,7 @@ A flavor is a dict::
      "gpu": {"resource": "nvidia.com/gpu", "counts": [1, 2, 4]},
      "node_selector": {"gpu": "a100"}, "tolerations": [{...}],
      "images": {"pytorch": "quay.io/jupyter/pytorch-notebook:2024-12-02"},
+     "custom_image": True,  # or {"registries": [...], "patterns": [...]}: see images.py
      "idle_timeout": 3600, "groups": ["ml"], "storage": {"preset": "local", ...},
      "default": False, "kubespawner_override": {...}}
 
@@ -179,11 +180,12 @@ def hidden_notes(flavors: list[Mapping], groups: Iterable[str],
 
 def to_profile(flavor: Mapping[str, Any], free: GpuFree | None = None,
                names: Mapping[str, str] | None = None,
-               idle: str | None = None) -> dict[str, Any]:
+               idle: str | None = None, image_hint: str | None = None) -> dict[str, Any]:
     """The KubeSpawner profile for `flavor` (with the free-GPU note for GPU flavors).
 
     Extra keys the chooser reads (KubeSpawner ignores them): a choice's `disabled` and
-    `disabled_reason`, the profile's `kdash_idle` and `kdash_unavailable`."""
+    `disabled_reason`, the profile's `kdash_idle` and `kdash_unavailable`, the custom
+    image field's `kdash_hint` (what may be typed: `image_hint`)."""
     override: dict[str, Any] = copy.deepcopy(dict(flavor.get("kubespawner_override") or {}))
     for key in _SIMPLE:
         if key in flavor:
@@ -221,17 +223,22 @@ def to_profile(flavor: Mapping[str, Any], free: GpuFree | None = None,
                 f"No {gpu_name(resource, names)} is free now; try again later.")
         options["gpus"] = {"display_name": "GPUs", "choices": choices}
     images = flavor.get("images") or {}
-    if len(images) > 1:
-        options["image"] = {
-            "display_name": "Image",
-            "choices": {
-                slug: {"display_name": spec.get("display_name", slug) if isinstance(spec, dict)
-                       else slug,
-                       "kubespawner_override": {
-                           "image": spec["image"] if isinstance(spec, dict) else spec}}
-                for slug, spec in images.items()
-            },
-        }
+    custom = bool(flavor.get("custom_image"))
+    if len(images) > 1 or custom:
+        choices = {
+            slug: {"display_name": spec.get("display_name", slug) if isinstance(spec, dict)
+                   else slug,
+                   "kubespawner_override": {
+                       "image": spec["image"] if isinstance(spec, dict) else spec}}
+            for slug, spec in images.items()
+        } or {"default": {"display_name": "Default", "kubespawner_override": {}}}
+        options["image"] = {"display_name": "Image", "choices": choices}
+        if custom:  # checked by images.check before KubeSpawner sees it
+            options["image"]["unlisted_choice"] = {
+                "enabled": True, "display_name": "Or an image of your own",
+                "kubespawner_override": {"image": "{value}"}}
+            if image_hint:
+                options["image"]["unlisted_choice"]["kdash_hint"] = image_hint
     elif len(images) == 1:
         spec = next(iter(images.values()))
         override["image"] = spec["image"] if isinstance(spec, dict) else spec

@@ -211,6 +211,23 @@ class KDashSettings(Configurable):
              "defaults), images, idle_timeout, groups allowed (`hidden_note`: the chooser's "
              "line for those outside them), storage override.",
     )
+    custom_image_registries = List(
+        Unicode(), [], config=True,
+        help="Registry prefixes a user may type a custom image from, in flavors with "
+             "`custom_image: true`, e.g. [\"quay.io/jupyter/\", \"registry.example.org/ml/\"]. "
+             "A prefix always ends at a `/` (`quay.io` allows `quay.io/...`, never "
+             "`quay.io.evil.com/...`). Images are matched as typed, in canonical form "
+             "(lowercase registry and path, `docker.io/library/python:3.12`, not `python:3.12`).",
+    )
+    custom_image_patterns = List(
+        Unicode(), [], config=True,
+        help="Regular expressions a typed custom image may fully match instead (Python "
+             "`re.fullmatch`, so they are anchored at both ends), e.g. "
+             "[\"quay\\\\.io/jupyter/[a-z-]+-notebook:[0-9-]+\"]. Escape the dots. Images that are "
+             "not a canonical image reference (whitespace, uppercase in the path, `..`, more "
+             "than 255 characters) are refused before these run. Empty, with "
+             "`custom_image_registries` empty too: no custom image is accepted.",
+    )
     gpu_display_names = Dict(
         Unicode(),
         default_value={"nvidia.com/gpu": "NVIDIA GPU", "amd.com/gpu": "AMD GPU",

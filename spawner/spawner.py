@@ -29,7 +29,7 @@ from kdash_hub import labels as L
 from kdash_hub import naming
 from kdash_hub.kube import KubeResources, api_error_message, to_json
 
-from . import bundle, chooser, homedir, identity, profiles, quotas, refusals, storage
+from . import bundle, chooser, homedir, identity, images, profiles, quotas, refusals, storage
 from .adopt import AdoptOnRestart
 from .drift import DriftWatch
 from .explained import ExplainedStart
@@ -158,7 +158,11 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         for flavor in self._allowed_flavors():
             free = await self._free_gpus(flavor) if flavor.get("gpu") else None
             idle = profiles.idle_text(*profiles.idle_timeout(flavor, self.culler_rules, groups))
-            out.append(profiles.to_profile(flavor, free, self.gpu_display_names, idle))
+            hint = None
+            if images.allowed_in(flavor):
+                hint = images.hint(*images.rules_of(flavor, self.custom_image_registries,
+                                                    self.custom_image_patterns))
+            out.append(profiles.to_profile(flavor, free, self.gpu_display_names, idle, hint))
         return out
 
     @default("apply_user_options")
@@ -241,6 +245,8 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         options = self.user_options or {}
         if flavor:
             refusals.check_choices(flavor, profiles.to_profile(flavor), options)
+            images.check(flavor, options, self.custom_image_registries,
+                         self.custom_image_patterns)
         gpus = refusals.check_gpu_count(flavor, options, self.gpu_display_names) if flavor else 0
         try:
             await super().load_user_options()
