@@ -31,7 +31,7 @@ from kdash_hub.templating import (
     resolve_values,
 )
 
-from . import lifecycle
+from . import lifecycle, publicurl
 from .records import (
     CREATING,
     DELETING,
@@ -203,6 +203,7 @@ class InstanceManager:
             template, resolved.values, namespace=self.settings.user_namespace(username),
             username=username, instance=name, allowed_kinds=self.settings.allowed_kinds,
         )
+        objects += publicurl.ingress_objects(self.settings, template, username, name, objects)
         return objects, resolved
 
     # --- launch ---------------------------------------------------------------------------
@@ -473,6 +474,7 @@ class InstanceManager:
             "url": self.instance_url(rec.owner, rec.name)
             if rec.proxy and rec.proxy.get("http", True) else None,
             "address": address(rec),
+            "public_url": publicurl.public_url(self.settings, rec),
             "created_at": iso(rec.created_at), "expires_at": iso(expires) or None,
             "age_seconds": int(age) if age is not None else None,
             "age": format_duration(age, none="-"),

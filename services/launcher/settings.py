@@ -100,6 +100,12 @@ class LauncherSettings(Configurable):
                    " then expires within it (template defaults are capped). Empty: no limit,"
                    " and templates without a ttl never expire.",
     ).tag(config=True)
+    max_job_ttl_after_finished = Unicode(
+        "1d", help="A finished Job of an instance (a template's Job, or a CronJob's run) is"
+                   " deleted by Kubernetes at most this long after it finished"
+                   " (ttlSecondsAfterFinished: a template's shorter value is kept, a longer"
+                   " or missing one becomes this). Empty: leave the templates' values.",
+    ).tag(config=True)
     max_instances_per_user = Int(20, help="Instances one user may have at once.").tag(
         config=True)
     admin_access = Bool(
@@ -181,6 +187,75 @@ class LauncherSettings(Configurable):
                   " acts on it. The launcher knows its own launches in progress; raise this"
                   " only when several launcher processes share the cluster.",
     ).tag(config=True)
+
+    # --- public URLs (publicurl.py, forwardauth.py) ---------------------------------------
+    public_domain = Unicode(
+        "", help="The wildcard DNS domain of public URLs (apps.example.org: `*.apps.example.org`"
+                 " points at the ingress controller). A template opts in by annotating the"
+                 " Service to publish with `kdash-hub.io/public: <port name or number>`; its"
+                 " instances then get an Ingress at `<instance>--<user>.<domain>` (hashed when"
+                 " that doesn't fit a 63-character label) that only the owner gets through."
+                 " Empty: no public URLs (the annotation is ignored).",
+    ).tag(config=True)
+    public_tls = Unicode(
+        "cert-manager",
+        help="TLS of public hosts: `cert-manager` (the Ingress asks `public_tls_issuer` for a"
+             " certificate of its host), `wildcard-secret` (the Secret `public_tls_secret` of"
+             " the wildcard certificate, which must exist in each user namespace) or `none`"
+             " (plain HTTP: tests only).",
+    ).tag(config=True)
+    public_tls_issuer = Unicode(
+        "", help="cert-manager ClusterIssuer of public hosts (annotation"
+                 " `cert-manager.io/cluster-issuer`); with public_tls = cert-manager.",
+    ).tag(config=True)
+    public_tls_secret = Unicode(
+        "", help="The Secret holding the wildcard certificate of public_domain; with"
+                 " public_tls = wildcard-secret.",
+    ).tag(config=True)
+    public_ingress_class = Unicode(
+        "", help="spec.ingressClassName of public Ingresses (nginx, traefik); empty: the"
+                 " cluster's default class.",
+    ).tag(config=True)
+    public_forward_auth = Unicode(
+        "nginx", help="The ingress controller's forward-auth flavour the Ingress is annotated"
+                      " for, and which header names the original host: `nginx` (ingress-nginx"
+                      " `auth-url`/`auth-signin`; the host from X-Original-URL, which nginx"
+                      " sets itself) or `traefik` (a ForwardAuth Middleware, see"
+                      " public_traefik_middleware; the host from X-Forwarded-Host, which"
+                      " Traefik overwrites unless trustForwardHeader is on: keep it off).",
+    ).tag(config=True)
+    public_auth_url = Unicode(
+        "", help="The launcher's forward-auth endpoint as the ingress controller reaches it"
+                 " (http://kdash-launcher.jhub.svc:10101/services/kdash-launcher/forward-auth)."
+                 " Empty: public_url + the service prefix + `forward-auth`.",
+    ).tag(config=True)
+    public_traefik_middleware = Unicode(
+        "", help="With public_forward_auth = traefik: the ForwardAuth Middleware (made by the"
+                 " admin, address = public_auth_url) as the router annotation names it,"
+                 " `<namespace>-<name>@kubernetescrd`.",
+    ).tag(config=True)
+
+    @validate("public_domain")
+    def _check_public_domain(self, proposal: dict) -> str:
+        domain = proposal["value"].strip().rstrip(".").lower()
+        labels = domain.split(".") if domain else []
+        if domain and (len(domain) > 253 - 64 or not all(
+                naming.is_dns1123_label(label) for label in labels)):
+            raise TraitError(f"public_domain {proposal['value']!r} is not a DNS domain with room"
+                             " for a 63-character label in front")
+        return domain
+
+    @validate("public_tls")
+    def _check_public_tls(self, proposal: dict) -> str:
+        if proposal["value"] not in ("cert-manager", "wildcard-secret", "none"):
+            raise TraitError("public_tls must be cert-manager, wildcard-secret or none")
+        return proposal["value"]
+
+    @validate("public_forward_auth")
+    def _check_forward_auth(self, proposal: dict) -> str:
+        if proposal["value"] not in ("nginx", "traefik"):
+            raise TraitError("public_forward_auth must be nginx or traefik")
+        return proposal["value"]
 
     def signer(self) -> RecordSigner:
         return make_signer(self.record_signing_key, self.record_signing_key_file,

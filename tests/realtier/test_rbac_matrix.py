@@ -65,6 +65,7 @@ API = {
     "deployments": ("/apis/apps/v1", "deployments", True),
     "jobs": ("/apis/batch/v1", "jobs", True),
     "networkpolicies": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
+    "ingresses": ("/apis/networking.k8s.io/v1", "ingresses", True),
     "rolebindings": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     "clusterrolebindings": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
 }
@@ -132,6 +133,15 @@ def service(name: str, ns: str, kind: str = "ClusterIP", labels: dict | None = N
         spec["ports"] = [{"port": 80}]
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta(name, ns, labels),
             "spec": spec}
+
+
+def ingress(name: str, ns: str, labels: dict | None = None) -> dict:
+    """A public URL's Ingress (services/launcher/publicurl.py)."""
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": meta(name, ns, labels), "spec": {"rules": [{
+                "host": f"{name}.apps.example.org", "http": {"paths": [{
+                    "path": "/", "pathType": "Prefix", "backend": {"service": {
+                        "name": name, "port": {"number": 80}}}}]}}]}}
 
 
 def rolebinding(name: str, ns: str, role: str, sa_ns: str, sa: str,
@@ -305,6 +315,12 @@ LAUNCHER_ROWS = [
     refused("kdash-services", "create", "services", OWN,
             lambda ns: service("x", ns, "NodePort", ours()), why="NodePort"),
     allowed("list", "deployments", CLUSTER, why="admin-list"),
+    # public URLs: the Ingress of a published instance, in user namespaces only
+    allowed("create", "ingresses", OWN, lambda ns: ingress("x", ns, ours())),
+    refused("kdash-service-writes", "create", "ingresses", OWN,
+            lambda ns: ingress("x", ns), why="unlabelled"),
+    denied("create", "ingresses", SYSTEM, lambda ns: ingress("x", ns, ours())),
+    denied("create", "ingresses", HUB, lambda ns: ingress("x", ns, ours())),
     allowed("get", "pods/log", OWN, name="jupyter-alice"),
     denied("get", "pods/log", SYSTEM, name="anything"),
     denied("create", "pods", OWN, lambda ns: restricted_pod("x", ns, ours())),
@@ -385,6 +401,8 @@ USER_ROWS = [
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": meta("x", ns),
         "addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}]}),
     denied("delete", "resourcequotas", OWN, name=bundle.QUOTA_NAME),
+    # no Ingress of their own: none that names a public host, or the launcher's forward-auth
+    denied("create", "ingresses", OWN, lambda ns: ingress("x", ns)),
     denied("delete", "rolebindings", OWN, name="kdash-launcher-namespace"),
     denied("create", "serviceaccounts/token", OWN, lambda ns: {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},

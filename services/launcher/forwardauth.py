@@ -1,0 +1,200 @@
+"""The forward-auth endpoint of public URLs: may this browser open this public host?
+
+Ingress controllers ask it before each request to an instance's public host (ingress-nginx
+`auth-url`, Traefik ForwardAuth) and pass the browser's cookies on. The answer:
+
+* 200 with `X-Auth-User: <owner>` only when the hub login (the launcher's own HubOAuth
+  cookie, or a hub API token) is the instance's owner;
+* 401 when nobody is logged in (nginx then redirects to `auth-signin`, our
+  `public-signin`; for Traefik, whose answer goes to the browser as it is, a 302 there);
+* 403 for anyone else, for a host under the domain that names no instance, for a record
+  that doesn't verify, and when the headers name two different hosts; one answer for all
+  of them, so nobody learns which hosts exist; 404 only for a host outside the domain.
+
+The host comes from the header the configured controller sets itself (nginx:
+X-Original-URL; Traefik: X-Forwarded-Host); a second host header that disagrees is
+refused, so a browser can't send a host of its own next to the one the controller routes.
+The owner comes from the signed record found for the host, whose host is then recomputed
+from the signed owner and name: labels, annotations and the Ingress objects themselves
+are never read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from urllib.parse import urlencode
+
+from jupyterhub.services.auth import HubOAuthenticated
+from tornado import web
+
+from . import lifecycle
+from .handlers import SECURITY_HEADERS, LauncherHandler
+from .instances import InstanceManager
+from .publicurl import (
+    AUTH_USER_HEADER,
+    label_of,
+    normal_host,
+    public_host,
+    published,
+    signin_url,
+    split_label,
+)
+from .records import InstanceRecord, RecordInvalid
+
+log = logging.getLogger("kdash_hub.launcher.forwardauth")
+BLOCKED_GROUPS = {"kdash-pending", "kdash-rejected"}
+INDEX_SECONDS = 30.0  # a hashed host unknown to the index rebuilds it at most this often
+
+
+class HostIndex:
+    """Hashed host labels -> (namespace, instance), from the verified records; only a hint
+    (the endpoint verifies the record it points to)."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, tuple[str, str]] = {}
+        self.built = float("-inf")
+        self.lock = asyncio.Lock()
+
+    async def find(self, manager: InstanceManager, label: str) -> tuple[str, str] | None:
+        if label in self.hosts:
+            return self.hosts[label]
+        async with self.lock:
+            if label not in self.hosts and time.monotonic() - self.built > INDEX_SECONDS:
+                records, _ = await lifecycle.list_records_checked(
+                    manager.kube, signer=manager.signer)
+                hosts = {}
+                for rec in records:
+                    if published(rec):
+                        try:
+                            host = public_host(manager.settings, rec.name, rec.owner)
+                        except ValueError:
+                            continue
+                        hosts[host.split(".", 1)[0]] = (rec.namespace, rec.name)
+                self.hosts, self.built = hosts, time.monotonic()
+        return self.hosts.get(label)
+
+
+class ForwardAuthHandler(HubOAuthenticated, web.RequestHandler):
+    """GET/HEAD `<prefix>forward-auth`, called by the ingress controller."""
+
+    def set_default_headers(self) -> None:
+        for key, value in SECURITY_HEADERS.items():
+            self.set_header(key, value)
+        self.set_header("Cache-Control", "no-store")
+
+    def check_xsrf_cookie(self) -> None:
+        # the controller's sub-request carries the page's own Sec-Fetch-* headers (an app's
+        # fetch() is `cors`); the answer changes nothing and never reaches a page's script
+        return
+
+    @property
+    def manager(self) -> InstanceManager:
+        return self.settings["manager"]
+
+    @property
+    def hub_auth(self):
+        return self.settings["hub_auth"]
+
+    def _host(self) -> str | None:
+        """The original host, from the header the configured controller sets itself."""
+        settings = self.manager.settings
+        original = self.request.headers.get("X-Original-URL")
+        forwarded = self.request.headers.get("X-Forwarded-Host")
+        trusted = original if settings.public_forward_auth == "nginx" else forwarded
+        host = normal_host(trusted)
+        for other in (original, forwarded):
+            if other is not None and normal_host(other) != host:
+                return None  # two hosts named: the controller routes only one of them
+        return host
+
+    def _refuse(self, status: int, why: str) -> None:
+        log.info("forward-auth %d: %s", status, why)
+        self.set_status(status)
+        self.finish(f"{status}: {why}\n" if status == 404 else f"{status}\n")
+
+    async def _record(self, label: str) -> InstanceRecord | None:
+        """The verified record of a public host label, or None (unknown, or not verified)."""
+        manager = self.manager
+        found = split_label(label)
+        if found is not None:
+            instance, owner = found
+            where = (manager.settings.user_namespace(owner), instance)
+        else:
+            index = self.settings.setdefault("public_host_index", HostIndex())
+            where = await index.find(manager, label)
+        if where is None:
+            return None
+        namespace, instance = where
+        try:
+            _, rec = await lifecycle.read_record(manager.kube, namespace, instance,
+                                                 manager.signer)
+        except (lifecycle.InstanceNotFound, RecordInvalid):
+            return None
+        if rec.namespace != manager.settings.user_namespace(rec.owner) or not published(rec):
+            return None
+        try:
+            if public_host(manager.settings, rec.name, rec.owner).split(".", 1)[0] != label:
+                return None
+        except ValueError:
+            return None
+        return rec
+
+    async def get(self) -> None:
+        settings = self.manager.settings
+        if not settings.public_domain:
+            return self._refuse(404, "public URLs are off (LauncherSettings.public_domain)")
+        host = self._host()
+        if host is None:
+            return self._refuse(403, "no original host, or two different ones")
+        label = label_of(settings, host)
+        if label is None:
+            return self._refuse(404, f"{host} is not a public host of this launcher")
+        model = await self.hub_auth.get_user(self, sync=False)
+        if not model:
+            return self._sign_in(host)
+        if model.get("kind", "user") != "user" or BLOCKED_GROUPS & set(
+                model.get("groups") or []):
+            return self._refuse(403, f"{model.get('name')!r} may not use public URLs")
+        rec = await self._record(label)
+        if rec is None or rec.owner != model.get("name"):
+            return self._refuse(403, f"{model.get('name')!r} is not the owner of {host}")
+        self.set_header(AUTH_USER_HEADER, rec.owner)
+        self.set_status(200)
+        self.finish()
+
+    head = get
+
+    def _sign_in(self, host: str) -> None:
+        settings = self.manager.settings
+        original = self.request.headers.get("X-Original-URL") or (
+            f"{self.request.headers.get('X-Forwarded-Proto', 'https')}://{host}"
+            f"{self.request.headers.get('X-Forwarded-Uri', '/')}")
+        target = f"{signin_url(settings)}?{urlencode({'rd': original})}"
+        self.set_header("X-Auth-Signin", target)
+        if settings.public_forward_auth == "traefik":  # Traefik hands this to the browser
+            self.redirect(target)
+            return
+        self._refuse(401, "log in to the hub")
+
+
+class PublicSignInHandler(LauncherHandler):
+    """`<prefix>public-signin?rd=URL`: log in to the hub (LauncherHandler redirects to it),
+    then go back to a public host of this launcher, never anywhere else."""
+
+    async def get(self) -> None:
+        settings = self.manager.settings
+        rd = self.get_argument("rd", "")
+        host = normal_host(rd)
+        if not rd.startswith(("https://", "http://")) or host is None \
+                or label_of(settings, host) is None:
+            raise web.HTTPError(400, "rd must be a URL of a public host of this launcher")
+        self.redirect(rd)
+
+
+def forwardauth_routes(prefix: str) -> list[tuple[str, type]]:
+    return [
+        (prefix + "forward-auth", ForwardAuthHandler),
+        (prefix + "public-signin", PublicSignInHandler),
+    ]
