@@ -50,6 +50,10 @@ RESOURCES: dict[str, Resource] = {
     "StatefulSet": Resource("apps/v1", "statefulsets"),
     "ReplicaSet": Resource("apps/v1", "replicasets"),
     "Job": Resource("batch/v1", "jobs"),
+    "CronJob": Resource("batch/v1", "cronjobs"),
+    # Argo Workflows' CRDs (served only where an admin installed Argo)
+    "Workflow": Resource("argoproj.io/v1alpha1", "workflows"),
+    "CronWorkflow": Resource("argoproj.io/v1alpha1", "cronworkflows"),
     "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),
     "Ingress": Resource("networking.k8s.io/v1", "ingresses"),
     "Role": Resource("rbac.authorization.k8s.io/v1", "roles"),

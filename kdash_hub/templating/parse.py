@@ -15,13 +15,16 @@ from typing import Any
 from kdash_hub.durations import parse_duration
 
 from ..kube import RESOURCES
+from .batch import batch_errors
 from .errors import TemplateError
 from .model import EXPIRY_ACTIONS, VARIABLE_TYPES, Connection, Manifest, Template, Variable
 from .yamldocs import Document, load_documents
 
 DEFAULT_ALLOWED_KINDS = (
     "Deployment", "StatefulSet", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim",
-    "Job",
+    "Job", "CronJob",
+    # Argo Workflows: accepted at launch only where its CRDs are installed
+    "Workflow", "CronWorkflow",
 )
 # filled in by the launcher; a template may declare them (Karvdash templates do), but only
 # NAME (the instance name) can be chosen by the user
@@ -177,6 +180,10 @@ def _check_manifest(doc: Document, source: str, allowed_kinds: Iterable[str]) ->
     meta = data.get("metadata")
     if not isinstance(meta, dict) or not meta.get("name"):
         raise TemplateError(f"{kind} without metadata.name", source, doc.line)
+    problems = batch_errors(data, rendered=False)
+    if problems:
+        raise TemplateError(f"{kind}: {'; '.join(problems)}", source,
+                            doc.key_lines.get("spec", doc.line))
     return Manifest(obj=data, line=doc.line)
 
 

@@ -8,13 +8,14 @@ from typing import Any
 
 from .. import labels as L
 from ..naming import label_value
+from .batch import BATCH_KINDS, batch_errors, pod_template_metadata
 from .errors import RenderError
 from .model import Template
 from .parse import DEFAULT_ALLOWED_KINDS
 from .substitute import substitute
 
 COMPONENT = "launcher"
-_POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "Job"}
+_POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet"}
 
 
 def instance_labels(username: str, template_id: str, instance: str) -> dict[str, str]:
@@ -60,6 +61,20 @@ def render_objects(
             pod_template = (obj.get("spec") or {}).get("template")
             if isinstance(pod_template, dict):
                 _add_metadata(pod_template.setdefault("metadata", {}), labels, username)
+        if obj["kind"] in BATCH_KINDS:
+            problems = batch_errors(obj)
+            if problems:
+                errors.extend(f"{manifest.kind} (line {manifest.line}): {m}" for m in problems)
+                continue
+            inner_meta = pod_template_metadata(obj)
+            if not all(isinstance(m, dict) for m in inner_meta):
+                errors.append(f"{manifest.kind} (line {manifest.line}): a template's metadata"
+                              " must be a mapping")
+                continue
+            for inner in inner_meta:
+                # the Jobs and pods it makes: the instance's labels, in its namespace
+                inner.pop("namespace", None)
+                _add_metadata(inner, labels, username)
         objects.append(obj)
     if errors:
         raise RenderError(errors)

@@ -31,6 +31,7 @@ INTEGER_FIELDS = frozenset({
     "ttlSecondsAfterFinished", "initialDelaySeconds", "periodSeconds", "timeoutSeconds",
     "successThreshold", "failureThreshold", "runAsUser", "runAsGroup", "fsGroup",
     "defaultMode", "mode", "weight", "priority", "maxRetries", "partition",
+    "startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit",
 })
 # integer-or-string fields: digits become an integer, a name stays a string
 INT_OR_STRING_FIELDS = frozenset({
