@@ -173,6 +173,8 @@ class Kubelet:
         self.serving_cert = serving_cert
         self.server: Any = None
         self.kubelet_port = 10250
+        # NetworkPolicies enforced on process pods in network namespaces (netpolicy.py)
+        self.netpolicy: Any = None
         self.sandbox = (podsandbox.Sandbox.for_kubelet(self.workdir)
                         if mode == "process" else None)
         # how often pods that can't start yet (unschedulable, a missing secret) are retried
@@ -208,6 +210,12 @@ class Kubelet:
             await self._serve()
         for spec in self.node_specs:
             await self.register_node(spec)
+        if self.mode == "process":
+            from .netpolicy import agent_for
+
+            self.netpolicy = agent_for(self.network, self.api)
+            if self.netpolicy is not None:
+                await self.netpolicy.start()
         self._tasks.append(asyncio.create_task(self._watch_pods(), name="kubelet-watch"))
         self._tasks.append(asyncio.create_task(self._retry_loop(), name="kubelet-retry"))
         if self.heartbeat_seconds:
@@ -247,6 +255,8 @@ class Kubelet:
         await asyncio.gather(*(self._stop_run(run, MIN_GRACE_SECONDS)
                                for run in list(self.runs.values())), return_exceptions=True)
         self.runs.clear()
+        if self.netpolicy is not None:
+            await self.netpolicy.stop()
         await self.api.close()
         if self.sandbox is not None:
             self.sandbox.close()
@@ -480,6 +490,8 @@ class Kubelet:
         belong to another pod afterwards."""
         if not run.released:
             run.released = True
+            if self.netpolicy is not None:
+                self.netpolicy.forget(run.ip)
             self.network.release(run.ip)
 
     # --- scheduling --------------------------------------------------------------------
@@ -578,6 +590,8 @@ class Kubelet:
                     await self._event(pod, "FailedCreatePodSandBox", f"Failed to create pod "
                                       f"sandbox: {e}", kind="Warning")
                     raise
+                if self.netpolicy is not None:  # its rules before its first process
+                    await self.netpolicy.admit(pod, run.ip)
             for container in spec.get("containers") or []:
                 await self._image_events(pod, run, container)
             if run_processes:

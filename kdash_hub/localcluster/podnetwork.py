@@ -119,6 +119,9 @@ def links(block: int | None = None) -> list[str]:
 
 
 def _remove_all(block: int) -> None:
+    from .netpolicy import delete_tables  # the NetworkPolicy agent's nftables tables
+
+    delete_tables(block)
     for name in namespaces(block):
         with contextlib.suppress(NetworkSetupError):
             _ip("netns", "del", name)
