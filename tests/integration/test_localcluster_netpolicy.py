@@ -18,7 +18,7 @@ import pytest
 from kdash_hub.kube import KubeResources
 from kdash_hub.localcluster import netpolicy, podnetwork
 from kdash_hub.localcluster.processes import RUN_AS_PROCESS
-from spawner.bundle import BundleSpec, network_policy
+from kdash_hub.spawner.bundle import BundleSpec, network_policy
 from tests.fixtures.cluster import api_client_for, requires_emulator
 
 pytestmark = [

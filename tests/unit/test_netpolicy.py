@@ -19,7 +19,7 @@ from kdash_hub.localcluster.netpolicy import (
     render,
     selector_matches,
 )
-from spawner.bundle import BundleSpec, network_policy
+from kdash_hub.spawner.bundle import BundleSpec, network_policy
 
 HUB_LABELS = {"hub.jupyter.org/network-access-singleuser": "true", "component": "hub"}
 PODS = [

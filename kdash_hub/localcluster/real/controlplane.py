@@ -403,7 +403,8 @@ class RealControlPlane:
 
 def bootstrap_objects() -> list[tuple[str, dict]]:
     """What a fresh cluster of ours holds besides upstream's bootstrap: the default
-    StorageClass served by our provisioner, and the provisioner's own narrow role."""
+    StorageClass served by our provisioner, the provisioner's own narrow role, and the
+    read-only role of the nodes' NetworkPolicy agent."""
     rbac = "/apis/rbac.authorization.k8s.io/v1"
     return [
         ("/apis/storage.k8s.io/v1/storageclasses", {
@@ -431,6 +432,24 @@ def bootstrap_objects() -> list[tuple[str, dict]]:
                         "name": "kdash:hostpath-provisioner"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
                           "name": "kdash:hostpath-provisioner"}]}),
+        # the kubelets' NetworkPolicy agent (netpolicy.py) reads what a CNI's agent reads;
+        # the Node authorizer gives nodes no networkpolicies, namespaces or other nodes' pods
+        (f"{rbac}/clusterroles", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "kdash:netpolicy-agent"},
+            "rules": [
+                {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                 "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods", "namespaces"],
+                 "verbs": ["get", "list", "watch"]},
+            ]}),
+        (f"{rbac}/clusterrolebindings", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "kdash:netpolicy-agent"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "kdash:netpolicy-agent"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                          "name": "system:nodes"}]}),
     ]
 
 
