@@ -8,12 +8,13 @@ Ingress controllers ask it before each request to an instance's public host (ing
 * 401 when nobody is logged in (nginx then redirects to `auth-signin`, our
   `public-signin`; for Traefik, whose answer goes to the browser as it is, a 302 there);
 * 403 for anyone else, for a host under the domain that names no instance, for a record
-  that doesn't verify, and when the headers name two different hosts; one answer for all
-  of them, so nobody learns which hosts exist; 404 only for a host outside the domain.
+  that doesn't verify, and when the host header is missing or malformed; one answer for
+  all of them, so nobody learns which hosts exist; 404 only for a host outside the domain.
 
-The host comes from the header the configured controller sets itself (nginx:
-X-Original-URL; Traefik: X-Forwarded-Host); a second host header that disagrees is
-refused, so a browser can't send a host of its own next to the one the controller routes.
+The host comes only from the header the configured controller sets itself, from the Host
+it routes on (nginx: X-Original-URL; Traefik: X-Forwarded-Host); the other one, which a
+browser can send through the controller, is never read, so a host of the browser's own
+choosing can't stand in for the one the request goes to.
 The owner comes from the signed record found for the host, whose host is then recomputed
 from the signed owner and name: labels, annotations and the Ingress objects themselves
 are never read.
@@ -26,7 +27,7 @@ import logging
 import time
 from urllib.parse import urlencode
 
-from jupyterhub.services.auth import HubOAuthenticated
+from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed
 from tornado import web
 
 from . import lifecycle
@@ -99,15 +100,11 @@ class ForwardAuthHandler(HubOAuthenticated, web.RequestHandler):
 
     def _host(self) -> str | None:
         """The original host, from the header the configured controller sets itself."""
-        settings = self.manager.settings
-        original = self.request.headers.get("X-Original-URL")
-        forwarded = self.request.headers.get("X-Forwarded-Host")
-        trusted = original if settings.public_forward_auth == "nginx" else forwarded
-        host = normal_host(trusted)
-        for other in (original, forwarded):
-            if other is not None and normal_host(other) != host:
-                return None  # two hosts named: the controller routes only one of them
-        return host
+        # the other header is ignored: the browser may send it, and proxies on the way
+        # (the hub's configurable-http-proxy) set X-Forwarded-Host to their own host
+        header = ("X-Original-URL" if self.manager.settings.public_forward_auth == "nginx"
+                  else "X-Forwarded-Host")
+        return normal_host(self.request.headers.get(header))
 
     def _refuse(self, status: int, why: str) -> None:
         log.info("forward-auth %d: %s", status, why)
@@ -147,13 +144,17 @@ class ForwardAuthHandler(HubOAuthenticated, web.RequestHandler):
             return self._refuse(404, "public URLs are off (LauncherSettings.public_domain)")
         host = self._host()
         if host is None:
-            return self._refuse(403, "no original host, or two different ones")
+            return self._refuse(403, "no original host (or not a DNS name)")
         label = label_of(settings, host)
         if label is None:
             return self._refuse(404, f"{host} is not a public host of this launcher")
         model = await self.hub_auth.get_user(self, sync=False)
         if not model:
             return self._sign_in(host)
+        try:
+            self.check_hub_user(model)  # the launcher's access scope, as its other handlers
+        except UserNotAllowed:
+            return self._refuse(403, "a token without access to the launcher")
         if model.get("kind", "user") != "user" or BLOCKED_GROUPS & set(
                 model.get("groups") or []):
             return self._refuse(403, f"{model.get('name')!r} may not use public URLs")
