@@ -49,6 +49,11 @@ def selection(profiles: list[Mapping[str, Any]],
             if profile["slug"] == wanted and (option.get("unlisted_choice") or {}).get(
                     "enabled") and isinstance(own, str) and own:
                 typed.setdefault(profile["slug"], {})[key] = own
+        life = profile.get("kdash_lifetime")
+        if life:
+            asked = str(user_options.get("lifetime", "")) if profile["slug"] == wanted else ""
+            chosen["lifetime"] = asked if asked in [v for v, _ in life["choices"]] else \
+                life["default"]
         options[profile["slug"]] = chosen
     return {"profile": wanted, "options": options, "typed": typed}
 

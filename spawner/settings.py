@@ -208,8 +208,10 @@ class KDashSettings(Configurable):
         [], config=True,
         help="Server flavors shown in the profile chooser (see kdash_hub.spawner.profiles): "
              "cpu/mem, gpu {resource, counts}, node_selector, tolerations (merged with the "
-             "defaults), images, idle_timeout, groups allowed (`hidden_note`: the chooser's "
-             "line for those outside them), storage override.",
+             "defaults), images, custom_image (a typed image, see custom_image_registries), "
+             "lifetime bounds {min, default, max, choices} (kdash_hub.spawner.lifetime), "
+             "idle_timeout, groups allowed (`hidden_note`: the chooser's line for those "
+             "outside them), storage override.",
     )
     custom_image_registries = List(
         Unicode(), [], config=True,
@@ -228,6 +230,17 @@ class KDashSettings(Configurable):
              "than 255 characters) are refused before these run. Empty, with "
              "`custom_image_registries` empty too: no custom image is accepted.",
     )
+    @validate("flavors")
+    def _check_flavor_lifetimes(self, proposal: dict) -> list:
+        from .lifetime import LifetimeError, bounds  # a flavor's bounds fail at startup
+
+        for flavor in proposal["value"]:
+            try:
+                bounds(flavor)
+            except LifetimeError as e:
+                raise TraitError(f"KDashSpawner.flavors: {e}") from None
+        return proposal["value"]
+
     gpu_display_names = Dict(
         Unicode(),
         default_value={"nvidia.com/gpu": "NVIDIA GPU", "amd.com/gpu": "AMD GPU",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from functools import partial
 from typing import Any
 
@@ -29,7 +30,18 @@ from kdash_hub import labels as L
 from kdash_hub import naming
 from kdash_hub.kube import KubeResources, api_error_message, to_json
 
-from . import bundle, chooser, homedir, identity, images, profiles, quotas, refusals, storage
+from . import (
+    bundle,
+    chooser,
+    homedir,
+    identity,
+    images,
+    lifetime,
+    profiles,
+    quotas,
+    refusals,
+    storage,
+)
 from .adopt import AdoptOnRestart
 from .drift import DriftWatch
 from .explained import ExplainedStart
@@ -125,6 +137,7 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         # the options of the last start that passed the checks (a refusal puts them back)
         self._accepted_options: dict = copy.deepcopy(dict(self.user_options or {}))
         self._last_refusal: str | None = None
+        self.kdash_lifetime: lifetime.Lifetime | None = None  # of the running server
 
     # --- profiles -------------------------------------------------------------------------
 
@@ -162,7 +175,11 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             if images.allowed_in(flavor):
                 hint = images.hint(*images.rules_of(flavor, self.custom_image_registries,
                                                     self.custom_image_patterns))
-            out.append(profiles.to_profile(flavor, free, self.gpu_display_names, idle, hint))
+            profile = profiles.to_profile(flavor, free, self.gpu_display_names, idle, hint)
+            entry = lifetime.chooser_entry(flavor)
+            if entry:
+                profile["kdash_lifetime"] = entry
+            out.append(profile)
         return out
 
     @default("apply_user_options")
@@ -247,6 +264,7 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             refusals.check_choices(flavor, profiles.to_profile(flavor), options)
             images.check(flavor, options, self.custom_image_registries,
                          self.custom_image_patterns)
+        life = lifetime.chosen(flavor, options) if flavor else None
         gpus = refusals.check_gpu_count(flavor, options, self.gpu_display_names) if flavor else 0
         try:
             await super().load_user_options()
@@ -274,6 +292,23 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         if flavor and gpus:
             await self._check_gpus_free(flavor, gpus)
         self._check_quota(flavor, gpus)
+        # every check passed: the lifetime counts from here (the hub saves it with the state)
+        self.kdash_lifetime = None
+        if flavor and life:
+            self.kdash_lifetime = lifetime.Lifetime(profiles.flavor_slug(flavor), time.time(),
+                                                    life)
+            self.extra_annotations = {**self.extra_annotations, lifetime.DEADLINE_ANNOTATION:
+                                      lifetime.iso(self.kdash_lifetime.deadline)}
+
+    def lifetime_flavor(self, current: lifetime.Lifetime) -> dict | None:
+        """The flavor of a running server's lifetime, as configured now."""
+        return profiles.find_flavor(self.flavors, current.flavor)
+
+    def kdash_lifetime_view(self) -> dict | None:
+        """The running server's lifetime for the hub's home page (None: it has none)."""
+        if self.kdash_lifetime is None or not self.active:
+            return None
+        return lifetime.view(self.kdash_lifetime, self.lifetime_flavor(self.kdash_lifetime))
 
     async def _check_gpus_free(self, flavor: dict, gpus: int) -> None:
         refusals.check_gpus_free(flavor, gpus, await self._free_gpus(flavor),
@@ -350,6 +385,8 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         state["kdash_home_pvc"] = self._home_pvc_name
         if self._last_refusal:
             state["kdash_last_refusal"] = self._last_refusal
+        if self.kdash_lifetime is not None:
+            state["kdash_lifetime"] = self.kdash_lifetime.to_state()
         return state
 
     def load_state(self, state):
@@ -357,6 +394,11 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         if state.get("kdash_home_pvc"):
             self._home_pvc_name = state["kdash_home_pvc"]
         self._last_refusal = state.get("kdash_last_refusal")
+        self.kdash_lifetime = lifetime.Lifetime.from_state(state.get("kdash_lifetime"))
+
+    def clear_state(self):
+        super().clear_state()
+        self.kdash_lifetime = None  # a stopped server has no deadline
 
     # --- provisioning ---------------------------------------------------------------------
 

@@ -197,6 +197,14 @@ class CullerApp(Application):
              "no activity for this long. Needs admin:users.",
     ).tag(config=True)
 
+    server_lifetimes = Bool(
+        True,
+        help="Stop servers past the lifetime their user chose (flavors with `lifetime`, "
+             "KDashSpawner). Deadlines are read from the hub (GET /hub/api/kdash/lifetimes, "
+             "kdash_hub.spawner.lifetime_api; needs read:servers on all servers), never from "
+             "the cluster. A hub without that API: nothing is stopped for its lifetime.",
+    ).tag(config=True)
+
     side_services = Bool(
         False, help="Also stop or delete side services (launcher instances) past their TTL.",
     ).tag(config=True)
@@ -288,6 +296,7 @@ class CullerApp(Application):
             remove_named_servers=self.remove_named_servers,
             cull_users_after=self.seconds("cull_users_after"),
             side_services=self.side_services,
+            server_lifetimes=self.server_lifetimes,
         )
 
     def make_hub(self) -> HubAPI:

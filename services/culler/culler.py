@@ -22,6 +22,7 @@ from .decisions import (
     decide_server,
     decide_user,
     opt_out_servers,
+    server_deadlines,
 )
 from .hubapi import HubAPI, HubAPIError
 from .logs import emit
@@ -62,6 +63,7 @@ class CullerOptions:
     remove_named_servers: bool = False
     cull_users_after: float | None = None
     side_services: bool = False
+    server_lifetimes: bool = False
 
 
 class Culler:
@@ -120,18 +122,21 @@ class Culler:
 
     async def _cull_servers(self, now: datetime, report: CycleReport) -> None:
         opt = self.options
-        users, group = await asyncio.gather(
+        users, group, lifetimes = await asyncio.gather(
             self.hub.list_users("active"),
             self.hub.get_group(opt.opt_out_group) if opt.opt_out_group else _none(),
+            self.hub.list_lifetimes() if opt.server_lifetimes else _none(),
         )
         exemptions = Exemptions(opt.exempt_admins, opt.exempt_groups, opt_out_servers(group))
+        deadlines = server_deadlines(lifetimes or [])
         decisions = []
         for user in users:
             for name, server in (user.get("servers") or {}).items():
                 if name in self.pending_names(user["name"]):
                     continue
                 decisions.append(decide_server(user, name, server, self.rules, now,
-                                               exemptions))
+                                               exemptions,
+                                               deadline=deadlines.get((user["name"], name))))
         if opt.check_server_status:
             by_name = {u["name"]: u for u in users}
             decisions = await asyncio.gather(*(

@@ -91,6 +91,16 @@ def server_profile(server: dict) -> str | None:
     return str(profile) if profile else None
 
 
+def server_deadlines(lifetimes: Iterable[dict]) -> dict[tuple[str, str], datetime]:
+    """{(user, server): deadline} from the hub's lifetime API (entries it can't read: none)."""
+    out = {}
+    for entry in lifetimes:
+        deadline = parse_time(entry.get("deadline")) if isinstance(entry, dict) else None
+        if deadline is not None:
+            out[(str(entry.get("user")), str(entry.get("server") or ""))] = deadline
+    return out
+
+
 def decide_server(
     user: dict,
     server_name: str,
@@ -99,8 +109,11 @@ def decide_server(
     now: datetime,
     exemptions: Exemptions,
     last_activity: datetime | None = None,
+    deadline: datetime | None = None,
 ) -> Decision:
-    """Cull a server idle longer than its rule's `idle`, or older than its `max_age`."""
+    """Cull a server past the lifetime its user chose (`deadline`, kept by the hub; no
+    exemption applies: the user chose it), idle longer than its rule's `idle`, or older than
+    its `max_age`."""
     profile = server_profile(server)
     rule: Rule = rules.for_server(profile, user.get("groups") or ())
     started = parse_time(server.get("started"))
@@ -118,6 +131,11 @@ def decide_server(
     if not server.get("ready", True):
         decision.action, decision.reason = SKIP, "not-ready"
         return decision
+    if deadline is not None:
+        decision.extra["deadline"] = deadline.isoformat()
+        if now >= deadline:
+            decision.action, decision.reason = CULL, "lifetime"
+            return decision
     exempt = exemptions.reason(user, server_name)
     if exempt:
         decision.action, decision.reason = KEEP, exempt

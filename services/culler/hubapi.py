@@ -59,6 +59,7 @@ class HubAPI:
         self.semaphore = asyncio.Semaphore(max(1, concurrency))
         self.requests: Counter[str] = Counter()
         self._session: aiohttp.ClientSession | None = None
+        self._lifetimes_absent: int | None = None  # the lifetime API's 404/403, said once
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -151,6 +152,19 @@ class HubAPI:
             users.extend(page["items"])
             next_info = (page.get("_pagination") or {}).get("next")
         return _unique(users)
+
+    async def list_lifetimes(self) -> list[dict] | None:
+        """Running servers' lifetimes (kdash lifetime API); None when the hub has no such
+        API (404) or does not let the culler list them (403)."""
+        status, body = await self.request("GET", "/kdash/lifetimes", allow=(404, 403))
+        if status in (404, 403):
+            if self._lifetimes_absent == status:
+                return None
+            self._lifetimes_absent = status  # said once (again if it changes)
+            log.warning("the hub's lifetime API answered %s: server lifetimes not enforced",
+                        status, extra={"event": "no-lifetimes", "status": status})
+            return None
+        return list((body or {}).get("servers") or [])
 
     async def get_user(self, name: str) -> dict | None:
         status, user = await self.request("GET", f"/users/{quote(name, safe='')}", allow=(404,))
