@@ -30,8 +30,10 @@ from kdash_hub.templating import (
     render_objects,
     resolve_values,
 )
+from kdash_hub.templating.batch import cap_ttl_after_finished
 
 from . import lifecycle, publicurl
+from .batch import BatchUnavailable, batch_status, batch_summary, check_served, log_pods
 from .records import (
     CREATING,
     DELETING,
@@ -234,6 +236,12 @@ class InstanceManager:
             objects, resolved = self.render(template, username, name, values)
         except RenderError as e:
             raise LauncherError(400, "; ".join(e.messages)) from None
+        try:
+            job_ttl = parse_duration(self.settings.max_job_ttl_after_finished)
+        except (ValueError, OverflowError):
+            job_ttl = None
+        for obj in objects:
+            cap_ttl_after_finished(obj, job_ttl)
         now = now_utc()
         automatic = self.automatic_values(username, name)
         record = InstanceRecord(
@@ -303,6 +311,10 @@ class InstanceManager:
             raise LauncherError(409, f"you already have an instance named {name!r}")
         # bad values are a 400 before anything is made
         record, objects, resolved = self._plan(template, username, name, values, ttl_seconds)
+        try:  # kinds this cluster doesn't serve (Argo without its CRDs): also before
+            await check_served(self.kube, {o["kind"] for o in objects})
+        except BatchUnavailable as e:
+            raise LauncherError(400, str(e)) from None
         await self._ensure_namespace(namespace, username)
         for _attempt in range(5):
             mine = (namespace, name) not in self.launching  # else another launch's name
@@ -413,15 +425,16 @@ class InstanceManager:
         def pods(where: str | None) -> Any:
             return self.kube.list("Pod", where, label_selector=selector)
 
-        deployments, statefulsets, jobs, events, pod_list = await asyncio.gather(
+        deployments, statefulsets, jobs, cronjobs, events, pod_list = await asyncio.gather(
             self.kube.list("Deployment", namespace, label_selector=selector),
             self.kube.list("StatefulSet", namespace, label_selector=selector),
             self.kube.list("Job", namespace, label_selector=selector),
+            self.kube.list("CronJob", namespace, label_selector=selector),
             self.kube.list("Event", namespace,
                            field_selector=None if details else "type=Warning"),
             pods(namespace) if details else asyncio.sleep(0, []),
         )
-        workloads = deployments + statefulsets + jobs
+        workloads = deployments + statefulsets + jobs + cronjobs
         if not details:
             starting = {w["metadata"].get("namespace") for w in workloads if not settled(w)}
             if starting:
@@ -459,7 +472,7 @@ class InstanceManager:
     def describe(self, rec: InstanceRecord, view: ClusterView | None,
                  now: datetime | None = None) -> dict[str, Any]:
         now = now or now_utc()
-        status, reason = instance_status(rec, view) if view else ("pending", "created")
+        status, reason = self._status(rec, view) if view else ("pending", "created")
         if rec.phase == CREATING:  # a launch in progress (or cut short: the reconciler's)
             status, reason = "pending", "creating"
         elif rec.phase == DELETING:  # a delete in progress (or cut short: the reconciler's)
@@ -482,7 +495,21 @@ class InstanceManager:
             "ttl_left": format_duration(max(0, ttl_left)) if ttl_left is not None else "-",
             "on_expiry": rec.expiry, "values": rec.values,
             "objects": [{"kind": o["kind"], "name": o["name"]} for o in rec.objects],
+            "batch": batch_summary(rec, view) if view else [],
         }
+
+    @staticmethod
+    def _status(rec: InstanceRecord, view: ClusterView) -> tuple[str, str]:
+        """The workloads' status; for batch work its own (a retried pod's failure is not
+        the Job's, and a finished Job is done, not pending)."""
+        status, reason = instance_status(rec, view)
+        batch = batch_status(rec, view) if status != "stopped" else None
+        if batch is None:
+            return status, reason
+        if batch[0] in ("succeeded", "finished", "failed") or status != "failed" \
+                or reason.startswith("pod "):
+            return batch
+        return status, reason
 
     @property
     def max_ttl(self) -> int | None:
@@ -499,7 +526,7 @@ class InstanceManager:
                       f"{(e.get('involvedObject') or {}).get('name', '')}",
             "message": e.get("message", ""),
         } for e in view.instance_events(rec)]
-        info["logs"] = await self._logs(rec, view.instance_pods(rec))
+        info["logs"] = await self._logs(rec, log_pods(rec, view, view.instance_pods(rec)))
         return info
 
     async def _logs(self, rec: InstanceRecord, pods: list[dict]) -> list[dict[str, str]]:
@@ -667,6 +694,8 @@ def settled(workload: dict) -> bool:
     spec, status = workload.get("spec") or {}, workload.get("status") or {}
     if workload.get("kind") == "Job":
         return bool(status.get("succeeded") or status.get("failed") or spec.get("suspend"))
+    if workload.get("kind") == "CronJob":
+        return not status.get("active")
     want = spec.get("replicas", 1)
     return want == 0 or (status.get("readyReplicas") or 0) >= want
 

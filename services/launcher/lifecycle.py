@@ -1,6 +1,7 @@
 """Stop, start, delete and expire instances — the part the culler shares with the launcher.
 
-Stop scales every Deployment/StatefulSet of an instance to zero (and suspends its Jobs),
+Stop scales every Deployment/StatefulSet of an instance to zero (and suspends its Jobs,
+CronJobs and Argo Workflows: `spec.suspend`),
 remembering the replicas in the record, so start brings back exactly what was there:
 the objects, their data and their definition stay (Kubeflow's model). Delete first marks
 the record `deleting` (signed), then removes the objects the record lists, then the
@@ -29,6 +30,7 @@ from kdash_hub import labels as L
 from kdash_hub.kube import RESOURCES, KubeResources, resource_for
 from kdash_hub.naming import label_value
 
+from .batch import SUSPENDABLE, suspend_patch
 from .records import (
     DELETING,
     RUNNING,
@@ -278,7 +280,7 @@ async def stop_instance(kube: KubeResources, namespace: str, name: str,
     replicas = dict(rec.replicas)
     for obj in rec.objects:
         kind, obj_name = obj["kind"], obj["name"]
-        if kind not in (*SCALABLE, "Job"):
+        if kind not in (*SCALABLE, *SUSPENDABLE):
             continue
         try:
             current = await _recorded(kube, rec, obj)
@@ -290,7 +292,7 @@ async def stop_instance(kube: KubeResources, namespace: str, name: str,
                     replicas[f"{kind}/{obj_name}"] = count
                 await _scale(kube, kind, obj_name, namespace, 0)
             else:
-                await kube.patch(kind, obj_name, namespace, {"spec": {"suspend": True}})
+                await kube.patch(kind, obj_name, namespace, suspend_patch(kind, True))
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -313,7 +315,7 @@ async def start_instance(kube: KubeResources, namespace: str, name: str,
         return rec
     for obj in rec.objects:
         kind, obj_name = obj["kind"], obj["name"]
-        if kind not in (*SCALABLE, "Job"):
+        if kind not in (*SCALABLE, *SUSPENDABLE):
             continue
         try:
             if await _recorded(kube, rec, obj) is None:
@@ -322,7 +324,7 @@ async def start_instance(kube: KubeResources, namespace: str, name: str,
                 await _scale(kube, kind, obj_name, namespace,
                              rec.replicas.get(f"{kind}/{obj_name}", 1))
             else:
-                await kube.patch(kind, obj_name, namespace, {"spec": {"suspend": False}})
+                await kube.patch(kind, obj_name, namespace, suspend_patch(kind, False))
         except ApiException as e:
             if e.status != 404:
                 raise

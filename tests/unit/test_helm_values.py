@@ -225,7 +225,7 @@ def needs(kind: str, *verbs: str) -> set[tuple[str, str, str]]:
 def needed() -> dict[str, dict[str, set[tuple[str, str, str]]]]:
     """The table of what each identity needs, read from the code's own constants."""
     from kdash_hub.kube import _IMMUTABLE, RESOURCES
-    from kdash_hub.services.launcher.lifecycle import SCALABLE
+    from kdash_hub.services.launcher.lifecycle import SCALABLE, SUSPENDABLE
     from kdash_hub.spawner import bundle
     from kdash_hub.spawner.drift import WATCHED
     from kdash_hub.templating import DEFAULT_ALLOWED_KINDS
@@ -257,17 +257,17 @@ def needed() -> dict[str, dict[str, set[tuple[str, str, str]]]]:
     launcher_ns = needs("Secret", "get", "list", "create", "patch", "delete")  # records
     for kind in DEFAULT_ALLOWED_KINDS:
         launcher_ns |= needs(kind, "get", "create", "patch", "delete")
-    for kind in ("Deployment", "StatefulSet", "Job", "Pod", "Event", "ReplicaSet"):
+    for kind in ("Deployment", "StatefulSet", "Job", "CronJob", "Pod", "Event", "ReplicaSet"):
         launcher_ns |= needs(kind, "list")  # status page, proxy targets
     launcher_ns |= {("", "pods/log", "get")}
     launcher_cluster = needs("Namespace", "get", "list")
-    for kind in ("Deployment", "StatefulSet", "Job", "Pod", "Event"):
+    for kind in ("Deployment", "StatefulSet", "Job", "CronJob", "Pod", "Event"):
         launcher_cluster |= needs(kind, "list")  # an admin's list of everyone's instances
     culler_ns = needs("Secret", "get", "list", "patch", "delete")
     for kind in DEFAULT_ALLOWED_KINDS:
         if kind != "Secret":
             culler_ns |= needs(kind, "get", "delete")
-    for kind in (*SCALABLE, "Job"):
+    for kind in (*SCALABLE, *SUSPENDABLE):
         culler_ns |= needs(kind, "patch")  # scale to zero / suspend
     return {"hub": {"cluster": hub_cluster, "namespace": hub_namespace,
                     # the Job making a home directory, in the hub's namespace

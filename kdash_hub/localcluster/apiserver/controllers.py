@@ -6,7 +6,11 @@
 - Deployments, StatefulSets, ReplicaSets and ReplicationControllers get `spec.replicas`
   Pods (a StatefulSet with the default OrderedReady policy creates ordinal i once 0..i-1
   are Ready), Jobs get Pods until they succeed, and their status follows the Pods' phases
-  and Ready conditions.
+  and Ready conditions;
+- CronJobs get a Job (named `<cronjob>-<minutes since the epoch>`, from `jobTemplate`) at
+  each time of their 5-field schedule (the latest one missed, once; `suspend`,
+  `concurrencyPolicy` Forbid/Replace, `startingDeadlineSeconds`, `timeZone` and the
+  history limits are followed), and `status.active`/`lastScheduleTime`/`lastSuccessfulTime`.
 
 Simplification (documented): a Deployment owns its Pods directly; there are no
 ReplicaSets in between. Pods carry an ownerReference to their workload (controller: true),
@@ -23,6 +27,9 @@ import logging
 import random
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from kdash_hub.templating.cron import parse_cron
 
 from . import resources
 from .resources import ResourceType
@@ -58,6 +65,7 @@ class Controllers:
         self.workloads = workloads
         self._pending: set[tuple[str, str, str]] = set()
         self._handle: asyncio.Handle | None = None
+        self._cron_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._stopped = False
         ops.after_write.append(self._after_write)
         ops.store.listeners.append(self._on_event)
@@ -70,6 +78,9 @@ class Controllers:
         self._stopped = True
         if self._handle:
             self._handle.cancel()
+        for timer in self._cron_timers.values():
+            timer.cancel()
+        self._cron_timers.clear()
 
     # ---------------------------------------------------------------- synchronous bits
 
@@ -140,8 +151,13 @@ class Controllers:
             return
         kind = ev.rtype.kind
         meta = ev.obj["metadata"]
+        if kind == "CronJob":
+            self._schedule(kind, meta.get("namespace", ""), meta["name"])
         if kind in _WORKLOADS:
             self._schedule(kind, meta.get("namespace", ""), meta["name"])
+            for ref in meta.get("ownerReferences") or []:
+                if ref.get("controller") and ref.get("kind") == "CronJob":
+                    self._schedule("CronJob", meta.get("namespace", ""), ref["name"])
         elif kind == "Pod":
             for ref in meta.get("ownerReferences") or []:
                 if ref.get("controller") and ref.get("kind") in _WORKLOADS:
@@ -164,6 +180,9 @@ class Controllers:
                 return
             obj = self.ops.store.raw(_t(kind), ns, name)
             if obj is None:
+                timer = self._cron_timers.pop((ns, name), None) if kind == "CronJob" else None
+                if timer is not None:
+                    timer.cancel()
                 continue
             try:
                 getattr(self, f"_reconcile_{kind.lower()}")(obj)
@@ -413,6 +432,119 @@ class Controllers:
             status.pop("active", None)
         status["ready"] = sum(1 for p in active if self._ready(p))
         self._set_status("Job", job, status)
+
+
+    # ---------------------------------------------------------------- CronJobs
+
+    def _reconcile_cronjob(self, cj: dict) -> None:
+        meta = cj["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        if meta.get("deletionTimestamp"):
+            return
+        spec = cj.get("spec") or {}
+        status = copy.deepcopy(cj.get("status") or {})
+        zone = ZoneInfo(spec["timeZone"]) if spec.get("timeZone") else UTC
+        schedule = parse_cron(spec.get("schedule"))
+        now = datetime.now(UTC)
+        jobs = [o for t, o in self.ops.gc.dependents(cj) if t.kind == "Job"]
+        active = [j for j in jobs if _job_end(j) is None
+                  and not j["metadata"].get("deletionTimestamp")]
+        done_at = [((j.get("status") or {}).get("completionTime") or "")
+                   for j in jobs if _job_end(j) == "Complete"]
+        if any(done_at):
+            status["lastSuccessfulTime"] = max(done_at)
+        last = _parse_time(status.get("lastScheduleTime") or meta["creationTimestamp"])
+        due = schedule.next_after(last.astimezone(zone))
+        if not spec.get("suspend") and due <= now:
+            for _ in range(1000):  # the latest time missed, as the real controller does
+                following = schedule.next_after(due)
+                if following > now:
+                    break
+                due = following
+            deadline = spec.get("startingDeadlineSeconds")
+            late = deadline is not None and (now - due).total_seconds() > int(deadline)
+            policy = spec.get("concurrencyPolicy") or "Allow"
+            if not late and not (policy == "Forbid" and active):
+                if policy == "Replace":
+                    for job in active:
+                        self._delete_job(job)
+                    active = []
+                active.append(self._cron_job(cj, due))
+                status["lastScheduleTime"] = due.astimezone(UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ")
+        if active:
+            status["active"] = [{"kind": "Job", "apiVersion": "batch/v1", "namespace": ns,
+                                 "name": j["metadata"]["name"], "uid": j["metadata"]["uid"]}
+                                for j in active]
+        else:
+            status.pop("active", None)
+        self._cron_history(jobs, spec)
+        self._set_status("CronJob", cj, status)
+        self._cron_timer(ns, name, schedule.next_after(max(now, due).astimezone(zone)))
+
+    def _cron_job(self, cj: dict, when: datetime) -> dict:
+        """The Job of one scheduled time (made once: its name is the time)."""
+        meta = cj["metadata"]
+        template = copy.deepcopy((cj.get("spec") or {}).get("jobTemplate") or {})
+        job_meta = template.get("metadata") or {}
+        name = f"{meta['name']}-{int(when.timestamp()) // 60}"
+        body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+            "name": name, "labels": job_meta.get("labels") or {},
+            "annotations": {**(job_meta.get("annotations") or {}),
+                            "batch.kubernetes.io/cronjob-scheduled-timestamp":
+                                when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
+                                 "name": meta["name"], "uid": meta["uid"],
+                                 "controller": True, "blockOwnerDeletion": True}]},
+            "spec": template.get("spec") or {}}
+        try:
+            return self.ops.create(_t("Job"), meta["namespace"], body)
+        except APIError as err:
+            existing = self.ops.store.raw(_t("Job"), meta["namespace"], name)
+            if existing is None:
+                raise
+            log.debug("CronJob %s: %s", meta["name"], err.message)
+            return existing
+
+    def _cron_history(self, jobs: list[dict], spec: dict) -> None:
+        """Only the newest successfulJobsHistoryLimit (3) / failedJobsHistoryLimit (1)."""
+        for end, limit in (("Complete", spec.get("successfulJobsHistoryLimit", 3)),
+                           ("Failed", spec.get("failedJobsHistoryLimit", 1))):
+            ended = sorted((j for j in jobs if _job_end(j) == end),
+                           key=lambda j: (j["metadata"].get("creationTimestamp", ""),
+                                          j["metadata"]["name"]))
+            for job in ended[:max(0, len(ended) - int(limit))]:
+                self._delete_job(job)
+
+    def _delete_job(self, job: dict) -> None:
+        try:
+            self.ops.delete(_t("Job"), job["metadata"]["namespace"], job["metadata"]["name"])
+        except APIError:
+            pass
+
+    def _cron_timer(self, ns: str, name: str, when: datetime) -> None:
+        """Look at the CronJob again at its next time (one timer per CronJob)."""
+        old = self._cron_timers.pop((ns, name), None)
+        if old is not None:
+            old.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        delay = max(0.0, (when - datetime.now(UTC)).total_seconds()) + 0.05
+        self._cron_timers[(ns, name)] = loop.call_later(
+            delay, self._schedule, "CronJob", ns, name)
+
+
+def _job_end(job: dict) -> str | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return cond["type"]
+    return None
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def random_suffix(n: int = 5) -> str:
