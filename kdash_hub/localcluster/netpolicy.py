@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,7 +200,7 @@ class _Peer:
 _ANYONE = _Peer()
 
 
-def _peers(entries: list | None, policy_ns: str, pods: Iterable[PodView],
+def _peers(entries: list | None, policy_ns: str, by_ns: Mapping[str, list[PodView]],
            ns_labels: Mapping[str, Mapping[str, str]]) -> list[_Peer]:
     if not entries:
         return [_ANYONE]
@@ -212,16 +213,13 @@ def _peers(entries: list | None, policy_ns: str, pods: Iterable[PodView],
         pod_sel, ns_sel = entry.get("podSelector"), entry.get("namespaceSelector")
         if pod_sel is None and ns_sel is None:
             continue  # an empty peer selects nothing (the API server refuses it anyway)
-
-        def in_namespaces(pod: PodView, ns_sel: Mapping | None = ns_sel) -> bool:
-            if ns_sel is None:
-                return pod.namespace == policy_ns
-            labels = ns_labels.get(pod.namespace,
-                                   {"kubernetes.io/metadata.name": pod.namespace})
-            return selector_matches(ns_sel, labels)
-
-        out.append(_Peer(pods=tuple(p for p in pods if in_namespaces(p)
-                                    and selector_matches(pod_sel or {}, p.labels))))
+        if ns_sel is None:
+            namespaces = [policy_ns]
+        else:
+            namespaces = [ns for ns in by_ns if selector_matches(
+                ns_sel, ns_labels.get(ns, {"kubernetes.io/metadata.name": ns}))]
+        out.append(_Peer(pods=tuple(p for ns in namespaces for p in by_ns.get(ns, ())
+                                    if selector_matches(pod_sel or {}, p.labels))))
     return out
 
 
@@ -262,12 +260,13 @@ def _allow(peer: _Peer, port: tuple[str, tuple[int, int] | None] | None,
     return Allow(cidr=peer.cidr, excepts=peer.excepts, protocol=protocol, ports=ports)
 
 
-def _ingress_allows(rule: Mapping, policy_ns: str, target: PodView, pods: list[PodView],
+def _ingress_allows(rule: Mapping, policy_ns: str, target: PodView,
+                    by_ns: Mapping[str, list[PodView]],
                     ns_labels: Mapping[str, Mapping[str, str]]) -> list[Allow]:
     ports = _port_entries(rule.get("ports"))
     resolved = [None] if ports is None else [_numeric(e, target) for e in ports]
     out = []
-    for peer in _peers(rule.get("from"), policy_ns, pods, ns_labels):
+    for peer in _peers(rule.get("from"), policy_ns, by_ns, ns_labels):
         for port in resolved:
             if ports is not None and port is None:
                 continue  # a named port the target doesn't have
@@ -277,11 +276,11 @@ def _ingress_allows(rule: Mapping, policy_ns: str, target: PodView, pods: list[P
     return out
 
 
-def _egress_allows(rule: Mapping, policy_ns: str, pods: list[PodView],
+def _egress_allows(rule: Mapping, policy_ns: str, by_ns: Mapping[str, list[PodView]],
                    ns_labels: Mapping[str, Mapping[str, str]]) -> list[Allow]:
     ports = _port_entries(rule.get("ports"))
     out = []
-    for peer in _peers(rule.get("to"), policy_ns, pods, ns_labels):
+    for peer in _peers(rule.get("to"), policy_ns, by_ns, ns_labels):
         if ports is None:
             allow = _allow(peer, None)
             if allow is not None:
@@ -296,7 +295,7 @@ def _egress_allows(rule: Mapping, policy_ns: str, pods: list[PodView],
                 continue
             # a named port: its number is the destination pod's, pod by pod
             candidates = peer.pods if peer.pods is not None else tuple(
-                p for p in pods if peer.ip_block_holds(p.ip))
+                p for pods in by_ns.values() for p in pods if peer.ip_block_holds(p.ip))
             for dest in candidates:
                 numbered = _numeric(entry, dest)
                 if numbered is not None:
@@ -312,27 +311,31 @@ def compile_rules(policies: Iterable[Mapping], pods: Iterable[PodView],
     """The allows of each pod (of `targets`' addresses, or all) for each direction it is
     isolated for. `namespaces`: name -> labels."""
     pods = list(pods)
+    by_ns: dict[str, list[PodView]] = {ns: [] for ns in namespaces}
+    for pod in pods:
+        by_ns.setdefault(pod.namespace, []).append(pod)
     wanted = set(targets) if targets is not None else None
     rules = Rules()
-    policies = list(policies)
+    by_policy_ns: dict[str, list[Mapping]] = {}
+    for policy in policies:
+        by_policy_ns.setdefault((policy.get("metadata") or {}).get("namespace", ""),
+                                []).append(policy)
     for pod in pods:
         if wanted is not None and pod.ip not in wanted:
             continue
-        for policy in policies:
-            meta, spec = policy.get("metadata") or {}, policy.get("spec") or {}
-            if meta.get("namespace") != pod.namespace:
-                continue
+        for policy in by_policy_ns.get(pod.namespace, ()):
+            spec = policy.get("spec") or {}
             if not selector_matches(spec.get("podSelector") or {}, pod.labels):
                 continue
             types = policy_types(policy)
             if "Ingress" in types:
                 allows = rules.ingress.setdefault(pod.ip, [])
                 for rule in spec.get("ingress") or []:
-                    allows += _ingress_allows(rule, pod.namespace, pod, pods, namespaces)
+                    allows += _ingress_allows(rule, pod.namespace, pod, by_ns, namespaces)
             if "Egress" in types:
                 allows = rules.egress.setdefault(pod.ip, [])
                 for rule in spec.get("egress") or []:
-                    allows += _egress_allows(rule, pod.namespace, pods, namespaces)
+                    allows += _egress_allows(rule, pod.namespace, by_ns, namespaces)
     return rules
 
 
@@ -341,6 +344,11 @@ def compile_rules(policies: Iterable[Mapping], pods: Iterable[PodView],
 
 def _ipv4_set(items: Iterable[str]) -> str | None:
     """An nft anonymous set of IPv4 addresses/prefixes, merged so no two overlap."""
+    return _ipv4_set_of(tuple(sorted(items)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ipv4_set_of(items: tuple[str, ...]) -> str | None:
     nets = [ipaddress.ip_network(i, strict=False) for i in items]
     nets = [n for n in nets if n.version == 4]
     if not nets:
@@ -531,14 +539,24 @@ class NetworkPolicyAgent:
         return list(views.values())
 
     def script(self) -> str:
+        return self._snapshot()()
+
+    def _snapshot(self) -> Callable[[], str]:
+        """What the ruleset depends on, copied (taken on the event loop); the returned
+        function compiles and renders it (off the loop: 0.1-0.3 s for 200 users)."""
         namespaces = {name: dict((ns.get("metadata") or {}).get("labels") or {})
                       for name, ns in self.objects["namespaces"].items()}
-        rules = compile_rules(self.objects["policies"].values(), self._pod_views(),
-                              namespaces, targets=self.local)
-        assert self._block is not None
-        return render(self._block, self.network.bridge, rules,
-                      [port for _, port in self.local.values()],
-                      [f"kdv{block}x" for block in self.network.blocks.values()])
+        policies = list(self.objects["policies"].values())
+        pods, targets = self._pod_views(), list(self.local)
+        ports = [port for _, port in self.local.values()]
+        prefixes = [f"kdv{block}x" for block in self.network.blocks.values()]
+        block, bridge = self._block, self.network.bridge
+        assert block is not None
+
+        def build() -> str:
+            rules = compile_rules(policies, pods, namespaces, targets=targets)
+            return render(block, bridge, rules, ports, prefixes)
+        return build
 
     async def apply(self) -> None:
         """Render and load the ruleset now (one nft transaction)."""
@@ -547,7 +565,7 @@ class NetworkPolicyAgent:
         async with self._lock:
             self._dirty.clear()
             await asyncio.to_thread(self._flag_bridge)
-            text = self.script()
+            text = await asyncio.to_thread(self._snapshot())
             assert self._nft is not None
             proc = await asyncio.create_subprocess_exec(
                 self._nft, "-f", "-", stdin=asyncio.subprocess.PIPE,
