@@ -221,3 +221,17 @@ def test_the_rendered_ruleset_is_valid_nftables():
     done = subprocess.run([str(nft_binary()), "-c", "-f", "-"], input=empty, text=True,
                           capture_output=True, check=False)
     assert done.returncode == 0, done.stderr + empty
+
+
+async def test_without_nft_the_kubelet_says_policies_are_not_enforced(monkeypatch, caplog):
+    from kdash_hub.localcluster import netpolicy
+    from kdash_hub.localcluster.podnetwork import NetnsPodNetwork
+
+    monkeypatch.setattr(netpolicy, "nft_binary", lambda: None)
+    agent = netpolicy.NetworkPolicyAgent(None, NetnsPodNetwork())  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="kdash_hub.localcluster.netpolicy"):
+        await agent.start()
+    assert not agent.enforcing
+    assert "NOT enforced" in caplog.text and "nftables" in caplog.text
+    await agent.admit({"metadata": {"name": "x"}}, "10.244.7.9")  # a no-op, no error
+    await agent.stop()
