@@ -122,11 +122,12 @@ class Culler:
 
     async def _cull_servers(self, now: datetime, report: CycleReport) -> None:
         opt = self.options
-        users, group, lifetimes = await asyncio.gather(
+        users, group = await asyncio.gather(
             self.hub.list_users("active"),
             self.hub.get_group(opt.opt_out_group) if opt.opt_out_group else _none(),
-            self.hub.list_lifetimes() if opt.server_lifetimes else _none(),
         )
+        # asked once the hub has answered, and only when some server runs
+        lifetimes = await self.hub.list_lifetimes() if opt.server_lifetimes and users else None
         exemptions = Exemptions(opt.exempt_admins, opt.exempt_groups, opt_out_servers(group))
         deadlines = server_deadlines(lifetimes or [])
         decisions = []
