@@ -36,6 +36,7 @@ from tests.fixtures.launcher import (
     start_launcher_env,
     stop_launcher_env,
 )
+from tests.security.test_launcher_headers import browser_login
 
 DOMAIN = "apps.example.org"
 PUBLIC_TEMPLATE = ECHO_TEMPLATE.replace("name: Echo\n", "name: Public Echo\nid: pub\n").replace(
@@ -59,13 +60,13 @@ def start_public_env(workdir: Path) -> LauncherEnv:
     return start_launcher_env(workdir, PUBLIC_CONFIG)
 
 
-def add_user(env: LauncherEnv, name: str) -> None:
+async def add_user(env: LauncherEnv, name: str) -> None:
     """A hub user with a launcher token (and, in the real tier, a provisioned namespace)."""
     _hub_api(env, "POST", "/users", {"usernames": [name]})
     env.tokens[name] = _hub_api(env, "POST", f"/users/{quote(name)}/tokens",
                                 {"scopes": [ACCESS_SCOPE], "note": "public urls"})["token"]
     if os.environ.get("KDASH_TEST_LAUNCHER_KUBECONFIG"):
-        asyncio.run(provision_user_namespaces((name,)))
+        await provision_user_namespaces((name,))
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +139,13 @@ async def test_an_ingress_per_published_instance_listed_and_deleted(public_env, 
     assert status == 200
     assert [i["public_url"] for i in listed["instances"] if i["name"] == name] == [
         f"https://{host}/"]
+    # the pages show it too (a link)
+    session, _ = await browser_login(env, "alice")
+    async with session:
+        for page in ("", f"instances/alice/{name}"):
+            async with session.get(env.url + page) as resp:
+                assert resp.status == 200
+                assert f'href="https://{host}/"' in await resp.text(), page
     # stop keeps the Ingress (the host stays the instance's), delete removes it
     status, _ = await env.call("POST", f"instances/alice/{name}/stop", "alice")
     assert status == 200
@@ -164,7 +172,7 @@ async def test_clashing_names_get_their_own_hosts(public_env, kube):
     tail = secrets.token_hex(2)
     first, second = f"pc{tail}", f"b-pc{tail}"  # `a-b` + `c` and `a` + `b-c`
     for user in (first, second):
-        add_user(env, user)
+        await add_user(env, user)
     one = await launch(env, first, "a-b")
     two = await launch(env, second, "a")
     assert one["public_url"] == f"https://a-b--{first}.{DOMAIN}/"
@@ -194,3 +202,37 @@ async def test_a_hashed_host_for_a_name_that_is_not_a_label(public_env, kube):
     assert "---" in label and len(label) <= 63
     assert info["public_url"] == f"https://{label}.{DOMAIN}/"
     await env.call("DELETE", f"instances/{quote('frank@lab.org')}/{name}", "frank@lab.org")
+
+
+def test_traefik_and_a_wildcard_certificate():
+    from kdash_hub.templating import Template
+
+    settings = LauncherSettings(
+        public_domain=DOMAIN + ".", public_forward_auth="traefik",
+        public_traefik_middleware="jhub-kdash-forward-auth@kubernetescrd",
+        public_tls="wildcard-secret", public_tls_secret="apps-wildcard")
+    assert settings.public_domain == DOMAIN  # the trailing dot of a FQDN is dropped
+    template = Template(id="pub", name="Pub", description="", source="t", variables=[],
+                        manifests=[])
+    service = {"kind": "Service", "metadata": {
+        "name": "web", "namespace": "kdash-alice",
+        "annotations": {publicurl.PUBLIC_ANNOTATION: "8080"}},
+        "spec": {"ports": [{"name": "http", "port": 8080}]}}
+    [ingress] = publicurl.ingress_objects(settings, template, "alice", "web", [service])
+    ann = ingress["metadata"]["annotations"]
+    assert ann["traefik.ingress.kubernetes.io/router.middlewares"] == (
+        "jhub-kdash-forward-auth@kubernetescrd")
+    assert not any(k.startswith("nginx.") or k.startswith("cert-manager") for k in ann)
+    assert ingress["spec"]["tls"] == [{"hosts": [f"web--alice.{DOMAIN}"],
+                                       "secretName": "apps-wildcard"}]
+    assert "ingressClassName" not in ingress["spec"]
+    # a port the Service doesn't have is the template's error, said as such
+    service["metadata"]["annotations"][publicurl.PUBLIC_ANNOTATION] = "web"
+    with pytest.raises(ValueError, match="publishes port 'web'"):
+        publicurl.ingress_objects(settings, template, "alice", "web", [service])
+    # no public_domain: nothing, whatever the template says
+    assert publicurl.ingress_objects(LauncherSettings(), template, "alice", "web",
+                                     [service]) == []
+    for bad in ("-x.org", "a..org", "x" * 64 + ".org"):
+        with pytest.raises(Exception, match="public_domain"):
+            LauncherSettings(public_domain=bad)
