@@ -317,3 +317,49 @@ async def test_list_items_carry_no_kind_but_gets_and_watch_events_do(kube_target
     await k.request("PATCH", f"{maps}/one", {"data": {"a": "c"}}, content_type=MERGE)
     [event] = await k.watch(maps, {"resourceVersion": rv}, limit=1)
     assert event["type"] == "MODIFIED" and event["object"]["kind"] == "ConfigMap"
+
+
+async def test_cronjob_makes_a_job_per_scheduled_minute(kube_target: KubeTarget):
+    """A CronJob's run: a Job named `<cronjob>-<minutes since the epoch>` of the scheduled
+    time, made from jobTemplate (its labels), owned by the CronJob; lastScheduleTime says
+    when; suspend pauses it. Up to a minute and a bit for the first time to come."""
+    import re
+    from datetime import datetime
+
+    k = kube_target
+    ns = await k.namespace("cron")
+    cronjobs = f"/apis/batch/v1/namespaces/{ns}/cronjobs"
+    pod_template = {"metadata": {"labels": {"run": "tick"}}, "spec": {
+        "restartPolicy": "Never",
+        "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}
+    r = await k.request("POST", cronjobs, {
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
+        "spec": {"schedule": "* * * * *", "jobTemplate": {
+            "metadata": {"labels": {"run": "tick"}},
+            "spec": {"template": pod_template}}}})
+    assert r.status == 201, r.body
+
+    async def a_run():
+        listed = await k.request("GET", f"/apis/batch/v1/namespaces/{ns}/jobs")
+        return listed.body["items"] or None
+
+    [job, *_] = await eventually(a_run, within=150.0, interval=1.0)
+    match = re.fullmatch(r"tick-(\d+)", job["metadata"]["name"])
+    assert match, job["metadata"]["name"]
+    assert job["metadata"]["labels"]["run"] == "tick"
+    [owner] = job["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("CronJob", "tick", True)
+
+    async def scheduled():
+        got = await k.request("GET", f"{cronjobs}/tick")
+        return got.body.get("status", {}).get("lastScheduleTime")
+
+    last = await eventually(scheduled, within=30.0, interval=0.5)
+    when = datetime.fromisoformat(last.replace("Z", "+00:00"))
+    minute = int(when.timestamp()) // 60
+    assert when.second == 0 and minute >= int(match.group(1))
+    of_that_minute = await k.request("GET", f"/apis/batch/v1/namespaces/{ns}/jobs/tick-{minute}")
+    assert of_that_minute.status == 200
+    r = await k.request("PATCH", f"{cronjobs}/tick", {"spec": {"suspend": True}},
+                        content_type=MERGE)
+    assert r.status == 200 and r.body["spec"]["suspend"] is True

@@ -134,8 +134,8 @@ async def test_templates_from_configmaps(kube, launcher_identity, local_cluster,
         assert list(catalog.templates) == ["cache"]
         assert [str(e) for e in catalog.errors] == [
             f"configmap/{namespace}/{name}/evil.yaml:5: kind Namespace is not allowed in"
-            " templates (allowed: ConfigMap, Deployment, Job, PersistentVolumeClaim, Secret,"
-            " Service, StatefulSet)"]
+            " templates (allowed: ConfigMap, CronJob, CronWorkflow, Deployment, Job,"
+            " PersistentVolumeClaim, Secret, Service, StatefulSet, Workflow)"]
     finally:
         await kube.delete("ConfigMap", name, namespace)
 
