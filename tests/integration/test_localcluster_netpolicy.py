@@ -8,6 +8,7 @@ namespace, and a pod sending with another pod's source address."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -172,6 +173,16 @@ async def test_the_packs_policy_keeps_users_apart_on_real_connections(make_local
         assert not await connect("b2", "a1"), "B's egress still forbids other users' pods"
         assert not await connect("a1", "b1"), "B's ingress still keeps A out"
         assert not await connect("fake-hub", "b1")
+
+        # IPv6 link-local between pods would pass by every IPv4 rule: dropped at the veth
+        # (b1 listens on IPv4 only: reaching its stack at all would be a refusal)
+        b1_ns = network.namespace(ips["b1"])
+        addrs = json.loads(await run(["ip", "-n", b1_ns, "-6", "-j", "addr", "show", "eth0"]))
+        link_local = next(a["local"] for a in addrs[0]["addr_info"]
+                          if a["local"].startswith("fe80"))
+        out = await run(["ip", "netns", "exec", network.namespace(ips["a1"]), "python3", "-c",
+                         CONNECT, f"{link_local}%eth0", str(NOTEBOOK), "2"])
+        assert out.startswith("NO") and "Refused" not in out, out
 
         # a pod sending with another pod's address: dropped at its veth
         a1_ns = network.namespace(ips["a1"])
