@@ -64,6 +64,7 @@ API = {
     "persistentvolumes": ("/api/v1", "persistentvolumes", False),
     "deployments": ("/apis/apps/v1", "deployments", True),
     "jobs": ("/apis/batch/v1", "jobs", True),
+    "cronjobs": ("/apis/batch/v1", "cronjobs", True),
     "networkpolicies": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     "ingresses": ("/apis/networking.k8s.io/v1", "ingresses", True),
     "rolebindings": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
@@ -142,6 +143,14 @@ def ingress(name: str, ns: str, labels: dict | None = None) -> dict:
                 "host": f"{name}.apps.example.org", "http": {"paths": [{
                     "path": "/", "pathType": "Prefix", "backend": {"service": {
                         "name": name, "port": {"number": 80}}}}]}}]}}
+
+
+def cronjob(name: str, ns: str, labels: dict | None = None) -> dict:
+    """A launcher template's CronJob (services/launcher/catalog/nightly-script.yaml)."""
+    pod = restricted_pod("x", ns)
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta(name, ns, labels),
+            "spec": {"schedule": "0 2 * * *", "suspend": True, "jobTemplate": {"spec": {
+                "template": {"spec": {**pod["spec"], "restartPolicy": "Never"}}}}}}
 
 
 def rolebinding(name: str, ns: str, role: str, sa_ns: str, sa: str,
@@ -315,6 +324,13 @@ LAUNCHER_ROWS = [
     refused("kdash-services", "create", "services", OWN,
             lambda ns: service("x", ns, "NodePort", ours()), why="NodePort"),
     allowed("list", "deployments", CLUSTER, why="admin-list"),
+    # batch work: a template's CronJob, in user namespaces only, with the pack's labels
+    allowed("create", "cronjobs", OWN, lambda ns: cronjob("x", ns, ours())),
+    refused("kdash-service-writes", "create", "cronjobs", OWN,
+            lambda ns: cronjob("x", ns), why="unlabelled"),
+    denied("create", "cronjobs", SYSTEM, lambda ns: cronjob("x", ns, ours())),
+    denied("create", "cronjobs", HUB, lambda ns: cronjob("x", ns, ours())),
+    allowed("list", "cronjobs", CLUSTER, why="admin-list"),
     # public URLs: the Ingress of a published instance, in user namespaces only
     allowed("create", "ingresses", OWN, lambda ns: ingress("x", ns, ours())),
     refused("kdash-service-writes", "create", "ingresses", OWN,
