@@ -168,10 +168,14 @@ class ForwardAuthHandler(HubOAuthenticated, web.RequestHandler):
     head = get
 
     def _sign_in(self, host: str) -> None:
-        settings = self.manager.settings
-        original = self.request.headers.get("X-Original-URL") or (
-            f"{self.request.headers.get('X-Forwarded-Proto', 'https')}://{host}"
-            f"{self.request.headers.get('X-Forwarded-Uri', '/')}")
+        settings, headers = self.manager.settings, self.request.headers
+        if settings.public_forward_auth == "nginx":
+            original = headers.get("X-Original-URL", f"https://{host}/")
+        else:  # Traefik's: the first proto (proxies on the way append theirs)
+            proto = headers.get("X-Forwarded-Proto", "https").split(",")[0].strip()
+            uri = headers.get("X-Forwarded-Uri", "/")
+            original = (f"{proto if proto in ('http', 'https') else 'https'}://{host}"
+                        f"{uri if uri.startswith('/') else '/'}")
         target = f"{signin_url(settings)}?{urlencode({'rd': original})}"
         self.set_header("X-Auth-Signin", target)
         if settings.public_forward_auth == "traefik":  # Traefik hands this to the browser

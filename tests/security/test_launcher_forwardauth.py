@@ -10,6 +10,7 @@ victim victor (tests/fixtures/security.py's names).
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -22,9 +23,11 @@ from kdash_hub.naming import user_namespace
 from kdash_hub.services.launcher import publicurl
 from kdash_hub.services.launcher.records import ANN_RECORD, record_name
 from tests.fixtures.cluster import api_client_for
-from tests.fixtures.launcher import LauncherEnv, stop_launcher_env
+from tests.fixtures.launcher import LauncherEnv, start_launcher_env, stop_launcher_env
 from tests.integration.test_launcher_public_urls import (
     DOMAIN,
+    PUBLIC_CONFIG,
+    PUBLIC_TEMPLATE,
     launch,
     start_public_env,
     unique,
@@ -254,3 +257,48 @@ async def test_sign_in_goes_back_to_public_hosts_only(env, logins):
             env.url + "public-signin?" + urlencode({"rd": back}),
             allow_redirects=False) as resp:
         assert resp.status == 302 and "/hub/api/oauth2/authorize" in resp.headers["Location"]
+
+
+@pytest.fixture(scope="module")
+def traefik_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LauncherEnv]:
+    """A second hub + launcher, for Traefik's ForwardAuth."""
+    workdir = tmp_path_factory.mktemp("forwardauth-traefik")
+    (workdir / "templates").mkdir()
+    (workdir / "templates" / "pub.yaml").write_text(PUBLIC_TEMPLATE)
+    env = start_launcher_env(workdir, PUBLIC_CONFIG + textwrap.dedent("""
+        c.LauncherSettings.public_forward_auth = "traefik"
+        c.LauncherSettings.public_traefik_middleware = "jhub-kdash-forward-auth@kubernetescrd"
+    """))
+    yield env
+    stop_launcher_env(env)
+
+
+async def test_traefik_reads_x_forwarded_host_only(traefik_env):
+    env = traefik_env
+    mine, theirs = unique("site"), unique("site")
+    await launch(env, VICTIM, mine)
+    await launch(env, ATTACKER, theirs)
+    victim_host, attacker_host = host(mine, VICTIM), host(theirs, ATTACKER)
+    victim, _ = await browser_login(env, VICTIM)
+    attacker, _ = await browser_login(env, ATTACKER)
+    try:
+        status, headers = await ask(env, victim, forwarded=victim_host)
+        assert status == 200 and headers["X-Auth-User"] == VICTIM
+        assert (await ask(env, attacker, forwarded=victim_host))[0] == 403
+        # Traefik passes the browser's X-Original-URL on: never read with this flavour
+        status, _ = await ask(env, attacker, forwarded=attacker_host,
+                              original=f"https://{victim_host}/")
+        assert status == 200
+        status, _ = await ask(env, attacker, forwarded=victim_host,
+                              original=f"https://{attacker_host}/")
+        assert status == 403
+        # nobody logged in: Traefik hands the answer to the browser, so a redirect to the
+        # sign-in, back to the page asked for
+        status, headers = await ask(env, None, forwarded=victim_host, headers={
+            "X-Forwarded-Proto": "https", "X-Forwarded-Uri": "/app/?q=1"})
+        assert status == 302
+        assert headers["Location"] == env.url + "public-signin?" + urlencode(
+            {"rd": f"https://{victim_host}/app/?q=1"})
+    finally:
+        await victim.close()
+        await attacker.close()
