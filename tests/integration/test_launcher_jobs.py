@@ -330,3 +330,66 @@ async def test_a_script_runs_for_real_in_process_mode(make_local_cluster, tmp_pa
         await eventually(ticked, what="the CronJob's run to succeed")
         details = await manager.details(user.actor, user.name, "tick")
         assert "tick-42" in details["logs"][0]["text"]
+
+
+WORKFLOW_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "workflows.argoproj.io"},
+    "spec": {"group": "argoproj.io", "scope": "Namespaced",
+             "names": {"kind": "Workflow", "listKind": "WorkflowList", "plural": "workflows",
+                       "singular": "workflow", "shortNames": ["wf"]},
+             "versions": [{"name": "v1alpha1", "served": True, "storage": True,
+                           "schema": {"openAPIV3Schema": {
+                               "type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                           "subresources": {}}]}}
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+async def test_argo_is_accepted_where_its_crds_are_installed(launcher_identity, kube, user,
+                                                             home):
+    """With Argo's Workflow CRD installed (its schema as Argo ships it: open), an Argo
+    template launches: the Workflow is made in the user's namespace with the instance's
+    labels on its pods, stop suspends it, delete removes it. Needs a cluster that serves
+    CustomResourceDefinitions (the real control plane; the emulator has none)."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    try:
+        await kube._call("POST", CRDS, body=WORKFLOW_CRD)
+    except ApiException as e:
+        if e.status == 404:
+            pytest.skip("this cluster serves no CustomResourceDefinitions (the emulator)")
+        if e.status != 409:
+            raise
+    try:
+        async def served() -> bool:
+            try:
+                found = await kube._call("GET", "/apis/argoproj.io/v1alpha1")
+            except ApiException:
+                return False
+            return any(r.get("kind") == "Workflow" for r in found.get("resources") or [])
+
+        await eventually(served, within=60, what="the Workflow API to be served")
+        manager = InstanceManager(launcher_identity, user.settings(), catalog_with(ARGO))
+
+        async def launched() -> dict | None:
+            try:  # the launcher's own discovery may lag the admin's by a moment
+                return await manager.launch(user.actor, "argo-flow", name="flow")
+            except LauncherError as e:
+                if "Argo" not in e.message:
+                    raise
+                return None
+
+        info = await eventually(launched, within=60, what="the Argo launch")
+        assert info["objects"] == [{"kind": "Workflow", "name": "flow"}]
+        flow = await kube.get("Workflow", "flow", user.namespace)
+        assert flow["spec"]["podMetadata"]["labels"][L.INSTANCE] == "flow"
+        await manager.stop(user.actor, user.name, "flow")
+        assert (await kube.get("Workflow", "flow", user.namespace))["spec"]["suspend"] is True
+        await manager.delete(user.actor, user.name, "flow")
+        assert await kube.get("Workflow", "flow", user.namespace) is None
+    finally:
+        try:
+            await kube._call("DELETE", f"{CRDS}/workflows.argoproj.io")
+        except ApiException as e:
+            if e.status != 404:
+                raise
