@@ -1,10 +1,10 @@
 """The hub's side of server lifetimes: a small API under the hub, and its home page showing them.
 
-Enable both in the hub's configuration::
+Enable both in the hub's configuration (kdash_hub.z2jh does it when `custom.kdash.spawner`
+is set)::
 
     from kdash_hub.spawner import lifetime_api
-    c.JupyterHub.extra_handlers = lifetime_api.handlers()
-    c.JupyterHub.template_paths = [lifetime_api.TEMPLATE_PATH]
+    lifetime_api.install(c)
 
 Routes (under /hub/api/):
 
@@ -105,3 +105,12 @@ def handlers() -> list[tuple[str, type]]:
         (r"/api/kdash/lifetime/([^/]+)/?", LifetimeHandler),
         (r"/api/kdash/lifetime/([^/]+)/([^/]+)/?", LifetimeHandler),
     ]
+
+
+def install(c: Any) -> None:
+    """Add the routes and the home page to the hub config `c` (keeping what is there)."""
+    routes = list(c.JupyterHub.get("extra_handlers", None) or [])
+    c.JupyterHub.extra_handlers = routes + [h for h in handlers() if h not in routes]
+    paths = list(c.JupyterHub.get("template_paths", None) or [])
+    if TEMPLATE_PATH not in paths:
+        c.JupyterHub.template_paths = [TEMPLATE_PATH, *paths]

@@ -38,8 +38,7 @@ FLAVORS = [
 ]
 EXTRA = f'''
 from kdash_hub.spawner import lifetime_api
-c.JupyterHub.extra_handlers = lifetime_api.handlers()
-c.JupyterHub.template_paths = [lifetime_api.TEMPLATE_PATH]
+lifetime_api.install(c)
 c.JupyterHub.services.append({{"name": "kdash-culler", "api_token": {CULLER_TOKEN!r}}})
 c.JupyterHub.load_roles.append({{"name": "kdash-culler", "scopes": {CULLER_SCOPES!r},
                                 "services": ["kdash-culler"]}})
