@@ -168,6 +168,39 @@ def log_pods(rec: InstanceRecord, view: ClusterView, pods: list[dict]) -> list[d
     return shown
 
 
+def _pods_of(obj: dict) -> list[dict]:
+    """The pod templates of a Job or CronJob, as pods."""
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    if obj.get("kind") == "CronJob":
+        job = spec.get("jobTemplate") if isinstance(spec.get("jobTemplate"), dict) else {}
+        spec = job.get("spec") if isinstance(job.get("spec"), dict) else {}
+    elif obj.get("kind") != "Job":
+        return []
+    template = spec.get("template")
+    if not isinstance(template, dict):
+        return []
+    return [{"metadata": template.get("metadata") or {}, "spec": template.get("spec") or {}}]
+
+
+def pod_security_problems(objects: list[dict], namespace: dict | None) -> list[str]:
+    """What the namespace's Pod Security level (`pod-security.kubernetes.io/enforce`) would
+    refuse in the pods of the launch's Jobs and CronJobs (privileged containers, hostPath,
+    host namespaces...). For workloads the API server only warns and the Job then fails
+    pod after pod; checked here, the user gets the reason at once and nothing is made. The
+    checks are the local cluster's Pod Security Admission, the one the parity suite holds
+    to the real plugin."""
+    from kdash_hub.localcluster.apiserver.podsecurity import forbidden_reason
+
+    problems = []
+    for obj in objects:
+        for pod in _pods_of(obj):
+            reason = forbidden_reason(pod, namespace)
+            if reason:
+                problems.append(f"{obj['kind']} {obj['metadata']['name']}: its pods would"
+                                f" be refused ({reason})")
+    return problems
+
+
 def suspend_patch(kind: str, suspend: bool) -> dict:
     """Stop/start of batch work: every kind here pauses with `spec.suspend`."""
     return {"spec": {"suspend": suspend}}

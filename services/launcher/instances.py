@@ -33,7 +33,14 @@ from kdash_hub.templating import (
 from kdash_hub.templating.batch import cap_ttl_after_finished
 
 from . import lifecycle, publicurl
-from .batch import BatchUnavailable, batch_status, batch_summary, check_served, log_pods
+from .batch import (
+    BatchUnavailable,
+    batch_status,
+    batch_summary,
+    check_served,
+    log_pods,
+    pod_security_problems,
+)
 from .records import (
     CREATING,
     DELETING,
@@ -315,6 +322,11 @@ class InstanceManager:
             await check_served(self.kube, {o["kind"] for o in objects})
         except BatchUnavailable as e:
             raise LauncherError(400, str(e)) from None
+        if any(o["kind"] in ("Job", "CronJob") for o in objects):
+            problems = pod_security_problems(
+                objects, await self.kube.get("Namespace", namespace))
+            if problems:
+                raise LauncherError(400, "; ".join(problems) + ". Nothing was created.")
         await self._ensure_namespace(namespace, username)
         for _attempt in range(5):
             mine = (namespace, name) not in self.launching  # else another launch's name

@@ -393,3 +393,50 @@ async def test_argo_is_accepted_where_its_crds_are_installed(launcher_identity, 
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+PRIVILEGED = """\
+    kind: Template
+    name: Root job
+    variables:
+    - {name: NAME, default: rootjob}
+    ---
+    apiVersion: batch/v1
+    kind: Job
+    metadata: {name: $NAME}
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: run
+            image: busybox
+            command: [cat, /host/etc/shadow]
+            securityContext: {privileged: true}
+            volumeMounts: [{name: host, mountPath: /host}]
+          volumes:
+          - {name: host, hostPath: {path: /}}
+    """
+
+
+async def test_a_privileged_job_with_a_host_path_is_a_400_and_makes_nothing(
+        launcher_identity, kube, user, home):
+    """The namespace's Pod Security level (the spawner's bundle sets one; here `baseline`
+    on the emulator) would refuse the Job's pods one by one while the Job looks launched:
+    the launcher says why at once and makes nothing."""
+    from kdash_hub.localcluster.apiserver.podsecurity import ENFORCE_LABEL
+
+    if not user.real:
+        await kube.patch("Namespace", user.namespace, None,
+                         {"metadata": {"labels": {ENFORCE_LABEL: "baseline"}}})
+    manager = InstanceManager(launcher_identity, user.settings(), catalog_with(PRIVILEGED))
+    with pytest.raises(LauncherError) as caught:
+        await manager.launch(user.actor, "root-job", name="rootjob")
+    assert caught.value.status == 400
+    message = caught.value.message
+    assert "Job rootjob: its pods would be refused" in message
+    assert "privileged" in message and "hostPath" in message
+    await nothing_made(kube, user, "rootjob")
+    # the catalog's own batch templates pass the same level
+    await manager.launch(user.actor, "python-job", name="fine")
+    await manager.delete(user.actor, user.name, "fine")
