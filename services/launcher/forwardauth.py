@@ -27,11 +27,11 @@ import logging
 import time
 from urllib.parse import urlencode
 
-from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed
+from jupyterhub.services.auth import UserNotAllowed
 from tornado import web
 
 from . import lifecycle
-from .handlers import SECURITY_HEADERS, LauncherHandler
+from .handlers import LauncherHandler
 from .instances import InstanceManager
 from .publicurl import (
     AUTH_USER_HEADER,
@@ -77,26 +77,23 @@ class HostIndex:
         return self.hosts.get(label)
 
 
-class ForwardAuthHandler(HubOAuthenticated, web.RequestHandler):
-    """GET/HEAD `<prefix>forward-auth`, called by the ingress controller."""
+class ForwardAuthHandler(LauncherHandler):
+    """GET/HEAD `<prefix>forward-auth`, called by the ingress controller. A LauncherHandler
+    (manager, hub_auth, security headers) that answers 401 instead of redirecting."""
+
+    api = True
 
     def set_default_headers(self) -> None:
-        for key, value in SECURITY_HEADERS.items():
-            self.set_header(key, value)
+        super().set_default_headers()
         self.set_header("Cache-Control", "no-store")
+
+    async def prepare(self) -> None:
+        """No login redirect: `get` authenticates and answers the controller itself."""
 
     def check_xsrf_cookie(self) -> None:
         # the controller's sub-request carries the page's own Sec-Fetch-* headers (an app's
         # fetch() is `cors`); the answer changes nothing and never reaches a page's script
         return
-
-    @property
-    def manager(self) -> InstanceManager:
-        return self.settings["manager"]
-
-    @property
-    def hub_auth(self):
-        return self.settings["hub_auth"]
 
     def _host(self) -> str | None:
         """The original host, from the header the configured controller sets itself."""
