@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import urllib.error
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -21,13 +22,20 @@ import pytest
 from kdash_hub.kube import KubeResources
 from kdash_hub.naming import user_namespace
 from kdash_hub.services.launcher import publicurl
+from kdash_hub.services.launcher.hubconfig import ACCESS_SCOPE
 from kdash_hub.services.launcher.records import ANN_RECORD, record_name
 from tests.fixtures.cluster import api_client_for
-from tests.fixtures.launcher import LauncherEnv, start_launcher_env, stop_launcher_env
+from tests.fixtures.launcher import (
+    LauncherEnv,
+    _hub_api,
+    start_launcher_env,
+    stop_launcher_env,
+)
 from tests.integration.test_launcher_public_urls import (
     DOMAIN,
     PUBLIC_CONFIG,
     PUBLIC_TEMPLATE,
+    add_user,
     launch,
     start_public_env,
     unique,
@@ -302,3 +310,27 @@ async def test_traefik_reads_x_forwarded_host_only(traefik_env):
     finally:
         await victim.close()
         await attacker.close()
+
+
+async def test_an_account_not_approved_is_refused(env):
+    """Onboarding approval's groups close public URLs as they close the launcher."""
+    user = unique("pend")
+    await add_user(env, user)
+    name = unique("site")
+    await launch(env, user, name)
+    url = f"https://{host(name, user)}/"
+    assert (await ask(env, None, original=url, headers=env.headers(user)))[0] == 200
+    try:
+        _hub_api(env, "POST", "/groups/kdash-pending", {})
+    except urllib.error.HTTPError as e:
+        assert e.code == 409  # made already
+    _hub_api(env, "POST", "/groups/kdash-pending/users", {"users": [user]})
+    try:
+        # a token the launcher has never seen (it caches what the hub said per token)
+        fresh = _hub_api(env, "POST", f"/users/{user}/tokens",
+                         {"scopes": [ACCESS_SCOPE]})["token"]
+        status, _ = await ask(env, None, original=url,
+                              headers={"Authorization": f"token {fresh}"})
+        assert status == 403
+    finally:
+        _hub_api(env, "DELETE", "/groups/kdash-pending/users", {"users": [user]})
