@@ -2,21 +2,20 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := slapd ldap-utils chromium
+APT_PACKAGES := slapd ldap-utils chromium nftables
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 # the real tier: the Kubernetes-facing files (the rest needs the emulator's fault injection or
-# runs no Kubernetes at all). Not yet here: test_launcher_api, test_launcher_lifecycle,
-# test_culler_side_services, security/test_launcher_{pages,records}: they pass on a real control
-# plane alone, but after the other real-tier files a namespace where the launcher's or the
-# culler's RoleBinding is gone (a deleted user's) fails their cross-namespace listing (403/500)
+# runs no Kubernetes at all)
 REAL_TIER_TESTS ?= tests/realtier \
 	tests/integration/test_apiserver_semantics.py tests/integration/test_apiserver_podsecurity.py \
 	tests/integration/test_apiserver_parity.py tests/integration/test_localcluster_kubespawner.py \
 	tests/integration/test_spawner_bundle.py tests/integration/test_spawner_homes.py \
 	tests/integration/test_spawner_hub.py tests/integration/test_spawner_profiles.py \
 	tests/integration/test_launcher_proxy.py tests/integration/test_launcher_status.py \
-	tests/integration/test_launcher_ui.py \
+	tests/integration/test_launcher_ui.py tests/integration/test_launcher_api.py \
+	tests/integration/test_launcher_lifecycle.py tests/integration/test_culler_side_services.py \
+	tests/security/test_launcher_pages.py tests/security/test_launcher_records.py \
 	tests/security/test_launcher_headers.py tests/security/test_launcher_input.py \
 	tests/security/test_launcher_proxy_targets.py \
 	tests/security/test_launcher_record_properties.py tests/security/test_names_injective.py
