@@ -28,6 +28,7 @@ import time
 from urllib.parse import urlencode
 
 from jupyterhub.services.auth import UserNotAllowed
+from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import web
 
 from . import lifecycle
@@ -46,12 +47,15 @@ from .records import InstanceRecord, RecordInvalid
 
 log = logging.getLogger("kdash_hub.launcher.forwardauth")
 BLOCKED_GROUPS = {"kdash-pending", "kdash-rejected"}
-INDEX_SECONDS = 30.0  # a hashed host unknown to the index rebuilds it at most this often
+INDEX_SECONDS = 5.0  # the index of hashed hosts is rebuilt at most this often
 
 
 class HostIndex:
     """Hashed host labels -> (namespace, instance), from the verified records; only a hint
-    (the endpoint verifies the record it points to)."""
+    (the endpoint verifies the record it points to). A label it doesn't know waits for a
+    rebuild newer than the request (at most one every INDEX_SECONDS, shared by all the
+    requests waiting), so an instance launched a moment ago is found, and a flood of
+    unknown hosts costs one listing per INDEX_SECONDS."""
 
     def __init__(self) -> None:
         self.hosts: dict[str, tuple[str, str]] = {}
@@ -61,8 +65,11 @@ class HostIndex:
     async def find(self, manager: InstanceManager, label: str) -> tuple[str, str] | None:
         if label in self.hosts:
             return self.hosts[label]
+        asked = time.monotonic()
         async with self.lock:
-            if label not in self.hosts and time.monotonic() - self.built > INDEX_SECONDS:
+            if label not in self.hosts and self.built < asked:
+                await asyncio.sleep(max(0.0, self.built + INDEX_SECONDS - time.monotonic()))
+                started = time.monotonic()
                 records, _ = await lifecycle.list_records_checked(
                     manager.kube, signer=manager.signer)
                 hosts = {}
@@ -73,7 +80,7 @@ class HostIndex:
                         except ValueError:
                             continue
                         hosts[host.split(".", 1)[0]] = (rec.namespace, rec.name)
-                self.hosts, self.built = hosts, time.monotonic()
+                self.hosts, self.built = hosts, started
         return self.hosts.get(label)
 
 
@@ -126,6 +133,10 @@ class ForwardAuthHandler(LauncherHandler):
                                                  manager.signer)
         except (lifecycle.InstanceNotFound, RecordInvalid):
             return None
+        except ApiException as e:
+            if e.status in (403, 404):  # no such namespace, or none the launcher acts in
+                return None
+            raise
         if rec.namespace != manager.settings.user_namespace(rec.owner) or not published(rec):
             return None
         try:

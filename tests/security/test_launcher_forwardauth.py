@@ -166,8 +166,9 @@ async def test_forged_host_headers_are_refused(env, logins):
         status, _ = await ask(env, attacker, original=foreign)
         assert status == 404, foreign
     # a host under the domain that names nothing: the same 403 as someone else's
-    status, _ = await ask(env, attacker, original=f"https://nothing--{ATTACKER}.{DOMAIN}/")
-    assert status == 403
+    for nothing in (f"nothing--{ATTACKER}", f"site--{unique('nobody')}", "x---0123456789abcdef"):
+        status, _ = await ask(env, attacker, original=f"https://{nothing}.{DOMAIN}/")
+        assert status == 403, nothing
 
 
 async def test_a_deleted_instance_made_again_by_someone_else(env, logins):
