@@ -103,10 +103,18 @@ settings-doc: python-packages
 # The fast tier again, on the versions the z2jh 4.4.0 hub image ships (JupyterHub 5.5.0,
 # KubeSpawner 7.0.0, oauthenticator 17.4.0, ldapauthenticator 2.0.2, kubernetes-asyncio
 # 36.1.0: tests/constraints/z2jh-4.4.0.txt), in a venv of its own; `make test-fast` runs the
-# newest releases in $(VENV). Extra pytest arguments: Z2JH_PYTEST_ARGS.
+# newest releases in $(VENV). Extra pytest arguments: Z2JH_PYTEST_ARGS. Left out: the files
+# that test only the local cluster itself (the emulator, its kubelet and pod network), which
+# is dev tooling and no part of the hub image.
 VENV_Z2JH ?= .venv-z2jh
 Z2JH_CONSTRAINTS ?= tests/constraints/z2jh-4.4.0.txt
-Z2JH_PYTEST_ARGS ?=
+Z2JH_LOCALCLUSTER_ONLY := tests/integration/test_apiserver_parity.py \
+	tests/integration/test_apiserver_podsecurity.py tests/integration/test_apiserver_semantics.py \
+	tests/integration/test_localcluster_cli.py tests/integration/test_localcluster_kubelet.py \
+	tests/integration/test_localcluster_netpolicy.py tests/integration/test_localcluster_podusers.py \
+	tests/unit/test_apiserver_units.py tests/unit/test_kubelet_processes.py \
+	tests/unit/test_netpolicy.py tests/unit/test_scheduler.py
+Z2JH_PYTEST_ARGS ?= $(addprefix --ignore=,$(Z2JH_LOCALCLUSTER_ONLY))
 
 $(VENV_Z2JH)/.installed: pyproject.toml kdash-hub-local/pyproject.toml $(Z2JH_CONSTRAINTS)
 	python3 -m venv $(VENV_Z2JH)
