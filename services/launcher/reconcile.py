@@ -338,9 +338,12 @@ class Reconciler:
                     if (namespace, instance) in busy:
                         continue  # a launch or delete of this process is under way
                     rec = named.get((namespace, instance))
-                    if rec is not None and (kind, meta.get("name")) in {
-                            (o["kind"], o["name"]) for o in rec.objects}:
-                        continue
+                    listed = {(o["kind"], o["name"]) for o in rec.objects} if rec else set()
+                    if (kind, meta.get("name")) in listed or rec is not None and any(
+                            ref.get("controller") and ref.get("uid") and ref.get("uid") ==
+                            rec.uid_of(str(ref.get("kind")), str(ref.get("name")))
+                            for ref in meta.get("ownerReferences") or []):
+                        continue  # the record's, or made by one of its objects (a run)
                     if rec is not None:
                         reason = f"instance {rec.name!r}'s record doesn't list it"
                     elif any(ns == namespace and name.endswith(instance)

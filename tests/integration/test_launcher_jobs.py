@@ -440,3 +440,32 @@ async def test_a_privileged_job_with_a_host_path_is_a_400_and_makes_nothing(
     # the catalog's own batch templates pass the same level
     await manager.launch(user.actor, "python-job", name="fine")
     await manager.delete(user.actor, user.name, "fine")
+
+
+async def test_a_cronjobs_runs_are_not_orphans(manager, kube, user):
+    """The reconciler reports objects no record lists; a CronJob's runs (owned by the
+    CronJob the record signed, by UID) are the instance's, not orphans; one with the
+    instance's labels but no such owner is still reported."""
+    from kdash_hub.services.launcher.reconcile import Reconciler
+
+    await manager.launch(user.actor, "nightly-script", name="runs",
+                         values={"SCHEDULE": "* * * * *"})
+    cron = await kube.get("CronJob", "runs", user.namespace)
+    labels = cron["spec"]["jobTemplate"]["metadata"]["labels"]
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]
+    owned = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+        "name": "runs-1", "namespace": user.namespace, "labels": labels,
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "runs",
+                             "uid": cron["metadata"]["uid"], "controller": True}]},
+        "spec": {"suspend": True, "template": pod}}
+    # the same labels, no owner: claiming to be the instance's does not make it so
+    faked = {**owned, "metadata": {**owned["metadata"], "name": "runs-2",
+                                   "ownerReferences": []}}
+    await kube.create(owned)
+    await kube.create(faked)
+    report = await Reconciler(manager).run_once()
+    names = {(o.kind, o.name) for o in report.orphans if o.namespace == user.namespace}
+    assert ("Job", "runs-1") not in names
+    assert ("Job", "runs-2") in names
+    await manager.delete(user.actor, user.name, "runs")
+    await kube.delete("Job", "runs-2", user.namespace)
