@@ -148,7 +148,13 @@ async def test_a_job_runs_is_listed_with_its_status_and_is_cleaned_up(manager, k
     assert item["completion_time"] and item["start_time"]
     details = await manager.details(user.actor, user.name, "once")
     assert [(entry["container"]) for entry in details["logs"]] == ["script"]
-    # its lifetime over: deleted with its pods
+    # its lifetime (the template's 1 day) over: the culler's interface deletes it
+    from datetime import UTC, datetime, timedelta
+
+    later = datetime.now(UTC) + timedelta(days=1, minutes=1)
+    expired = await lifecycle.expired_instances(manager.kube, later, manager.signer)
+    assert [(r.name, r.on_expiry) for r in expired if r.namespace == user.namespace] == [
+        ("once", "delete")]
     await lifecycle.delete_instance(manager.kube, user.namespace, "once", manager.signer)
     assert await kube.get("Job", "once", user.namespace) is None
     await nothing_made(kube, user, "once")
