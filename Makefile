@@ -16,6 +16,8 @@ REAL_TIER_TESTS ?= tests/realtier \
 	tests/integration/test_launcher_ui.py tests/integration/test_launcher_api.py \
 	tests/integration/test_launcher_lifecycle.py tests/integration/test_culler_side_services.py \
 	tests/security/test_launcher_pages.py tests/security/test_launcher_records.py \
+	tests/integration/test_launcher_jobs.py tests/integration/test_launcher_jobs_hub.py \
+	tests/integration/test_launcher_public_urls.py tests/security/test_launcher_forwardauth.py \
 	tests/security/test_launcher_headers.py tests/security/test_launcher_input.py \
 	tests/security/test_launcher_proxy_targets.py \
 	tests/security/test_launcher_record_properties.py tests/security/test_names_injective.py

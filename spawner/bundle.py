@@ -50,6 +50,7 @@ class BundleSpec:
     egress_denied_cidrs: tuple[str, ...] = (
         "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.169.254/32")
     hub_api_port: int = 8081
+    dns_peers: list[dict] = field(default_factory=lambda: list(KUBE_DNS_PEERS))
     allow_same_namespace: bool = True
     namespace_labels: dict[str, str] = field(default_factory=dict)
     namespace_annotations: dict[str, str] = field(default_factory=dict)
@@ -109,13 +110,23 @@ def hub_peers(hub_namespace: str) -> list[dict]:
     }]
 
 
+# the cluster's resolver: CoreDNS/kube-dns pods keep the `k8s-app: kube-dns` label
+KUBE_DNS_PEERS: tuple[dict, ...] = ({
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+},)
+
+
 def default_egress(hub_namespace: str, denied_cidrs: tuple[str, ...] | list[str] = (
         "169.254.169.254/32",), hub_api_port: int = 8081,
-        same_namespace: bool = False) -> list[dict]:
-    """DNS anywhere, the hub API, (the user's own pods) and the internet except
-    `denied_cidrs` (the cluster's own addresses and cloud metadata)."""
+        same_namespace: bool = False,
+        dns_peers: list[dict] | tuple[dict, ...] = KUBE_DNS_PEERS) -> list[dict]:
+    """DNS to the cluster's resolver (`dns_peers`; not port 53 anywhere, which would open
+    every cluster address listening there), the hub API, (the user's own pods) and the
+    internet except `denied_cidrs` (the cluster's own addresses and cloud metadata)."""
     rules: list[dict] = [
-        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        {"to": [dict(peer) for peer in dns_peers],
+         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
         {"to": [{
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": hub_namespace}},
             "podSelector": {"matchLabels": {"component": "hub"}},
@@ -146,7 +157,7 @@ def network_policy(spec: BundleSpec) -> dict:
         peers = peers + [{"podSelector": {}}]
     if spec.egress is None:
         egress = default_egress(spec.hub_namespace, spec.egress_denied_cidrs,
-                                spec.hub_api_port, spec.allow_same_namespace)
+                                spec.hub_api_port, spec.allow_same_namespace, spec.dns_peers)
     else:
         egress = list(spec.egress)
     egress = [_with_protocols(rule) for rule in egress]

@@ -72,9 +72,9 @@ class KDashSettings(Configurable):
     network_policy_egress = List(
         default_value=None, allow_none=True, config=True,
         help="Egress rules of user pods (NetworkPolicy `egress` items). None (default): DNS "
-             "(port 53 anywhere), the hub API, the user's own namespace and the internet "
-             "except `network_policy_egress_denied_cidrs` (cluster-internal addresses and "
-             "cloud metadata). [] blocks all egress.",
+             "(port 53 of `network_policy_dns_peers` only), the hub API, the user's own "
+             "namespace and the internet except `network_policy_egress_denied_cidrs` "
+             "(cluster-internal addresses and cloud metadata). [] blocks all egress.",
     )
     network_policy_egress_denied_cidrs = List(
         Unicode(),
@@ -85,6 +85,13 @@ class KDashSettings(Configurable):
              "pod and service CIDRs (private ranges by default: set your own if the cluster "
              "uses public addresses inside) and the cloud metadata address. DNS and the hub "
              "API stay reachable through their own rules.",
+    )
+    network_policy_dns_peers = List(
+        [], config=True,
+        help="NetworkPolicy peers the default egress lets user pods send DNS (port 53) to. "
+             "Empty: the cluster's resolver, pods labelled `k8s-app: kube-dns` in "
+             "`kube-system` (CoreDNS keeps that label). Add an ipBlock for NodeLocal DNSCache "
+             "(e.g. 169.254.20.10/32). Port 53 elsewhere in the cluster stays closed.",
     )
     network_policy_hub_api_port = Integer(
         8081, config=True,

@@ -428,6 +428,7 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             service_roles=dict(self.service_cluster_roles),
             egress_denied_cidrs=tuple(self.network_policy_egress_denied_cidrs),
             hub_api_port=self.network_policy_hub_api_port,
+            dns_peers=list(self.network_policy_dns_peers) or list(bundle.KUBE_DNS_PEERS),
             storage_objects=self._shared_plan().objects,
             ingress_from=list(self.network_policy_ingress_from),
             egress=self.network_policy_egress,

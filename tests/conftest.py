@@ -11,3 +11,13 @@ pytest_plugins = sorted(
     for p in (Path(__file__).parent / "fixtures").glob("*.py")
     if p.stem != "__init__"
 )
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Collect garbage before the summary. On CPython 3.11.7, a finalizer the collector runs
+    while `compile()` builds an AST can fail it with "SystemError: AST constructor recursion
+    depth mismatch"; hypothesis's plugin compiles its modules at the summary, after the last
+    test's leftovers (a run of test_spawner_bundle.py alone crashed there)."""
+    import gc
+
+    gc.collect()

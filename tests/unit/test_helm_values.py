@@ -260,6 +260,8 @@ def needed() -> dict[str, dict[str, set[tuple[str, str, str]]]]:
     for kind in ("Deployment", "StatefulSet", "Job", "CronJob", "Pod", "Event", "ReplicaSet"):
         launcher_ns |= needs(kind, "list")  # status page, proxy targets
     launcher_ns |= {("", "pods/log", "get")}
+    # public URLs: an Ingress per published instance (list: the reconciler's orphan pass)
+    launcher_ns |= needs("Ingress", "get", "list", "create", "patch", "delete")
     launcher_cluster = needs("Namespace", "get", "list")
     for kind in ("Deployment", "StatefulSet", "Job", "CronJob", "Pod", "Event"):
         launcher_cluster |= needs(kind, "list")  # an admin's list of everyone's instances
@@ -269,6 +271,7 @@ def needed() -> dict[str, dict[str, set[tuple[str, str, str]]]]:
             culler_ns |= needs(kind, "get", "delete")
     for kind in (*SCALABLE, *SUSPENDABLE):
         culler_ns |= needs(kind, "patch")  # scale to zero / suspend
+    culler_ns |= needs("Ingress", "get", "delete")  # a published instance's, on expiry
     return {"hub": {"cluster": hub_cluster, "namespace": hub_namespace,
                     # the Job making a home directory, in the hub's namespace
                     "own": needs("Job", "get", "create", "delete")},

@@ -155,14 +155,19 @@ def test_the_packs_bundle_policy():
     policies = [network_policy(BundleSpec(username=u, namespace=f"user-{u}",
                                           hub_namespace="hub", quota={}, limit_range={}))
                 for u in ("a", "b")]
-    rules = compile_rules(policies, PODS, NAMESPACES)
+    dns = PodView("kube-system", "coredns", "10.244.7.9", {"k8s-app": "kube-dns"},
+                  (("dns", "UDP", 53),))
+    namespaces = {**NAMESPACES, "kube-system": {"kubernetes.io/metadata.name": "kube-system"}}
+    rules = compile_rules(policies, [*PODS, dns], namespaces)
     assert ips(rules.ingress["10.244.7.5"]) == {"10.244.7.2", "10.244.7.5", "10.244.7.6"}
     assert "10.244.7.4" not in ips(rules.ingress["10.244.7.5"])
     assert "10.244.7.2" not in rules.ingress  # the hub's namespace has no policy here
     script = render(7, "kdash-br7", rules, [], ["kdv7x"])
     b1 = script.split(f"{'10.244.7.5'} : jump ")[1].split(",")[0].split(" ")[0]
     egress = chain_text(script, b1)
-    assert "meta l4proto udp th dport 53 return" in egress
+    # DNS only to the cluster's resolver: port 53 of other cluster addresses stays closed
+    assert "ip daddr { 10.244.7.9 } meta l4proto udp th dport 53 return" in egress
+    assert "\n    meta l4proto udp th dport 53 return" not in egress
     assert "ip daddr { 10.244.7.2 } meta l4proto tcp th dport 8081 return" in egress
     assert "ip daddr != { 10.0.0.0/8, 100.64.0.0/10, 169.254.169.254, 172.16.0.0/12, " \
            "192.168.0.0/16 } return" in egress

@@ -106,16 +106,20 @@ def _allowed_by(egress: list[dict], address: str, port: int, protocol: str = "TC
 
 def test_default_egress_allows_dns_hub_and_internet_but_not_the_cluster_or_metadata():
     egress = bundle.network_policy(spec())["spec"]["egress"]
-    assert egress[0] == {"ports": [{"protocol": "UDP", "port": 53},
-                                   {"protocol": "TCP", "port": 53}]}
+    assert egress[0] == {"to": [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
     assert egress[1] == {"to": [{
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jhub"}},
         "podSelector": {"matchLabels": {"component": "hub"}}}],
         "ports": [{"protocol": "TCP", "port": 8081}]}
     assert {"to": [{"podSelector": {}}]} in egress  # the user's own side services
     assert _allowed_by(egress, "1.1.1.1", 443) and _allowed_by(egress, "8.8.8.8", 53, "UDP")
-    # DNS is reachable wherever the cluster's resolver is (kube-dns in the service CIDR)
-    assert _allowed_by(egress, "10.96.0.10", 53, "UDP")
+    # DNS inside the cluster only to the resolver's pods (a policy sees the pod address
+    # behind the kube-dns Service): port 53 of any other cluster address stays closed
+    for inside in ("10.96.0.10", "10.244.1.7", "192.168.1.53"):
+        assert not _allowed_by(egress, inside, 53, "UDP"), inside
     for inside in ("10.96.0.1", "10.244.1.7", "172.20.0.5", "192.168.1.1", "100.100.100.200",
                    "169.254.169.254"):
         assert not _allowed_by(egress, inside, 443), inside
@@ -125,6 +129,9 @@ def test_default_egress_allows_dns_hub_and_internet_but_not_the_cluster_or_metad
                                      hub_api_port=9000))["spec"]["egress"]
     assert own[1]["ports"] == [{"protocol": "TCP", "port": 9000}]
     assert not _allowed_by(own, "203.0.113.9", 443) and _allowed_by(own, "10.0.0.1", 443)
+    # NodeLocal DNSCache: the admin's peers replace the kube-dns ones
+    local = bundle.network_policy(spec(dns_peers=[{"ipBlock": {"cidr": "169.254.20.10/32"}}]))
+    assert _allowed_by(local["spec"]["egress"], "169.254.20.10", 53, "UDP")
     # without same-namespace traffic, no rule to the own pods either
     closed = bundle.network_policy(spec(allow_same_namespace=False))["spec"]["egress"]
     assert {"to": [{"podSelector": {}}]} not in closed
