@@ -17,16 +17,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.async_api import async_playwright
 
-from kdash_hub.dev.hub import HubProcess
 from kdash_hub.kube import KubeResources
-from kdash_hub.localcluster import LocalCluster
 from kdash_hub.naming import user_namespace
 from kdash_hub.services.culler.app import CullerApp
 from kdash_hub.services.culler.clock import ManualClock
 from kdash_hub.services.culler.logs import LOGGER
 from tests.fixtures.cluster import api_client_for
 from tests.fixtures.culler import CULLER_SCOPES
-from tests.fixtures.spawner import hub_config
+from tests.fixtures.spawner import flavor_hub
 from tests.integration.test_chooser_hub import call, default_server, login, stop
 from tests.integration.test_spawner_hub import CHROMIUM_ARGS, START_TIMEOUT, wait_ready
 
@@ -50,19 +48,9 @@ NOT_A_LIFETIME = "“{}” is not a lifetime: choose 1h, 2h or 4h (or any durati
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("kdash-lifetime-hub")
-    cluster = LocalCluster(kubelet="process", kubeconfig_path=workdir / "kubeconfig",
-                           workdir=workdir / "nodes")
-    cluster.start_in_thread()
-    hub = HubProcess(hub_config(FLAVORS, start_timeout=START_TIMEOUT, extra=EXTRA),
-                     workdir / "hub", env={"KUBECONFIG": str(workdir / "kubeconfig")})
-    hub.admin_kubeconfig = workdir / "kubeconfig"
-    try:
-        asyncio.run(hub.start())
+    with flavor_hub(tmp_path_factory.mktemp("kdash-lifetime-hub"), FLAVORS,
+                    start_timeout=START_TIMEOUT, extra=EXTRA) as hub:
         yield hub
-    finally:
-        hub.stop_sync()
-        cluster.stop_thread()
 
 
 async def token_of(hub, name: str) -> str:

@@ -5,18 +5,15 @@ pod runs it, with the copied pull secret); anything else is refused at once with
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 
 import pytest
 from playwright.async_api import async_playwright
 
-from kdash_hub.dev.hub import HubProcess
 from kdash_hub.kube import KubeResources
-from kdash_hub.localcluster import LocalCluster
 from kdash_hub.naming import user_namespace
 from tests.fixtures.cluster import api_client_for
-from tests.fixtures.spawner import hub_config
+from tests.fixtures.spawner import flavor_hub
 from tests.integration.test_chooser_hub import call, default_server, login, stop
 from tests.integration.test_spawner_hub import CHROMIUM_ARGS, START_TIMEOUT, wait_ready
 
@@ -43,30 +40,20 @@ NOT_A_NAME = ("The image “{}” is not an image name (lowercase, no spaces, at
               "admin set; choose one of those or one of the images offered.")
 
 
+async def pull_secret(hub) -> None:
+    """The registry Secret in the hub's namespace ("default" out of a cluster)."""
+    async with api_client_for(hub.admin_kubeconfig) as client:
+        await KubeResources(client).create({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": "registry", "namespace": "default"},
+            "data": {".dockerconfigjson": "e30="}})
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("kdash-images-hub")
-    cluster = LocalCluster(kubelet="process", kubeconfig_path=workdir / "kubeconfig",
-                           workdir=workdir / "nodes")
-    cluster.start_in_thread()
-    hub = HubProcess(hub_config(FLAVORS, start_timeout=START_TIMEOUT, extra=EXTRA),
-                     workdir / "hub", env={"KUBECONFIG": str(workdir / "kubeconfig")})
-    hub.admin_kubeconfig = workdir / "kubeconfig"
-
-    async def pull_secret() -> None:  # in the hub's namespace ("default" out of a cluster)
-        async with api_client_for(hub.admin_kubeconfig) as client:
-            await KubeResources(client).create({
-                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-                "metadata": {"name": "registry", "namespace": "default"},
-                "data": {".dockerconfigjson": "e30="}})
-
-    try:
-        asyncio.run(pull_secret())
-        asyncio.run(hub.start())
+    with flavor_hub(tmp_path_factory.mktemp("kdash-images-hub"), FLAVORS,
+                    start_timeout=START_TIMEOUT, extra=EXTRA, before_start=pull_secret) as hub:
         yield hub
-    finally:
-        hub.stop_sync()
-        cluster.stop_thread()
 
 
 async def token_of(hub, name: str) -> str:
