@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .activity import fetch_server_activity
 from .clock import Clock, SystemClock
@@ -66,6 +66,10 @@ class CullerOptions:
     server_lifetimes: bool = False
 
 
+# how long a missing opt-out group is believed missing (a new one counts within this)
+OPT_OUT_RECHECK = timedelta(minutes=10)
+
+
 class Culler:
     def __init__(self, hub: HubAPI, rules: RuleSet, options: CullerOptions | None = None, *,
                  clock: Clock | None = None, metrics: CullerMetrics | None = None,
@@ -77,6 +81,7 @@ class Culler:
         self.metrics = metrics or CullerMetrics()
         self.side_services = side_services
         self.pending: dict[str, Decision] = {}  # stops answered 202, followed up later
+        self._opt_out_missing_at: datetime | None = None  # the last ask found no group
 
     # --- one cycle --------------------------------------------------------------------
 
@@ -124,7 +129,7 @@ class Culler:
         opt = self.options
         users, group = await asyncio.gather(
             self.hub.list_users("active"),
-            self.hub.get_group(opt.opt_out_group) if opt.opt_out_group else _none(),
+            self._opt_out_group(now),
         )
         # asked once the hub has answered, and only when some server runs
         lifetimes = await self.hub.list_lifetimes() if opt.server_lifetimes and users else None
@@ -155,6 +160,18 @@ class Culler:
         await asyncio.gather(*(self._stop(d, report) for d in decisions if d.action == CULL))
         if report.pending:
             await self._follow_up_pending(report, only=set(report.pending))
+
+    async def _opt_out_group(self, now: datetime) -> dict | None:
+        """The opt-out group, or None. One that isn't there (the default name, until an admin
+        makes it) is asked for again only every OPT_OUT_RECHECK: each ask is a 404 line in the
+        hub's log, which every cycle would fill. Its members are read fresh each cycle."""
+        name = self.options.opt_out_group
+        missing_at = self._opt_out_missing_at
+        if not name or (missing_at is not None and now - missing_at < OPT_OUT_RECHECK):
+            return None
+        group = await self.hub.get_group(name)
+        self._opt_out_missing_at = now if group is None else None
+        return group
 
     def pending_names(self, user: str) -> set[str]:
         return {d.server for d in self.pending.values() if d.user == user}
@@ -269,10 +286,6 @@ class Culler:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
                 pass
-
-
-async def _none() -> None:
-    return None
 
 
 async def _value(d: Decision) -> Decision:

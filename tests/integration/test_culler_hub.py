@@ -249,3 +249,38 @@ async def test_kdash_hub_culler_command_dry_run_once(culler_hub, user_prefix, cl
     assert mine_ and mine_[0]["outcome"] == "would-stop" and mine_[0]["profile"] == "gpu", err
     assert any(x["event"] == "cycle" and x["dry_run"] for x in lines)
     assert await hub.running(p) == {f"{p}cli/"}
+
+
+
+async def test_a_missing_opt_out_group_is_asked_for_every_ten_minutes(
+        culler_hub, user_prefix, cleanup):
+    """Not every cycle: each ask of a group that isn't there is a 404 line in the hub's log.
+    Once the group exists it is read every cycle, so its members are always fresh."""
+    hub, p = culler_hub, user_prefix
+    await hub.create_users(p + "kept")
+    await hub.spawn(p + "kept", profile="cpu")
+    clock = ManualClock(datetime.now(UTC) + timedelta(hours=2))  # idle beyond every rule
+    culler = make_culler(hub, clock, opt_out_group=f"{p}optout", dry_run=True)
+    cleanup.append(culler)
+    asks: list[str] = []
+    ask = culler.hub.get_group
+
+    async def counted(name: str) -> dict | None:
+        asks.append(name)
+        return await ask(name)
+
+    culler.hub.get_group = counted
+    for _ in range(3):
+        assert f"{p}kept/" in (await culler.run_once()).to_cull
+    assert asks == [f"{p}optout"]
+    # an admin makes the group: believed missing until the recheck is due...
+    await hub.add_to_group(f"{p}optout", p + "kept")
+    await hub.set_group_properties(f"{p}optout", {"servers": [f"{p}kept/"]})
+    clock.set(clock.now() + timedelta(minutes=5))
+    assert f"{p}kept/" in (await culler.run_once()).to_cull and len(asks) == 1
+    # ...then read every cycle
+    clock.set(clock.now() + timedelta(minutes=6))
+    for n in (2, 3):
+        report = await culler.run_once()
+        assert len(asks) == n and f"{p}kept/" not in report.to_cull
+        assert [d.reason for d in report.decisions if d.user == p + "kept"] == ["opt-out"]
