@@ -9,7 +9,6 @@ emulator's process-mode kubelet.
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 from typing import Any
 
@@ -24,21 +23,14 @@ from kdash_hub.services.launcher.settings import CATALOG_DIR
 from kdash_hub.templating import load_directories
 from tests.fixtures.cluster import requires_emulator
 from tests.fixtures.launcher import InstanceUser, home_claim
+from tests.fixtures.polling import eventually as poll
 
 WAIT = 240.0  # generous: the machine is shared; a CronJob's first run is within a minute
 
 
 async def eventually(check: Any, within: float = WAIT, what: str = "") -> Any:
-    """Poll `check()` (async) until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        got = await check()
-        if got:
-            return got
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.5)
+    """Poll every 0.5 s, for up to WAIT by default."""
+    return await poll(check, what, within, interval=0.5)
 
 
 def catalog_with(*texts: str) -> Any:

@@ -10,19 +10,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from kdash_hub.kube import KubeResources
+from tests.fixtures.polling import eventually
 
 NS = "cron-test"
-
-
-async def until(check, within: float = 30.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        got = await check()
-        if got:
-            return got
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.1)
 
 
 def stamp(when: datetime) -> str:
@@ -57,7 +47,7 @@ async def test_missed_runs_forbid_history_and_suspend(bare_apiserver):
                      subresource="status")
     await kube.patch("CronJob", "c", NS, {"spec": {"suspend": False}})
     # thirty minutes missed: one run, of the latest missed minute
-    [run] = await until(lambda: jobs(kube))
+    [run] = await eventually(lambda: jobs(kube), "a scheduled Job", interval=0.1)
     minute = int(run["metadata"]["name"].rsplit("-", 1)[1])
     now_minute = int(datetime.now(UTC).timestamp()) // 60
     assert now_minute - 1 <= minute <= now_minute
@@ -89,7 +79,7 @@ async def test_missed_runs_forbid_history_and_suspend(bare_apiserver):
         names = {j["metadata"]["name"] for j in await jobs(kube)}
         return names if "c-0" not in names else None
 
-    names = await until(trimmed)
+    names = await eventually(trimmed, "the history trimmed", interval=0.1)
     assert names == {"c-1", "c-2", run["metadata"]["name"]}
     cron = await kube.get("CronJob", "c", NS)
     assert cron["status"]["lastSuccessfulTime"]

@@ -11,8 +11,6 @@ import asyncio
 import json
 import os
 import subprocess
-import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -21,6 +19,7 @@ from kdash_hub.localcluster import netpolicy, podnetwork
 from kdash_hub.localcluster.processes import RUN_AS_PROCESS
 from kdash_hub.spawner.bundle import BundleSpec, network_policy
 from tests.fixtures.cluster import api_client_for, requires_emulator
+from tests.fixtures.polling import eventually
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and nftables need root"),
@@ -86,14 +85,6 @@ async def run(argv: list[str], limit: float = 30) -> str:
                                                 stderr=subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), limit)
     return out.decode()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str,
-                     within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, f"not within {within}s: {what}"
-        await asyncio.sleep(0.2)
 
 
 def bundle_policy(username: str, namespace: str) -> dict:
