@@ -65,8 +65,29 @@ c.JupyterHub.load_roles = [{{"name": "admin", "services": ["{ADMIN_SERVICE}"]}}]
 """
 
 
+# Packages the dev venv holds only for the local cluster, absent from the z2jh hub image. Hidden
+# from the hub and the services it starts, they import what they import in production:
+# kubernetes_asyncio's dynamic client loads kubernetes_validate whenever it is installed, and
+# that loads jsonschema's IRI grammar, about 2.5 s more at every launcher or culler start
+# (JupyterHub 5.5 gives a managed service ten seconds to answer).
+NOT_IN_HUB_IMAGE = ("kubernetes_validate",)
+
+
+def hide_from_hub(site: Path, modules: tuple[str, ...] = NOT_IN_HUB_IMAGE) -> Path:
+    """A directory to put first on PYTHONPATH where each of `modules` fails to import, as it
+    does in the hub image."""
+    for module in modules:
+        package = site / module
+        package.mkdir(parents=True, exist_ok=True)
+        (package / "__init__.py").write_text(
+            f"raise ImportError({module!r} ' is not in the z2jh hub image; kdash_hub.dev.hub "
+            f"hides it from the hubs it starts')\n")
+    return site
+
+
 class HubProcess:
-    """Start, wait for, and stop one JupyterHub (+ its proxy) in `workdir`."""
+    """Start, wait for, and stop one JupyterHub (+ its proxy) in `workdir`; the hub (and the
+    services it starts, which inherit PYTHONPATH) sees the packages the hub image has."""
 
     def __init__(self, config: str, workdir: Path, env: dict[str, str] | None = None,
                  *, port: int | None = None, start_timeout: float = 180.0):
@@ -108,6 +129,9 @@ class HubProcess:
         bin_dirs = [str(Path(sys.executable).parent), str(REPO_ROOT / "node_modules" / ".bin")]
         env["PATH"] = os.pathsep.join(bin_dirs + [env.get("PATH", "")])
         env["JUPYTERHUB_CRYPT_KEY"] = self.crypt_key
+        hidden = hide_from_hub(self.workdir / "not-in-hub-image")
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(hidden), env.get("PYTHONPATH", "")) if p)
         env.update(self.env)
         return env
 
