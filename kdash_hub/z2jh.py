@@ -274,10 +274,11 @@ def apply_custom_config(
     sections = custom_config(custom)
     link_culler_to_flavors(sections)
     drop_chart_profile_list(c, sections)
-    if "spawner" in sections:  # server lifetimes: their hub API and the home page
-        from kdash_hub.spawner import lifetime_api
+    if "spawner" in sections:  # server lifetimes, namespaces before a server: hub APIs
+        from kdash_hub.spawner import lifetime_api, namespace_api
 
         lifetime_api.install(c)
+        namespace_api.install(c)
     directory = Path(service_config_dir or os.getcwd()) / "kdash-config"
     for section in SECTIONS:
         config = sections.get(section.name)

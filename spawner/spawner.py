@@ -450,10 +450,7 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         """Replaces KubeSpawner's namespace create with the whole bundle (and home PV)."""
         try:
             spec = await self.bundle_spec()
-            drift = None
-            if self.bundle_drift_check == "watch":
-                drift = DriftWatch.for_loop(self, self.drift_watch_timeout_seconds)
-            provisioner = BundleProvisioner(self.kube, self.log, self.bundle_drift_check, drift)
+            provisioner = self._provisioner()
             # the home claim goes with the bundle's objects, the rest (RoleBindings the pod
             # does not need, the completion mark) once the pod is made; awaited at the end of
             # _start: a first start takes as many rounds before its pod as KubeSpawner's
@@ -473,6 +470,28 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             self._events_changed.set()
 
     _bundle_finish = None  # the provisioner whose bundle completion _start awaits
+
+    def _provisioner(self) -> BundleProvisioner:
+        drift = None
+        if self.bundle_drift_check == "watch":
+            drift = DriftWatch.for_loop(self, self.drift_watch_timeout_seconds)
+        return BundleProvisioner(self.kube, self.log, self.bundle_drift_check, drift)
+
+    async def ensure_namespace_bundle(self) -> str:
+        """The user's namespace bundle as a start makes it, without a pod or home volume
+        (namespace_api.py: a side service launched before the first notebook); returns
+        "created", "repaired" or "unchanged". Nothing is reported to a spawn's progress."""
+        if not self.enable_user_namespaces:
+            raise web.HTTPError(409, "This hub runs servers without namespaces of their own "
+                                     "(enable_user_namespaces is off).")
+        if not self.active:  # today's name, as start() takes it (a running server keeps its)
+            self.namespace = naming.user_namespace(self.user.name, self.namespace_prefix)
+        try:
+            return await self._provisioner().ensure(
+                await self.bundle_spec(),
+                lambda message: self.log.info("%s: %s", self._log_name, message))
+        except BundleError as e:
+            raise web.HTTPError(e.status, e.message) from e
 
     async def _start(self):
         try:

@@ -23,6 +23,7 @@ from kdash_hub.templating import Catalog, load_configmaps, load_directories
 from .api import DefaultHandler, api_routes
 from .forwardauth import forwardauth_routes
 from .handlers import SECURITY_HEADERS
+from .hubapi import HubClient
 from .instances import InstanceManager
 from .kubeconfig import kubeconfig_routes
 from .proxy import proxy_routes
@@ -146,6 +147,9 @@ class LauncherApp(Application):
         self.catalog = await self.load_catalog(kube)
         manager = InstanceManager(kube, self.launcher, self.catalog)
         app = self.make_app(manager)
+        hub_auth = app.settings["hub_auth"]  # the service's own token asks for namespaces
+        manager.hub = HubClient(hub_auth.api_url, hub_auth.api_token,
+                                self.launcher.namespace_request_timeout)
         reconciler = app.settings["reconciler"] = Reconciler(
             manager, grace=self.launcher.reconcile_grace, logger=self.log)
         server = app.listen(self.port, self.ip, xheaders=True)

@@ -41,6 +41,7 @@ from .batch import (
     log_pods,
     pod_security_problems,
 )
+from .hubapi import HubClient, HubUnavailable
 from .records import (
     CREATING,
     DELETING,
@@ -62,6 +63,8 @@ log = logging.getLogger("kdash_hub.launcher")
 MAX_SECONDS = 10 * 366 * 86400  # the longest lifetime anyone may ask for (max_ttl "" too)
 # an extend that would gain less than this is refused: the instance is at its cap already
 AT_CAP_SECONDS = 60
+# the spawner's completion mark of a user's namespace bundle (spawner/bundle.py)
+BUNDLE_MARK = "kdash-hub.io/bundle-hash"
 WORKLOAD_SELECTOR = f"{L.MANAGED_BY}={L.MANAGED_BY_VALUE},{L.COMPONENT}=launcher"
 
 
@@ -121,8 +124,10 @@ class Actor:
 
 
 class InstanceManager:
-    def __init__(self, kube: KubeResources, settings: LauncherSettings, catalog: Catalog):
+    def __init__(self, kube: KubeResources, settings: LauncherSettings, catalog: Catalog,
+                 hub: HubClient | None = None):
         self.kube = kube
+        self.hub = hub  # asks the hub for a missing namespace bundle
         self.settings = settings
         self.catalog = catalog
         self.signer = settings.signer()
@@ -394,12 +399,39 @@ class InstanceManager:
                       else f"{type(e).__name__}: {e}")
 
     async def _ensure_namespace(self, namespace: str, username: str) -> None:
-        if await self.kube.get("Namespace", namespace) is not None:
+        """The user's namespace with its bundle (quota, limits, network policy, accounts),
+        made by the hub through the spawner's code when it is missing or was left
+        unfinished; the launcher's own identity makes none."""
+        existing = await self.kube.get("Namespace", namespace)
+        complete = existing is not None and BUNDLE_MARK in (
+            existing["metadata"].get("annotations") or {})
+        if complete:
+            return
+        answer = None
+        if self.hub is not None and self.hub.configured:
+            try:
+                answer = await self.hub.provision_namespace(username)
+            except HubUnavailable:
+                raise LauncherError(503, "the hub didn't answer while preparing your"
+                                         f" namespace {namespace}; try again in a"
+                                         " minute") from None
+        if answer is not None and answer.status == 200:
+            log.info("%s: namespace %s %s by the hub", username, answer.namespace or namespace,
+                     answer.outcome)
+            return
+        if answer is not None and answer.status != 404:
+            log.warning("%s: the hub refused to prepare namespace %s: %d %s", username,
+                        namespace, answer.status, answer.message)
+            status = answer.status if answer.status in (403, 409, 503) else 502
+            raise LauncherError(status, f"your namespace {namespace} couldn't be prepared:"
+                                        f" {answer.message}")
+        # no hub endpoint (a hub without kdash's spawner): what is there is what there is
+        if existing is not None:
             return
         if not self.settings.ensure_namespace:
             raise LauncherError(409, f"your namespace {namespace} isn't set up yet: start your"
                                      " notebook server once (hub Home page), then try again")
-        try:
+        try:  # only where no spawner makes namespaces (LauncherSettings.ensure_namespace)
             await self.kube.create({
                 "apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": namespace, "labels": L.owner_labels(username),

@@ -146,10 +146,19 @@ class LauncherSettings(Configurable):
     ).tag(config=True)
 
     ensure_namespace = Bool(
-        False, help="Create the user's namespace when it doesn't exist yet. Off by default:"
-                    " the spawner makes it with its guardrails (quota, limits, network"
-                    " policy), so a launch before the first notebook start is refused with a"
-                    " message; turn on only where there is no such bundle.",
+        False, help="Where the hub has no namespace endpoint (a hub without KDashSpawner and"
+                    " its namespace_api): create a missing user namespace bare, with no quota,"
+                    " limits or network policy. Off by default, and never needed with"
+                    " KDashSpawner: the launcher asks the hub, which makes the whole bundle"
+                    " through the spawner's code; without the endpoint a launch before the"
+                    " first notebook start is refused with a message. The launcher's"
+                    " ServiceAccount can't create namespaces (helm-values/rbac), so this is"
+                    " for test clusters only.",
+    ).tag(config=True)
+    namespace_request_timeout = Float(
+        120.0, help="Seconds the launcher waits for the hub to make a user's namespace bundle"
+                    " (a first one waits for the API server's RBAC: up to half a minute on a"
+                    " busy cluster).",
     ).tag(config=True)
     log_lines = Int(200, help="Container log lines shown in the details.").tag(config=True)
     user_service_account = Unicode(
