@@ -18,6 +18,9 @@ from typing import Any
 from .settings import SERVICE_NAME
 
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
+# what people read in the hub's Services menu and the launcher's pages: JupyterHub 5.5 and 6.1
+# have no display name for a service, so the pack's page.html reads it from `info`
+DISPLAY_NAME = "Side services"
 
 
 def launcher_service(port: int = 10101, *, config_file: str | None = None,
@@ -34,6 +37,7 @@ def launcher_service(port: int = 10101, *, config_file: str | None = None,
         "command": command,
         "oauth_no_confirm": True,
         "display": True,
+        "info": {"display_name": DISPLAY_NAME},
         "environment": dict(environment or {}),
     }
 
