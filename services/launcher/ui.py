@@ -28,6 +28,15 @@ class ListPage(LauncherHandler):
                     message=self.get_argument("message", ""))
 
 
+class EmbedHome(LauncherHandler):
+    """The signed-in user's own side services, for the frame on the hub's home page (never
+    everyone's, even for an admin: it is their home page)."""
+
+    async def get(self) -> None:
+        instances, _ = await self.manager.list_checked(self.actor, False)
+        self.render("embed_home.html", instances=instances)
+
+
 class NewPage(LauncherHandler):
     async def get(self, template_id: str | None = None) -> None:
         if template_id is None:
@@ -173,6 +182,7 @@ class KubeconfigRenew(KubeconfigPage):
 def ui_routes(prefix: str) -> list[tuple[str, type]]:
     return [
         (prefix + r"?", ListPage),
+        (prefix + r"embed/home/?", EmbedHome),
         (prefix + r"new/?", NewPage),
         (prefix + r"new/([^/]+)/?", NewPage),
         (prefix + r"instances/([^/]+)/([^/]+)/?", DetailsPage),
