@@ -8,6 +8,7 @@ A flavor is a dict::
      "node_selector": {"gpu": "a100"}, "tolerations": [{...}],
      "images": {"pytorch": "quay.io/jupyter/pytorch-notebook:2024-12-02"},
      "custom_image": True,  # or {"registries": [...], "patterns": [...]}: see images.py
+     "interfaces": ["lab", "vscode"],  # the first is the default: see interfaces.py
      "idle_timeout": 3600, "groups": ["ml"], "storage": {"preset": "local", ...},
      "default": False, "kubespawner_override": {...}}
 
@@ -28,6 +29,7 @@ from typing import Any
 
 from kdash_hub.durations import format_duration, parse_duration
 
+from . import interfaces
 from .gpu_availability import GpuFree
 
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
@@ -242,6 +244,7 @@ def to_profile(flavor: Mapping[str, Any], free: GpuFree | None = None,
     elif len(images) == 1:
         spec = next(iter(images.values()))
         override["image"] = spec["image"] if isinstance(spec, dict) else spec
+    interfaces.apply(flavor, override, options)
     if options:
         profile["profile_options"] = options
     return profile

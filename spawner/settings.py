@@ -217,6 +217,8 @@ class KDashSettings(Configurable):
              "cpu/mem, gpu {resource, counts}, node_selector, tolerations (merged with the "
              "defaults), images, custom_image (a typed image, see custom_image_registries), "
              "lifetime bounds {min, default, max, choices} (kdash_hub.spawner.lifetime), "
+             "interfaces [lab, vscode, rstudio] (the first is the default; "
+             "kdash_hub.spawner.interfaces), "
              "idle_timeout, groups allowed (`hidden_note`: the chooser's line for those "
              "outside them), storage override.",
     )
@@ -239,12 +241,14 @@ class KDashSettings(Configurable):
     )
     @validate("flavors")
     def _check_flavor_lifetimes(self, proposal: dict) -> list:
+        from .interfaces import InterfaceError, of  # and so do unknown interfaces
         from .lifetime import LifetimeError, bounds  # a flavor's bounds fail at startup
 
         for flavor in proposal["value"]:
             try:
                 bounds(flavor)
-            except LifetimeError as e:
+                of(flavor)
+            except (LifetimeError, InterfaceError) as e:
                 raise TraitError(f"KDashSpawner.flavors: {e}") from None
         return proposal["value"]
 
