@@ -65,7 +65,7 @@ node-packages:
 	    { cat .npm-setup.log; exit 1; }; rm -f .npm-setup.log; fi
 
 demo: setup
-	$(VENV)/bin/kdash-hub demo
+	$(VENV)/bin/kdash-hub demo --vscode
 
 # two tiers: the fast one on the emulator (on the newest releases, then on the versions the
 # z2jh 4.4.0 hub image ships), then the integration suite on a real control plane

@@ -100,6 +100,8 @@ class Demo:
     hub: HubProcess | None = None
     logins: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    vscode: bool = False  # install code-server if it isn't cached yet (make demo)
+    code_server: Path | None = None  # the cached code-server the CPU flavors offer
 
     @property
     def url(self) -> str:
@@ -117,6 +119,7 @@ class Demo:
         await self._start_cluster()
         await self._start_ldap()
         await self._start_oidc()
+        await self._find_code_server()
         await self._start_hub()
 
     async def stop(self) -> None:
@@ -197,6 +200,33 @@ class Demo:
             await asyncio.to_thread(self.oidc.stop)
             self.oidc = None
 
+    async def _find_code_server(self) -> None:
+        """VS Code next to JupyterLab: code-server from the cache, installed first with
+        --vscode (a large npm install, never part of setup)."""
+        from .dev import codeserver
+
+        self.code_server = (await codeserver.ensure(self.log) if self.vscode
+                            else codeserver.installed())
+        if self.code_server is not None:
+            self.notes.append("VS Code: the CPU profiles' Interface choice (code-server, "
+                              f"{self.code_server.parents[2].name}); JupyterLab's launcher "
+                              "opens it too")
+        else:
+            self.notes.append("VS Code: off (code-server is not installed; `make demo` or "
+                              "`kdash-hub demo --vscode` installs it from npm)")
+
+    def flavors(self) -> list[dict[str, Any]]:
+        """DEMO_FLAVORS, the CPU ones offering JupyterLab and VS Code when code-server is
+        there (through jupyter-server-proxy at /user/<name>/vscode/)."""
+        if self.code_server is None:
+            return DEMO_FLAVORS
+        from .spawner.interfaces import KNOWN
+
+        vscode = {"name": "vscode",
+                  "command": [str(self.code_server), *KNOWN["vscode"].command[1:]]}
+        return [{**f, "interfaces": ["lab", vscode]} if not f.get("gpu") else f
+                for f in DEMO_FLAVORS]
+
     # --- the hub ------------------------------------------------------------------------
 
     def hub_config(self, launcher_port: int) -> str:
@@ -220,6 +250,8 @@ class Demo:
                                      "scopes": CULLER_SCOPES}]
         hub_settings = {
             "JupyterHub": {"spawner_class": "kdash", "authenticator_class": "kdash"},
+            # z2jh's singleuser.cmd: KubeSpawner passes `args` (the interfaces') only with it
+            "KDashSpawner": {"cmd": ["jupyterhub-singleuser"]},
             "Authenticator": {"enable_auth_state": True, "allow_all": True},
         }
         custom = self.custom_kdash()
@@ -244,7 +276,7 @@ class Demo:
         kubeconfig = str(self.cluster.kubeconfig_path)
         return {
             "spawner": {
-                "flavors": DEMO_FLAVORS, "hub_namespace": "default",
+                "flavors": self.flavors(), "hub_namespace": "default",
                 "group_quotas": {"gpu-users": {f"requests.{GPU_RESOURCE}": "2"}},
                 # homes on the local cluster's disk (under the demo's folder), kept across
                 # server restarts: a claim per user, bound by the cluster's provisioner
@@ -332,7 +364,8 @@ class Demo:
 async def run(args: argparse.Namespace) -> int:
     """Start the demo, print the URL and logins, and stop it all on Ctrl-C / SIGTERM."""
     demo = Demo(port=args.port, workdir=Path(args.workdir) if args.workdir else None,
-                clean=args.clean, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                clean=args.clean, log=lambda msg: print(msg, file=sys.stderr, flush=True),
+                vscode=args.vscode)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -375,4 +408,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                           "$XDG_STATE_HOME or ~/.local/state/kdash-hub)")
     parser.add_argument("--clean", action="store_true",
                         help="remove the demo's folder when it stops (default: keep it)")
+    parser.add_argument("--vscode", action="store_true",
+                        help="install code-server (VS Code) from npm into "
+                             "~/.cache/kdash-hub/code-server if it isn't there yet, so the CPU "
+                             "flavors offer VS Code next to JupyterLab (once; a few minutes). "
+                             "Without it, a cached code-server is used if there is one")
     parser.set_defaults(func=run)
