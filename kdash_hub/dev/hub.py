@@ -146,11 +146,23 @@ class HubProcess:
         )
         log.close()
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40, *, hub_only: bool = False) -> str:
+        """The log's last `lines`; `hub_only` leaves out the proxy's, which can fill a tail
+        with its errors while the hub is dying (and hide why)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            text = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        if hub_only:  # a proxy line and its indented continuation (an error object)
+            kept, in_proxy = [], False
+            for line in text:
+                if "[ConfigProxy]" in line:
+                    in_proxy = True
+                elif not (in_proxy and line.startswith((" ", "\t", "}"))):
+                    in_proxy = False
+                    kept.append(line)
+            text = kept
+        return "\n".join(text[-lines:])
 
     def _lost_a_port(self) -> bool:
         """Did the hub or its proxy die because a port picked free was taken meanwhile
@@ -178,7 +190,8 @@ class HubProcess:
                         self.launch()
                         continue
                     raise RuntimeError(
-                        f"JupyterHub exited with {self.process.returncode}:\n{self.log_tail()}"
+                        f"JupyterHub exited with {self.process.returncode}; its own last "
+                        f"lines (the proxy's left out):\n{self.log_tail(hub_only=True)}"
                     )
                 try:
                     async with session.get(

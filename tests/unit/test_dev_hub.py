@@ -1,5 +1,5 @@
-"""The hubs the dev tooling starts import what the z2jh hub image has, and nothing the local
-cluster alone brings into the venv (kdash_hub.dev.hub.NOT_IN_HUB_IMAGE)."""
+"""The hubs the dev tooling starts: they import what the z2jh hub image has, and nothing the local
+cluster alone brings into the venv (NOT_IN_HUB_IMAGE); a dying one says why."""
 
 import subprocess
 import sys
@@ -38,3 +38,22 @@ def test_the_venv_itself_keeps_it_for_the_local_cluster(tmp_path):
     env = {k: v for k, v in HubProcess("", tmp_path / "hub")._environment().items()
            if k != "PYTHONPATH"}
     assert _probe(env) == ["imported", "validate"]
+
+
+def test_a_dying_hubs_own_lines_are_not_buried_under_the_proxys(tmp_path):
+    hub = HubProcess("", tmp_path / "hub")
+    hub.log_path.write_text(
+        "[I hub] starting\n"
+        "Traceback (most recent call last):\n"
+        '  File "app.py", line 1, in start\n'
+        "ValueError: the reason\n"
+        + "2026 [ConfigProxy] error: 404 GET /hub/api/\n"
+          "    at TCPConnectWrap.afterConnect\n"
+          "  errno: -111,\n"
+          "}\n" * 30
+        + "[C hub] exiting\n")
+    tail = hub.log_tail(hub_only=True).splitlines()
+    assert tail == ["[I hub] starting", "Traceback (most recent call last):",
+                    '  File "app.py", line 1, in start', "ValueError: the reason",
+                    "[C hub] exiting"]
+    assert "ValueError: the reason" not in hub.log_tail()  # what the plain tail showed
