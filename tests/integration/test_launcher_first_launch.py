@@ -170,6 +170,10 @@ async def bundle(hub, name: str) -> dict[str, Any]:
         return out
 
 
+def hub_log(hub) -> str:
+    return hub.log_path.read_text(errors="replace")
+
+
 async def stop_server(hub, name: str) -> None:
     status, _ = await call(hub, "DELETE", f"/users/{name}/server")
     assert status in (202, 204)
@@ -197,7 +201,7 @@ async def test_first_launch_gets_the_bundle_a_first_start_makes(hub):
     status, instance = await launch(hub, leo)
     assert status == 201, instance
     assert await bundle(hub, "leo") == reference
-    assert "Namespace kdash-leo of leo created (asked by kdash-launcher)" in hub.log_tail(400)
+    assert "Namespace kdash-leo of leo created (asked by kdash-launcher)" in hub_log(hub)
     # a second launch, and the endpoint asked again, change nothing
     status, again = await launch(hub, leo)
     assert status == 201 and again["name"] != instance["name"], again
@@ -205,12 +209,11 @@ async def test_first_launch_gets_the_bundle_a_first_start_makes(hub):
     assert (status, body) == (200, {"namespace": "kdash-leo", "outcome": "unchanged"}), body
 
     # his first start finds the namespace ready and repairs nothing
-    before = len(hub.log_path.read_text(errors="replace").splitlines())
+    before = len(hub_log(hub).splitlines())
     status, body = await call(hub, "POST", "/users/leo/server", {"profile": "small"}, leo)
     assert status in (201, 202), body
     await wait_ready(hub, "leo")
-    log = [line for line in hub.log_path.read_text(errors="replace").splitlines()[before:]
-           if "kdash-leo" in line]
+    log = [line for line in hub_log(hub).splitlines()[before:] if "kdash-leo" in line]
     assert any("Namespace kdash-leo is ready" in line for line in log), log
     assert not any("Repairing" in line or "Creating namespace" in line for line in log), log
     await stop_server(hub, "leo")
@@ -233,7 +236,7 @@ async def test_a_half_made_namespace_is_finished_before_a_launch(hub):
     status, instance = await launch(hub, kim)
     assert status == 201, instance
     assert await bundle(hub, "kim") == complete
-    assert "Namespace kdash-kim of kim repaired (asked by kdash-launcher)" in hub.log_tail(400)
+    assert "Namespace kdash-kim of kim repaired (asked by kdash-launcher)" in hub_log(hub)
 
 
 async def test_only_the_user_and_the_launcher_may_provision(hub):
@@ -319,3 +322,24 @@ async def test_without_the_hub_endpoint_the_launch_is_refused_as_before(
                                      " account is " + WAITING)
     assert await kube.get("Namespace", "kdash-zoe") is None
     assert await kube.list("Secret", "kdash-zoe") == []
+
+
+def test_install_gives_the_scope_only_to_a_configured_launcher():
+    """The hub config: the route and the scope always; the role only for a launcher the hub
+    knows (a role naming an unknown service stops the hub); twice is once."""
+    from traitlets.config import Config
+
+    from kdash_hub.spawner import namespace_api
+
+    alone = Config()
+    namespace_api.install(alone)
+    assert namespace_api.PROVISION_SCOPE in alone.JupyterHub.custom_scopes
+    assert not alone.JupyterHub.get("load_roles")
+    c = Config()
+    c.JupyterHub.services = [{"name": "kdash-launcher"}, {"name": "kdash-culler"}]
+    namespace_api.install(c)
+    namespace_api.install(c)
+    assert c.JupyterHub.load_roles == [{
+        "name": "kdash-namespace-provisioner", "description": namespace_api.SCOPE_DESCRIPTION,
+        "scopes": [namespace_api.PROVISION_SCOPE], "services": ["kdash-launcher"]}]
+    assert [h[0] for h in c.JupyterHub.extra_handlers] == [r"/api/kdash/namespace/([^/]+)/?"]
