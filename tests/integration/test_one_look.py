@@ -264,16 +264,29 @@ async def test_hub_home_lists_the_running_profile_and_side_services(hub):
     assert admin_token  # the admin's launcher token: the launcher knew them
 
 
-async def test_the_frame_page_is_the_users_own_and_keeps_the_csp(hub):
+async def test_the_frame_page_is_the_callers_own_whatever_they_ask_and_keeps_the_csp(hub):
     token = await launcher_token(hub, USER)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(hub.url + LAUNCHER_PATH + "embed/home",
-                               headers={"Authorization": f"token {token}"}) as resp:
-            assert resp.status == 200
-            csp = resp.headers["Content-Security-Policy"]
-            assert "script-src 'self'" in csp and "frame-ancestors 'self'" in csp
-            text = await resp.text()
-        assert "<script>" not in text and "<script >" not in text  # nothing inline
-        async with session.get(hub.url + LAUNCHER_PATH + "embed/home",
-                               allow_redirects=False) as resp:
-            assert resp.status == 302  # no login: the hub's OAuth, as every page
+    admin_token = await launcher_token(hub, ADMIN)
+    status, body = await launcher_api(hub, "POST", "instances", admin_token,
+                                      {"template": "single", "name": "ada-db"})
+    assert status == 201, body
+    frame = hub.url + LAUNCHER_PATH + "embed/home"
+    try:
+        async with aiohttp.ClientSession() as session:
+            # what a user could ask for: everyone's, someone else's
+            for query in ("", "?all=1", "?owner=ada&user=ada&all=1"):
+                async with session.get(frame + query,
+                                       headers={"Authorization": f"token {token}"}) as resp:
+                    assert resp.status == 200, query
+                    csp = resp.headers["Content-Security-Policy"]
+                    assert "script-src 'self'" in csp and "frame-ancestors 'self'" in csp
+                    text = await resp.text()
+                assert "ada-db" not in text, query
+                assert "<script>" not in text  # nothing inline: the script is a file
+            async with session.get(frame + "?all=1",
+                                   headers={"Authorization": f"token {admin_token}"}) as resp:
+                assert "ada-db" in await resp.text()  # the admin's own, shown to them
+            async with session.get(frame, allow_redirects=False) as resp:
+                assert resp.status == 302  # no login: the hub's OAuth, as every page
+    finally:
+        await launcher_api(hub, "DELETE", f"instances/{ADMIN}/ada-db", admin_token)
