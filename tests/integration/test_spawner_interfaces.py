@@ -134,6 +134,12 @@ async def test_vscode_opens_the_server_on_it_with_the_others_in_the_launcher(hub
     assert set(info) == {"vscode"}
     assert info["vscode"]["launcher_entry"]["enabled"] is True
     assert info["vscode"]["launcher_entry"]["title"] == "VS Code"
+    # VS Code's path is the server's: nobody else gets through, logged in or not
+    async with aiohttp.ClientSession() as session, session.get(
+            f"{hub.url}/user/vera/vscode/", allow_redirects=False) as resp:
+        assert resp.status == 302 and "/hub/" in resp.headers["Location"], resp.status
+    status, _, _ = await get(hub, "/user/vera/vscode/", await token_of(hub, "mallory"))
+    assert status == 403, status
     # and JupyterLab stays where it is
     status, _, _ = await get(hub, "/user/vera/lab", token)
     assert status in (200, 404)  # 404: this environment has no JupyterLab (the z2jh venv)
@@ -144,6 +150,22 @@ async def test_vscode_opens_the_server_on_it_with_the_others_in_the_launcher(hub
     await wait_ready(hub, "vera")
     assert env_of(await pod_of(hub, "vera"))["JUPYTERHUB_DEFAULT_URL"] == "/lab"
     await stop(hub, "vera")
+
+
+async def test_a_flavor_without_interfaces_does_not_inherit_the_last_ones(hub):
+    """KubeSpawner keeps the spawner object between starts: VS Code's default_url and proxy
+    argument must not stay for the next start of a flavor without interfaces."""
+    token = await token_of(hub, "paul")
+    for options in ({"profile": "cpu", "interface": "vscode"}, {"profile": "plain"}):
+        status, body = await call(hub, "POST", "/users/paul/server", options, token)
+        assert status in (201, 202), body
+        await wait_ready(hub, "paul")
+        pod = await pod_of(hub, "paul")
+        await stop(hub, "paul")
+    container = pod["spec"]["containers"][0]
+    assert "JUPYTERHUB_DEFAULT_URL" not in env_of(pod)
+    assert interfaces.from_args([*container.get("command", []),
+                                 *container.get("args", [])]) is None
 
 
 async def test_rstudio_flavor_is_configured_up_to_the_proxy_entry(hub):
