@@ -16,6 +16,8 @@ COMPONENT = "kdash-hub.io/component"
 # side services of the launcher: which instance and template an object belongs to
 INSTANCE = "kdash-hub.io/instance"
 TEMPLATE = "kdash-hub.io/template"
+# on a user namespace: the hash of its bundle, written last by the spawner (the bundle is complete)
+BUNDLE_HASH = "kdash-hub.io/bundle-hash"
 
 
 def owner_labels(username: str, component: str | None = None) -> dict[str, str]:

@@ -17,7 +17,7 @@ from kdash_hub import labels as L
 from kdash_hub.naming import stable_hash
 
 COMPONENT = "user-namespace"
-BUNDLE_HASH_ANNOTATION = "kdash-hub.io/bundle-hash"
+BUNDLE_HASH_ANNOTATION = L.BUNDLE_HASH
 QUOTA_NAME = "kdash-quota"
 LIMIT_RANGE_NAME = "kdash-limits"
 NETWORK_POLICY_NAME = "kdash-user-pods"

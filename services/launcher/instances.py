@@ -63,8 +63,6 @@ log = logging.getLogger("kdash_hub.launcher")
 MAX_SECONDS = 10 * 366 * 86400  # the longest lifetime anyone may ask for (max_ttl "" too)
 # an extend that would gain less than this is refused: the instance is at its cap already
 AT_CAP_SECONDS = 60
-# the spawner's completion mark of a user's namespace bundle (spawner/bundle.py)
-BUNDLE_MARK = "kdash-hub.io/bundle-hash"
 WORKLOAD_SELECTOR = f"{L.MANAGED_BY}={L.MANAGED_BY_VALUE},{L.COMPONENT}=launcher"
 
 
@@ -403,7 +401,7 @@ class InstanceManager:
         made by the hub through the spawner's code when it is missing or was left
         unfinished; the launcher's own identity makes none."""
         existing = await self.kube.get("Namespace", namespace)
-        complete = existing is not None and BUNDLE_MARK in (
+        complete = existing is not None and L.BUNDLE_HASH in (
             existing["metadata"].get("annotations") or {})
         if complete:
             return
