@@ -143,3 +143,15 @@ def from_args(args: list[str]) -> dict[str, Any] | None:
         if a.startswith(PROXY_ARG):
             return ast.literal_eval(a[len(PROXY_ARG):])
     return None
+
+
+def check(flavor: Mapping[str, Any], user_options: Mapping[str, Any]) -> None:
+    """Refuse (400) an interface sent for a flavor that offers none (KubeSpawner would ignore
+    it; an offered flavor's choices are checked with the other profile options)."""
+    from .refusals import _name, refusal  # refusals -> profiles -> this module
+
+    value = user_options.get(OPTION)
+    if value in (None, "") or of(flavor):
+        return
+    raise refusal(400, f"{_name(flavor)} offers no choice of interface; start it without "
+                       "one.")
