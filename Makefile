@@ -30,7 +30,7 @@ XDIST = $(if $(filter-out 1,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadf
 Z2JH_WORKERS ?= 1
 XDIST_Z2JH = $(if $(filter-out 1,$(Z2JH_WORKERS)),-n $(Z2JH_WORKERS) --dist loadfile)
 
-.PHONY: setup system-packages python-packages node-packages demo test test-fast test-real kube-binaries lint bench settings-doc screenshots
+.PHONY: setup system-packages python-packages node-packages demo demo-vscode test test-fast test-real kube-binaries lint bench settings-doc screenshots
 # `make bench BENCH_ARGS=--quick` for the small sizes
 
 setup: system-packages python-packages node-packages
@@ -65,6 +65,12 @@ node-packages:
 	    { cat .npm-setup.log; exit 1; }; rm -f .npm-setup.log; fi
 
 demo: setup
+	$(VENV)/bin/kdash-hub demo
+
+# the demo with VS Code next to JupyterLab: code-server from npm (about 300 MB, native modules
+# built here: a few minutes, once, into ~/.cache/kdash-hub/code-server)
+demo-vscode: setup
+	@$(MAKE) --no-print-directory system-packages APT_PACKAGES="build-essential libkrb5-dev ripgrep"
 	$(VENV)/bin/kdash-hub demo --vscode
 
 # two tiers: the fast one on the emulator (on the newest releases, then on the versions the
@@ -75,9 +81,13 @@ test: setup
 	$(MAKE) --no-print-directory test-z2jh-versions
 	$(MAKE) --no-print-directory test-real
 
+# files that test the z2jh chart's own hub config: they run on the versions its hub image
+# ships (test-z2jh-versions) and not again on the newest releases
+Z2JH_TIER_ONLY := tests/integration/test_helm_hub_config.py
+
 test-fast: setup
 	@echo "== fast tier: the emulator"
-	$(VENV)/bin/python -m pytest -q -ra $(XDIST)
+	$(VENV)/bin/python -m pytest -q -ra $(XDIST) $(addprefix --ignore=,$(Z2JH_TIER_ONLY))
 
 # kube-apiserver, controller-manager, scheduler, etcd and helm from their pinned Go modules
 # (tools/kube), built once into ~/.cache/kdash-hub/kube and then found there

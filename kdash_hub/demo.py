@@ -100,7 +100,7 @@ class Demo:
     hub: HubProcess | None = None
     logins: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    vscode: bool = False  # install code-server if it isn't cached yet (make demo)
+    vscode: bool = False  # install code-server if it isn't cached yet (make demo-vscode)
     code_server: Path | None = None  # the cached code-server the CPU flavors offer
 
     @property
@@ -212,7 +212,7 @@ class Demo:
                               f"{self.code_server.parents[2].name}); JupyterLab's launcher "
                               "opens it too")
         else:
-            self.notes.append("VS Code: off (code-server is not installed; `make demo` or "
+            self.notes.append("VS Code: off (code-server is not installed; `make demo-vscode` or "
                               "`kdash-hub demo --vscode` installs it from npm)")
 
     def flavors(self) -> list[dict[str, Any]]:
