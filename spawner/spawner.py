@@ -36,6 +36,7 @@ from . import (
     homedir,
     identity,
     images,
+    interfaces,
     lifetime,
     profiles,
     quotas,
@@ -264,6 +265,7 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             refusals.check_choices(flavor, profiles.to_profile(flavor), options)
             images.check(flavor, options, self.custom_image_registries,
                          self.custom_image_patterns)
+            interfaces.check(flavor, options)  # one sent for a flavor that offers none
         life = lifetime.chosen(flavor, options) if flavor else None
         gpus = refusals.check_gpu_count(flavor, options, self.gpu_display_names) if flavor else 0
         try:

@@ -110,20 +110,6 @@ def test_unknown_interfaces_are_a_config_error():
     assert KDashSettings(flavors=FLAVORS).flavors == FLAVORS
 
 
-def test_an_interface_for_a_flavor_without_any_is_refused_by_check():
-    """interfaces.check, for KDashSpawner's option checks (not wired there yet: until then
-    the hub ignores such an interface, as KubeSpawner does with any option it doesn't know)."""
-    from tornado.web import HTTPError
-
-    interfaces.check(FLAVORS[2], {"profile": "plain"})
-    interfaces.check(FLAVORS[0], {"profile": "cpu", "interface": "vscode"})
-    with pytest.raises(HTTPError) as info:
-        interfaces.check(FLAVORS[2], {"profile": "plain", "interface": "vscode"})
-    assert info.value.status_code == 400
-    assert info.value.jupyterhub_message == (
-        "Plain offers no choice of interface; start it without one.")
-
-
 async def test_vscode_opens_the_server_on_it_with_the_others_in_the_launcher(hub):
     token = await token_of(hub, "vera")
     options = {"profile": "cpu", "interface": "vscode"}
@@ -210,6 +196,9 @@ async def test_an_interface_the_flavor_does_not_offer_is_refused_and_nothing_is_
          NOT_OFFERED.format("/../../hub/admin", "CPU", "JupyterLab or VS Code")),
         ({"profile": "cpu", "interface": "VSCODE"},
          NOT_OFFERED.format("VSCODE", "CPU", "JupyterLab or VS Code")),
+        # a flavor with no interfaces: not ignored, as KubeSpawner would an unknown option
+        ({"profile": "plain", "interface": "vscode"},
+         "Plain offers no choice of interface; start it without one."),
     ]:
         status, body = await call(hub, "POST", "/users/ivo/server", options, token)
         assert (status, body.get("message")) == (400, sentence), (options, body)
