@@ -20,10 +20,11 @@ from typing import Any
 
 from jupyterhub.utils import exponential_backoff
 from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.client.models import V1EnvFromSource, V1SecretEnvSource
 from kubespawner import KubeSpawner
 from sqlalchemy.orm import object_session
 from tornado import web
-from traitlets import Bool, default
+from traitlets import Bool, Unicode, default
 from traitlets.log import get_logger
 
 from kdash_hub import labels as L
@@ -107,6 +108,13 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
     delete_pvc = Bool(
         False, config=True,
         help="Delete the home PVC when the user is deleted (off: user data is kept).",
+    )
+    notebook_env_secret = Unicode(
+        "kdash-notebook-env", config=True,
+        help="A Secret in the user's namespace whose keys become the notebook's environment"
+             " variables (envFrom, optional): the launcher writes there the connection"
+             " details of the side services the user chose 'Use in my notebook' for."
+             " Empty: none.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -589,6 +597,9 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         spec.init_containers = plan.init_containers + list(spec.init_containers or [])
         if plan.node_selector:
             spec.node_selector = {**(spec.node_selector or {}), **plan.node_selector}
+        if self.notebook_env_secret:  # read when the pod starts: a change needs a restart
+            container.env_from = list(container.env_from or []) + [V1EnvFromSource(
+                secret_ref=V1SecretEnvSource(name=self.notebook_env_secret, optional=True))]
         if self.pod_security_level == "restricted":
             _make_restricted(pod)
         return pod

@@ -37,13 +37,14 @@ class Variable:
 class Connection:
     """How a notebook connects to an instance (our extension `connection:`): the Service
     port to advertise (a name or number; default: the proxied one) and the variables that
-    hold the user, the password and the database. Values are read at the instance, the
-    password only when its owner asks for it."""
+    hold the user, the password and the database; `scheme` makes a URL of them. Values
+    are read at the instance, the password only when its owner asks for it."""
 
     port: int | str | None = None
     user: str = ""
     password: str = ""
     database: str = ""
+    scheme: str = ""  # of the URL a notebook gets (postgresql, redis, http); "" none
 
 
 @dataclass

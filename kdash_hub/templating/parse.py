@@ -42,7 +42,8 @@ _HEADER_FIELDS = {
     "id", "ttl", "expiry", "icon", "category", "service_port", "proxy_strip_prefix",
     "http", "connection", "web_label",
 }
-_CONNECTION_FIELDS = {"port", "user", "password", "database"}
+_CONNECTION_FIELDS = {"port", "user", "password", "database", "scheme"}
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,30}")
 _VARIABLE_FIELDS = {"name", "default", "help", "label", "type", "choices", "length"}
 
 
@@ -110,7 +111,8 @@ def _parse_connection(raw: Any, variables: list[Variable], source: str,
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise TemplateError("connection must be a mapping (port, user, password, database)",
+        raise TemplateError("connection must be a mapping (port, user, password, database,"
+                            " scheme)",
                             source, line)
     unknown = set(raw) - _CONNECTION_FIELDS
     if unknown:
@@ -132,7 +134,11 @@ def _parse_connection(raw: Any, variables: list[Variable], source: str,
                 type(port) is int and 0 < port < 65536)):
         raise TemplateError(f"connection.port: {port!r} is not a port name or number",
                             source, line)
-    return Connection(port=port, **names)
+    scheme = raw.get("scheme")
+    if scheme is not None and not (isinstance(scheme, str) and _SCHEME.fullmatch(scheme)):
+        raise TemplateError(f"connection.scheme: {scheme!r} is not a URL scheme (such as"
+                            " postgresql, redis, http)", source, line)
+    return Connection(port=port, scheme=scheme or "", **names)
 
 
 def _is_int(value: Any) -> bool:

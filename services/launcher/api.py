@@ -11,12 +11,14 @@ from typing import Any
 
 from tornado import web
 
-from .connection import connection
+from .connection import connection, notebook_info
 from .handlers import SECURITY_HEADERS, LauncherHandler
 from .instances import LauncherError
+from .notebookenv import set_notebook_env
 
-# `connection` (POST): the connection details with the password, for the owner only
-ACTIONS = ("stop", "start", "extend", "connection")
+# `connection` (POST): the connection details with the password, for the owner only;
+# `notebook` (POST {"enabled": bool}): its variables in the owner's notebook, or not
+ACTIONS = ("stop", "start", "extend", "connection", "notebook")
 
 
 class APIHandler(LauncherHandler):
@@ -84,6 +86,7 @@ class InstanceHandler(APIHandler):
     async def get(self, owner: str, name: str) -> None:
         info = await self.manager.details(self.actor, owner, name)
         info["connection"] = await connection(self.manager, self.actor, owner, name)
+        info["notebook"] = await notebook_info(self.manager, self.actor, owner, name)
         self.write_json(info)
 
     async def delete(self, owner: str, name: str) -> None:
@@ -101,6 +104,12 @@ class InstanceActionHandler(APIHandler):
             self.set_header("Cache-Control", "no-store")
             result = await connection(self.manager, self.actor, owner, name, reveal=True,
                                       is_user=self.is_user)
+        elif action == "notebook":
+            enabled = body.get("enabled")
+            if type(enabled) is not bool:
+                raise LauncherError(400, 'give {"enabled": true} or {"enabled": false}')
+            result = await set_notebook_env(self.manager, self.actor, owner, name, enabled,
+                                            is_user=self.is_user)
         elif action == "extend":
             result = await self.manager.extend(self.actor, owner, name, body.get("by"))
         elif action == "stop":

@@ -12,6 +12,7 @@ the same 404 as for an instance that doesn't exist.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from .instances import Actor, InstanceManager, LauncherError
 from .records import InstanceRecord, secret_values
@@ -48,6 +49,37 @@ def describe_connection(manager: InstanceManager, rec: InstanceRecord,
     return info
 
 
+def connection_url(manager: InstanceManager, rec: InstanceRecord,
+                   info: dict[str, Any]) -> str | None:
+    """The URL a notebook connects with (`info` from describe_connection: with the
+    password only when it was revealed); None without a Service or a scheme."""
+    template = manager.catalog.get(rec.template)
+    conn = template.connection if template else None
+    proxy = rec.proxy or {}
+    scheme = conn.scheme if conn and conn.scheme else ("http" if proxy.get("http") else "")
+    if not info["host"] or not scheme:
+        return None
+    return _url(scheme, info, proxy, manager.path_prefix(rec.owner, rec.name))
+
+
+def _url(scheme: str, info: dict[str, Any], proxy: dict[str, Any], prefix: str) -> str:
+    """scheme://user:password@host:port/path (no credentials for http): the password
+    only when revealed; a web app configured with its proxy path (strip_prefix off) is
+    served under that path."""
+    userinfo = ""
+    if scheme not in ("http", "https"):  # an S3 or web endpoint takes no credentials in it
+        userinfo = quote(info["user"] or "", safe="")
+        if info["password"] is not None:
+            userinfo += ":" + quote(info["password"], safe="")
+    path = "/"
+    if info["database"]:
+        path += quote(info["database"], safe="")
+    elif scheme == "http" and not proxy.get("strip_prefix", True) \
+            and "address_port" not in proxy:
+        path = prefix + "/"
+    return f"{scheme}://{userinfo + '@' if userinfo else ''}{info['host']}:{info['port']}{path}"
+
+
 async def connection(manager: InstanceManager, actor: Actor, owner: str, name: str,
                      *, reveal: bool = False, is_user: bool = True) -> dict[str, Any]:
     """`owner`'s instance `name` as the actor may see it (404 if they may not manage it);
@@ -58,3 +90,15 @@ async def connection(manager: InstanceManager, actor: Actor, owner: str, name: s
     if actor.name != owner or not is_user:
         raise LauncherError(403, f"only {owner} sees the password of instance {name!r}")
     return describe_connection(manager, rec, secret)
+
+
+async def notebook_info(manager: InstanceManager, actor: Actor, owner: str,
+                        name: str) -> dict[str, Any]:
+    """Whether the instance's variables are in the owner's notebook, their names, and the
+    URL a notebook connects with (without the password)."""
+    from .notebookenv import ENV_SECRET, env_names  # it builds on this module
+
+    _, rec = await manager.record_for(actor, owner, name)
+    return {"enabled": rec.notebook_env, "secret": ENV_SECRET,
+            "variables": env_names(manager, rec),
+            "url": connection_url(manager, rec, describe_connection(manager, rec))}

@@ -671,6 +671,10 @@ class InstanceManager:
                         rec.namespace, name, f"Kubernetes failed while deleting instance"
                                              f" {name!r} ({api_error_message(e)})") from None
         log.info("%s deleted instance %s/%s", actor.name, rec.namespace, name)
+        if rec.notebook_env:  # its variables leave the owner's notebook too
+            from .notebookenv import sync_quietly  # notebookenv builds on this module
+
+            await sync_quietly(self, owner)
 
     async def _delete_failed(self, namespace: str, name: str, why: str) -> LauncherError:
         """What a person needs after a delete failed half-way: whether it goes on."""

@@ -116,6 +116,9 @@ class InstanceRecord:
     # {"service", "service_port", "workload": {"kind", "name"} | None, "port", "http",
     #  "strip_prefix"}: the proxy reaches `port` on the ready pods of `workload`
     proxy: dict[str, Any] | None = None
+    # the owner asked for this instance's connection details in their notebook's
+    # environment (the launcher's kdash-notebook-env Secret); signed, so only they decide
+    notebook_env: bool = False
     resource_version: str = ""
 
     @property
@@ -155,6 +158,8 @@ class InstanceRecord:
             "state": self.state, "phase": self.phase, "objects_mac": self.objects_mac,
             "objects": self.objects, "replicas": self.replicas,
             "values": self.values, "proxy": self.proxy,
+            # only when on: records written before the field existed keep their text
+            **({"notebook_env": True} if self.notebook_env else {}),
         }
 
     def signed_annotations(self, signer: RecordSigner) -> dict[str, str]:
@@ -228,6 +233,7 @@ class InstanceRecord:
             if "objects_mac" in data else "",
             objects=_objects(data.get("objects")), replicas=_replicas(data.get("replicas")),
             values=_values(data.get("values")), proxy=_proxy(data.get("proxy")),
+            notebook_env=_flag(data, "notebook_env"),
             resource_version=str(meta.get("resourceVersion") or ""),
         )
         # the signature covers where the record claims to be: it must be there
@@ -249,6 +255,13 @@ def _choice(data: dict, key: str, choices: tuple[str, ...]) -> str:
     value = data.get(key)
     if value not in choices:
         raise RecordInvalid(f"field {key} is not one of {', '.join(choices)}")
+    return value
+
+
+def _flag(data: dict, key: str) -> bool:
+    value = data.get(key, False)
+    if type(value) is not bool:
+        raise RecordInvalid(f"field {key} is not true or false")
     return value
 
 

@@ -10,12 +10,13 @@ from tornado import web
 from kdash_hub.durations import format_duration
 from kdash_hub.templating.values import parse_bool
 
-from .connection import connection
+from .connection import connection, notebook_info
 from .handlers import LauncherHandler
 from .instances import LauncherError
 from .kubeconfig import TokenStore, send_kubeconfig
+from .notebookenv import set_notebook_env
 
-UI_ACTIONS = ("stop", "start", "extend", "delete", "connection")
+UI_ACTIONS = ("stop", "start", "extend", "delete", "connection", "notebook")
 
 
 class ListPage(LauncherHandler):
@@ -79,9 +80,10 @@ async def show_details(page: LauncherHandler, owner: str, name: str, message: st
     info = await page.manager.details(page.actor, owner, name)
     conn = await connection(page.manager, page.actor, owner, name, reveal=reveal,
                             is_user=page.is_user)
+    notebook = await notebook_info(page.manager, page.actor, owner, name)
     if reveal:
         page.set_header("Cache-Control", "no-store")
-    page.render("details.html", i=info, message=message, conn=conn,
+    page.render("details.html", i=info, message=message, conn=conn, notebook=notebook,
                 owner_view=page.actor.name == owner and page.is_user)
 
 
@@ -103,6 +105,10 @@ class ActionPage(LauncherHandler):
             await show_details(self, owner, name, reveal=True)
             return
         done = f"{action} done"
+        if action == "notebook":
+            enabled = self.get_body_argument("enabled", "") == "1"
+            done = (await set_notebook_env(self.manager, self.actor, owner, name, enabled,
+                                           is_user=self.is_user))["message"]
         if action == "extend":
             try:
                 done = (await self.manager.extend(self.actor, owner, name,
@@ -113,7 +119,7 @@ class ActionPage(LauncherHandler):
                 done = e.message  # at the cap already: said on the page, nothing changed
         elif action == "stop":
             await self.manager.stop(self.actor, owner, name)
-        else:
+        elif action == "start":
             await self.manager.start(self.actor, owner, name)
         self.redirect(f"{prefix}instances/{quote(owner)}/{name}?message=" + quote(done))
 
