@@ -14,9 +14,11 @@ stream drops) and drives each pod through its life the way the real components d
   phase and conditions follow the containers' states (`podstatus.py`);
 - in process mode, notebook containers run as real processes (`processes.py`), supervised
   like a kubelet's containers (`containers.py`): probes, restartPolicy with the crash-loop
-  back-off, CRI-format logs (`containerlogs.py`). Other pods (postgres, minio, ...) are
-  status only, in both modes, unless annotated `localcluster.kdash-hub.io/run-as-process:
-  "true"` (then their commands run too), as their securityContext users (`podsandbox.py`);
+  back-off, CRI-format logs (`containerlogs.py`); so do containers whose image's program
+  this machine has (postgres, redis, tensorboard: `imageprograms.py`). Other pods (minio,
+  ...) are status only, in both modes, unless annotated `localcluster.kdash-hub.io/run-as-
+  process: "true"` (then their commands run too), as their securityContext users
+  (`podsandbox.py`); in process mode a pod condition names the containers that run nothing;
   `open_log` and `start_exec` serve the emulator's `pods/log` and `pods/exec`, and a real
   API server's through the kubelet API (`kubeletserver.py`);
 - a status-only pod owned by a Job succeeds (exit code 0) `job_pod_seconds` after it starts,
@@ -45,7 +47,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from . import containerlogs, podsandbox, processes, volumes
+from . import containerlogs, imageprograms, podsandbox, processes, volumes
 from .apiclient import MERGE_PATCH, ApiError, KubeHTTP, WatchExpired
 from .containers import BACKOFF_SECONDS, Backoff, ContainerRunner
 from .nodes import NodeSpec, PodNetwork, node_object, node_ready
@@ -689,6 +691,8 @@ class Kubelet:
             now, ready=all_ready, sandbox=bool(run.ip),
             reason="PodCompleted" if phase in TERMINAL_PHASES else None,
             unready=[s["name"] for s in statuses if not s["ready"]])
+        if self.mode == "process":
+            conditions += self._no_program_conditions(pod, now)
         status: dict[str, Any] = {
             "phase": phase,
             "conditions": keep_transition_times(run.conditions, conditions),
@@ -711,6 +715,20 @@ class Kubelet:
                 for c in inits
             ]
         return status
+
+    @staticmethod
+    def _no_program_conditions(pod: dict, now: str) -> list[dict]:
+        """Process mode: a condition naming the containers that run nothing (no command,
+        no program for their image here), so that "Running" isn't taken for "serving"."""
+        running = {c["name"] for c in processes.process_containers(pod)}
+        idle = [c for c in pod["spec"].get("containers") or [] if c["name"] not in running]
+        if not idle:
+            return []
+        images = ", ".join(sorted({str(c.get("image") or "") for c in idle}))
+        return [condition(imageprograms.NO_PROGRAM_CONDITION, True, now,
+                          imageprograms.NO_PROGRAM_REASON,
+                          f"this local cluster has no program for {images}: container(s) "
+                          f"{', '.join(c['name'] for c in idle)} run nothing (status only)")]
 
     async def _lookup(self, kind: str, namespace: str, name: str) -> dict | None:
         plural = {"Secret": "secrets", "ConfigMap": "configmaps"}[kind]
@@ -812,7 +830,13 @@ class Kubelet:
             def wrap(argv: list[str]) -> list[str]:
                 return sandbox.wrap(argv, identity, run.netns)
             as_root = identity.root
-        argv = processes.container_argv(container, env, as_root=as_root)
+        program = imageprograms.program_for(container)
+        if program is not None:  # the image's program, as this machine has it
+            argv, extra = imageprograms.prepare(program, container, env, pod_ip=run.ip,
+                                                root=root, bindir=root.parent / "programs")
+            env.update(extra)
+        else:
+            argv = processes.container_argv(container, env, as_root=as_root)
         name = container["name"]
 
         async def start(log_path: Path) -> processes.ContainerProcess:
@@ -823,6 +847,8 @@ class Kubelet:
         implicit = None
         port = processes.notebook_port(container, env) if processes.is_notebook_container(
             container) else None
+        if program is not None:  # ready once it listens, unless it has a probe
+            port = imageprograms.container_port(container)
         if port is not None:
             async def answers() -> bool:
                 return await processes.port_answers(run.ip, port)

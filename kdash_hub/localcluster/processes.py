@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
-from . import containerlogs
+from . import containerlogs, imageprograms
 from .scheduler import parse_quantity
 
 Lookup = Callable[[str, str, str], Awaitable[dict | None]]
@@ -70,13 +70,15 @@ def is_notebook_container(container: Mapping) -> bool:
 def process_containers(pod: Mapping) -> list[Mapping]:
     """The containers process mode runs as processes: notebook containers, and every
     container with a command in a pod annotated `RUN_AS_PROCESS` = "true" (a test's or the
-    demo's side service that should really answer, e.g. `python -m http.server`)."""
+    demo's side service that should really answer, e.g. `python -m http.server`), and
+    every container whose image's program this machine has (`imageprograms.py`)."""
     containers = (pod.get("spec") or {}).get("containers") or []
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     if annotations.get(RUN_AS_PROCESS) == "true":
         return [c for c in containers if c.get("command") or c.get("args")
-                or is_notebook_container(c)]
-    return [c for c in containers if is_notebook_container(c)]
+                or is_notebook_container(c) or imageprograms.program_for(c)]
+    return [c for c in containers
+            if is_notebook_container(c) or imageprograms.program_for(c)]
 
 
 def singleuser_program() -> str:

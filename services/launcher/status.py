@@ -24,6 +24,10 @@ FAILED_EVENTS = {
     "ProvisioningFailed", "FailedAttachVolume",
 }
 PENDING_EVENTS = {"FailedScheduling", "FailedMount", "Unhealthy"}
+# the local cluster's process kubelet: a container that runs nothing (written in the pod's
+# status, which only the kubelet writes); the same name as kdash_hub.localcluster's, which
+# the hub image doesn't ship
+NO_PROGRAM_CONDITION = "localcluster.kdash-hub.io/NoLocalProgram"
 
 
 @dataclass
@@ -79,6 +83,9 @@ def instance_status(rec: InstanceRecord, view: ClusterView) -> tuple[str, str]:
         return "stopped", "scaled to zero; start it to run again"
     for pod in view.instance_pods(rec):
         status = pod.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == NO_PROGRAM_CONDITION and cond.get("status") == "True":
+                return "failed", f"can't run on this local cluster: {cond.get('message', '')}"
         if status.get("phase") == "Failed":
             return "failed", f"pod {pod['metadata']['name']}: {status.get('reason') or 'Failed'}"
         for cs in status.get("containerStatuses") or []:

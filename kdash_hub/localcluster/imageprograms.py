@@ -1,0 +1,247 @@
+"""Process mode: well-known side-service images run as the real program this machine has.
+
+There is no container runtime here, so an image can't run; but for some images the program
+inside it is installed on this machine (from Debian or PyPI), and running that program
+with the container's environment, ports and volumes is what a data scientist expects of
+the demo. The table (`PROGRAMS`) maps an image to such a program:
+
+- `postgres:*` -> Debian's PostgreSQL server: on first start, `initdb` into `$PGDATA`
+  (a container path, so on the container's data volume) with `POSTGRES_USER`,
+  `POSTGRES_PASSWORD` and `POSTGRES_DB` as the official image documents them; our own
+  start-up (`_postgres` below), not the image's script;
+- `redis:*` -> `redis-server` with the container's arguments (`--requirepass` ...);
+- TensorBoard images (`tensorflow/tensorflow`, `tensorflow/tensorboard`) whose command is
+  `tensorboard` -> `python -m tensorboard.main` of this environment, if it has tensorboard.
+
+The container's command still decides what runs (`sh -c 'exec redis-server ...'` works):
+the kubelet puts a directory of small launchers first on its PATH, one per program name
+(`postgres`, `redis-server`, `tensorboard`, ...), that run the real program listening on the
+pod's address and the container's port only (never 0.0.0.0: in loopback mode every pod
+shares this machine's network). A container without a command runs the image's default.
+
+An image that isn't in the table (or whose program isn't installed) stays status only; the
+kubelet then says so in a pod condition (`NO_PROGRAM_CONDITION`).
+
+This file is also the launchers' entry point (`python imageprograms.py KIND ...`), run as the
+pod's user: it imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import importlib.util
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# the kubelet's condition on a pod with a container that runs nothing (status only)
+NO_PROGRAM_CONDITION = "localcluster.kdash-hub.io/NoLocalProgram"
+NO_PROGRAM_REASON = "NoLocalProgram"
+SHELLS = {"sh", "bash", "dash"}
+
+
+def _postgres_bindir() -> Path | None:
+    """Debian's newest PostgreSQL server (`/usr/lib/postgresql/N/bin`), else PATH's."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+                   key=lambda p: [int(x) for x in re.findall(r"\d+", p)])
+    if found:
+        return Path(found[-1]).parent
+    program = shutil.which("postgres")
+    return Path(program).resolve().parent if program else None
+
+
+@functools.cache
+def _postgres_program() -> str | None:
+    bindir = _postgres_bindir()
+    if bindir is None or not (bindir / "initdb").exists():
+        return None
+    return str(bindir / "postgres")
+
+
+@functools.cache
+def _redis_program() -> str | None:
+    return shutil.which("redis-server")
+
+
+@functools.cache
+def _tensorboard_program() -> str | None:
+    return sys.executable if importlib.util.find_spec("tensorboard") else None
+
+
+@dataclass(frozen=True)
+class ImageProgram:
+    """An image whose program this machine may have."""
+
+    kind: str  # the launcher's argument: postgres, redis, tensorboard
+    repositories: tuple[str, ...]  # image repositories (registry and tag aside)
+    commands: tuple[str, ...]  # program names the image's command may use
+    default: tuple[str, ...]  # the image's command when the container gives none
+    program: Callable[[], str | None]  # the real program here, or None
+    shells: bool = True  # `sh -c '... redis-server ...'` commands run too
+    env: Callable[[str, int], dict[str, str]] | None = None  # for probes and exec
+
+
+PROGRAMS: tuple[ImageProgram, ...] = (
+    ImageProgram("postgres", ("postgres", "library/postgres"),
+                 ("postgres", "docker-entrypoint.sh"), ("postgres",), _postgres_program,
+                 env=lambda ip, port: {"PGHOST": ip, "PGPORT": str(port)}),
+    ImageProgram("redis", ("redis", "library/redis"), ("redis-server",), ("redis-server",),
+                 _redis_program),
+    ImageProgram("tensorboard", ("tensorflow/tensorflow", "tensorflow/tensorboard"),
+                 ("tensorboard",), (), _tensorboard_program, shells=False),
+)
+
+
+def repository(image: str) -> str:
+    """`docker.io/library/redis:7@sha256:...` -> `library/redis`; `redis:7` -> `redis`."""
+    name = image.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    name = (head + "/" if head else "") + last.split(":", 1)[0]
+    parts = name.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]  # a registry host
+    return "/".join(parts)
+
+
+def _command(container: Mapping) -> list[str]:
+    return [str(a) for a in list(container.get("command") or [])
+            + list(container.get("args") or [])]
+
+
+def program_for(container: Mapping) -> ImageProgram | None:
+    """The table's entry that runs `container` here, if its image has one, its command is
+    the image's program (or a shell, or none) and the program is installed."""
+    repo = repository(str(container.get("image") or ""))
+    for entry in PROGRAMS:
+        if repo not in entry.repositories:
+            continue
+        argv = _command(container) or list(entry.default)
+        if not argv:
+            return None
+        first = os.path.basename(argv[0])
+        if first not in entry.commands and not (entry.shells and first in SHELLS):
+            return None
+        return entry if entry.program() else None
+    return None
+
+
+def container_port(container: Mapping) -> int | None:
+    ports = container.get("ports") or []
+    return int(ports[0]["containerPort"]) if ports else None
+
+
+def prepare(entry: ImageProgram, container: Mapping, env: Mapping[str, str], *, pod_ip: str,
+            root: Path, bindir: Path) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment additions) for a container `program_for` accepted: launchers
+    for the entry's program names in `bindir` (the kubelet's, first on PATH)."""
+    from .processes import expand_refs  # not at the top: this file runs alone as well
+
+    program = entry.program()
+    assert program is not None
+    port = container_port(container) or 0
+    bindir.mkdir(parents=True, exist_ok=True)
+    os.chmod(bindir, 0o755)
+    launch = [sys.executable, "-I", str(Path(__file__).resolve()), entry.kind, str(root),
+              pod_ip, str(port), program]
+    for name in entry.commands:
+        shim = bindir / name
+        shim.write_text("#!/bin/sh\nexec " + shlex.join(launch) + ' "$@"\n')
+        os.chmod(shim, 0o755)
+    argv = [expand_refs(a, env) for a in _command(container)] or list(entry.default)
+    if os.path.basename(argv[0]) in entry.commands:
+        argv[0] = str(bindir / os.path.basename(argv[0]))
+    extra = {"PATH": os.pathsep.join([str(bindir), env.get("PATH", os.defpath)])}
+    if entry.env is not None:
+        extra.update(entry.env(pod_ip, port))
+    return argv, extra
+
+
+# --- the launchers (run as the pod's user) ---------------------------------------------------
+
+def _in_root(root: str, path: str) -> str:
+    """A container path as this machine sees it (paths already under the root are kept)."""
+    if not path.startswith("/") or path.startswith(root.rstrip("/") + "/"):
+        return path
+    return os.path.join(root, path.lstrip("/"))
+
+
+def _postgres(root: str, ip: str, port: str, program: str, args: list[str]) -> None:
+    """First start: initdb with the image's variables, remote logins by password; then
+    the server on the pod's address only (no Unix socket: there is no /var/run here)."""
+    bindir = Path(program).parent
+    data = _in_root(root, os.environ.get("PGDATA") or "/var/lib/postgresql/data")
+    user = os.environ.get("POSTGRES_USER") or "postgres"
+    database = os.environ.get("POSTGRES_DB") or user
+    if args and os.path.basename(args[0]) == "postgres":
+        args = args[1:]  # `docker-entrypoint.sh postgres -c ...`
+    if not os.path.exists(os.path.join(data, "PG_VERSION")):
+        password = os.environ.get("POSTGRES_PASSWORD")
+        if not password:
+            sys.exit("postgres: POSTGRES_PASSWORD is empty; this local cluster never starts "
+                     "a database without a password")
+        with tempfile.NamedTemporaryFile("w", prefix="pwfile-") as pwfile:
+            pwfile.write(password)
+            pwfile.flush()
+            subprocess.run([str(bindir / "initdb"), "-D", data, "-U", user,
+                            f"--pwfile={pwfile.name}", "-E", "UTF8", "--no-locale",
+                            "--auth=scram-sha-256"], check=True)
+        with open(os.path.join(data, "pg_hba.conf"), "a") as hba:
+            hba.write("\n# kdash-hub local cluster: logins from any address, by password\n"
+                      "host all all all scram-sha-256\n")
+        if database != "postgres":
+            quoted = '"' + database.replace('"', '""') + '"'
+            subprocess.run([program, "--single", "-D", data, "-c", "unix_socket_directories=",
+                            "postgres"], input=f"CREATE DATABASE {quoted};\n".encode(),
+                           check=True, stdout=subprocess.DEVNULL)
+    os.execv(program, [program, "-D", data, "-h", ip, "-p", port,
+                       "-c", "unix_socket_directories=", *args])
+
+
+def _redis(root: str, ip: str, port: str, program: str, args: list[str]) -> None:
+    """redis-server with the container's arguments; the address and port last (they win)."""
+    os.execv(program, [program, *args, "--bind", ip, "--port", port])
+
+
+def _tensorboard(root: str, ip: str, port: str, program: str, args: list[str]) -> None:
+    """TensorBoard on the pod's address (not --bind_all), log directories in the pod."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg == "--bind_all" or arg.startswith("--host="):
+            continue
+        if arg == "--host":
+            skip = True
+            continue
+        for flag in ("--logdir=", "--logdir_spec="):
+            if arg.startswith(flag):
+                arg = flag + _in_root(root, arg[len(flag):])
+        kept.append(arg)
+    if not any(a == "--port" or a.startswith("--port=") for a in kept):
+        kept.append(f"--port={port}")
+    os.execv(program, [program, "-m", "tensorboard.main", *kept, "--host", ip])
+
+
+LAUNCHERS: dict[str, Callable[[str, str, str, str, list[str]], None]] = {
+    "postgres": _postgres, "redis": _redis, "tensorboard": _tensorboard,
+}
+
+
+def main(argv: list[str]) -> None:
+    """`imageprograms.py KIND ROOT POD_IP PORT PROGRAM [ARGS...]`."""
+    kind, root, ip, port, program, *args = argv
+    LAUNCHERS[kind](root, ip, port, program, args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
