@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := slapd ldap-utils chromium nftables
+APT_PACKAGES := slapd ldap-utils chromium nftables postgresql redis-server
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 # the real tier: the Kubernetes-facing files (the rest needs the emulator's fault injection or
