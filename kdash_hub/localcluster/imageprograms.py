@@ -168,9 +168,12 @@ def prepare(entry: ImageProgram, container: Mapping, env: Mapping[str, str], *, 
 
 def _in_root(root: str, path: str) -> str:
     """A container path as this machine sees it (paths already under the root are kept)."""
-    if not path.startswith("/") or path.startswith(root.rstrip("/") + "/"):
+    if not path.startswith("/"):
         return path
-    return os.path.join(root, path.lstrip("/"))
+    inside = os.path.normpath("/" + path)  # `/../..` stays at the container's /
+    if inside.startswith(root.rstrip("/") + "/"):
+        return inside
+    return os.path.join(root, inside.lstrip("/"))
 
 
 def _postgres(root: str, ip: str, port: str, program: str, args: list[str]) -> None:
@@ -201,8 +204,9 @@ def _postgres(root: str, ip: str, port: str, program: str, args: list[str]) -> N
             subprocess.run([program, "--single", "-D", data, "-c", "unix_socket_directories=",
                             "postgres"], input=f"CREATE DATABASE {quoted};\n".encode(),
                            check=True, stdout=subprocess.DEVNULL)
-    os.execv(program, [program, "-D", data, "-h", ip, "-p", port,
-                       "-c", "unix_socket_directories=", *args])
+    # the address and port last: a later option wins, so the container's can't widen them
+    os.execv(program, [program, "-D", data, *args, "-c", "listen_addresses=" + ip,
+                       "-p", port, "-c", "unix_socket_directories="])
 
 
 def _redis(root: str, ip: str, port: str, program: str, args: list[str]) -> None:
@@ -213,20 +217,19 @@ def _redis(root: str, ip: str, port: str, program: str, args: list[str]) -> None
 def _tensorboard(root: str, ip: str, port: str, program: str, args: list[str]) -> None:
     """TensorBoard on the pod's address (not --bind_all), log directories in the pod."""
     kept: list[str] = []
-    skip = False
+    previous = ""
     for arg in args:
-        if skip:
-            skip = False
+        flag, eq, value = arg.partition("=")
+        if previous == "--host" or arg == "--bind_all" or (flag == "--host" and eq):
+            previous = ""
             continue
-        if arg == "--bind_all" or arg.startswith("--host="):
-            continue
-        if arg == "--host":
-            skip = True
-            continue
-        for flag in ("--logdir=", "--logdir_spec="):
-            if arg.startswith(flag):
-                arg = flag + _in_root(root, arg[len(flag):])
-        kept.append(arg)
+        if previous in ("--logdir", "--logdir_spec"):
+            arg = _in_root(root, arg)
+        elif flag in ("--logdir", "--logdir_spec") and eq:
+            arg = f"{flag}={_in_root(root, value)}"
+        previous = arg
+        if arg != "--host":
+            kept.append(arg)
     if not any(a == "--port" or a.startswith("--port=") for a in kept):
         kept.append(f"--port={port}")
     os.execv(program, [program, "-m", "tensorboard.main", *kept, "--host", ip])

@@ -21,7 +21,7 @@ import pytest
 
 import tests.fixtures.launcher as launcher_fixtures
 from kdash_hub.kube import KubeResources
-from kdash_hub.localcluster import LocalCluster
+from kdash_hub.localcluster import LocalCluster, imageprograms
 from kdash_hub.naming import user_namespace
 from tests.fixtures.cluster import api_client_for, real_kubeconfig
 from tests.fixtures.launcher import (
@@ -178,3 +178,50 @@ async def test_a_template_without_a_program_here_says_it_cant_run(process_env):
     assert info["reason"].startswith("can't run on this local cluster:"), info
     assert "minio/minio" in info["reason"]
     assert (await env.call("DELETE", f"instances/{user}/minio", user))[0] == 204
+
+
+# --- attacks: a user's own pod (kubectl with the launcher's kubeconfig) choosing arguments ---
+
+def launched(monkeypatch: pytest.MonkeyPatch, kind: str, args: list[str],
+             environ: dict[str, str] | None = None, root: str = "/pods/p/rootfs") -> list[str]:
+    """The argv a launcher would exec (nothing runs)."""
+    seen: list[list[str]] = []
+    monkeypatch.setattr(os, "execv", lambda program, argv: seen.append(argv))
+    for key, value in (environ or {}).items():
+        monkeypatch.setenv(key, value)
+    imageprograms.main([kind, root, "127.9.0.5", "6379", "/usr/bin/prog", *args])
+    [argv] = seen
+    return argv
+
+
+def test_a_container_cannot_widen_its_listening_address(monkeypatch, tmp_path):
+    argv = launched(monkeypatch, "redis", ["--bind", "0.0.0.0", "--port", "1", "--save", ""])
+    assert argv[-4:] == ["--bind", "127.9.0.5", "--port", "6379"]  # redis: the last one wins
+    argv = launched(monkeypatch, "tensorboard",
+                    ["--bind_all", "--host", "0.0.0.0", "--host=::", "--logdir", "/../../etc"])
+    assert "--bind_all" not in argv and "0.0.0.0" not in argv and "--host=::" not in argv
+    assert argv[-2:] == ["--host", "127.9.0.5"]
+    assert "/pods/p/rootfs/etc" in argv  # a log directory can't climb out of the pod
+    data = tmp_path / "var/lib/postgresql/data"
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("15\n")  # made before: no initdb
+    argv = launched(monkeypatch, "postgres",
+                    ["postgres", "-h", "0.0.0.0", "-c", "listen_addresses=*", "-p", "1"],
+                    {"PGDATA": "/var/lib/postgresql/data"}, root=str(tmp_path))
+    assert argv[1:3] == ["-D", str(data)]  # the container path, in the pod's root
+    # postgres: a later option wins, so the pod's address and port come last
+    assert argv[-6:] == ["-c", "listen_addresses=127.9.0.5", "-p", "6379",
+                         "-c", "unix_socket_directories="]
+
+
+def test_image_table_matches_repositories_not_look_alikes():
+    pg = {"image": "docker.io/library/postgres:17", "name": "db"}
+    assert imageprograms.program_for(pg).kind == "postgres"
+    assert imageprograms.program_for({**pg, "image": "postgres"}).kind == "postgres"
+    assert imageprograms.program_for({**pg, "image": "evil.io/postgres-miner:1"}) is None
+    # an image's program only: the postgres image running something else stays as it was
+    assert imageprograms.program_for({**pg, "command": ["python", "x.py"]}) is None
+    tb = {"image": "tensorflow/tensorflow:2.17.0", "command": ["tensorboard"], "name": "t"}
+    assert imageprograms.program_for(tb).kind == "tensorboard"
+    assert imageprograms.program_for({**tb, "command": ["sh", "-c", "python x.py"]}) is None
+    assert imageprograms.program_for({"image": "minio/minio:latest", "name": "m"}) is None
