@@ -9,6 +9,7 @@ Chromium; the notebook's environment as the kubelet resolves it for the process 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -17,9 +18,11 @@ import aiohttp
 import pytest
 from playwright.async_api import async_playwright
 
-from kdash_hub.localcluster.processes import container_env
+from kdash_hub.kube import KubeResources
+from kdash_hub.localcluster.processes import RUN_AS_PROCESS, container_env
 from kdash_hub.services.launcher.notebookenv import ENV_SECRET, env_prefix
 from kdash_hub.services.launcher.records import INSTANCE_NAME, SECRET_KEY, record_name
+from tests.fixtures.cluster import api_client_for, requires_emulator
 from tests.fixtures.launcher import PASSWORD
 from tests.fixtures.security import ATTACKER, ATTACKER_NS, VICTIM, VICTIM_NS
 from tests.fixtures.spawner import build_spawner, to_dict
@@ -160,6 +163,53 @@ async def test_opt_in_puts_the_details_in_the_next_notebook_and_opt_out_removes_
             await env.call("DELETE", f"instances/carol/{name}", "carol")
 
 
+async def test_the_notebook_process_gets_the_variables(launcher_env, launcher_kube,
+                                                     make_local_cluster):
+    """The Secret the launcher wrote, in a cluster whose kubelet runs processes: a process
+    started with the notebook container's envFrom sees the details."""
+    env, kube = launcher_env, launcher_kube
+    status, inst = await env.call("POST", "instances", "carol", json_body={
+        "template": "postgresql", "name": "proc-db"})
+    assert status == 201, inst
+    try:
+        status, _ = await env.call("POST", "instances/carol/proc-db/notebook", "carol",
+                                   json_body={"enabled": True})
+        assert status == 200
+        password = await template_password(kube, "kdash-carol", "proc-db",
+                                           "POSTGRES_PASSWORD")
+        written = await kube.get("Secret", ENV_SECRET, "kdash-carol")
+    finally:
+        await env.call("DELETE", "instances/carol/proc-db", "carol")
+    cluster = await make_local_cluster(kubelet="process")
+    requires_emulator(cluster)
+    spawner = build_spawner(username="carol")
+    container = to_dict(await spawner.get_pod_manifest())["spec"]["containers"][0]
+    script = ("import os; print(os.environ.get('KDASH_PROC_DB_HOST')); "
+              "print(os.environ.get('KDASH_PROC_DB_PASSWORD'))")
+    async with api_client_for(cluster.kubeconfig_path) as client:
+        nodes = KubeResources(client)
+        await nodes.create({"apiVersion": "v1", "kind": "Namespace",
+                            "metadata": {"name": spawner.namespace}})
+        await nodes.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                            "metadata": {"name": ENV_SECRET, "namespace": spawner.namespace},
+                            "data": written["data"]})
+        await nodes.create({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "nb", "namespace": spawner.namespace,
+                         "annotations": {RUN_AS_PROCESS: "true"}},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "notebook", "image": "python", "command": ["python", "-c", script],
+                "envFrom": container["envFrom"]}]}})
+        for _ in range(200):
+            pod = await nodes.get("Pod", "nb", spawner.namespace)
+            if pod["status"].get("phase") in ("Succeeded", "Failed"):
+                break
+            await asyncio.sleep(0.1)
+        assert pod["status"].get("phase") == "Succeeded", pod["status"]
+    assert cluster.kubelet.read_log(spawner.namespace, "nb").splitlines() == [
+        "proc-db", password]
+
+
 async def test_only_the_owner_reveals_or_opts_in(launcher_env, launcher_kube):
     env, kube = launcher_env, launcher_kube
     status, inst = await env.call("POST", "instances", "dave", json_body={
@@ -241,8 +291,9 @@ async def test_the_page_reveals_on_request_and_opts_in(launcher_env, launcher_ku
                 await page.goto(env.url + "instances/erin/bucket")
                 assert secret_key not in await page.content()
                 assert "Off" in await page.text_content("#notebook-env-state")
-                await page.click("#notebook-env")
-                await page.wait_for_selector("#notebook-env-state")
+                async with page.expect_navigation():  # the POST, then its redirect
+                    await page.click("#notebook-env")
+                await page.wait_for_selector(".alert-info")
                 assert "On" in await page.text_content("#notebook-env-state")
                 assert "next start" in await page.text_content(".alert-info")
                 assert secret_key not in await page.content()
