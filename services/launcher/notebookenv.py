@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kdash_hub import labels as L
-from kdash_hub.kube import api_error_message
+from kdash_hub.kube import JSON_PATCH, api_error_message
 
 from . import lifecycle
 from .connection import connection_url, describe_connection
@@ -83,11 +83,27 @@ async def sync(manager: InstanceManager, owner: str) -> dict[str, str]:
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(env.items())},
     }
     try:
-        await manager.kube.create(obj)
+        try:
+            await manager.kube.create(obj)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            # there already: labels and data replaced whole (a JSON patch: the launcher's
+            # role has patch, not update), so keys a user added are gone too
+            meta = obj["metadata"]
+            await manager.kube.patch("Secret", ENV_SECRET, namespace, [
+                {"op": "add", "path": "/metadata/labels", "value": meta["labels"]},
+                {"op": "add", "path": "/data", "value": obj["data"]}],
+                content_type=JSON_PATCH)
     except ApiException as e:
-        if e.status != 409:
+        if e.status != 403:
             raise
-        await manager.kube.replace(obj)  # whatever a user put there is overwritten
+        # the admission policy: the pack changes only Secrets carrying its labels
+        log.warning("%s/%s not written: %s", namespace, ENV_SECRET, api_error_message(e))
+        raise LauncherError(409, f"a Secret {ENV_SECRET} in your namespace that the launcher"
+                                 " didn't make (or whose labels were changed) is in the way;"
+                                 f" delete it (kubectl delete secret {ENV_SECRET}) and try"
+                                 " again") from None
     return env
 
 
@@ -114,7 +130,16 @@ async def set_notebook_env(manager: InstanceManager, actor: Actor, owner: str, n
             raise untrusted(name) from None
         except lifecycle.InstanceNotFound:
             raise LauncherError(404, f"instance {name!r} is gone") from None
-        await sync(manager, owner)
+        try:
+            await sync(manager, owner)
+        except LauncherError:  # not written: the record says what the notebook gets
+
+            def undo(r: InstanceRecord) -> None:
+                r.notebook_env = not enabled
+
+            await lifecycle.update_record(manager.kube, rec.namespace, name, undo,
+                                          manager.signer)
+            raise
     names = env_names(manager, rec)
     return {"name": name, "enabled": enabled, "secret": ENV_SECRET, "variables": names,
             "message": (f"{', '.join(names)} will be in your notebook's environment"
