@@ -26,6 +26,7 @@ from tests.fixtures.cluster import api_client_for, requires_emulator
 from tests.fixtures.launcher import PASSWORD
 from tests.fixtures.security import ATTACKER, ATTACKER_NS, VICTIM, VICTIM_NS
 from tests.fixtures.spawner import build_spawner, to_dict
+from tests.security.test_launcher_headers import browser_login
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
@@ -378,3 +379,39 @@ async def test_user_edits_never_make_the_launcher_read_or_reveal_another_object(
     # the victim's namespace got nothing
     assert await env_secret(kube, VICTIM_NS) is None
     attack.assert_no_server_errors()
+
+
+async def test_a_cross_site_form_neither_reveals_nor_opts_in(launcher_env, launcher_kube):
+    """With the browser's cookies but without the page's _xsrf (what a form on another
+    site sends), the reveal and the toggle are refused; with it they work."""
+    env, kube = launcher_env, launcher_kube
+    status, inst = await env.call("POST", "instances", "alice", json_body={
+        "template": "redis", "name": "xs-cache"})
+    assert status == 201, inst
+    session, _ = await browser_login(env, "alice")
+    try:
+        password = await template_password(kube, "kdash-alice", "xs-cache", "REDIS_PASSWORD")
+        base = env.url + "instances/alice/xs-cache"
+        async with session.get(base) as resp:
+            html = await resp.text()
+            assert resp.status == 200 and password not in html
+            xsrf = re.search(r'name="_xsrf" value="([^"]+)"', html).group(1)
+        for data in ({}, {"_xsrf": "forged"}, {"_xsrf": xsrf[:-2]}):
+            for action in ("connection", "notebook"):
+                async with session.post(f"{base}/{action}", data={**data, "enabled": "1"},
+                                        allow_redirects=False) as resp:
+                    assert resp.status == 403, (data, action, resp.status)
+                    assert password not in await resp.text()
+        assert await env_secret(kube, "kdash-alice") is None
+        async with session.post(f"{base}/connection", data={"_xsrf": xsrf},
+                                allow_redirects=False) as resp:
+            assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+            assert password in await resp.text()
+        async with session.post(f"{base}/notebook", data={"_xsrf": xsrf, "enabled": "1"},
+                                allow_redirects=False) as resp:
+            assert resp.status == 302, resp.status
+        assert (await env_secret(kube, "kdash-alice"))["KDASH_XS_CACHE_PASSWORD"] == password
+    finally:
+        await session.close()
+        await env.call("DELETE", "instances/alice/xs-cache", "alice")
+    assert await env_secret(kube, "kdash-alice") is None  # the delete took them out
