@@ -72,9 +72,30 @@ async def sync(manager: InstanceManager, owner: str) -> dict[str, str]:
                 or rec.phase == DELETING:
             continue
         env.update(instance_env(manager, rec, secret))
+    try:
+        await _write(manager, namespace, owner, env)
+    except ApiException as e:
+        if e.status != 403:
+            raise
+        detail = api_error_message(e)
+        log.warning("%s/%s not written: %s", namespace, ENV_SECRET, detail)
+        if "quota" in detail.lower():
+            raise LauncherError(409, f"your namespace's quota has no room for the Secret"
+                                     f" {ENV_SECRET} ({detail}); delete something there"
+                                     " and try again") from None
+        # the admission policy: the pack changes only Secrets carrying its labels
+        raise LauncherError(409, f"a Secret {ENV_SECRET} in your namespace that the launcher"
+                                 " didn't make (or whose labels were changed) is in the way;"
+                                 f" delete it (kubectl delete secret {ENV_SECRET}) and try"
+                                 " again") from None
+    return env
+
+
+async def _write(manager: InstanceManager, namespace: str, owner: str,
+                 env: dict[str, str]) -> None:
     if not env:
         await manager.kube.delete("Secret", ENV_SECRET, namespace)  # gone already: fine
-        return env
+        return
     obj = {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": ENV_SECRET, "namespace": namespace,
@@ -83,28 +104,15 @@ async def sync(manager: InstanceManager, owner: str) -> dict[str, str]:
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(env.items())},
     }
     try:
-        try:
-            await manager.kube.create(obj)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-            # there already: labels and data replaced whole (a JSON patch: the launcher's
-            # role has patch, not update), so keys a user added are gone too
-            meta = obj["metadata"]
-            await manager.kube.patch("Secret", ENV_SECRET, namespace, [
-                {"op": "add", "path": "/metadata/labels", "value": meta["labels"]},
-                {"op": "add", "path": "/data", "value": obj["data"]}],
-                content_type=JSON_PATCH)
+        await manager.kube.create(obj)
     except ApiException as e:
-        if e.status != 403:
+        if e.status != 409:
             raise
-        # the admission policy: the pack changes only Secrets carrying its labels
-        log.warning("%s/%s not written: %s", namespace, ENV_SECRET, api_error_message(e))
-        raise LauncherError(409, f"a Secret {ENV_SECRET} in your namespace that the launcher"
-                                 " didn't make (or whose labels were changed) is in the way;"
-                                 f" delete it (kubectl delete secret {ENV_SECRET}) and try"
-                                 " again") from None
-    return env
+        # there already: labels and data replaced whole (a JSON patch: the launcher's
+        # role has patch, not update), so keys a user added are gone too
+        await manager.kube.patch("Secret", ENV_SECRET, namespace, [
+            {"op": "add", "path": "/metadata/labels", "value": obj["metadata"]["labels"]},
+            {"op": "add", "path": "/data", "value": obj["data"]}], content_type=JSON_PATCH)
 
 
 async def set_notebook_env(manager: InstanceManager, actor: Actor, owner: str, name: str,
