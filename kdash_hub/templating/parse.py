@@ -135,7 +135,8 @@ def _parse_connection(raw: Any, variables: list[Variable], source: str,
         raise TemplateError(f"connection.port: {port!r} is not a port name or number",
                             source, line)
     scheme = raw.get("scheme")
-    if scheme is not None and not (isinstance(scheme, str) and _SCHEME.fullmatch(scheme)):
+    if scheme not in (None, "") and not (isinstance(scheme, str)
+                                         and _SCHEME.fullmatch(scheme)):
         raise TemplateError(f"connection.scheme: {scheme!r} is not a URL scheme (such as"
                             " postgresql, redis, http)", source, line)
     return Connection(port=port, scheme=scheme or "", **names)

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import re
+import textwrap
 
 import aiohttp
 import pytest
@@ -22,6 +23,8 @@ from kdash_hub.kube import KubeResources
 from kdash_hub.localcluster.processes import RUN_AS_PROCESS, container_env
 from kdash_hub.services.launcher.notebookenv import ENV_SECRET, env_prefix
 from kdash_hub.services.launcher.records import INSTANCE_NAME, SECRET_KEY, record_name
+from kdash_hub.services.launcher.settings import CATALOG_DIR
+from kdash_hub.templating import Catalog, TemplateError, load_directories, parse_template
 from tests.fixtures.cluster import api_client_for, requires_emulator
 from tests.fixtures.launcher import PASSWORD
 from tests.fixtures.security import ATTACKER, ATTACKER_NS, VICTIM, VICTIM_NS
@@ -75,6 +78,34 @@ def test_env_names_are_injective_over_instance_names():
             assert re.fullmatch(r"[A-Z_][A-Z0-9_]*", var), var
             assert var not in seen, (var, seen.get(var), (name, field))
             seen[var] = (name, field)
+
+
+@pytest.mark.parametrize("scheme, ok", [
+    ("postgresql", True), ("redis", True), ("http", True), ("s3+http", True),
+    ("Bad Scheme", False), ("javascript:", False), ("", True), (5432, False)])
+def test_connection_scheme_is_checked_when_the_template_loads(scheme, ok):
+    header = textwrap.dedent(f"""\
+        kind: Template
+        name: Db
+        http: no
+        connection: {{scheme: {json.dumps(scheme)}, user: USER}}
+        variables:
+        - {{name: USER, default: me}}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: $NAME}}
+        spec: {{ports: [{{port: 5432}}], selector: {{app: $NAME}}}}
+        """)
+    if ok:
+        assert parse_template(header).connection.scheme == scheme
+    else:
+        with pytest.raises(TemplateError, match="connection"):
+            parse_template(header)
+    # the catalog's declare theirs
+    catalog = load_directories([str(CATALOG_DIR)], Catalog())
+    assert {t: catalog.get(t).connection.scheme for t in ("postgresql", "redis", "minio")} \
+        == {"postgresql": "postgresql", "redis": "redis", "minio": "http"}
 
 
 async def test_opt_in_puts_the_details_in_the_next_notebook_and_opt_out_removes_them(
