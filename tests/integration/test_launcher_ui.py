@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright
+from playwright.async_api import async_playwright, expect
 
 from tests.fixtures.launcher import PASSWORD
 
@@ -35,14 +35,14 @@ async def test_list_new_form_launch_details(launcher_env, echo_server):
             await page.wait_for_selector("#catalog")
             await page.click("#template-postgresql")
             form = page.locator("#launch-form")
-            # the form is made from the template's variables
-            assert await form.locator("select[name=var_VERSION] option").count() == 3
+            # the form is made from the template's variables (count() does not wait for it)
+            await expect(form.locator("select[name=var_VERSION] option")).to_have_count(3)
             assert await form.locator("input[name=var_POSTGRES_PASSWORD]").get_attribute(
                 "type") == "password"
             await page.fill("#name", "Bad Name!")
             await page.evaluate("document.getElementById('name').removeAttribute('pattern')")
             await page.click("#launch")
-            assert "name:" in await page.text_content("#error")  # 400 shown in the form
+            await expect(page.locator("#error")).to_contain_text("name:")  # the 400, in the form
             await page.fill("#name", "analytics")
             await page.fill("input[name=var_POSTGRES_DB]", "sales: {drop: yes}")
             await page.select_option("select[name=var_VERSION]", "16")
