@@ -189,6 +189,8 @@ class HubProcess:
                         self.log_path.rename(self.log_path.with_suffix(".lost-port.log"))
                         self.launch()
                         continue
+                    with contextlib.suppress(ProcessLookupError):  # its proxy outlives it
+                        os.killpg(self.process.pid, signal.SIGKILL)
                     raise RuntimeError(
                         f"JupyterHub exited with {self.process.returncode}; its own last "
                         f"lines (the proxy's left out):\n{self.log_tail(hub_only=True)}"
