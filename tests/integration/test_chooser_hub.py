@@ -128,13 +128,32 @@ async def default_server(hub, name: str) -> dict:
     return user["servers"].get("", {})
 
 
-async def namespace_objects(hub, namespace: str) -> dict[str, list[str]]:
+async def namespace_objects(hub, namespace: str, kinds: tuple[str, ...] = (
+        "Pod", "PersistentVolumeClaim", "ResourceQuota")) -> dict[str, list[str]]:
+    """What exists in `namespace` ({} when the namespace itself does not)."""
     async with api_client_for(hub.admin_kubeconfig) as client:
         kube = KubeResources(client)
         if await kube.get("Namespace", namespace) is None:
             return {}
         return {kind: sorted(o["metadata"]["name"] for o in await kube.list(kind, namespace))
-                for kind in ("Pod", "PersistentVolumeClaim", "ResourceQuota")}
+                for kind in kinds}
+
+
+async def token_of(hub, name: str) -> str:
+    """A new API token of `name` (made a hub user first if needed)."""
+    if (await call(hub, "GET", f"/users/{name}"))[0] == 404:
+        assert (await call(hub, "POST", f"/users/{name}"))[0] == 201
+    status, body = await call(hub, "POST", f"/users/{name}/tokens", {"note": "test"})
+    assert status == 201, body
+    return body["token"]
+
+
+async def pod_of(hub, name: str) -> dict:
+    """The one pod in `name`'s namespace."""
+    async with api_client_for(hub.admin_kubeconfig) as client:
+        pods = await KubeResources(client).list("Pod", user_namespace(name, "kdash-"))
+    assert len(pods) == 1, pods
+    return pods[0]
 
 
 async def stop(hub, name: str) -> None:

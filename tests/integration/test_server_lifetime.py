@@ -25,7 +25,7 @@ from kdash_hub.services.culler.logs import LOGGER
 from tests.fixtures.cluster import api_client_for
 from tests.fixtures.culler import CULLER_SCOPES
 from tests.fixtures.spawner import flavor_hub
-from tests.integration.test_chooser_hub import call, default_server, login, stop
+from tests.integration.test_chooser_hub import call, default_server, login, stop, token_of
 from tests.integration.test_spawner_hub import CHROMIUM_ARGS, START_TIMEOUT, wait_ready
 
 CULLER_TOKEN = "kdash-lifetime-test-culler-token-0123456789"
@@ -51,14 +51,6 @@ def hub(tmp_path_factory):
     with flavor_hub(tmp_path_factory.mktemp("kdash-lifetime-hub"), FLAVORS,
                     start_timeout=START_TIMEOUT, extra=EXTRA) as hub:
         yield hub
-
-
-async def token_of(hub, name: str) -> str:
-    if (await call(hub, "GET", f"/users/{name}"))[0] == 404:
-        assert (await call(hub, "POST", f"/users/{name}"))[0] == 201
-    status, body = await call(hub, "POST", f"/users/{name}/tokens", {"note": "test"})
-    assert status == 201, body
-    return body["token"]
 
 
 async def namespace_exists(hub, name: str) -> bool:

@@ -14,7 +14,15 @@ from kdash_hub.kube import KubeResources
 from kdash_hub.naming import user_namespace
 from tests.fixtures.cluster import api_client_for
 from tests.fixtures.spawner import flavor_hub
-from tests.integration.test_chooser_hub import call, default_server, login, stop
+from tests.integration.test_chooser_hub import (
+    call,
+    default_server,
+    login,
+    namespace_objects,
+    pod_of,
+    stop,
+    token_of,
+)
 from tests.integration.test_spawner_hub import CHROMIUM_ARGS, START_TIMEOUT, wait_ready
 
 LAB = "quay.io/jupyter/base-notebook:2024-12-02"
@@ -56,29 +64,9 @@ def hub(tmp_path_factory):
         yield hub
 
 
-async def token_of(hub, name: str) -> str:
-    if (await call(hub, "GET", f"/users/{name}"))[0] == 404:
-        assert (await call(hub, "POST", f"/users/{name}"))[0] == 201
-    status, body = await call(hub, "POST", f"/users/{name}/tokens", {"note": "test"})
-    assert status == 201, body
-    return body["token"]
-
-
 async def cluster_objects(hub, namespace: str) -> dict[str, list[str]]:
-    """What exists in `namespace` ({} when the namespace itself does not)."""
-    async with api_client_for(hub.admin_kubeconfig) as client:
-        kube = KubeResources(client)
-        if await kube.get("Namespace", namespace) is None:
-            return {}
-        return {kind: sorted(o["metadata"]["name"] for o in await kube.list(kind, namespace))
-                for kind in ("Pod", "Secret", "ResourceQuota", "PersistentVolumeClaim")}
-
-
-async def pod_of(hub, name: str) -> dict:
-    async with api_client_for(hub.admin_kubeconfig) as client:
-        pods = await KubeResources(client).list("Pod", user_namespace(name, "kdash-"))
-    assert len(pods) == 1, pods
-    return pods[0]
+    return await namespace_objects(
+        hub, namespace, ("Pod", "Secret", "ResourceQuota", "PersistentVolumeClaim"))
 
 
 ATTACKS = [

@@ -21,13 +21,19 @@ from playwright.async_api import async_playwright
 from traitlets import TraitError
 
 from kdash_hub.dev import codeserver
-from kdash_hub.kube import KubeResources
 from kdash_hub.naming import user_namespace
 from kdash_hub.spawner import interfaces
 from kdash_hub.spawner.settings import KDashSettings
-from tests.fixtures.cluster import api_client_for
 from tests.fixtures.spawner import flavor_hub
-from tests.integration.test_chooser_hub import call, default_server, login, stop
+from tests.integration.test_chooser_hub import (
+    call,
+    default_server,
+    login,
+    namespace_objects,
+    pod_of,
+    stop,
+    token_of,
+)
 from tests.integration.test_spawner_hub import CHROMIUM_ARGS, START_TIMEOUT, wait_ready
 
 CODE_SERVER = codeserver.installed()
@@ -49,32 +55,6 @@ def hub(tmp_path_factory):
     with flavor_hub(tmp_path_factory.mktemp("kdash-interfaces-hub"), FLAVORS,
                     start_timeout=START_TIMEOUT, extra=EXTRA) as hub:
         yield hub
-
-
-async def token_of(hub, name: str) -> str:
-    if (await call(hub, "GET", f"/users/{name}"))[0] == 404:
-        assert (await call(hub, "POST", f"/users/{name}"))[0] == 201
-    status, body = await call(hub, "POST", f"/users/{name}/tokens", {"note": "test"})
-    assert status == 201, body
-    return body["token"]
-
-
-async def namespace_objects(hub, name: str) -> dict[str, list[str]]:
-    """What exists in the user's namespace ({} when the namespace itself does not)."""
-    namespace = user_namespace(name, "kdash-")
-    async with api_client_for(hub.admin_kubeconfig) as client:
-        kube = KubeResources(client)
-        if await kube.get("Namespace", namespace) is None:
-            return {}
-        return {kind: sorted(o["metadata"]["name"] for o in await kube.list(kind, namespace))
-                for kind in ("Pod", "ResourceQuota", "PersistentVolumeClaim")}
-
-
-async def pod_of(hub, name: str) -> dict:
-    async with api_client_for(hub.admin_kubeconfig) as client:
-        pods = await KubeResources(client).list("Pod", user_namespace(name, "kdash-"))
-    assert len(pods) == 1, pods
-    return pods[0]
 
 
 def env_of(pod: dict) -> dict[str, str]:
@@ -202,7 +182,7 @@ async def test_an_interface_the_flavor_does_not_offer_is_refused_and_nothing_is_
     ]:
         status, body = await call(hub, "POST", "/users/ivo/server", options, token)
         assert (status, body.get("message")) == (400, sentence), (options, body)
-        assert await namespace_objects(hub, "ivo") == {}, options
+        assert await namespace_objects(hub, user_namespace("ivo", "kdash-")) == {}, options
     assert (await default_server(hub, "ivo")).get("user_options", {}) == {}
 
 
