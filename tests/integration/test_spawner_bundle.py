@@ -12,7 +12,12 @@ from kdash_hub import labels as L
 from kdash_hub.spawner import bundle
 from kdash_hub.spawner.drift import DriftWatch
 from tests.fixtures.cluster import requires_emulator
-from tests.fixtures.spawner import build_spawner, requires_real_rbac, validate
+from tests.fixtures.spawner import (
+    build_spawner,
+    requires_real_rbac,
+    spawner_requests,
+    validate,
+)
 
 BUNDLE_KINDS = [("ResourceQuota", bundle.QUOTA_NAME), ("LimitRange", bundle.LIMIT_RANGE_NAME),
                 ("NetworkPolicy", bundle.NETWORK_POLICY_NAME),
@@ -118,8 +123,7 @@ async def test_later_start_writes_nothing(local_cluster, kube):
     n = len(log)
     s.clear_state()
     await started(s)
-    mine = [(m, p) for m, p, _ in list(log)[n:] if "/binding" not in p and "/status" not in p
-            and not p.endswith("/events") and not p.startswith("/api/v1/nodes")]
+    mine = spawner_requests(log, n, s.namespace)
     assert mine == [("GET", f"/api/v1/namespaces/{s.namespace}"),
                     ("POST", f"/api/v1/namespaces/{s.namespace}/pods")]
     await s.stop()

@@ -10,7 +10,7 @@ from kdash_hub.kube import KubeResources
 from kdash_hub.localcluster.nodes import NodeSpec
 from kdash_hub.spawner import bundle, homedir, storage
 from tests.fixtures.cluster import admin_kubeconfig_of, api_client_for, requires_emulator
-from tests.fixtures.spawner import build_spawner
+from tests.fixtures.spawner import build_spawner, spawner_requests
 
 NFS = {"server": "10.0.0.5", "path": "/export/homes"}
 
@@ -62,8 +62,7 @@ async def test_each_home_is_made_by_an_admin_job_and_mounted_alone(local_cluster
     alice.clear_state()
     n = len(log)
     await alice.start()
-    mine = [(m, p) for m, p, _ in list(log)[n:] if "/binding" not in p and "/status" not in p
-            and not p.endswith("/events") and not p.startswith("/api/v1/nodes")]
+    mine = spawner_requests(log, n, alice.namespace)
     assert mine == [("GET", f"/api/v1/namespaces/{alice.namespace}"),
                     ("POST", f"/api/v1/namespaces/{alice.namespace}/pods")]
     await alice.stop()
