@@ -164,14 +164,19 @@ class HubProcess:
             text = kept
         return "\n".join(text[-lines:])
 
+    # why a hub start can fail for the machine and not for its config: a port picked free was
+    # taken meanwhile (by another process, or as the source port of a connection on a busy
+    # loopback), or configurable-http-proxy was not listening within the 10 s JupyterHub
+    # waits for it (a loaded 2-core machine: seen once in a CI-like run)
+    RETRIED_START_FAILURES = ("Address already in use", "EADDRINUSE", "Failed to start proxy")
+
     def _lost_a_port(self) -> bool:
-        """Did the hub or its proxy die because a port picked free was taken meanwhile
-        (by another process, or as the source port of a connection on a busy loopback)?"""
+        """Did the hub die for one of RETRIED_START_FAILURES?"""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return False
-        return "Address already in use" in text or "EADDRINUSE" in text
+        return any(reason in text for reason in self.RETRIED_START_FAILURES)
 
     async def start(self, port_retries: int = 2) -> HubProcess:
         """Start the hub and wait until its API answers through the proxy."""
@@ -186,7 +191,8 @@ class HubProcess:
                         with contextlib.suppress(ProcessLookupError):  # its proxy, if left
                             os.killpg(self.process.pid, signal.SIGKILL)
                         self.hub_port, self.proxy_api_port = free_port(), free_port()
-                        self.log_path.rename(self.log_path.with_suffix(".lost-port.log"))
+                        self.log_path.rename(self.log_path.with_suffix(
+                            f".failed-start-{port_retries}.log"))
                         self.launch()
                         continue
                     with contextlib.suppress(ProcessLookupError):  # its proxy outlives it
