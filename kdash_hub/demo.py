@@ -142,6 +142,7 @@ class Demo:
 
         self.cluster = LocalCluster(
             nodes=2, gpus={GPU_RESOURCE: 4}, gpu_nodes=1, kubelet="process",
+            flag_idle_containers=True,
             kubeconfig_path=self.workdir / "kubeconfig", workdir=self.workdir / "cluster",
         )
         await self.cluster.start()

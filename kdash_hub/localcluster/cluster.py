@@ -76,6 +76,7 @@ class LocalCluster:
         gpu_product: str = DEFAULT_GPU_PRODUCT,
         graceful_pod_deletion: bool = True,
         pod_network: str = "loopback",
+        flag_idle_containers: bool = False,
     ):
         if kubelet not in ("status", "process"):
             raise ValueError(f"kubelet must be 'status' or 'process', not {kubelet!r}")
@@ -90,6 +91,8 @@ class LocalCluster:
         self.graceful_pod_deletion = graceful_pod_deletion
         # "netns": process pods in network namespaces of their own (podnetwork.py, root)
         self.pod_network = pod_network
+        # process mode: pods whose containers run nothing say so in a condition (the demo)
+        self.flag_idle_containers = flag_idle_containers
         self.host = host
         self.port = port
         self._own_workdir = workdir is None
@@ -126,7 +129,8 @@ class LocalCluster:
 
             self.kubelet = Kubelet(self.api.url, self.node_specs, mode=self.kubelet_mode,
                                    workdir=self.workdir / "kubelet",
-                                   network=pod_network(self.pod_network))
+                                   network=pod_network(self.pod_network),
+                                   flag_idle_containers=self.flag_idle_containers)
             await self.kubelet.start()
             # `kubectl logs`: the API server asks the kubelet, who has the container output
             self.api.pod_log_source = self.kubelet.read_log

@@ -18,7 +18,8 @@ stream drops) and drives each pod through its life the way the real components d
   this machine has (postgres, redis, tensorboard: `imageprograms.py`). Other pods (minio,
   ...) are status only, in both modes, unless annotated `localcluster.kdash-hub.io/run-as-
   process: "true"` (then their commands run too), as their securityContext users
-  (`podsandbox.py`); in process mode a pod condition names the containers that run nothing;
+  (`podsandbox.py`); in process mode a pod condition can name the containers that run
+  nothing (`flag_idle_containers`);
   `open_log` and `start_exec` serve the emulator's `pods/log` and `pods/exec`, and a real
   API server's through the kubelet API (`kubeletserver.py`);
 - a status-only pod owned by a Job succeeds (exit code 0) `job_pod_seconds` after it starts,
@@ -151,6 +152,7 @@ class Kubelet:
         network: PodNetwork | None = None,
         default_uid: int = podsandbox.NOBODY,
         serving_cert: tuple[Path, Path, Path] | None = None,
+        flag_idle_containers: bool = False,
     ):
         if mode not in ("status", "process"):
             raise ValueError(f"kubelet mode must be 'status' or 'process', not {mode!r}")
@@ -173,6 +175,10 @@ class Kubelet:
         # the kubelet API for a real API server's pods/log and pods/exec: (certificate,
         # key, client CA); served on the node's address (kubeletserver.py)
         self.serving_cert = serving_cert
+        # process mode: a condition on pods whose containers run nothing here (the demo's
+        # "can't run on this local cluster"); off where status-only pods stand in for real
+        # ones (the tests' side services)
+        self.flag_idle_containers = flag_idle_containers
         self.server: Any = None
         self.kubelet_port = 10250
         # NetworkPolicies enforced on process pods in network namespaces (netpolicy.py)
@@ -691,7 +697,7 @@ class Kubelet:
             now, ready=all_ready, sandbox=bool(run.ip),
             reason="PodCompleted" if phase in TERMINAL_PHASES else None,
             unready=[s["name"] for s in statuses if not s["ready"]])
-        if self.mode == "process":
+        if self.mode == "process" and self.flag_idle_containers:
             conditions += self._no_program_conditions(pod, now)
         status: dict[str, Any] = {
             "phase": phase,

@@ -83,9 +83,6 @@ def instance_status(rec: InstanceRecord, view: ClusterView) -> tuple[str, str]:
         return "stopped", "scaled to zero; start it to run again"
     for pod in view.instance_pods(rec):
         status = pod.get("status") or {}
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == NO_PROGRAM_CONDITION and cond.get("status") == "True":
-                return "failed", f"can't run on this local cluster: {cond.get('message', '')}"
         if status.get("phase") == "Failed":
             return "failed", f"pod {pod['metadata']['name']}: {status.get('reason') or 'Failed'}"
         for cs in status.get("containerStatuses") or []:
@@ -96,6 +93,10 @@ def instance_status(rec: InstanceRecord, view: ClusterView) -> tuple[str, str]:
     for event in reversed(warnings):
         if event.get("reason") in FAILED_EVENTS:
             return "failed", f"{event['reason']}: {event.get('message', '')}"
+    for pod in view.instance_pods(rec):  # after the real failures, which say more
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == NO_PROGRAM_CONDITION and cond.get("status") == "True":
+                return "failed", f"can't run on this local cluster: {cond.get('message', '')}"
     workloads: list[dict[str, Any]] = []
     for obj in rec.workloads:
         found = view.workloads.get((rec.namespace, obj["kind"], obj["name"]))

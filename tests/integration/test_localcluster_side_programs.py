@@ -44,7 +44,8 @@ def process_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LauncherEn
                     "are run by the tier's own kubelet set-up")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(launcher_fixtures, "LocalCluster",
-                   functools.partial(LocalCluster, kubelet="process"))
+                   functools.partial(LocalCluster, kubelet="process",
+                                                     flag_idle_containers=True))
         env = start_launcher_env(tmp_path_factory.mktemp("side-programs"))
     yield env
     stop_launcher_env(env)
