@@ -11,7 +11,7 @@ from typing import Any
 
 from tornado import web
 
-from .connection import connection, notebook_info
+from .connection import connection, connection_and_notebook
 from .handlers import SECURITY_HEADERS, LauncherHandler
 from .instances import LauncherError
 from .notebookenv import set_notebook_env
@@ -85,8 +85,8 @@ class InstancesHandler(APIHandler):
 class InstanceHandler(APIHandler):
     async def get(self, owner: str, name: str) -> None:
         info = await self.manager.details(self.actor, owner, name)
-        info["connection"] = await connection(self.manager, self.actor, owner, name)
-        info["notebook"] = await notebook_info(self.manager, self.actor, owner, name)
+        info["connection"], info["notebook"] = await connection_and_notebook(
+            self.manager, self.actor, owner, name)
         self.write_json(info)
 
     async def delete(self, owner: str, name: str) -> None:

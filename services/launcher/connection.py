@@ -85,20 +85,33 @@ async def connection(manager: InstanceManager, actor: Actor, owner: str, name: s
     """`owner`'s instance `name` as the actor may see it (404 if they may not manage it);
     with `reveal` the password too, for the owner alone (403 for an admin)."""
     secret, rec = await manager.record_for(actor, owner, name)
+    return _connection(manager, actor, secret, rec, reveal=reveal, is_user=is_user)
+
+
+async def connection_and_notebook(manager: InstanceManager, actor: Actor, owner: str,
+                                  name: str, *, reveal: bool = False, is_user: bool = True,
+                                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`connection`, and the notebook variables (`_notebook`), from one read of the record
+    (the details page and the details API show both)."""
+    secret, rec = await manager.record_for(actor, owner, name)
+    return (_connection(manager, actor, secret, rec, reveal=reveal, is_user=is_user),
+            _notebook(manager, rec))
+
+
+def _connection(manager: InstanceManager, actor: Actor, secret: dict[str, Any],
+                rec: InstanceRecord, *, reveal: bool, is_user: bool) -> dict[str, Any]:
     if not reveal:
         return describe_connection(manager, rec)
-    if actor.name != owner or not is_user:
-        raise LauncherError(403, f"only {owner} sees the password of instance {name!r}")
+    if actor.name != rec.owner or not is_user:
+        raise LauncherError(403, f"only {rec.owner} sees the password of instance {rec.name!r}")
     return describe_connection(manager, rec, secret)
 
 
-async def notebook_info(manager: InstanceManager, actor: Actor, owner: str,
-                        name: str) -> dict[str, Any]:
+def _notebook(manager: InstanceManager, rec: InstanceRecord) -> dict[str, Any]:
     """Whether the instance's variables are in the owner's notebook, their names, and the
     URL a notebook connects with (without the password)."""
     from .notebookenv import ENV_SECRET, env_names  # it builds on this module
 
-    _, rec = await manager.record_for(actor, owner, name)
     return {"enabled": rec.notebook_env, "secret": ENV_SECRET,
             "variables": env_names(manager, rec),
             "url": connection_url(manager, rec, describe_connection(manager, rec))}

@@ -10,7 +10,7 @@ from tornado import web
 from kdash_hub.durations import format_duration
 from kdash_hub.templating.values import parse_bool
 
-from .connection import connection, notebook_info
+from .connection import connection_and_notebook
 from .handlers import LauncherHandler
 from .instances import LauncherError
 from .kubeconfig import TokenStore, send_kubeconfig
@@ -78,9 +78,8 @@ async def show_details(page: LauncherHandler, owner: str, name: str, message: st
                        reveal: bool = False) -> None:
     """The instance page; with `reveal` (the owner's POST) the password in it, not cached."""
     info = await page.manager.details(page.actor, owner, name)
-    conn = await connection(page.manager, page.actor, owner, name, reveal=reveal,
-                            is_user=page.is_user)
-    notebook = await notebook_info(page.manager, page.actor, owner, name)
+    conn, notebook = await connection_and_notebook(page.manager, page.actor, owner, name,
+                                                   reveal=reveal, is_user=page.is_user)
     if reveal:
         page.set_header("Cache-Control", "no-store")
     page.render("details.html", i=info, message=message, conn=conn, notebook=notebook,
