@@ -170,7 +170,7 @@ class HubProcess:
     # waits for it (a loaded 2-core machine: seen once in a CI-like run)
     RETRIED_START_FAILURES = ("Address already in use", "EADDRINUSE", "Failed to start proxy")
 
-    def _lost_a_port(self) -> bool:
+    def _failed_for_the_machine(self) -> bool:
         """Did the hub die for one of RETRIED_START_FAILURES?"""
         try:
             text = self.log_path.read_text(errors="replace")
@@ -185,7 +185,7 @@ class HubProcess:
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    if port_retries and self._lost_a_port():
+                    if port_retries and self._failed_for_the_machine():
                         # the internal ports again (the public one may be known to callers)
                         port_retries -= 1
                         with contextlib.suppress(ProcessLookupError):  # its proxy, if left
