@@ -1,7 +1,9 @@
 """`kdash-hub demo`: the whole pack on this machine, no cluster and no Docker needed.
 
 Starts the local cluster (emulated Kubernetes API; notebook pods run as real
-jupyterhub-singleuser processes) with a simulated GPU node, slapd with demo users and a
+jupyterhub-singleuser processes, each in a network namespace of its own with cluster DNS and
+enforced NetworkPolicies when this machine allows it) with a simulated GPU node, slapd with
+demo users and a
 local OIDC provider when their programs are installed, and a real JupyterHub with
 configurable-http-proxy, KDashSpawner, KDashAuthenticator, the launcher and the culler.
 Prints the URL and the logins; Ctrl-C (or SIGTERM) stops everything. The demo's files (hub
@@ -71,6 +73,50 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+NETNS_TOOLS = ("ip", "nsenter", "unshare", "setpriv", "nft")
+
+
+def pod_network_choice(wanted: str = "auto") -> tuple[str, str]:
+    """("netns" or "loopback", the line the banner prints about it).
+
+    netns (each pod in a network namespace: its own 10.244.R.x address, cluster DNS so a
+    notebook reaches a side service by its name, NetworkPolicies enforced) needs root,
+    iproute2, util-linux and nftables, and a kernel that lets us make namespaces: tried
+    once, with a namespace made and deleted. Otherwise pods share the loopback."""
+    import os
+    import subprocess
+
+    if wanted == "loopback":
+        return "loopback", ("pod network: loopback (--pod-network loopback): pods share this "
+                            "machine's network; no cluster DNS, NetworkPolicies not enforced")
+    problem = None
+    missing = [t for t in NETNS_TOOLS
+               if shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
+    if os.geteuid() != 0:
+        problem = "it needs root"
+    elif missing:
+        problem = f"{', '.join(missing)} missing (apt-get install iproute2 util-linux nftables)"
+    else:
+        probe = f"kdash-probe-{os.getpid()}"
+        ip = shutil.which("ip", path="/usr/sbin:/usr/bin:/sbin:/bin") or "ip"
+        made = subprocess.run([ip, "netns", "add", probe], capture_output=True, text=True,
+                              timeout=30, check=False)
+        if made.returncode != 0:
+            problem = f"`ip netns add` fails here: {made.stderr.strip()}"
+        else:
+            subprocess.run([ip, "netns", "del", probe], capture_output=True, timeout=30,
+                           check=False)
+    if problem is None:
+        return "netns", ("pod network: netns (each pod in a network namespace of its own, "
+                         "10.244.x addresses; cluster DNS: a notebook reaches a side service "
+                         "by its name; NetworkPolicies enforced)")
+    if wanted == "netns":
+        raise RuntimeError(f"--pod-network netns: {problem}")
+    return "loopback", (f"pod network: loopback, as netns is not possible ({problem}): pods "
+                        "share this machine's network; no cluster DNS (side services by "
+                        "address only), NetworkPolicies not enforced")
+
+
 def ldap_available() -> bool:
     """slapd and slapadd (Debian: slapd ldap-utils) are installed."""
     from .dev import ldap
@@ -101,6 +147,7 @@ class Demo:
     logins: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     vscode: bool = False  # install code-server if it isn't cached yet (make demo-vscode)
+    pod_network: str = "auto"  # auto (netns when possible), netns or loopback
     code_server: Path | None = None  # the cached code-server the CPU flavors offer
 
     @property
@@ -140,12 +187,15 @@ class Demo:
     async def _start_cluster(self) -> None:
         from .localcluster import LocalCluster
 
+        network, note = await asyncio.to_thread(pod_network_choice, self.pod_network)
+        self.log(f"demo: {note}")
         self.cluster = LocalCluster(
             nodes=2, gpus={GPU_RESOURCE: 4}, gpu_nodes=1, kubelet="process",
-            flag_idle_containers=True,
+            flag_idle_containers=True, pod_network=network,
             kubeconfig_path=self.workdir / "kubeconfig", workdir=self.workdir / "cluster",
         )
         await self.cluster.start()
+        self.notes.append(note)
         self.notes.append(f"local cluster: {self.cluster.url} (KUBECONFIG="
                           f"{self.cluster.kubeconfig_path}); node-0 has 4 simulated GPUs")
 
@@ -366,7 +416,7 @@ async def run(args: argparse.Namespace) -> int:
     """Start the demo, print the URL and logins, and stop it all on Ctrl-C / SIGTERM."""
     demo = Demo(port=args.port, workdir=Path(args.workdir) if args.workdir else None,
                 clean=args.clean, log=lambda msg: print(msg, file=sys.stderr, flush=True),
-                vscode=args.vscode)
+                vscode=args.vscode, pod_network=args.pod_network)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -414,4 +464,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "~/.cache/kdash-hub/code-server if it isn't there yet, so the CPU "
                              "flavors offer VS Code next to JupyterLab (once; a few minutes). "
                              "Without it, a cached code-server is used if there is one")
+    parser.add_argument("--pod-network", choices=("auto", "netns", "loopback"),
+                        default="auto",
+                        help="auto (default): each pod in a network namespace of its own "
+                             "(cluster DNS, NetworkPolicies enforced) when this machine allows"
+                             " it (root, iproute2, util-linux, nftables), else the loopback; "
+                             "netns: that or fail; loopback: pods share this machine's "
+                             "network")
     parser.set_defaults(func=run)

@@ -9,7 +9,8 @@ stream drops) and drives each pod through its life the way the real components d
 - a bound pod is set up as a real kubelet does it, pessimistically: its volumes must mount
   (else `FailedMount`, ContainerCreating, retried; `volumes.py`), then it gets a pod IP
   from its node's /24 (127.A.B.x on the loopback, or 10.244.R.x with a network namespace
-  per process pod: `podnetwork.py`), `Pulling`/`Pulled`, its containers' environment must
+  per process pod: `podnetwork.py`, whose resolv.conf then points at the node's cluster DNS:
+  `clusterdns.py`), `Pulling`/`Pulled`, its containers' environment must
   resolve (else CreateContainerConfigError), then `Created`, `Started` and a status whose
   phase and conditions follow the containers' states (`podstatus.py`);
 - in process mode, notebook containers run as real processes (`processes.py`), supervised
@@ -95,6 +96,7 @@ class PodRun:
     stopping: bool = False
     finished: bool = False
     netns: str | None = None  # the pod's network namespace (podnetwork.py), if it has one
+    files: dict[str, Path] = field(default_factory=dict)  # /etc files of its own (its DNS)
     released: bool = False  # its address went back to the network
 
 
@@ -183,6 +185,8 @@ class Kubelet:
         self.kubelet_port = 10250
         # NetworkPolicies enforced on process pods in network namespaces (netpolicy.py)
         self.netpolicy: Any = None
+        # their cluster DNS on the node addresses (clusterdns.py)
+        self.dns: Any = None
         self.sandbox = (podsandbox.Sandbox.for_kubelet(self.workdir)
                         if mode == "process" else None)
         # how often pods that can't start yet (unschedulable, a missing secret) are retried
@@ -224,6 +228,9 @@ class Kubelet:
             self.netpolicy = agent_for(self.network, self.api)
             if self.netpolicy is not None:
                 await self.netpolicy.start()
+            from .clusterdns import dns_for
+
+            self.dns = dns_for(self.network, self.api, lambda: list(self.pods.values()))
         self._tasks.append(asyncio.create_task(self._watch_pods(), name="kubelet-watch"))
         self._tasks.append(asyncio.create_task(self._retry_loop(), name="kubelet-retry"))
         if self.heartbeat_seconds:
@@ -265,6 +272,8 @@ class Kubelet:
         self.runs.clear()
         if self.netpolicy is not None:
             await self.netpolicy.stop()
+        if self.dns is not None:
+            await self.dns.stop()
         await self.api.close()
         if self.sandbox is not None:
             self.sandbox.close()
@@ -600,6 +609,7 @@ class Kubelet:
                     raise
                 if self.netpolicy is not None:  # its rules before its first process
                     await self.netpolicy.admit(pod, run.ip)
+                run.files = await self._pod_dns(pod, run)
             for container in spec.get("containers") or []:
                 await self._image_events(pod, run, container)
             if run_processes:
@@ -625,6 +635,24 @@ class Kubelet:
             # a Job's pod runs its command and ends; with nothing running, it ends now
             run.monitor = asyncio.create_task(self._complete_later(pod, run),
                                               name=f"kubelet job pod {run.key}")
+
+    async def _pod_dns(self, pod: dict, run: PodRun) -> dict[str, Path]:
+        """The cluster DNS on the pod's node address and the pod's resolv.conf pointing
+        there (clusterdns.py); without it the pod keeps the host's, and an event says so."""
+        if self.dns is None or not run.netns:
+            return {}
+        from .clusterdns import write_pod_files
+
+        nameserver = self.network.node_address(run.ip)  # type: ignore[attr-defined]
+        try:
+            await self.dns.serve_on(nameserver)
+            return await asyncio.to_thread(write_pod_files, self._pod_dir(pod) / "etc", pod,
+                                           nameserver)
+        except OSError as e:
+            await self._event(pod, "DNSConfigForming", f"cluster DNS unavailable on "
+                              f"{nameserver}: {e}; the pod keeps the node's resolv.conf",
+                              kind="Warning")
+            return {}
 
     async def _image_events(self, pod: dict, run: PodRun, container: dict) -> None:
         """Pulling/Pulled, or "already present" for an image this node has (unless its
@@ -834,7 +862,7 @@ class Kubelet:
         as_root = None
         if sandbox is not None and sandbox.enabled:
             def wrap(argv: list[str]) -> list[str]:
-                return sandbox.wrap(argv, identity, run.netns)
+                return sandbox.wrap(argv, identity, run.netns, run.files)
             as_root = identity.root
         program = imageprograms.program_for(container)
         if program is not None:  # the image's program, as this machine has it

@@ -20,6 +20,8 @@ the real control plane pods with 127.x addresses leave Services without endpoint
   (`expose_loopback_urls`). Anyone who may create pods chooses those variables, so ports
   in `denied_ports` (the control plane's own: etcd, which has no authentication, the API
   server, the controllers) are never relayed;
+- the node's address also serves the cluster DNS the pods' resolv.conf names
+  (`clusterdns.py`, run by the kubelet on 10.244.R.1:53);
 - a pod's namespace and veth are deleted when the pod goes, all of them and the bridge when
   the kubelet stops; a kubelet killed before it could (kill -9) is swept by the next one.
 

@@ -4,8 +4,10 @@ A kubelet running as root starts every process of a pod (its containers, `kubect
 commands, exec probes) through one wrapper, instead of as itself:
 
     nsenter --net=/run/netns/<pod>            only with a pod network namespace (podnetwork.py)
-    unshare --mount --propagation private     a private mount namespace, in which
-    sh -c <mask>                              directories pods must not see are covered
+    unshare --mount --propagation private     a private mount namespace, in which the pod's
+    sh -c <mask> <file> <target>... --        own /etc files are bound (its resolv.conf,
+                                              clusterdns.py) and directories pods must not
+                                              see are covered
     setpriv --reuid U --regid G --groups ...  the container's securityContext identity,
             --no-new-privs --inh-caps=-all --bounding-set=-all
     <argv>
@@ -133,6 +135,10 @@ def mask_plan(needed: Iterable[Path], around: Path | None = None) -> dict[Path, 
     return {c: [p for p in needed if _inside(p, c) and p != c] for c in sorted(covers)}
 
 
+_BIND_SCRIPT = ('set -e; while [ "$1" != -- ]; do {mount} --bind "$1" "$2"; shift 2; done; '
+                'shift; exec "$@"')
+
+
 class Sandbox:
     """Builds the wrapper argv for one kubelet (see the module docstring)."""
 
@@ -167,7 +173,10 @@ class Sandbox:
         if self._stash is None:
             self._stash = Path(tempfile.mkdtemp(prefix="kdash-pod-stash-"))
         t = self.tools
-        lines = ["set -e"]
+        # first the pod's own files over the host's (pairs of arguments up to `--`)
+        lines = ["set -e",
+                 'while [ "$1" != -- ]; do '
+                 f'{t["mount"]} --bind "$1" "$2"; shift 2; done; shift']
         binds: list[tuple[Path, Path]] = []
         for index, path in enumerate(p for paths in self.plan.values() for p in paths):
             slot = self._stash / str(index)
@@ -186,21 +195,29 @@ class Sandbox:
         self._script = "\n".join(lines)
         return self._script
 
-    def wrap(self, argv: list[str], identity: Identity, netns: str | None = None) -> list[str]:
+    def wrap(self, argv: list[str], identity: Identity, netns: str | None = None,
+             files: Mapping[str, Path] | None = None) -> list[str]:
         """`argv` as the pod's process: in its network namespace, as `identity`, with the
-        rest of the machine's private directories covered."""
+        rest of the machine's private directories covered. `files`: target -> the pod's
+        own file bound over it (its /etc/resolv.conf), for root pods too."""
         if not self.enabled:
             return list(argv)
         prefix: list[str] = []
         if netns:
             prefix += [self.tools["nsenter"], f"--net=/run/netns/{netns}", "--"]
+        binds = [str(x) for target, path in sorted((files or {}).items())
+                 for x in (path, target)]
+        unshare = [self.tools["unshare"], "--mount", "--propagation", "private", "--"]
         if identity.root:
-            return prefix + list(argv)
+            if not binds:
+                return prefix + list(argv)
+            return prefix + unshare + [
+                self.tools["sh"], "-c", _BIND_SCRIPT.format(mount=self.tools["mount"]),
+                "kdash-pod", *binds, "--", *argv]
         groups = (["--groups", ",".join(str(g) for g in identity.groups)]
                   if identity.groups else ["--clear-groups"])
-        return prefix + [
-            self.tools["unshare"], "--mount", "--propagation", "private", "--",
-            self.tools["sh"], "-c", self._mask_script(), "kdash-pod",
+        return prefix + unshare + [
+            self.tools["sh"], "-c", self._mask_script(), "kdash-pod", *binds, "--",
             self.tools["setpriv"], "--reuid", str(identity.uid), "--regid", str(identity.gid),
             *groups, "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
             *argv]
