@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := slapd ldap-utils chromium nftables postgresql redis-server
+APT_PACKAGES := slapd ldap-utils chromium nftables postgresql redis-server rclone
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 # the real tier: the Kubernetes-facing files (the rest needs the emulator's fault injection or
@@ -20,7 +20,10 @@ REAL_TIER_TESTS ?= tests/realtier \
 	tests/integration/test_launcher_public_urls.py tests/security/test_launcher_forwardauth.py \
 	tests/security/test_launcher_headers.py tests/security/test_launcher_input.py \
 	tests/security/test_launcher_proxy_targets.py \
-	tests/security/test_launcher_record_properties.py tests/security/test_names_injective.py
+	tests/security/test_launcher_record_properties.py tests/security/test_names_injective.py \
+	tests/integration/test_localcluster_dns.py tests/integration/test_apiserver_job_ttl.py \
+	tests/integration/test_launcher_public_catalog.py tests/integration/test_launcher_refusals.py \
+	tests/integration/test_launcher_notebook_files.py tests/integration/test_datasets.py
 # the fast tier runs whole files on this many workers (hubs and clusters wait more than they
 # compute); 1 runs it in one process
 PYTEST_WORKERS ?= 3
@@ -33,7 +36,7 @@ XDIST = $(if $(filter-out 1,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadf
 Z2JH_WORKERS ?= 2
 XDIST_Z2JH = $(if $(filter-out 1,$(Z2JH_WORKERS)),-n $(Z2JH_WORKERS) --dist loadfile)
 
-.PHONY: setup system-packages python-packages node-packages demo demo-vscode test test-fast test-real kube-binaries lint bench settings-doc screenshots
+.PHONY: s3-server setup system-packages python-packages node-packages demo demo-vscode test test-fast test-real kube-binaries lint bench settings-doc screenshots
 # `make bench BENCH_ARGS=--quick` for the small sizes
 
 setup: system-packages python-packages node-packages
@@ -67,8 +70,16 @@ node-packages:
 	  npm install --no-audit --no-fund --loglevel=error > .npm-setup.log 2>&1 || \
 	    { cat .npm-setup.log; exit 1; }; rm -f .npm-setup.log; fi
 
-demo: setup
+demo: setup s3-server
 	$(VENV)/bin/kdash-hub demo
+
+# the S3 server that runs the MinIO template's pods in process mode and stands in for the
+# datasets' S3 in the tests (tools/s3, built once into ~/.cache/kdash-hub/s3); without Go the
+# demo's MinIO says it can't run here, and the dataset tests fail with the build's reason
+s3-server: python-packages
+	@echo "setup: the S3 server (tools/s3)"
+	@$(PY) -m kdash_hub.dev.s3 > /dev/null 2> .s3-setup.log && rm -f .s3-setup.log || \
+	  echo "setup: no S3 server here: $$(tail -1 .s3-setup.log)"
 
 # the demo with VS Code next to JupyterLab: code-server from npm (about 300 MB, native modules
 # built here: a few minutes, once, into ~/.cache/kdash-hub/code-server)
@@ -88,7 +99,7 @@ test: setup
 # ships (test-z2jh-versions) and not again on the newest releases
 Z2JH_TIER_ONLY := tests/integration/test_helm_hub_config.py
 
-test-fast: setup
+test-fast: setup s3-server
 	@echo "== fast tier: the emulator"
 	$(VENV)/bin/python -m pytest -q -ra $(XDIST) $(addprefix --ignore=,$(Z2JH_TIER_ONLY))
 
@@ -97,7 +108,7 @@ test-fast: setup
 kube-binaries: python-packages
 	$(PY) -m kdash_hub.localcluster.real.build
 
-test-real: setup kube-binaries
+test-real: setup kube-binaries s3-server
 	@echo "== real tier: a real Kubernetes control plane"
 	KDASH_REAL_TIER=1 $(VENV)/bin/python -m pytest -q -ra $(REAL_TIER_TESTS)
 
@@ -139,7 +150,7 @@ $(VENV_Z2JH)/.installed: pyproject.toml kdash-hub-local/pyproject.toml $(Z2JH_CO
 
 z2jh-versions-venv: $(VENV_Z2JH)/.installed
 
-test-z2jh-versions: system-packages node-packages z2jh-versions-venv
+test-z2jh-versions: system-packages node-packages z2jh-versions-venv s3-server
 	@echo "== fast tier on the z2jh 4.4.0 hub image's versions ($(Z2JH_CONSTRAINTS))"
 	PATH=$(CURDIR)/$(VENV_Z2JH)/bin:$$PATH $(VENV_Z2JH)/bin/python -m pytest -q -ra $(XDIST_Z2JH) $(Z2JH_PYTEST_ARGS)
 .PHONY: z2jh-versions-venv test-z2jh-versions

@@ -300,7 +300,9 @@ class Demo:
         roles = [*launcher_roles(), {"name": "kdash-culler", "services": ["kdash-culler"],
                                      "scopes": CULLER_SCOPES}]
         hub_settings = {
-            "JupyterHub": {"spawner_class": "kdash", "authenticator_class": "kdash"},
+            # several servers per user, each with its own profile, one home (named servers)
+            "JupyterHub": {"spawner_class": "kdash", "authenticator_class": "kdash",
+                           "allow_named_servers": True, "named_server_limit_per_user": 3},
             # z2jh's singleuser.cmd: KubeSpawner passes `args` (the interfaces') only with it
             "KDashSpawner": {"cmd": ["jupyterhub-singleuser"]},
             "Authenticator": {"enable_auth_state": True, "allow_all": True},

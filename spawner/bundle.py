@@ -262,7 +262,7 @@ STEP_TITLES = {
     "NetworkPolicy": "network policy",
     "ServiceAccount": "service account",
     "RoleBinding": "role binding",
-    "Secret": "image pull secret",
+    "Secret": "secret",  # image pull secrets, S3 dataset files (datasets.py)
     "PersistentVolume": "shared volume",
     "PersistentVolumeClaim": "shared volume claim",
 }

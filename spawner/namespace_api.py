@@ -12,7 +12,8 @@ Route (under /hub/api/): `POST kdash/namespace/<user>` -> `{"namespace": ..., "o
 "created"|"repaired"|"unchanged"}`. Allowed with the `servers` scope on that user (the user
 themself; an admin) or with `PROVISION_SCOPE`, which `install` defines and gives the
 launcher's service; anyone else gets 403, an unknown user 404. The user's default spawner
-does the work (`KDashSpawner.ensure_namespace_bundle`), after the authenticator's
+does the work (`KDashSpawner.ensure_namespace_bundle`: the bundle, and the home claim a
+first start would make), after the authenticator's
 `pre_spawn_start` (onboarding approval refuses a pending or rejected user there, as for a
 start). A failure leaves the namespace without the bundle's completion mark, so the next
 call (or start) finishes it.

@@ -20,7 +20,14 @@ from typing import Any
 
 from jupyterhub.utils import exponential_backoff
 from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.client.models import V1EnvFromSource, V1SecretEnvSource
+from kubernetes_asyncio.client.models import (
+    V1EnvFromSource,
+    V1EnvVar,
+    V1SecretEnvSource,
+    V1SecretVolumeSource,
+    V1Volume,
+    V1VolumeMount,
+)
 from kubespawner import KubeSpawner
 from sqlalchemy.orm import object_session
 from tornado import web
@@ -42,9 +49,11 @@ from . import (
     profiles,
     quotas,
     refusals,
+    servers,
     storage,
 )
 from .adopt import AdoptOnRestart
+from .datasets import S3DatasetSettings
 from .drift import DriftWatch
 from .explained import ExplainedStart
 from .gpu_availability import GpuAvailability
@@ -62,6 +71,10 @@ _PER_START = (
     "uid", "gid", "fs_gid", "service_account", "automount_service_account_token",
     "image_pull_secrets", "extra_annotations",
 )
+# what _plan_storage changes: reset to the configuration before a home is planned
+_STORAGE_KEYS = ("pvc_name_template", "storage_class", "storage_capacity",
+                 "storage_access_modes", "storage_pvc_ensure", "uid", "gid", "fs_gid")
+NOTEBOOK_FILES_VOLUME = "kdash-services"
 _GPU_CACHES: dict[Any, GpuAvailability] = {}
 
 
@@ -97,8 +110,8 @@ IDLE_TIMEOUT_ANNOTATION = "kdash-hub.io/idle-timeout"
 PROFILE_ANNOTATION = "kdash-hub.io/profile"
 
 
-class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflectors,
-                   KubeSpawner):
+class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedStart,
+                   ShieldedReflectors, KubeSpawner):
     """KubeSpawner with guardrails for multi-user data-science platforms."""
 
     enable_user_namespaces = Bool(
@@ -116,6 +129,18 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
              " details of the side services the user chose 'Use in my notebook' for."
              " Empty: none.",
     )
+    notebook_files_secret = Unicode(
+        "kdash-notebook-files", config=True,
+        help="A Secret in the user's namespace mounted read-only (optional) at"
+             " `notebook_files_dir` in every notebook: the launcher writes there a file per"
+             " side service the user chose 'Use in my notebook as a file' for"
+             " (<instance>.json and <instance>.env). Empty: none.",
+    )
+    notebook_files_dir = Unicode(
+        "/etc/kdash/services", config=True,
+        help="Where the notebook finds those files (also in its $KDASH_SERVICES_DIR); the"
+             " launcher shows this path on its details page (notebookenv.FILES_DIR).",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any):
         log = kwargs.get("log") or get_logger()  # what KubeSpawner's self.log will be
@@ -126,6 +151,9 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             super().__init__(*args, **kwargs)
         finally:
             log.removeFilter(untrue)
+        self.pod_name = servers.pod_name(self)  # injective in (user, server): servers.py
+        self.dns_name = self.dns_name_template.format(namespace=self.namespace,
+                                                      name=self.pod_name)
         if self.enable_user_namespaces:
             self.namespace = naming.user_namespace(self.user.name, self.namespace_prefix)
             self.dns_name = self.dns_name_template.format(
@@ -135,7 +163,8 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             # an empty profile_list (z2jh sets one) must not hide the flavors
             self.profile_list = self._flavor_profiles
         self._configured = {k: copy.deepcopy(getattr(self, k)) for k in _PER_START}
-        self._home_pvc_name = self.pvc_name
+        # one home per user: every server mounts the default server's claim (servers.py)
+        self.pvc_name = self._home_pvc_name = servers.home_claim(self, self.pvc_name_template)
         self.kdash_auth_state: dict[str, Any] = {}
         self._flavor: dict | None = None
         self._plan: storage.StoragePlan | None = None
@@ -302,6 +331,7 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         if flavor and gpus:
             await self._check_gpus_free(flavor, gpus)
         self._check_quota(flavor, gpus)
+        await servers.check_home(self, flavor)
         # every check passed: the lifetime counts from here (the hub saves it with the state)
         self.kdash_lifetime = None
         if flavor and life:
@@ -349,7 +379,7 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         settings = {**{"nfs": self.nfs_storage, "local": self.local_storage,
                        "dynamic": self.dynamic_storage}.get(preset, {}), **override}
         if template != self._configured["pvc_name_template"]:
-            pvc_name = self._expand_user_properties(template)  # kubespawner#761
+            pvc_name = servers.home_claim(self, template)  # kubespawner#761
         elif preset != self.storage_preset:
             pvc_name = naming.variant_name(self._home_pvc_name, preset,
                                            not self.enable_user_namespaces)
@@ -406,9 +436,18 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         self._last_refusal = state.get("kdash_last_refusal")
         self.kdash_lifetime = lifetime.Lifetime.from_state(state.get("kdash_lifetime"))
 
+    async def rename(self, old_name: str, new_name: str) -> None:
+        """A renamed (stopped) server's next pod is named after its new name, not the old
+        one in its saved state, which a new server of the old name would take too."""
+        await super().rename(old_name, new_name)
+        servers.forget_pod_name(self.orm_spawner)
+
     def clear_state(self):
         super().clear_state()
         self.kdash_lifetime = None  # a stopped server has no deadline
+        self.pod_name = servers.pod_name(self)  # KubeSpawner's template again, not ours
+        self.dns_name = self.dns_name_template.format(namespace=self.namespace,
+                                                      name=self.pod_name)
 
     # --- provisioning ---------------------------------------------------------------------
 
@@ -439,7 +478,7 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
             egress_denied_cidrs=tuple(self.network_policy_egress_denied_cidrs),
             hub_api_port=self.network_policy_hub_api_port,
             dns_peers=list(self.network_policy_dns_peers) or list(bundle.KUBE_DNS_PEERS),
-            storage_objects=self._shared_plan().objects,
+            storage_objects=self._shared_plan().objects + await self.s3_dataset_objects(),
             ingress_from=list(self.network_policy_ingress_from),
             egress=self.network_policy_egress,
             allow_same_namespace=self.network_policy_allow_same_namespace,
@@ -488,20 +527,53 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         return BundleProvisioner(self.kube, self.log, self.bundle_drift_check, drift)
 
     async def ensure_namespace_bundle(self) -> str:
-        """The user's namespace bundle as a start makes it, without a pod or home volume
-        (namespace_api.py: a side service launched before the first notebook); returns
-        "created", "repaired" or "unchanged". Nothing is reported to a spawn's progress."""
+        """The user's namespace bundle as a start makes it, and (no server running) their
+        home, without a pod (namespace_api.py: a side service launched before the first
+        notebook); returns the bundle's "created", "repaired" or "unchanged"."""
         if not self.enable_user_namespaces:
             raise web.HTTPError(409, "This hub runs servers without namespaces of their own "
                                      "(enable_user_namespaces is off).")
         if not self.active:  # today's name, as start() takes it (a running server keeps its)
             self.namespace = naming.user_namespace(self.user.name, self.namespace_prefix)
         try:
-            return await self._provisioner().ensure(
+            outcome = await self._provisioner().ensure(
                 await self.bundle_spec(),
                 lambda message: self.log.info("%s: %s", self._log_name, message))
+            if not self.active:  # a running server has its home already
+                await self._ensure_home_before_start()
         except BundleError as e:
             raise web.HTTPError(e.status, e.message) from e
+        except homedir.HomeDirError as e:
+            raise web.HTTPError(500, str(e)) from e
+        return outcome
+
+    async def _ensure_home_before_start(self) -> None:
+        """The home a first start makes (its PV, directory and claim), planned from the
+        user's last accepted options as a start plans it, so a side service that mounts
+        the home doesn't wait for the first notebook. KubeSpawner's own claim create: a
+        claim already there is kept as it is, and nothing is ever deleted. Skipped for
+        state from before KubeSpawner 7, whose claim name only a start can tell."""
+        if getattr(self, "_state_kubespawner_version", None) == "unknown":
+            return
+        for key in _STORAGE_KEYS:
+            setattr(self, key, copy.deepcopy(self._configured[key]))
+        try:
+            flavor = self._choose_flavor()
+        except web.HTTPError:  # the last profile is no longer allowed: the default one's
+            flavor = refusals.choose_flavor(self.flavors, self._allowed_flavors(), None)
+        uid, gid = identity.uid_gid(self.kdash_auth_state, self.default_uid, self.default_gid)
+        self.uid, self.gid, self.fs_gid = uid, gid, gid
+        self._plan_storage(flavor, uid, gid)
+        namespace = await self.kube.get("Namespace", self.namespace) or {}
+        await self._ensure_home_volume(namespace)
+        if self.storage_pvc_ensure:
+            self.log.info("%s: home claim %s before the first start", self._log_name,
+                          self.pvc_name)
+            await exponential_backoff(
+                partial(self._make_create_pvc_request, self.get_pvc_manifest(),
+                        self.k8s_api_request_timeout),
+                f"Could not create PVC {self.pvc_name}",
+                timeout=self.k8s_api_request_retry_timeout)
 
     async def _start(self):
         try:
@@ -600,6 +672,16 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
         if self.notebook_env_secret:  # read when the pod starts: a change needs a restart
             container.env_from = list(container.env_from or []) + [V1EnvFromSource(
                 secret_ref=V1SecretEnvSource(name=self.notebook_env_secret, optional=True))]
+        if self.notebook_files_secret and self.notebook_files_dir:  # kept fresh by the kubelet
+            spec.volumes.append(V1Volume(name=NOTEBOOK_FILES_VOLUME, secret=V1SecretVolumeSource(
+                secret_name=self.notebook_files_secret, optional=True)))
+            container.volume_mounts.append(V1VolumeMount(
+                name=NOTEBOOK_FILES_VOLUME, mount_path=self.notebook_files_dir, read_only=True))
+            container.env = list(container.env or []) + [
+                V1EnvVar(name="KDASH_SERVICES_DIR", value=self.notebook_files_dir)]
+        if plan.pvc and servers.one_node(plan.pvc["access_modes"]):
+            servers.colocate(pod, self.pvc_name)  # the user's servers share one home
+        self.add_s3_datasets(pod)
         if self.pod_security_level == "restricted":
             _make_restricted(pod)
         return pod
@@ -662,6 +744,10 @@ class KDashSpawner(KDashSettings, AdoptOnRestart, ExplainedStart, ShieldedReflec
 
     async def delete_forever(self):
         """Keep user data unless the admin allows deletion; delete only what is ours."""
+        if self.name:  # its claim is the user's home (servers.py): KubeSpawner would delete it
+            self.log.info("Keeping %s's home %s: named server %s shares it", self.user.name,
+                          self.pvc_name, self.name)
+            return
         await super().delete_forever()
         if self.name or not self.enable_user_namespaces:
             return

@@ -11,7 +11,11 @@ the demo. The table (`PROGRAMS`) maps an image to such a program:
   start-up (`_postgres` below), not the image's script;
 - `redis:*` -> `redis-server` with the container's arguments (`--requirepass` ...);
 - TensorBoard images (`tensorflow/tensorflow`, `tensorflow/tensorboard`) whose command is
-  `tensorboard` -> `python -m tensorboard.main` of this environment, if it has tensorboard.
+  `tensorboard` -> `python -m tensorboard.main` of this environment, if it has tensorboard;
+- `minio/minio:*` (`server /data ...`, the image's entrypoint being `minio`) -> kdash-s3
+  (`tools/s3`, kdash_hub.dev.s3, once built) serving the S3 API on the first container port
+  with `MINIO_ROOT_USER`/`MINIO_ROOT_PASSWORD` as its only key, signatures checked. Objects
+  are kept in memory (the data volume is not used) and there is no web console.
 
 The container's command still decides what runs (`sh -c 'exec redis-server ...'` works):
 the kubelet puts a directory of small launchers first on its PATH, one per program name
@@ -72,6 +76,14 @@ def _redis_program() -> str | None:
 
 
 @functools.cache
+def _minio_program() -> str | None:
+    from kdash_hub.dev.s3 import cached_binary  # not at the top: launchers import nothing
+
+    found = cached_binary()
+    return str(found) if found else None
+
+
+@functools.cache
 def _tensorboard_program() -> str | None:
     return sys.executable if importlib.util.find_spec("tensorboard") else None
 
@@ -87,6 +99,7 @@ class ImageProgram:
     program: Callable[[], str | None]  # the real program here, or None
     shells: bool = True  # `sh -c '... redis-server ...'` commands run too
     env: Callable[[str, int], dict[str, str]] | None = None  # for probes and exec
+    entrypoint: tuple[str, ...] = ()  # the image's ENTRYPOINT: a container with args only
 
 
 PROGRAMS: tuple[ImageProgram, ...] = (
@@ -97,6 +110,8 @@ PROGRAMS: tuple[ImageProgram, ...] = (
                  _redis_program),
     ImageProgram("tensorboard", ("tensorflow/tensorflow", "tensorflow/tensorboard"),
                  ("tensorboard",), (), _tensorboard_program, shells=False),
+    ImageProgram("minio", ("minio/minio",), ("minio",), ("minio", "server", "/data"),
+                 _minio_program, shells=False, entrypoint=("minio",)),
 )
 
 
@@ -116,6 +131,14 @@ def _command(container: Mapping) -> list[str]:
             + list(container.get("args") or [])]
 
 
+def _argv(entry: ImageProgram, container: Mapping) -> list[str]:
+    """The command the container runs: its own, the image's entrypoint with its args, or
+    the image's default."""
+    if entry.entrypoint and not container.get("command") and container.get("args"):
+        return [*entry.entrypoint, *(str(a) for a in container["args"])]
+    return _command(container) or list(entry.default)
+
+
 def program_for(container: Mapping) -> ImageProgram | None:
     """The table's entry that runs `container` here, if its image has one, its command is
     the image's program (or a shell, or none) and the program is installed."""
@@ -123,7 +146,7 @@ def program_for(container: Mapping) -> ImageProgram | None:
     for entry in PROGRAMS:
         if repo not in entry.repositories:
             continue
-        argv = _command(container) or list(entry.default)
+        argv = _argv(entry, container)
         if not argv:
             return None
         first = os.path.basename(argv[0])
@@ -155,7 +178,7 @@ def prepare(entry: ImageProgram, container: Mapping, env: Mapping[str, str], *, 
         shim = bindir / name
         shim.write_text("#!/bin/sh\nexec " + shlex.join(launch) + ' "$@"\n')
         os.chmod(shim, 0o755)
-    argv = [expand_refs(a, env) for a in _command(container)] or list(entry.default)
+    argv = [expand_refs(a, env) for a in _argv(entry, container)]
     if os.path.basename(argv[0]) in entry.commands:
         argv[0] = str(bindir / os.path.basename(argv[0]))
     extra = {"PATH": os.pathsep.join([str(bindir), env.get("PATH", os.defpath)])}
@@ -235,8 +258,23 @@ def _tensorboard(root: str, ip: str, port: str, program: str, args: list[str]) -
     os.execv(program, [program, "-m", "tensorboard.main", *kept, "--host", ip])
 
 
+def _minio(root: str, ip: str, port: str, program: str, args: list[str]) -> None:
+    """kdash-s3 for `minio server DIR...`: the API on the pod's address and first port, the
+    image's root user as its key (never MinIO's well-known default)."""
+    user = os.environ.get("MINIO_ROOT_USER") or os.environ.get("MINIO_ACCESS_KEY")
+    password = os.environ.get("MINIO_ROOT_PASSWORD") or os.environ.get("MINIO_SECRET_KEY")
+    if not user or not password:
+        sys.exit("minio: MINIO_ROOT_USER and MINIO_ROOT_PASSWORD must be set; this local "
+                 "cluster never starts an S3 server with a default key")
+    if not args or args[0] != "server":
+        sys.exit(f"minio: only `minio server` runs here, not {shlex.join(args)!r}")
+    env = {"PATH": os.environ.get("PATH", os.defpath), "KDASH_S3_ACCESS_KEY": user,
+           "KDASH_S3_SECRET_KEY": password}
+    os.execve(program, [program, "-listen", f"{ip}:{port if port != '0' else 9000}"], env)
+
+
 LAUNCHERS: dict[str, Callable[[str, str, str, str, list[str]], None]] = {
-    "postgres": _postgres, "redis": _redis, "tensorboard": _tensorboard,
+    "postgres": _postgres, "redis": _redis, "tensorboard": _tensorboard, "minio": _minio,
 }
 
 

@@ -44,7 +44,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import aiohttp
@@ -75,6 +75,27 @@ JOB_POD_SECONDS = 0.5
 
 def pod_key(pod: dict) -> str:
     return f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
+
+
+# variables that name a path inside the container: a process pod has no mount namespace of
+# its own for volumes, so they are rewritten under the pod's root; so is any variable whose
+# value is a path in one of the container's volume mounts (KDASH_SERVICES_DIR,
+# AWS_CONFIG_FILE, RCLONE_CONFIG... pointing at the files a Secret volume holds)
+CONTAINER_PATH_VARIABLES = ("HOME", "JUPYTERHUB_ROOT_DIR")
+
+
+def container_path_variables(container: dict, env: dict[str, str]) -> list[str]:
+    """The variables of `env` that name a path inside the container (see above)."""
+    mounts = [PurePosixPath(m["mountPath"]) for m in container.get("volumeMounts") or []
+              if str(m.get("mountPath", "")).startswith("/")]
+    names = [var for var in CONTAINER_PATH_VARIABLES if var in env]
+    for var, value in env.items():
+        if var in names or not value.startswith("/"):
+            continue
+        path = PurePosixPath(value)
+        if any(path == mount or mount in path.parents for mount in mounts):
+            names.append(var)
+    return names
 
 
 @dataclass
@@ -834,7 +855,7 @@ class Kubelet:
         env = processes.base_environment(
             meta["name"], processes.container_path(root, processes.DEFAULT_HOME), root / "tmp")
         env.update(await self._container_env(pod, run, container))
-        for var in ("HOME", "JUPYTERHUB_ROOT_DIR"):
+        for var in container_path_variables(container, env):
             if env.get(var, "").startswith("/") and not env[var].startswith(str(root)):
                 env[var] = str(processes.container_path(root, env[var]))
         if run.netns:  # the pod has an address of its own; the host's loopback is relayed

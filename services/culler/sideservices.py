@@ -2,7 +2,10 @@
 
 The launcher owns the instance records and the stop/delete operations
 (`kdash_hub.services.launcher.lifecycle`); this only finds the expired ones and applies
-`on_expiry`, with retries when the Kubernetes API is unavailable. Records are verified with
+`on_expiry`, with retries when the Kubernetes API is unavailable. A deleted instance's
+connection details also leave the owner's notebook Secrets (`notebookenv.forget`: its keys
+only; what the culler's role in user namespaces, secrets get/patch/delete, already allows).
+Records are verified with
 the launcher's signing key (`signer`, default: $KDASH_RECORD_SIGNING_KEY(_FILE)); one that
 doesn't verify or can't be read is skipped and logged, and never stops the others.
 """
@@ -93,8 +96,26 @@ class SideServiceExpiry:
             except Exception as e:  # noqa: BLE001 - log, count, go on with the next one
                 result.error = f"{type(e).__name__}: {e}"
                 emit("instance-expiry-failed", logging.ERROR, **fields, error=result.error)
+            if result.done and action == "delete":
+                await self._forget(ref)
             results.append(result)
         return results
+
+    async def _forget(self, ref: Any) -> None:
+        """The deleted instance's variables and files out of the owner's notebook; a
+        failure is logged (the launcher's next change for that user rebuilds them)."""
+        from kdash_hub.services.launcher.notebookenv import forget
+
+        try:
+            removed = await self._retry("forget-notebook-details", lambda: forget(
+                self.kube, ref.namespace, ref.owner, ref.name))
+        except Exception as e:  # noqa: BLE001 - the delete is done; say what is left
+            emit("notebook-details-left", logging.WARNING, user=ref.owner,
+                 namespace=ref.namespace, instance=ref.name, error=f"{type(e).__name__}: {e}")
+            return
+        if removed:
+            emit("notebook-details-removed", user=ref.owner, namespace=ref.namespace,
+                 instance=ref.name, keys=len(removed))
 
 
 def _not_retryable(exc: Exception) -> bool:

@@ -17,7 +17,8 @@ from .instances import LauncherError
 from .notebookenv import set_notebook_env
 
 # `connection` (POST): the connection details with the password, for the owner only;
-# `notebook` (POST {"enabled": bool}): its variables in the owner's notebook, or not
+# `notebook` (POST {"enabled": bool, "as": "env"|"file"}): its details in the owner's
+# notebook (variables, the default, or files), or not
 ACTIONS = ("stop", "start", "extend", "connection", "notebook")
 
 
@@ -105,11 +106,14 @@ class InstanceActionHandler(APIHandler):
             result = await connection(self.manager, self.actor, owner, name, reveal=True,
                                       is_user=self.is_user)
         elif action == "notebook":
-            enabled = body.get("enabled")
-            if type(enabled) is not bool:
-                raise LauncherError(400, 'give {"enabled": true} or {"enabled": false}')
+            enabled, as_ = body.get("enabled"), body.get("as", "env")
+            if type(enabled) is not bool or set(body) - {"enabled", "as"}:
+                raise LauncherError(400, 'give {"enabled": true} or {"enabled": false}, and'
+                                         ' optionally "as": "env" or "file"')
+            if not isinstance(as_, str):
+                raise LauncherError(400, '"as" is "env" or "file"')
             result = await set_notebook_env(self.manager, self.actor, owner, name, enabled,
-                                            is_user=self.is_user)
+                                            as_=as_, is_user=self.is_user)
         elif action == "extend":
             result = await self.manager.extend(self.actor, owner, name, body.get("by"))
         elif action == "stop":

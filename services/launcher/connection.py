@@ -108,10 +108,19 @@ def _connection(manager: InstanceManager, actor: Actor, secret: dict[str, Any],
 
 
 def _notebook(manager: InstanceManager, rec: InstanceRecord) -> dict[str, Any]:
-    """Whether the instance's variables are in the owner's notebook, their names, and the
-    URL a notebook connects with (without the password)."""
-    from .notebookenv import ENV_SECRET, env_names  # it builds on this module
+    """Whether the instance's details are in the owner's notebook and how ("as": "env",
+    "file" or None), the variables' names, the files' paths, and the URL a notebook
+    connects with (without the password)."""
+    from .notebookenv import (  # it builds on this module
+        ENV_SECRET,
+        FILES_DIR,
+        FILES_SECRET,
+        env_names,
+        file_names,
+        mode_of,
+    )
 
-    return {"enabled": rec.notebook_env, "secret": ENV_SECRET,
-            "variables": env_names(manager, rec),
+    return {"enabled": mode_of(rec) is not None, "as": mode_of(rec), "secret": ENV_SECRET,
+            "variables": env_names(manager, rec), "files_secret": FILES_SECRET,
+            "files": [f"{FILES_DIR}/{f}" for f in file_names(rec.name)],
             "url": connection_url(manager, rec, describe_connection(manager, rec))}

@@ -2,8 +2,8 @@
 
 One call today: have the hub make a user's namespace bundle (spawner/namespace_api.py), so a
 side service launched before the first notebook lands in a namespace with its quota, limits
-and network policy, made by the hub's identity; the launcher's own identity can't make
-namespaces.
+and network policy, and the user's home claim (a template that mounts the home finds it),
+made by the hub's identity; the launcher's own identity can't make namespaces.
 """
 
 from __future__ import annotations

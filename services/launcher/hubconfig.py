@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from .serverlifetime import OAUTH_SCOPES
 from .settings import SERVICE_NAME
 
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
@@ -36,6 +37,9 @@ def launcher_service(port: int = 10101, *, config_file: str | None = None,
         "url": f"http://{ip}:{port}",
         "command": command,
         "oauth_no_confirm": True,
+        # what a user's launcher login may do at the hub on their behalf: read and extend
+        # their own servers' lifetimes (serverlifetime.py)
+        "oauth_client_allowed_scopes": list(OAUTH_SCOPES),
         "display": True,
         "info": {"display_name": DISPLAY_NAME},
         "environment": dict(environment or {}),

@@ -32,7 +32,7 @@ from kdash_hub.templating import (
 )
 from kdash_hub.templating.batch import cap_ttl_after_finished
 
-from . import lifecycle, publicurl
+from . import datasets, lifecycle, publicurl
 from .batch import (
     BatchUnavailable,
     batch_status,
@@ -216,6 +216,9 @@ class InstanceManager:
             username=username, instance=name, allowed_kinds=self.settings.allowed_kinds,
         )
         objects += publicurl.ingress_objects(self.settings, template, username, name, objects)
+        if template.datasets and self.settings.datasets_secret:
+            objects = datasets.attach(objects, self.settings.datasets_secret,
+                                      self.settings.datasets_dir)
         return objects, resolved
 
     # --- launch ---------------------------------------------------------------------------
@@ -325,6 +328,10 @@ class InstanceManager:
             await check_served(self.kube, {o["kind"] for o in objects})
         except BatchUnavailable as e:
             raise LauncherError(400, str(e)) from None
+        try:  # a public host an Ingress already holds: before anything is made
+            await publicurl.check_hosts_free(self.kube, namespace, objects)
+        except publicurl.HostTaken as e:
+            raise LauncherError(409, str(e)) from None
         if any(o["kind"] in ("Job", "CronJob") for o in objects):
             problems = pod_security_problems(
                 objects, await self.kube.get("Namespace", namespace))
@@ -671,7 +678,7 @@ class InstanceManager:
                         rec.namespace, name, f"Kubernetes failed while deleting instance"
                                              f" {name!r} ({api_error_message(e)})") from None
         log.info("%s deleted instance %s/%s", actor.name, rec.namespace, name)
-        if rec.notebook_env:  # its variables leave the owner's notebook too
+        if rec.notebook_env or rec.notebook_file:  # its details leave the notebook too
             from .notebookenv import sync_quietly  # notebookenv builds on this module
 
             await sync_quietly(self, owner)

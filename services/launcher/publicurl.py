@@ -23,8 +23,11 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from kubernetes_asyncio.client.exceptions import ApiException
+
 from kdash_hub import labels as L
 from kdash_hub import naming
+from kdash_hub.kube import KubeResources
 from kdash_hub.templating import RenderError, Template
 from kdash_hub.templating.render import instance_labels
 
@@ -131,6 +134,49 @@ def _ingress(settings: LauncherSettings, template: Template, username: str, inst
                      "annotations": annotations},
         "spec": spec,
     }
+
+
+class HostTaken(ValueError):
+    """A launch's public host (or its Ingress name) is held by an Ingress already there."""
+
+
+def _hosts(ingress: dict[str, Any]) -> set[str]:
+    rules = (ingress.get("spec") or {}).get("rules") or []
+    return {str(r.get("host")).lower() for r in rules if isinstance(r, dict) and r.get("host")}
+
+
+async def check_hosts_free(kube: KubeResources, namespace: str,
+                           objects: list[dict[str, Any]]) -> None:
+    """Before a launch makes anything: no Ingress in the user's namespace already has the
+    name or a host of the launch's public Ingress (raises HostTaken with the sentence). The
+    host is the instance's own, so only an Ingress someone else made there (an admin's, a
+    stale one) can hold it; without the check the launch would fail half-way (same name) or
+    two Ingresses would share the host (another name)."""
+    ours = [o for o in objects if o.get("kind") == "Ingress"
+            and o["metadata"]["name"].startswith(INGRESS_PREFIX)]
+    if not ours:
+        return
+    try:
+        existing = await kube.list("Ingress", namespace)
+    except ApiException as e:
+        if e.status in (403, 404):  # no namespace yet (nor the launcher's rights in it)
+            return
+        raise
+    for mine in ours:
+        name, hosts = mine["metadata"]["name"], _hosts(mine)
+        for other in existing:
+            other_name = other["metadata"]["name"]
+            if other_name == name:
+                raise HostTaken(f"An Ingress named {name} is already in your namespace, so "
+                                f"this instance can't get its public URL; choose another "
+                                f"instance name (or ask an admin to remove that Ingress). "
+                                f"Nothing was created.")
+            taken = hosts & _hosts(other)
+            if taken:
+                raise HostTaken(f"The public host {sorted(taken)[0]} is already taken by the "
+                                f"Ingress {other_name} in your namespace; choose another "
+                                f"instance name (or ask an admin to remove that Ingress). "
+                                f"Nothing was created.")
 
 
 def published(rec: InstanceRecord) -> bool:

@@ -119,6 +119,8 @@ class InstanceRecord:
     # the owner asked for this instance's connection details in their notebook's
     # environment (the launcher's kdash-notebook-env Secret); signed, so only they decide
     notebook_env: bool = False
+    # ... or as files in its notebook (the kdash-notebook-files Secret, mounted); signed
+    notebook_file: bool = False
     resource_version: str = ""
 
     @property
@@ -160,6 +162,7 @@ class InstanceRecord:
             "values": self.values, "proxy": self.proxy,
             # only when on: records written before the field existed keep their text
             **({"notebook_env": True} if self.notebook_env else {}),
+            **({"notebook_file": True} if self.notebook_file else {}),
         }
 
     def signed_annotations(self, signer: RecordSigner) -> dict[str, str]:
@@ -234,6 +237,7 @@ class InstanceRecord:
             objects=_objects(data.get("objects")), replicas=_replicas(data.get("replicas")),
             values=_values(data.get("values")), proxy=_proxy(data.get("proxy")),
             notebook_env=_flag(data, "notebook_env"),
+            notebook_file=_flag(data, "notebook_file"),
             resource_version=str(meta.get("resourceVersion") or ""),
         )
         # the signature covers where the record claims to be: it must be there

@@ -197,6 +197,18 @@ class LauncherSettings(Configurable):
                   " only when several launcher processes share the cluster.",
     ).tag(config=True)
 
+    # --- S3 datasets (datasets.py) ---------------------------------------------------------
+    datasets_secret = Unicode(
+        "kdash-datasets", help="The Secret of S3 dataset files KDashSpawner writes into user"
+                               " namespaces (KDashSpawner.s3_datasets_secret; its variables in"
+                               " `<name>-env`): templates with `datasets: true` get both."
+                               " Empty: never.",
+    ).tag(config=True)
+    datasets_dir = Unicode(
+        "/etc/kdash/datasets", help="Where side services find the dataset files (as"
+                                    " KDashSpawner.s3_datasets_dir).",
+    ).tag(config=True)
+
     # --- public URLs (publicurl.py, forwardauth.py) ---------------------------------------
     public_domain = Unicode(
         "", help="The wildcard DNS domain of public URLs (apps.example.org: `*.apps.example.org`"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from jupyterhub.services.auth import check_scopes
 from tornado import web
 
 from kdash_hub.durations import format_duration
@@ -15,18 +16,69 @@ from .handlers import LauncherHandler
 from .instances import LauncherError
 from .kubeconfig import TokenStore, send_kubeconfig
 from .notebookenv import set_notebook_env
+from .serverlifetime import EXTEND_SCOPE, HubLifetimes, HubRefused
 
 UI_ACTIONS = ("stop", "start", "extend", "delete", "connection", "notebook")
+
+
+class ServerLifetimes:
+    """The signed-in user's own notebook servers' lifetimes (serverlifetime.py): asked of
+    the hub with the user's own token, for the name the hub's login gave, nothing else."""
+
+    def __init__(self, page: LauncherHandler):
+        self.page = page
+
+    def hub(self) -> HubLifetimes | None:
+        page = self.page
+        token = page.hub_auth.get_token(page)
+        if not page.is_user or not token:
+            return None
+        return HubLifetimes(page.hub_auth.api_url, token, page.current_user["name"])
+
+    def can_extend(self) -> bool:
+        user = self.page.current_user
+        return bool(check_scopes(f"{EXTEND_SCOPE}={user['name']}",
+                                 set(user.get("scopes") or [])))
+
+    async def shown(self) -> dict:
+        """What the page shows: `servers` (None: the hub didn't tell) and `can_extend`."""
+        hub = self.hub()
+        servers = await hub.running() if hub is not None else None
+        return {"servers": servers, "can_extend": self.can_extend()}
 
 
 class ListPage(LauncherHandler):
     async def get(self) -> None:
         everyone = self.get_argument("all", "") == "1" and self.actor.admin
         instances, invalid = await self.manager.list_checked(self.actor, everyone)
+        self.set_header("Cache-Control", "no-store")
         self.render("list.html", instances=instances, everyone=everyone, invalid=invalid,
                     is_admin=self.actor.admin and self.manager.settings.admin_access,
                     templates=self.manager.catalog.sorted(),
-                    message=self.get_argument("message", ""))
+                    message=self.get_argument("message", ""),
+                    lifetimes=await ServerLifetimes(self).shown())
+
+
+class ServerLifetimeExtend(LauncherHandler):
+    """POST (the list page's form, with its _xsrf): extend one of the signed-in user's own
+    servers through the hub, which checks the bound; back to the list with its sentence."""
+
+    async def get(self) -> None:
+        raise web.HTTPError(405)
+
+    async def post(self) -> None:
+        hub = ServerLifetimes(self).hub()
+        if hub is None:
+            raise LauncherError(403, "only hub users have notebook servers")
+        server = self.get_body_argument("server", "")
+        try:
+            extended = await hub.extend(server, self.get_body_argument("by", ""))
+            done = (f"{extended.label} now stops at {extended.deadline} "
+                    f"(in {extended.remaining}).")
+        except HubRefused as e:
+            done = e.message
+        self.redirect(f"{self.manager.settings.service_prefix}?message=" + quote(done),
+                      status=303)
 
 
 class EmbedHome(LauncherHandler):
@@ -107,6 +159,7 @@ class ActionPage(LauncherHandler):
         if action == "notebook":
             enabled = self.get_body_argument("enabled", "") == "1"
             done = (await set_notebook_env(self.manager, self.actor, owner, name, enabled,
+                                           as_=self.get_body_argument("as", "env"),
                                            is_user=self.is_user))["message"]
         if action == "extend":
             try:
@@ -188,6 +241,7 @@ def ui_routes(prefix: str) -> list[tuple[str, type]]:
     return [
         (prefix + r"?", ListPage),
         (prefix + r"embed/home/?", EmbedHome),
+        (prefix + r"server-lifetime", ServerLifetimeExtend),
         (prefix + r"new/?", NewPage),
         (prefix + r"new/([^/]+)/?", NewPage),
         (prefix + r"instances/([^/]+)/([^/]+)/?", DetailsPage),

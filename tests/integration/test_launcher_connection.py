@@ -21,7 +21,12 @@ from playwright.async_api import async_playwright
 
 from kdash_hub.kube import KubeResources
 from kdash_hub.localcluster.processes import RUN_AS_PROCESS, container_env
-from kdash_hub.services.launcher.notebookenv import ENV_SECRET, env_prefix
+from kdash_hub.services.launcher.notebookenv import (
+    ENV_SECRET,
+    FILES_DIR,
+    FILES_SECRET,
+    env_prefix,
+)
 from kdash_hub.services.launcher.records import INSTANCE_NAME, SECRET_KEY, record_name
 from kdash_hub.services.launcher.settings import CATALOG_DIR
 from kdash_hub.templating import Catalog, TemplateError, load_directories, parse_template
@@ -127,9 +132,11 @@ async def test_opt_in_puts_the_details_in_the_next_notebook_and_opt_out_removes_
             "nb-db", 5432, "jovyan", "sales")
         assert conn["address"] == "nb-db.kdash-carol.svc:5432" and conn["password"] is None
         assert info["notebook"] == {
-            "enabled": False, "secret": ENV_SECRET,
+            "enabled": False, "as": None, "secret": ENV_SECRET,
             "variables": sorted(f"KDASH_NB_DB_{f}" for f in (
                 "HOST", "PORT", "USER", "PASSWORD", "DATABASE", "URL")),
+            "files_secret": FILES_SECRET,
+            "files": [f"{FILES_DIR}/nb-db.json", f"{FILES_DIR}/nb-db.env"],
             "url": "postgresql://jovyan@nb-db:5432/sales"}
         assert password not in json.dumps(info)
         assert await env_secret(kube, "kdash-carol") is None
@@ -137,7 +144,7 @@ async def test_opt_in_puts_the_details_in_the_next_notebook_and_opt_out_removes_
         # a notebook pod always loads the Secret, optional: it starts without one
         container, before = await notebook_environment(kube, "carol")
         assert {"secretRef": {"name": ENV_SECRET, "optional": True}} in container["envFrom"]
-        assert not [k for k in before if k.startswith("KDASH_")]
+        assert not [k for k in before if k.startswith("KDASH_") and k != "KDASH_SERVICES_DIR"]
 
         # opt in: the Secret holds the details, the next notebook has them
         status, done = await env.call("POST", "instances/carol/nb-db/notebook", "carol",
@@ -183,7 +190,7 @@ async def test_opt_in_puts_the_details_in_the_next_notebook_and_opt_out_removes_
         assert (await env.call("DELETE", "instances/carol/nb-cache", "carol"))[0] == 204
         assert await env_secret(kube, "kdash-carol") is None
         _, after = await notebook_environment(kube, "carol")
-        assert not [k for k in after if k.startswith("KDASH_")]
+        assert not [k for k in after if k.startswith("KDASH_") and k != "KDASH_SERVICES_DIR"]
 
         # bad requests
         for body in ({}, {"enabled": "yes"}, {"enabled": 1}):

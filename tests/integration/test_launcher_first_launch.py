@@ -170,6 +170,22 @@ async def bundle(hub, name: str) -> dict[str, Any]:
         return out
 
 
+async def claims(hub, name: str) -> dict[str, dict[str, Any]]:
+    """The user's home claims by name: uid, labels, spec (namespace and user replaced)."""
+    namespace = user_namespace(name, "kdash-")
+    async with api_client_for(hub.admin_kubeconfig) as client:
+        found = await KubeResources(client).list("PersistentVolumeClaim", namespace)
+    out = {}
+    for pvc in found:
+        meta = pvc["metadata"]
+        text = json.dumps({"labels": meta.get("labels"), "spec": {
+            k: v for k, v in pvc["spec"].items() if k in ("accessModes", "resources",
+                                                           "storageClassName")}})
+        text = re.sub(rf"\b{re.escape(name)}\b", "USER", text.replace(namespace, "NS"))
+        out[meta["name"].replace(name, "USER")] = {"uid": meta["uid"], **json.loads(text)}
+    return out
+
+
 def hub_log(hub) -> str:
     return hub.log_path.read_text(errors="replace")
 
@@ -192,6 +208,8 @@ async def test_first_launch_gets_the_bundle_a_first_start_makes(hub):
     assert status in (201, 202), body
     await wait_ready(hub, "ana")
     reference = await bundle(hub, "ana")
+    home = await claims(hub, "ana")
+    assert list(home) == ["claim-USER"], home
     assert reference["mark"] and {"ResourceQuota/kdash-quota", "LimitRange/kdash-limits",
                                   "NetworkPolicy/kdash-user-pods"} <= set(reference), reference
     await stop_server(hub, "ana")
@@ -201,6 +219,10 @@ async def test_first_launch_gets_the_bundle_a_first_start_makes(hub):
     status, instance = await launch(hub, leo)
     assert status == 201, instance
     assert await bundle(hub, "leo") == reference
+    # and the home claim a start makes, through the spawner's own code: as ana's
+    leo_home = await claims(hub, "leo")
+    assert {k: {**v, "uid": ""} for k, v in leo_home.items()} == {
+        k: {**v, "uid": ""} for k, v in home.items()}, (leo_home, home)
     assert "Namespace kdash-leo of leo created (asked by kdash-launcher)" in hub_log(hub)
     # a second launch, and the endpoint asked again, change nothing
     status, again = await launch(hub, leo)
@@ -216,6 +238,13 @@ async def test_first_launch_gets_the_bundle_a_first_start_makes(hub):
     log = [line for line in hub_log(hub).splitlines()[before:] if "kdash-leo" in line]
     assert any("Namespace kdash-leo is ready" in line for line in log), log
     assert not any("Repairing" in line or "Creating namespace" in line for line in log), log
+    # the notebook mounts that same claim: kept, not made again
+    assert await claims(hub, "leo") == leo_home
+    async with api_client_for(hub.admin_kubeconfig) as client:
+        pods = await KubeResources(client).list("Pod", "kdash-leo",
+                                                label_selector="component=singleuser-server")
+    assert [v["persistentVolumeClaim"]["claimName"] for p in pods
+            for v in p["spec"]["volumes"] if "persistentVolumeClaim" in v] == ["claim-leo"]
     await stop_server(hub, "leo")
 
 
@@ -231,12 +260,26 @@ async def test_a_half_made_namespace_is_finished_before_a_launch(hub):
         await kube.delete("ResourceQuota", "kdash-quota", "kdash-kim")
         await kube.patch("Namespace", "kdash-kim", None,
                          {"metadata": {"annotations": {MARK: None}}})
+        # her home claim, replaced by one of her own (kubectl): never deleted or changed
+        await kube.delete("PersistentVolumeClaim", "claim-kim", "kdash-kim")
+        await eventually(lambda: kube_gone(kube, "claim-kim", "kdash-kim"), "claim gone")
+        await kube.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                           "metadata": {"name": "claim-kim", "namespace": "kdash-kim",
+                                        "labels": {"mine": "yes"}},
+                           "spec": {"accessModes": ["ReadWriteOnce"],
+                                    "resources": {"requests": {"storage": "1Mi"}}}})
+    own = await claims(hub, "kim")
     broken = await bundle(hub, "kim")
     assert "ResourceQuota/kdash-quota" not in broken and not broken["mark"]
     status, instance = await launch(hub, kim)
     assert status == 201, instance
     assert await bundle(hub, "kim") == complete
+    assert await claims(hub, "kim") == own
     assert "Namespace kdash-kim of kim repaired (asked by kdash-launcher)" in hub_log(hub)
+
+
+async def kube_gone(kube: KubeResources, name: str, namespace: str) -> bool:
+    return await kube.get("PersistentVolumeClaim", name, namespace) is None
 
 
 async def test_only_the_user_and_the_launcher_may_provision(hub):

@@ -173,12 +173,12 @@ async def test_tensorboard_opens_through_the_owner_only_proxy(process_env, kube)
 
 async def test_a_template_without_a_program_here_says_it_cant_run(process_env):
     env, user = process_env, "erin"
-    await launch(env, user, "minio", "minio")
-    info = await env.wait_status(user, "minio", "failed", within=READY_WITHIN)
+    await launch(env, user, "filebrowser", "files")
+    info = await env.wait_status(user, "files", "failed", within=READY_WITHIN)
     assert info["status"] == "failed", info
     assert info["reason"].startswith("can't run on this local cluster:"), info
-    assert "minio/minio" in info["reason"]
-    assert (await env.call("DELETE", f"instances/{user}/minio", user))[0] == 204
+    assert "filebrowser/filebrowser" in info["reason"]
+    assert (await env.call("DELETE", f"instances/{user}/files", user))[0] == 204
 
 
 # --- attacks: a user's own pod (kubectl with the launcher's kubeconfig) choosing arguments ---
@@ -225,4 +225,6 @@ def test_image_table_matches_repositories_not_look_alikes():
     tb = {"image": "tensorflow/tensorflow:2.17.0", "command": ["tensorboard"], "name": "t"}
     assert imageprograms.program_for(tb).kind == "tensorboard"
     assert imageprograms.program_for({**tb, "command": ["sh", "-c", "python x.py"]}) is None
-    assert imageprograms.program_for({"image": "minio/minio:latest", "name": "m"}) is None
+    assert imageprograms.program_for({"image": "filebrowser/filebrowser:v2", "name": "f"}) is None
+    # minio (tests/integration/test_datasets.py runs it): `minio server` only
+    assert imageprograms.program_for({"image": "evil.io/minio-x:1", "args": ["server"]}) is None

@@ -365,6 +365,12 @@ CULLER_ROWS = [
     allowed("patch", "secrets", OWN, MERGE, name=RECORD),
     allowed("patch", "secrets", OTHER, MERGE, name=RECORD),
     allowed("delete", "secrets", OWN, name=RECORD),
+    # a deleted instance's keys out of the launcher's notebook Secrets (notebookenv.forget)
+    allowed("get", "secrets", OWN, name="kdash-notebook-env"),
+    allowed("patch", "secrets", OWN, MERGE, name="kdash-notebook-env"),
+    allowed("delete", "secrets", OWN, name="kdash-notebook-files"),
+    refused("kdash-service-writes", "patch", "secrets", OWN, MERGE, name="users-own",
+            why="a-users-secret"),
     denied("create", "secrets", OWN, lambda ns: record(ns, name="kdash-instance-new")),
     denied("list", "secrets", CLUSTER),
     denied("get", "secrets", HUB, name="probe"),
@@ -473,6 +479,10 @@ async def build_world(tier: RealTier) -> World:
         objects = [
             record(NS[OWN]), record(NS[OTHER], BOB),
             secret("users-own", NS[OWN]), secret("probe", HUB_NAMESPACE),
+            secret("kdash-notebook-env", NS[OWN],
+                   L.owner_labels(ALICE, "launcher-notebook-env")),
+            secret("kdash-notebook-files", NS[OWN],
+                   L.owner_labels(ALICE, "launcher-notebook-files")),
             secret("probe", "kube-system"),
             deployment("kdash-demo", NS[OWN], ours()), deployment("users-own", NS[OWN]),
             restricted_pod("jupyter-alice", NS[OWN], {L.MANAGED_BY: "kubespawner"}),

@@ -130,6 +130,14 @@ def test_services_roles_and_the_chart_culler():
     assert {"list:users", "read:users:activity", "read:servers", "delete:servers"} <= culler
     for role in ("user", "server"):
         assert "access:services!service=kdash-launcher" in roles[role]["scopes"]
+    # the launcher's login may read and extend its user's own servers' lifetimes, in the
+    # chart as in launcher_service(), and nothing more
+    from services.launcher.hubconfig import launcher_service
+    from services.launcher.serverlifetime import OAUTH_SCOPES
+    launcher = hub["services"]["kdash-launcher"]
+    assert launcher["oauth_client_allowed_scopes"] == list(OAUTH_SCOPES)
+    assert launcher_service()["oauth_client_allowed_scopes"] == list(OAUTH_SCOPES)
+    assert all(scope.endswith("!user") for scope in OAUTH_SCOPES)
 
 
 def test_network_policy_lets_the_hub_and_proxy_reach_user_namespaces():

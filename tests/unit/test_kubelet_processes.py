@@ -292,3 +292,20 @@ def test_cri_log_lines_round_trip(tmp_path):
     assert stamped.endswith(b"Z last\n")
     later = containerlogs.LogOptions(since=containerlogs.parse_time("2999-01-01T00:00:00Z"))
     assert containerlogs.read(tmp_path / "0.log", later) == b""
+
+
+def test_variables_naming_paths_in_a_mount_follow_the_mount():
+    """The process kubelet mounts volumes under the pod's root, so a variable naming a file
+    in a mount (AWS_CONFIG_FILE in the datasets' Secret) is rewritten with it; a look-alike
+    prefix or a path outside every mount is left as it is."""
+    from kdash_hub.localcluster.kubelet import container_path_variables
+
+    container = {"volumeMounts": [{"name": "d", "mountPath": "/etc/kdash/datasets"},
+                                  {"name": "s", "mountPath": "/etc/kdash/services/"}]}
+    env = {"HOME": "/home/jovyan", "AWS_CONFIG_FILE": "/etc/kdash/datasets/aws-config",
+           "KDASH_DATASETS_DIR": "/etc/kdash/datasets", "KDASH_SERVICES_DIR":
+           "/etc/kdash/services", "EVIL": "/etc/kdash/datasets-other/x",
+           "OUTSIDE": "/usr/share/data", "RELATIVE": "etc/kdash/datasets/x", "EMPTY": ""}
+    assert sorted(container_path_variables(container, env)) == [
+        "AWS_CONFIG_FILE", "HOME", "KDASH_DATASETS_DIR", "KDASH_SERVICES_DIR"]
+    assert container_path_variables({}, {"AWS_CONFIG_FILE": "/x"}) == []

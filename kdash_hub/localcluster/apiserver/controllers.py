@@ -10,7 +10,11 @@
 - CronJobs get a Job (named `<cronjob>-<minutes since the epoch>`, from `jobTemplate`) at
   each time of their 5-field schedule (the latest one missed, once; `suspend`,
   `concurrencyPolicy` Forbid/Replace, `startingDeadlineSeconds`, `timeZone` and the
-  history limits are followed), and `status.active`/`lastScheduleTime`/`lastSuccessfulTime`.
+  history limits are followed), and `status.active`/`lastScheduleTime`/`lastSuccessfulTime`;
+- finished Jobs with `spec.ttlSecondsAfterFinished` are deleted (propagation Background, the
+  Job's UID as precondition) once that many seconds have passed since the `lastTransitionTime`
+  of their Complete/Failed condition, as kube-controller-manager's ttl-after-finished
+  controller does; a TTL set or changed after the Job finished counts from that same time.
 
 Simplification (documented): a Deployment owns its Pods directly; there are no
 ReplicaSets in between. Pods carry an ownerReference to their workload (controller: true),
@@ -66,6 +70,7 @@ class Controllers:
         self._pending: set[tuple[str, str, str]] = set()
         self._handle: asyncio.Handle | None = None
         self._cron_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._ttl_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._stopped = False
         ops.after_write.append(self._after_write)
         ops.store.listeners.append(self._on_event)
@@ -78,9 +83,10 @@ class Controllers:
         self._stopped = True
         if self._handle:
             self._handle.cancel()
-        for timer in self._cron_timers.values():
-            timer.cancel()
-        self._cron_timers.clear()
+        for timers in (self._cron_timers, self._ttl_timers):
+            for timer in timers.values():
+                timer.cancel()
+            timers.clear()
 
     # ---------------------------------------------------------------- synchronous bits
 
@@ -180,7 +186,8 @@ class Controllers:
                 return
             obj = self.ops.store.raw(_t(kind), ns, name)
             if obj is None:
-                timer = self._cron_timers.pop((ns, name), None) if kind == "CronJob" else None
+                timers = {"CronJob": self._cron_timers, "Job": self._ttl_timers}.get(kind, {})
+                timer = timers.pop((ns, name), None)
                 if timer is not None:
                     timer.cancel()
                 continue
@@ -398,8 +405,8 @@ class Controllers:
         ns = job["metadata"]["namespace"]
         spec = job.get("spec") or {}
         status = copy.deepcopy(job.get("status") or {})
-        if any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-               for c in status.get("conditions") or []):
+        if _job_end(job) is not None:
+            self._ttl_after_finished(job)
             return
         pods = self._owned_pods(job)
         succeeded = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Succeeded")
@@ -432,6 +439,35 @@ class Controllers:
             status.pop("active", None)
         status["ready"] = sum(1 for p in active if self._ready(p))
         self._set_status("Job", job, status)
+
+    def _ttl_after_finished(self, job: dict) -> None:
+        """The ttl-after-finished controller: delete a finished Job `ttlSecondsAfterFinished`
+        after it finished, or look again then (one timer per Job, replaced on each event, so
+        a TTL changed or removed later counts)."""
+        meta = job["metadata"]
+        key = (meta["namespace"], meta["name"])
+        old = self._ttl_timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
+        finished = _finish_time(job)
+        if ttl is None or finished is None:
+            return  # no TTL; or no finish time, which the real controller logs and skips
+        left = (finished - datetime.now(UTC)).total_seconds() + int(ttl)
+        if left <= 0:
+            try:
+                self.ops.delete(_t("Job"), key[0], key[1], {
+                    "propagationPolicy": "Background", "preconditions": {"uid": meta["uid"]}})
+                log.info("Job %s/%s deleted %ss after it finished (ttlSecondsAfterFinished)",
+                         key[0], key[1], ttl)
+            except APIError as err:  # gone, or replaced by a Job of the same name
+                log.debug("TTL of Job %s/%s: %s", key[0], key[1], err.message)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._ttl_timers[key] = loop.call_later(left + 0.05, self._schedule, "Job", *key)
 
 
     # ---------------------------------------------------------------- CronJobs
@@ -518,7 +554,8 @@ class Controllers:
 
     def _delete_job(self, job: dict) -> None:
         try:
-            self.ops.delete(_t("Job"), job["metadata"]["namespace"], job["metadata"]["name"])
+            self.ops.delete(_t("Job"), job["metadata"]["namespace"], job["metadata"]["name"],
+                            {"propagationPolicy": "Background"})  # as the CronJob controller
         except APIError:
             pass
 
@@ -540,6 +577,17 @@ def _job_end(job: dict) -> str | None:
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
             return cond["type"]
+    return None
+
+
+def _finish_time(job: dict) -> datetime | None:
+    """When a finished Job finished: its Complete/Failed condition's lastTransitionTime."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            try:
+                return _parse_time(cond["lastTransitionTime"])
+            except (KeyError, TypeError, ValueError):
+                return None
     return None
 
 

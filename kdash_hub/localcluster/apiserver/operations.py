@@ -44,6 +44,11 @@ APPLY_PATCH = "application/apply-patch+yaml"
 _GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 
 
+JOB_DELETE_WARNING = (
+    "child pods are preserved by default when jobs are deleted; set propagationPolicy=Background"
+    " to remove them or set propagationPolicy=Orphan to suppress this warning")
+
+
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -415,6 +420,11 @@ class Operations:
         policy = options.get("propagationPolicy")
         if policy is None and options.get("orphanDependents") is not None:
             policy = "Orphan" if options["orphanDependents"] else "Background"
+        if policy is None and rtype.kind == "Job" and rtype.group == "batch":
+            # batch/v1 keeps a Job's pods unless told otherwise (backwards compatibility),
+            # and says so, as the real Job storage does
+            warn(JOB_DELETE_WARNING)
+            policy = "Orphan"
         policy = policy or "Background"
         if policy not in ("Background", "Foreground", "Orphan"):
             raise invalid("DeleteOptions", "", "", [{

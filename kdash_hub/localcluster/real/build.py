@@ -149,8 +149,9 @@ def _explain_failure(component: Component, output: str) -> str:
 
 
 def build_component(component: Component, tools: Path, go: str, goversion: str,
-                    progress: Callable[[str], None]) -> Path:
-    target = binary_path(component, tools, goversion)
+                    progress: Callable[[str], None], target: Path | None = None) -> Path:
+    """Build once into `target` (default: the kube cache's `binary_path`), then find it."""
+    target = target or binary_path(component, tools, goversion)
     if target.is_file() and os.access(target, os.X_OK):
         progress(f"{component.name} {component.version}: cached ({target})")
         return target
