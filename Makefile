@@ -123,7 +123,8 @@ bench: setup
 # the README's screenshots: the browser tests write them to artifacts/; copy them on purpose
 screenshots: setup
 	$(VENV)/bin/python -m pytest -q -m browser
-	cp artifacts/profile-chooser.png artifacts/launcher.png artifacts/login.png docs/images/
+	cp artifacts/profile-chooser.png artifacts/launcher.png artifacts/login.png \
+	  artifacts/launcher-connection.png docs/images/
 
 settings-doc: python-packages
 	$(VENV)/bin/kdash-hub settings-doc > docs/settings.md

@@ -27,6 +27,7 @@ from kdash_hub.services.launcher.notebookenv import (
     FILES_SECRET,
 )
 from tests.fixtures.cluster import api_client_for, requires_emulator
+from tests.fixtures.helm import REPO
 from tests.fixtures.launcher import PASSWORD
 from tests.fixtures.security import ATTACKER, ATTACKER_NS, VICTIM, VICTIM_NS
 from tests.fixtures.spawner import build_spawner, to_dict
@@ -35,6 +36,8 @@ from tests.integration.test_launcher_connection import (
     env_secret,
     template_password,
 )
+
+ARTIFACTS = REPO / "artifacts"  # the screenshot of the details page (`make screenshots`)
 
 
 async def files_secret(kube, namespace: str) -> dict[str, str] | None:
@@ -267,6 +270,9 @@ async def test_the_page_offers_files_and_variables(launcher_env, launcher_kube):
                 assert password not in await page.content()
                 assert sorted(await files_secret(kube, "kdash-erin")) == [
                     "page-db.env", "page-db.json"]
+                ARTIFACTS.mkdir(exist_ok=True)  # docs/images/launcher-connection.png
+                await page.screenshot(path=str(ARTIFACTS / "launcher-connection.png"),
+                                      full_page=True)
 
                 async with page.expect_navigation():
                     await page.click("#notebook-env")
@@ -280,7 +286,6 @@ async def test_the_page_offers_files_and_variables(launcher_env, launcher_kube):
                     await page.click("#notebook-off")
                 assert "Off" in await page.text_content("#notebook-env-state")
                 assert await env_secret(kube, "kdash-erin") is None
-                await page.screenshot(path="/tmp/h13-notebook-files.png", full_page=True)
             finally:
                 await browser.close()
     finally:
