@@ -10,6 +10,7 @@ PostgreSQL server (the `postgres:*` image's program here)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -82,6 +83,10 @@ async def run_in_kernel(session: aiohttp.ClientSession, base: str, headers: dict
 @pytest.mark.skipif(os.geteuid() != 0, reason="the demo's netns pod network needs root")
 @pytest.mark.skipif(os.geteuid() == 0 and pod_network_choice()[0] != "netns",
                     reason="netns is not possible here")
+@pytest.mark.skipif(importlib.util.find_spec("ipykernel") is None,
+                    reason="the notebook runs the probe in a Python kernel: ipykernel comes with "
+                           "the demo extra, which the z2jh versions' venv (the hub image's "
+                           "packages) leaves out")
 @pytest.mark.skipif(imageprograms.program_for({"image": "postgres:16"}) is None,
                     reason="no PostgreSQL server on this machine (apt-get install postgresql)")
 async def test_the_notebook_reaches_its_postgresql_by_name(demo):  # noqa: F811
