@@ -104,7 +104,10 @@ class BundleProvisioner:
                 todo = objects
             else:
                 todo = [o for o in objects if not self.drift.in_place(o)]
-        if not todo and hash_ok:
+        # the namespace's own labels (its Pod Security level) are a guardrail too: an admin's
+        # new level must judge this start's pod, so they go before it, not with the mark
+        relabel = None if fresh else self._stale_labels(ns, spec)
+        if not todo and hash_ok and relabel is None:
             if alongside is not None:
                 await alongside()
             return "unchanged"
@@ -127,6 +130,8 @@ class BundleProvisioner:
         late = [o for o in todo if finish_later and o not in boot and o["kind"] == "RoleBinding"]
         rest = [self._ensure_one(o, report, fresh, wait_for_rbac=wait)
                 for o in todo if o not in boot and o not in late]
+        if relabel is not None:
+            rest.append(self._relabel(ns, spec, relabel))
         if alongside is not None:  # the caller's create needs the hub's rights there too
             rest.append(self._allowed(alongside, wait))
         await asyncio.gather(*rest)
@@ -270,6 +275,22 @@ class BundleProvisioner:
                 if e.status != 409:
                     raise
         await self.resources.ensure(obj)
+
+    @staticmethod
+    def _stale_labels(ns: dict, spec: bundle.BundleSpec) -> dict | None:
+        """The namespace's desired labels when they differ from what it has, else None."""
+        want = bundle.namespace(spec)["metadata"]["labels"]
+        have = (ns.get("metadata") or {}).get("labels") or {}
+        return None if matches(want, have) else want
+
+    async def _relabel(self, ns: dict, spec: bundle.BundleSpec, labels: dict) -> None:
+        try:
+            patched = await self.resources.patch("Namespace", spec.namespace, None,
+                                                 {"metadata": {"labels": labels}})
+        except ApiException as e:
+            raise self._fail(bundle.namespace(spec), e) from e
+        ns.setdefault("metadata", {})["labels"] = (
+            (patched or {}).get("metadata", {}).get("labels") or labels)
 
     async def _mark_complete(self, ns: dict, spec: bundle.BundleSpec, desired_hash: str) -> None:
         want = bundle.namespace(spec, desired_hash)["metadata"]

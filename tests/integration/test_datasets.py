@@ -429,7 +429,7 @@ async def test_users_add_datasets_only_when_allowed_and_never_over_the_admins(
     files: a good one reads for real; one taking an admin dataset's name, one with keys that
     would inject a profile, and one with a bad endpoint are left out. Without the setting
     the same Secret is ignored."""
-    probe = build_spawner(username="fay")
+    probe = build_spawner(username="fiona")
     await hub_secret(kube, probe.hub_namespace)
     where = tmp_path / "mnt"
     admin = declared(s3.endpoint)[:1]
@@ -441,7 +441,7 @@ async def test_users_add_datasets_only_when_allowed_and_never_over_the_admins(
             "access_key_id": "a", "secret_access_key": "b\n[climate]\naws_access_key_id = Z"},
            {"name": "far", "bucket": "genomes", "endpoint": "file:///etc/passwd",
             "access_key_id": "a", "secret_access_key": "b"}]
-    s = build_spawner(username="fay", s3_datasets=admin, s3_datasets_dir=str(where))
+    s = build_spawner(username="fiona", s3_datasets=admin, s3_datasets_dir=str(where))
     try:
         await s.start()  # the namespace exists from here on
         await kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {
@@ -451,7 +451,7 @@ async def test_users_add_datasets_only_when_allowed_and_never_over_the_admins(
         files, env = await user_secrets(kube, s.namespace)
         assert env["KDASH_DATASETS"] == "climate"
         await s.stop()
-        s = build_spawner(username="fay", s3_datasets=admin, s3_datasets_dir=str(where),
+        s = build_spawner(username="fiona", s3_datasets=admin, s3_datasets_dir=str(where),
                           s3_datasets_user_secret="my-datasets")
         await s.start()
         files, env = await user_secrets(kube, s.namespace)

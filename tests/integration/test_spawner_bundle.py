@@ -330,3 +330,39 @@ async def test_without_watch_rights_every_start_ensures_the_bundle(local_cluster
     await started(s)
     assert await kube.get("NetworkPolicy", bundle.NETWORK_POLICY_NAME, s.namespace)
     await s.stop()
+
+
+
+async def test_an_admins_new_pod_security_level_judges_the_next_pod(local_cluster, kube):
+    """The namespace's Pod Security level is a guardrail like the others: changed by the
+    admin, it is applied before the next start's pod, not with the completion mark after it.
+    Lowered, the next start gets in (its pod, made for the lower level, used to be refused
+    by the old one, so the start never reached the mark: that user could never start
+    again); raised, the namespace says so before the next pod is made."""
+    s = build_spawner(username="lev", pod_security_level="restricted")
+    await started(s)
+    await s.stop()
+    ns = await kube.get("Namespace", s.namespace)
+    assert ns["metadata"]["labels"][bundle.POD_SECURITY_LABEL] == "restricted"
+
+    s = build_spawner(username="lev")  # the admin lowers it to the default, baseline
+    try:
+        await started(s)
+        ns = await kube.get("Namespace", s.namespace)
+        assert ns["metadata"]["labels"][bundle.POD_SECURITY_LABEL] == "baseline"
+    finally:
+        await s.stop()
+
+    log = getattr(getattr(local_cluster, "api", None), "request_log", None)
+    n = len(log) if log is not None else 0
+    s = build_spawner(username="lev", pod_security_level="restricted")  # and raises it again
+    try:
+        await started(s)
+        ns = await kube.get("Namespace", s.namespace)
+        assert ns["metadata"]["labels"][bundle.POD_SECURITY_LABEL] == "restricted"
+    finally:
+        await s.stop()
+    if log is not None:  # the emulator's request log: the relabel went before the pod
+        path = f"/api/v1/namespaces/{s.namespace}"
+        sent = [(m, p.split("?")[0]) for m, p in spawner_requests(log, n, s.namespace)]
+        assert sent.index(("PATCH", path)) < sent.index(("POST", f"{path}/pods")), sent
