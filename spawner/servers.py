@@ -35,6 +35,7 @@ from kubespawner import KubeSpawner
 
 from kdash_hub import naming
 from kdash_hub.kube import to_json
+from kdash_hub.taints import untolerated_taint
 
 from .refusals import refusal
 
@@ -122,29 +123,15 @@ def others_holding(pods: Mapping[str, dict], namespace: str, claim: str,
     return out
 
 
-def _tolerated(taint: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]]) -> bool:
-    for t in tolerations:
-        if t.get("effect") and t.get("effect") != taint.get("effect"):
-            continue
-        if t.get("operator") == "Exists" and (not t.get("key") or t["key"] == taint.get("key")):
-            return True
-        if t.get("key") == taint.get("key") and (t.get("value") or "") == (
-                taint.get("value") or ""):
-            return True
-    return False
-
-
 def misfit(node: Mapping[str, Any], node_selector: Mapping[str, str],
            tolerations: Iterable[Mapping[str, Any]]) -> str | None:
     """Why a pod with this node selector and these tolerations can't go on `node`, or None."""
     labels = (node.get("metadata") or {}).get("labels") or {}
     if any(labels.get(k) != str(v) for k, v in node_selector.items()):
         return "its node selector does not match that node"
-    tolerations = list(tolerations)
-    for taint in (node.get("spec") or {}).get("taints") or []:
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerated(
-                taint, tolerations):
-            return f"that node is tainted {taint.get('key')} and the profile does not tolerate it"
+    taint = untolerated_taint(tolerations, node)
+    if taint is not None:
+        return f"that node is tainted {taint.get('key')} and the profile does not tolerate it"
     return None
 
 

@@ -14,11 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from kdash_hub import taints
 from kdash_hub.quantities import parse_quantity
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
-# taint effects the scheduler must respect (PreferNoSchedule is only a preference)
-_HARD_EFFECTS = ("NoSchedule", "NoExecute")
 
 
 def _container_requests(container: Mapping) -> dict[str, Decimal]:
@@ -94,29 +93,9 @@ def matches_node_affinity(pod: Mapping, node: Mapping) -> bool:
     return False
 
 
-def tolerates(tolerations: Iterable[Mapping], taint: Mapping) -> bool:
-    """True when one of the tolerations matches the taint (key, value and effect)."""
-    for tol in tolerations:
-        if tol.get("effect") and tol.get("effect") != taint.get("effect"):
-            continue
-        op = tol.get("operator") or "Equal"
-        if op == "Exists":
-            if not tol.get("key") or tol.get("key") == taint.get("key"):
-                return True
-        elif tol.get("key") == taint.get("key") and (tol.get("value") or "") == (
-            taint.get("value") or ""
-        ):
-            return True
-    return False
-
-
 def untolerated_taint(pod: Mapping, node: Mapping) -> Mapping | None:
     """The first NoSchedule/NoExecute taint of the node that the pod does not tolerate."""
-    tolerations = (pod.get("spec") or {}).get("tolerations") or []
-    for taint in (node.get("spec") or {}).get("taints") or []:
-        if taint.get("effect") in _HARD_EFFECTS and not tolerates(tolerations, taint):
-            return taint
-    return None
+    return taints.untolerated_taint((pod.get("spec") or {}).get("tolerations") or [], node)
 
 
 def allocatable(node: Mapping) -> dict[str, Decimal]:
@@ -152,7 +131,7 @@ def insufficient(pod: Mapping, node: Mapping, used: Mapping[str, Decimal]) -> li
 def filter_node(pod: Mapping, node: Mapping, used: Mapping[str, Decimal]) -> list[str]:
     """Why the pod can't go on the node ([] when it can), in the real scheduler's words."""
     spec = node.get("spec") or {}
-    if spec.get("unschedulable") and not tolerates(
+    if spec.get("unschedulable") and not taints.tolerates(
         (pod.get("spec") or {}).get("tolerations") or [],
         {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
     ):

@@ -9,8 +9,8 @@ from kdash_hub.localcluster.scheduler import (
     parse_quantity,
     pod_requests,
     schedule,
-    tolerates,
 )
+from kdash_hub.taints import tolerates
 
 GPU = "nvidia.com/gpu"
 
