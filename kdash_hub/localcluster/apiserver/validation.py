@@ -19,6 +19,7 @@ from importlib import resources as importlib_resources
 from typing import Any
 
 from .resources import ResourceType
+from .schemacheck import Check, SchemaCheck, Unsupported
 
 DEFAULT_KUBE_VERSION = "1.36"
 
@@ -220,6 +221,29 @@ def _sub_validator(version: str, kind: str, api_version: str, key: str) -> Any:
     return v.evolve(schema={"$id": v.schema.get("$id", ""), **prop})
 
 
+@cache
+def _schema_check(version: str) -> SchemaCheck:
+    defs = _definitions_doc(version)["$defs"]
+
+    def resolve(ref: str) -> dict:
+        base, _, fragment = ref.partition("#")
+        name = fragment.removeprefix("/$defs/")
+        if base not in ("", "/api/_definitions.json") or name == fragment or name not in defs:
+            raise Unsupported(f"$ref {ref!r}")
+        return defs[name]
+
+    return SchemaCheck(resolve)
+
+
+@cache
+def _fast_check(version: str, kind: str, api_version: str, key: str | None = None
+                ) -> Check | None:
+    """The yes/no check of a kind (or of one top-level field), None when not available."""
+    v = _sub_validator(version, kind, api_version, key) if key else _validator(
+        version, kind, api_version)
+    return None if v is None else _schema_check(version).check(v.schema)
+
+
 class Validator:
     """Schema + semantic validation; returns Status causes (an empty list when valid)."""
 
@@ -276,6 +300,8 @@ class Validator:
         strict = field_validation == "Strict"
         warn_unknown = field_validation == "Warn"
         errors: list[Any] = []
+        if self._valid_fast(rtype, obj, previous):
+            return causes
         if previous is not None and set(obj) == set(previous):
             for key in obj:
                 if obj[key] == previous[key]:
@@ -307,6 +333,21 @@ class Validator:
             elif warn_unknown:
                 warn(f'unknown field "{field}"')
         return causes
+
+    def _valid_fast(self, rtype: ResourceType, obj: dict, previous: dict | None) -> bool:
+        """True when the compiled checks (schemacheck.py) find `obj` valid; False means
+        "don't know", and jsonschema's walk finds and words the errors."""
+        version, kind, api_version = self.kube_version, rtype.kind, rtype.api_version
+        if previous is not None and set(obj) == set(previous):
+            for key in obj:
+                if obj[key] == previous[key]:
+                    continue
+                check = _fast_check(version, kind, api_version, key)
+                if check is None or not check(obj[key]):
+                    return False
+            return True
+        check = _fast_check(version, kind, api_version)
+        return check is not None and check(obj)
 
     def _causes(self, err: Any) -> list[dict]:
         path = list(err.absolute_path)
