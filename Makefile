@@ -38,7 +38,7 @@ XDIST = $(if $(filter-out 1,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadf
 Z2JH_WORKERS ?= 2
 XDIST_Z2JH = $(if $(filter-out 1,$(Z2JH_WORKERS)),-n $(Z2JH_WORKERS) --dist loadfile)
 
-.PHONY: s3-server setup system-packages python-packages node-packages demo demo-vscode test test-fast test-real kube-binaries lint bench settings-doc screenshots
+.PHONY: code-server s3-server setup system-packages python-packages node-packages demo demo-vscode test test-fast test-real kube-binaries lint bench settings-doc screenshots
 # `make bench BENCH_ARGS=--quick` for the small sizes
 
 setup: system-packages python-packages node-packages
@@ -83,10 +83,15 @@ s3-server: python-packages
 	@$(PY) -m kdash_hub.dev.s3 > /dev/null 2> .s3-setup.log && rm -f .s3-setup.log || \
 	  echo "setup: no S3 server here: $$(tail -1 .s3-setup.log)"
 
-# the demo with VS Code next to JupyterLab: code-server from npm (about 300 MB, native modules
-# built here: a few minutes, once, into ~/.cache/kdash-hub/code-server)
-demo-vscode: setup
+# code-server (VS Code in the browser) from npm: about 300 MB, native modules built here, a
+# few minutes once, into ~/.cache/kdash-hub/code-server; the tests open VS Code for real
+code-server: python-packages
 	@$(MAKE) --no-print-directory system-packages APT_PACKAGES="build-essential libkrb5-dev ripgrep"
+	@$(PY) -c "import asyncio, sys; from kdash_hub.dev.codeserver import ensure; \
+	  sys.exit(asyncio.run(ensure(lambda line: print('setup: ' + line.removeprefix('demo: ')))) is None)"
+
+# the demo with VS Code next to JupyterLab
+demo-vscode: setup code-server
 	$(VENV)/bin/kdash-hub demo --vscode
 
 # two tiers: the fast one on the emulator (on the newest releases, then on the versions the
@@ -101,7 +106,7 @@ test: setup
 # ships (test-z2jh-versions) and not again on the newest releases
 Z2JH_TIER_ONLY := tests/integration/test_helm_hub_config.py
 
-test-fast: setup s3-server
+test-fast: setup s3-server code-server
 	@echo "== fast tier: the emulator"
 	$(VENV)/bin/python -m pytest -q -ra $(XDIST) $(addprefix --ignore=,$(Z2JH_TIER_ONLY))
 
@@ -153,7 +158,7 @@ $(VENV_Z2JH)/.installed: pyproject.toml kdash-hub-local/pyproject.toml $(Z2JH_CO
 
 z2jh-versions-venv: $(VENV_Z2JH)/.installed
 
-test-z2jh-versions: system-packages node-packages z2jh-versions-venv s3-server
+test-z2jh-versions: system-packages node-packages z2jh-versions-venv s3-server code-server
 	@echo "== fast tier on the z2jh 4.4.0 hub image's versions ($(Z2JH_CONSTRAINTS))"
 	PATH=$(CURDIR)/$(VENV_Z2JH)/bin:$$PATH $(VENV_Z2JH)/bin/python -m pytest -q -ra $(XDIST_Z2JH) $(Z2JH_PYTEST_ARGS)
 .PHONY: z2jh-versions-venv test-z2jh-versions
