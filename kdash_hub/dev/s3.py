@@ -2,9 +2,10 @@
 
 `tools/s3` is a small Go module around rclone's gofakes3 (MIT) that checks AWS Signature
 V4 on every request (a wrong secret gets SignatureDoesNotMatch, an unsigned request 403)
-and keeps objects in memory. It is built once, with the control plane's Go helpers
+and keeps objects in memory, and with `data` also as files in that folder (read at start,
+written through on every change). It is built once, with the control plane's Go helpers
 (kdash_hub.localcluster.real.build), into `~/.cache/kdash-hub/s3/<version>-<key>/`, the key
-hashing go.mod, go.sum, main.go and the Go version: a second build finds it there.
+hashing go.mod, go.sum, its .go files and the Go version: a second build finds it there.
 
 `S3Server(access_key, secret_key, buckets=[...]).start()` runs it on a free port; the
 credentials go through its environment, never its command line.
@@ -79,11 +80,12 @@ class S3Server:
     def __init__(self, access_key: str | None = None, secret_key: str | None = None,
                  buckets: tuple[str, ...] | list[str] = (), seed: Path | None = None,
                  host: str = "127.0.0.1", port: int | None = None,
-                 binary: Path | None = None):
+                 binary: Path | None = None, data: Path | None = None):
         self.access_key = access_key or "AK" + secrets.token_hex(8).upper()
         self.secret_key = secret_key or secrets.token_urlsafe(30)
         self.buckets = list(buckets)
         self.seed = seed
+        self.data = data
         self.host = host
         self.port = port or free_port(host)
         self.binary = binary
@@ -100,6 +102,8 @@ class S3Server:
             argv += ["-bucket", bucket]
         if self.seed is not None:
             argv += ["-seed", str(self.seed)]
+        if self.data is not None:
+            argv += ["-data", str(self.data)]
         env = {"PATH": os.environ.get("PATH", os.defpath),
                "KDASH_S3_ACCESS_KEY": self.access_key, "KDASH_S3_SECRET_KEY": self.secret_key}
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,

@@ -258,9 +258,13 @@ def _tensorboard(root: str, ip: str, port: str, program: str, args: list[str]) -
     os.execv(program, [program, "-m", "tensorboard.main", *kept, "--host", ip])
 
 
+# `minio server` flags that take no value
+_MINIO_SWITCHES = {"quiet", "anonymous", "json", "help", "h"}
+
+
 def _minio(root: str, ip: str, port: str, program: str, args: list[str]) -> None:
     """kdash-s3 for `minio server DIR...`: the API on the pod's address and first port, the
-    image's root user as its key (never MinIO's well-known default)."""
+    image's root user as its key (never MinIO's well-known default), the objects in DIR."""
     user = os.environ.get("MINIO_ROOT_USER") or os.environ.get("MINIO_ACCESS_KEY")
     password = os.environ.get("MINIO_ROOT_PASSWORD") or os.environ.get("MINIO_SECRET_KEY")
     if not user or not password:
@@ -270,7 +274,19 @@ def _minio(root: str, ip: str, port: str, program: str, args: list[str]) -> None
         sys.exit(f"minio: only `minio server` runs here, not {shlex.join(args)!r}")
     env = {"PATH": os.environ.get("PATH", os.defpath), "KDASH_S3_ACCESS_KEY": user,
            "KDASH_S3_SECRET_KEY": password}
-    os.execve(program, [program, "-listen", f"{ip}:{port if port != '0' else 9000}"], env)
+    argv = [program, "-listen", f"{ip}:{port if port != '0' else 9000}"]
+    # `minio server DIR`: the objects live as files in DIR (the pod's volume), so a restarted
+    # pod serves what it held; flags (`--console-address ...`) and their values are skipped
+    folder, rest = None, list(args[1:])
+    while rest and folder is None:
+        arg = rest.pop(0)
+        if not arg.startswith("-"):
+            folder = arg
+        elif "=" not in arg and arg.lstrip("-") not in _MINIO_SWITCHES and rest:
+            rest.pop(0)  # the flag's value
+    if folder is not None:
+        argv += ["-data", _in_root(root, folder)]
+    os.execve(program, argv, env)
 
 
 LAUNCHERS: dict[str, Callable[[str, str, str, str, list[str]], None]] = {

@@ -389,12 +389,14 @@ async def test_a_pods_process_reads_the_datasets_the_kubelet_gives_it(make_local
 async def test_the_catalogs_minio_runs_for_real_in_process_mode(process_env, s3):  # noqa: F811
     """The demo's MinIO template, launched through the launcher's REST API on a real hub:
     the process kubelet runs kdash-s3 for `minio server /data` with the template's root
-    user as its key, on the pod's address, its health probe answering. (`s3`: the server's
+    user as its key, on the pod's address, its health probe answering; its objects live in
+    the pod's volume, so the instance's next pod serves them. (`s3`: the server's
     binary is built.)"""
     from kdash_hub.kube import KubeResources
     from kdash_hub.localcluster import imageprograms
     from kdash_hub.naming import user_namespace
     from tests.fixtures.cluster import api_client_for
+    from tests.fixtures.launcher import ready_pod
     from tests.integration.test_localcluster_side_programs import launch, ready, secret_value
 
     assert imageprograms.program_for({"image": "quay.io/minio/minio:latest",
@@ -416,6 +418,22 @@ async def test_the_catalogs_minio_runs_for_real_in_process_mode(process_env, s3)
                          aws_access_key_id="carol-admin", aws_secret_access_key=password + "x")
     with pytest.raises(ClientError):
         wrong.list_objects_v2(Bucket="results")
+    # the objects are files in the pod's /data volume: a new pod of the instance serves them
+    async with api_client_for(env.kubeconfig) as client:
+        kube = KubeResources(client)
+        namespace = user_namespace(user, "kdash-")
+        old = await ready_pod(kube, namespace, "store")
+        await kube.delete("Pod", old["metadata"]["name"], namespace)
+        deadline = asyncio.get_running_loop().time() + 120
+        while (new := await ready_pod(kube, namespace, "store", within=120)
+               )["metadata"]["uid"] == old["metadata"]["uid"]:
+            assert asyncio.get_running_loop().time() < deadline, "no new pod of the instance"
+            await asyncio.sleep(0.5)
+    store = boto3.client("s3", endpoint_url=f"http://{new['status']['podIP']}:9000",
+                         region_name="us-east-1", aws_access_key_id="carol-admin",
+                         aws_secret_access_key=password)
+    assert store.get_object(Bucket="results", Key="run1/metrics.json")["Body"].read() == \
+        b'{"acc": 0.9}'
     assert (await env.call("DELETE", f"instances/{user}/store", user))[0] == 204
 
 

@@ -1,5 +1,6 @@
 // Command kdash-s3 is the S3 server of kdash-hub's tests and demo: rclone's gofakes3 with
-// AWS Signature V4 checked on every request (header or presigned), objects kept in memory.
+// AWS Signature V4 checked on every request (header or presigned), objects kept in memory
+// and, with -data DIR, as files under DIR too (disk.go), so a restart keeps them.
 //
 // The credentials come from the environment (KDASH_S3_ACCESS_KEY, KDASH_S3_SECRET_KEY) so
 // they never show in a process list; the server refuses to start without them, and refuses
@@ -38,16 +39,18 @@ func (b *bucketList) Set(v string) error { *b = append(*b, v); return nil }
 func main() {
 	listen := flag.String("listen", "", "address to listen on, e.g. 127.0.0.1:9000 (required)")
 	seed := flag.String("seed", "", "folder whose sub-folders become buckets, their files objects")
+	data := flag.String("data", "", "folder that keeps the objects as files (bucket = sub-folder), "+
+		"read at start and written through on every change; default: memory only")
 	var buckets bucketList
 	flag.Var(&buckets, "bucket", "a bucket to create at start (repeatable)")
 	flag.Parse()
-	if err := run(*listen, *seed, buckets); err != nil {
+	if err := run(*listen, *seed, *data, buckets); err != nil {
 		fmt.Fprintln(os.Stderr, "kdash-s3:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, seed string, buckets []string) error {
+func run(listen, seed, data string, buckets []string) error {
 	if listen == "" {
 		return errors.New("-listen ADDR is required")
 	}
@@ -56,8 +59,18 @@ func run(listen, seed string, buckets []string) error {
 		return errors.New("KDASH_S3_ACCESS_KEY and KDASH_S3_SECRET_KEY must be set: " +
 			"this server never serves without signature checks")
 	}
-	backend := s3mem.New()
+	memory := s3mem.New()
+	var backend gofakes3.Backend = memory
 	ctx := context.Background()
+	if data != "" {
+		if err := os.MkdirAll(data, 0o700); err != nil {
+			return err
+		}
+		if err := load(ctx, memory, data); err != nil {
+			return fmt.Errorf("data %s: %w", data, err)
+		}
+		backend = &diskBackend{Backend: memory, root: data}
+	}
 	for _, name := range buckets {
 		if err := backend.CreateBucket(ctx, name); err != nil && !gofakes3.IsAlreadyExists(err) {
 			return fmt.Errorf("bucket %q: %w", name, err)
@@ -104,7 +117,7 @@ func withHealth(next http.Handler) http.Handler {
 }
 
 // load makes a bucket of each sub-folder of root and an object of each file below it.
-func load(ctx context.Context, backend *s3mem.Backend, root string) error {
+func load(ctx context.Context, backend gofakes3.Backend, root string) error {
 	entries, err := os.ReadDir(root)
 	if err != nil {
 		return err
@@ -119,7 +132,7 @@ func load(ctx context.Context, backend *s3mem.Backend, root string) error {
 		}
 		top := filepath.Join(root, bucket)
 		err := filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || !d.Type().IsRegular() {
+			if err != nil || !d.Type().IsRegular() || strings.HasPrefix(d.Name(), tempPrefix) {
 				return err
 			}
 			data, err := os.ReadFile(path)
