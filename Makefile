@@ -38,7 +38,7 @@ XDIST = $(if $(filter-out 1,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadf
 Z2JH_WORKERS ?= 2
 XDIST_Z2JH = $(if $(filter-out 1,$(Z2JH_WORKERS)),-n $(Z2JH_WORKERS) --dist loadfile)
 
-.PHONY: code-server s3-server setup system-packages python-packages node-packages demo demo-vscode test test-fast test-real kube-binaries lint bench settings-doc screenshots
+.PHONY: code-server traefik s3-server setup system-packages python-packages node-packages demo demo-vscode test test-fast test-real kube-binaries lint bench settings-doc screenshots
 # `make bench BENCH_ARGS=--quick` for the small sizes
 
 setup: system-packages python-packages node-packages
@@ -110,12 +110,18 @@ test-fast: setup s3-server code-server
 	@echo "== fast tier: the emulator"
 	$(VENV)/bin/python -m pytest -q -ra $(XDIST) $(addprefix --ignore=,$(Z2JH_TIER_ONLY))
 
+# Traefik v3.6.12 from its pinned Go module (tools/traefik), built once into
+# ~/.cache/kdash-hub/traefik: the real tier's public URLs go through it
+traefik: python-packages
+	@echo "setup: Traefik (tools/traefik)"
+	@$(PY) -m kdash_hub.dev.traefik > /dev/null
+
 # kube-apiserver, controller-manager, scheduler, etcd and helm from their pinned Go modules
 # (tools/kube), built once into ~/.cache/kdash-hub/kube and then found there
 kube-binaries: python-packages
 	$(PY) -m kdash_hub.localcluster.real.build
 
-test-real: setup kube-binaries s3-server
+test-real: setup kube-binaries s3-server traefik
 	@echo "== real tier: a real Kubernetes control plane"
 	KDASH_REAL_TIER=1 $(VENV)/bin/python -m pytest -q -ra $(REAL_TIER_TESTS)
 

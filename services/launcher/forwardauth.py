@@ -14,7 +14,9 @@ Ingress controllers ask it before each request to an instance's public host (ing
 The host comes only from the header the configured controller sets itself, from the Host
 it routes on (nginx: X-Original-URL; Traefik: X-Forwarded-Host); the other one, which a
 browser can send through the controller, is never read, so a host of the browser's own
-choosing can't stand in for the one the request goes to.
+choosing can't stand in for the one the request goes to. Traefik passes X-Original-URL on
+as the browser sent it (its ingress-nginx provider turns `auth-url` into a plain
+ForwardAuth), so the nginx flavour refuses a call that carries Traefik's own headers.
 The owner comes from the signed record found for the host, whose host is then recomputed
 from the signed owner and name: labels, annotations and the Ingress objects themselves
 are never read.
@@ -84,6 +86,10 @@ class HostIndex:
         return self.hosts.get(label)
 
 
+# sent by Traefik's ForwardAuth on every call, never by ingress-nginx's auth sub-request
+TRAEFIK_ONLY_HEADERS = frozenset({"x-forwarded-method", "x-forwarded-uri"})
+
+
 class ForwardAuthHandler(LauncherHandler):
     """GET/HEAD `<prefix>forward-auth`, called by the ingress controller. A LauncherHandler
     (manager, hub_auth, security headers) that answers 401 instead of redirecting."""
@@ -106,9 +112,15 @@ class ForwardAuthHandler(LauncherHandler):
         """The original host, from the header the configured controller sets itself."""
         # the other header is ignored: the browser may send it, and proxies on the way
         # (the hub's configurable-http-proxy) set X-Forwarded-Host to their own host
-        header = ("X-Original-URL" if self.manager.settings.public_forward_auth == "nginx"
-                  else "X-Forwarded-Host")
-        return normal_host(self.request.headers.get(header))
+        headers = self.request.headers
+        if self.manager.settings.public_forward_auth == "nginx":
+            # Traefik's ForwardAuth (also what its ingress-nginx provider makes of an
+            # `auth-url`) always sets these itself, and passes every other header on as the
+            # browser sent it: X-Original-URL would then be the browser's choice
+            if TRAEFIK_ONLY_HEADERS & {name.lower() for name in headers}:
+                return None
+            return normal_host(headers.get("X-Original-URL"))
+        return normal_host(headers.get("X-Forwarded-Host"))
 
     def _refuse(self, status: int, why: str) -> None:
         log.info("forward-auth %d: %s", status, why)

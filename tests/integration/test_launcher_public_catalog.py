@@ -6,7 +6,8 @@ catalog is loaded as every launcher test loads it. The owner launches `website` 
 launcher's page in Chromium; its Ingress (emulator, or the real API server with
 KDASH_REAL_TIER=1 and the launcher's own ServiceAccount) has the instance's host, TLS and
 the forward-auth annotations; the auth endpoint lets only the owner through (asked directly,
-as ingress-nginx's `auth-url` sub-request would: no ingress controller runs here).
+as ingress-nginx's `auth-url` sub-request would; a real Traefik serves public URLs in
+tests/realtier/test_public_url_traefik.py).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 A real hub runs the launcher with `public_domain` set; a template publishes its Service
 (`kdash-hub.io/public: http`). The Ingress objects go to the emulator (fast tier) or the
 real API server (KDASH_REAL_TIER=1: the launcher acts with its own ServiceAccount, so its
-RBAC and the admission policies in helm-values/rbac/ are what allow them). No ingress
-controller runs here: the forward-auth endpoint is tested directly
-(tests/security/test_launcher_forwardauth.py).
+RBAC and the admission policies in helm-values/rbac/ are what allow them). The
+forward-auth endpoint is attacked directly in tests/security/test_launcher_forwardauth.py,
+and through a real Traefik in tests/realtier/test_public_url_traefik.py.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Attacks on the forward-auth endpoint of public URLs, against a real hub and launcher.
 
-No ingress controller runs here (none can be built in this repository's time budget): the
-requests an ingress-nginx `auth-url` sub-request (X-Original-URL, the browser's cookies) or
-a Traefik ForwardAuth (X-Forwarded-Host) would send are sent to the endpoint directly, with
-the cookies a browser-like login through the hub really got. The attacker is mallory, the
-victim victor (tests/fixtures/security.py's names).
+The requests an ingress-nginx `auth-url` sub-request (X-Original-URL, the browser's cookies)
+or a Traefik ForwardAuth (X-Forwarded-Host) would send are sent to the endpoint directly,
+with the cookies a browser-like login through the hub really got (ingress-nginx can't be
+built here; a real Traefik runs in tests/realtier/test_public_url_traefik.py). The attacker
+is mallory, the victim victor (tests/fixtures/security.py's names).
 """
 
 from __future__ import annotations
@@ -169,6 +169,15 @@ async def test_forged_host_headers_are_refused(env, logins):
     for nothing in (f"nothing--{ATTACKER}", f"site--{unique('nobody')}", "x---0123456789abcdef"):
         status, _ = await ask(env, attacker, original=f"https://{nothing}.{DOMAIN}/")
         assert status == 403, nothing
+    # behind Traefik (its ingress-nginx provider makes a plain ForwardAuth of `auth-url`)
+    # X-Original-URL is whatever the browser sent: a call with Traefik's own headers is
+    # never answered from it, even naming the caller's own host (found through a real
+    # Traefik: tests/realtier/test_public_url_traefik.py)
+    for traefik in ({"X-Forwarded-Method": "GET"}, {"X-Forwarded-Uri": "/"},
+                    {"x-forwarded-method": "GET", "X-Forwarded-Uri": "/"}):
+        status, _ = await ask(env, attacker, original=f"https://{attacker_host}/",
+                              headers=traefik)
+        assert status == 403, traefik
 
 
 async def test_a_deleted_instance_made_again_by_someone_else(env, logins):
