@@ -24,6 +24,7 @@ REAL_TIER_TESTS ?= tests/realtier \
 	tests/integration/test_localcluster_dns.py tests/integration/test_apiserver_job_ttl.py \
 	tests/integration/test_launcher_public_catalog.py tests/integration/test_launcher_refusals.py \
 	tests/integration/test_launcher_notebook_files.py tests/integration/test_datasets.py \
+	tests/integration/test_launcher_datasets.py \
 	tests/integration/test_named_servers.py::test_a_readwriteonce_home_keeps_a_users_servers_on_one_node \
 	tests/integration/test_named_servers.py::test_an_ordinary_user_cannot_touch_another_users_named_server
 # the fast tier runs whole files on this many workers (hubs and clusters wait more than they
@@ -135,7 +136,7 @@ bench: setup
 screenshots: setup
 	$(VENV)/bin/python -m pytest -q -m browser
 	cp artifacts/profile-chooser.png artifacts/launcher.png artifacts/login.png \
-	  artifacts/launcher-connection.png docs/images/
+	  artifacts/launcher-connection.png artifacts/launcher-datasets.png docs/images/
 
 settings-doc: python-packages
 	$(VENV)/bin/kdash-hub settings-doc > docs/settings.md

@@ -336,6 +336,9 @@ class Demo:
                 "storage_preset": "dynamic", "dynamic_storage": {"capacity": "1Gi"},
                 "start_timeout": 60, "http_timeout": 60,
                 "image": "quay.io/jupyter/minimal-notebook:2024-12-02",
+                # users add their own S3 buckets (their MinIO instance's, say) on the
+                # launcher's Datasets page; the launcher is told through kdash_hub.z2jh
+                "s3_datasets_user_secret": "my-datasets",
             },
             "authenticator": self.authenticator_settings(),
             "launcher": {"kubeconfig": kubeconfig, "public_url": self.url,

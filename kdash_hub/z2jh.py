@@ -208,6 +208,21 @@ def link_culler_to_flavors(sections: dict[str, Config]) -> None:
                                    if key in culler}
 
 
+def link_launcher_to_datasets(sections: dict[str, Config]) -> None:
+    """Let the launcher know the spawner's S3 datasets (names, buckets, endpoints, groups and
+    the Secret names of their keys, never the keys), unless the launcher section says
+    otherwise: its Datasets page lists what a user gets and checks the names a user adds."""
+    spawner = sections.get("spawner", Config()).get("KDashSpawner", {})
+    if "launcher" not in sections or not spawner:
+        return
+    from kdash_hub.services.launcher.userdatasets import launcher_settings_from_spawner
+
+    launcher = sections["launcher"]["LauncherSettings"]
+    for key, value in launcher_settings_from_spawner(dict(spawner)).items():
+        if key not in launcher:
+            launcher[key] = copy.deepcopy(value)
+
+
 def drop_chart_profile_list(c: Config, sections: dict[str, Config]) -> None:
     """Let the spawner's flavors make the profile list.
 
@@ -273,6 +288,7 @@ def apply_custom_config(
             custom.update(resolved_custom({section.name: custom[section.name]}))
     sections = custom_config(custom)
     link_culler_to_flavors(sections)
+    link_launcher_to_datasets(sections)
     drop_chart_profile_list(c, sections)
     if "spawner" in sections:  # server lifetimes, namespaces before a server: hub APIs
         from kdash_hub.spawner import lifetime_api, namespace_api
@@ -340,6 +356,7 @@ def service_config(custom: Mapping[str, Any], service: str,
     own = resolved_custom({section.name: custom.get(section.name) or {}}, environ)
     sections = custom_config({**custom, **own})
     link_culler_to_flavors(sections)
+    link_launcher_to_datasets(sections)
     return sections.get(section.name, Config())
 
 

@@ -116,7 +116,10 @@ def parse_one(entry: Any, index: int) -> S3Dataset:
         raise DatasetError(f"{where}: {bucket!r} is not an S3 bucket name (3-63 lowercase "
                            "letters, digits, '.' and '-')")
     endpoint = _text(entry, "endpoint", where)
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:  # e.g. an unbalanced '[': not a URL (never a crash of the start)
+        parts = urlsplit("")
     if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
             or parts.password or parts.query or parts.fragment or parts.path not in ("", "/")
             or any(c.isspace() for c in endpoint)):

@@ -148,6 +148,8 @@ class ReconcileHandler(APIHandler):
 
 
 def api_routes(prefix: str) -> list[tuple[str, type]]:
+    from .datasetspage import DatasetAPI, DatasetsAPI  # it builds on APIHandler
+
     base = prefix + "api/"
     return [
         (base + r"whoami", WhoAmIHandler),
@@ -157,6 +159,8 @@ def api_routes(prefix: str) -> list[tuple[str, type]]:
         (base + r"instances/([^/]+)/([^/]+)/?", InstanceHandler),
         (base + r"instances/([^/]+)/([^/]+)/([a-z]+)", InstanceActionHandler),
         (base + r"reconcile", ReconcileHandler),
+        (base + r"datasets/?", DatasetsAPI),
+        (base + r"datasets/([^/]+)", DatasetAPI),
         (base + r".*", NotFoundAPIHandler),
     ]
 

@@ -21,6 +21,7 @@ from kdash_hub.kube import KubeResources
 from kdash_hub.templating import Catalog, load_configmaps, load_directories
 
 from .api import DefaultHandler, api_routes
+from .datasetspage import datasets_routes
 from .forwardauth import forwardauth_routes
 from .handlers import SECURITY_HEADERS
 from .hubapi import HubClient
@@ -124,7 +125,7 @@ class LauncherApp(Application):
         routes = [
             (prefix + "oauth_callback", HubOAuthCallbackHandler),
             (prefix + r"static/(.*)", StaticFiles, {"path": str(WEB_DIR / "static")}),
-            *kubeconfig_routes(prefix), *forwardauth_routes(prefix),
+            *kubeconfig_routes(prefix), *forwardauth_routes(prefix), *datasets_routes(prefix),
             *api_routes(prefix), *proxy_routes(prefix), *ui_routes(prefix),
         ]
         return web.Application(

@@ -4,8 +4,9 @@ namespace (kdash_hub.spawner.datasets): the `kdash-datasets` Secret mounted read
 same directory as in notebooks, and `kdash-datasets-env` as envFrom. Both optional, so an
 instance of a user without datasets starts all the same.
 
-The launcher only names the Secrets (its own settings); it never reads them, so nothing a
-user writes there reaches the launcher or another user.
+Here the launcher only names the Secrets (its own settings); it never reads them, so nothing
+a user writes there reaches another user. (The Datasets page, userdatasets.py, reads the
+names in the user's own `-env` copy to show them to that user, nothing else.)
 """
 
 from __future__ import annotations

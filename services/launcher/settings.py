@@ -209,6 +209,40 @@ class LauncherSettings(Configurable):
                                     " KDashSpawner.s3_datasets_dir).",
     ).tag(config=True)
 
+    datasets_declared = List(
+        help="The admin's S3 datasets as KDashSpawner.s3_datasets declares them (the same"
+             " list: only names, buckets, endpoints, regions, groups and the names of the"
+             " hub's key Secrets are used, never the keys): the Datasets page lists the ones"
+             " a user's hub groups give them. Checked like the spawner's at start.",
+    ).tag(config=True)
+    datasets_user_secret = Unicode(
+        "", help="KDashSpawner.s3_datasets_user_secret: the Secret of the user's namespace"
+                 " listing their own datasets, which the Datasets page and API add to and"
+                 " remove from. Empty: users can't add datasets (the page says so, the API"
+                 " answers 403).",
+    ).tag(config=True)
+
+    @validate("datasets_declared")
+    def _check_datasets_declared(self, proposal: dict) -> list:
+        from kdash_hub.spawner.datasets import DatasetError, parse
+
+        try:
+            parse(proposal["value"])
+        except DatasetError as e:
+            raise TraitError(f"LauncherSettings.datasets_declared: {e}") from None
+        return proposal["value"]
+
+    @validate("datasets_user_secret")
+    def _check_datasets_user_secret(self, proposal: dict) -> str:
+        from kdash_hub.spawner.datasets import K8S_NAME_RE, env_secret_name
+
+        name = proposal["value"]
+        if name and (not K8S_NAME_RE.fullmatch(name) or len(name) > 240 or name in (
+                self.datasets_secret, env_secret_name(self.datasets_secret))):
+            raise TraitError(f"LauncherSettings.datasets_user_secret: {name!r} is not a"
+                             " Secret name of the user's own (nor the hub's kdash-datasets)")
+        return name
+
     # --- public URLs (publicurl.py, forwardauth.py) ---------------------------------------
     public_domain = Unicode(
         "", help="The wildcard DNS domain of public URLs (apps.example.org: `*.apps.example.org`"

@@ -356,6 +356,22 @@ LAUNCHER_ROWS = [
     denied("create", "serviceaccounts/token", HUB, lambda ns: TOKEN_REQUEST, name="hub"),
     denied("create", "serviceaccounts/token", HUB, lambda ns: TOKEN_REQUEST,
            name="kdash-launcher", why="itself"),
+    # the Datasets page (userdatasets.py): reads the user's datasets Secret and the hub's
+    # copy of the last start, makes the user's Secret with the pack's labels in the user's
+    # namespace; a Secret the user made by hand is never changed, nor one elsewhere
+    allowed("get", "secrets", OWN, name="users-own", why="user-datasets"),
+    allowed("get", "secrets", OWN, name="kdash-notebook-env", why="last-start-copy"),
+    allowed("create", "secrets", OWN, lambda ns: secret(
+        "my-datasets", ns, ours(component="user-datasets")), why="user-datasets"),
+    allowed("patch", "secrets", OWN, MERGE, name="kdash-notebook-env", why="labelled"),
+    refused("kdash-service-writes", "create", "secrets", OWN,
+            lambda ns: secret("my-datasets", ns), why="unlabelled-user-datasets"),
+    refused("kdash-service-writes", "patch", "secrets", OWN, MERGE, name="users-own",
+            why="hand-made-user-datasets"),
+    denied("create", "secrets", HUB, lambda ns: secret(
+        "my-datasets", ns, ours(component="user-datasets")), why="user-datasets"),
+    denied("create", "secrets", SYSTEM, lambda ns: secret(
+        "my-datasets", ns, ours(component="user-datasets")), why="user-datasets"),
 ]
 
 CULLER_ROWS = [

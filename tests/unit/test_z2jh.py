@@ -59,6 +59,34 @@ def test_sections_go_to_their_classes_and_services_get_a_config_file(tmp_path):
     assert "profile_list" not in c.KubeSpawner
 
 
+def test_the_launcher_learns_the_spawners_datasets_but_never_their_keys(tmp_path):
+    """The launcher's Datasets page lists the admin's datasets and checks users' names
+    against them: the chart copies the spawner's list (Secret names, no keys) to it."""
+    datasets = [{"name": "climate", "bucket": "climate-2024", "endpoint": "https://s3.example.org",
+                 "groups": ["geo"], "credentials": {"secret": "s3-climate-keys"}}]
+    c = chart_like_config()
+    z2jh.apply_custom_config(c, {
+        "spawner": {"s3_datasets": datasets, "s3_datasets_user_secret": "my-datasets"},
+        "launcher": {"default_ttl": "8h"},
+    }, service_config_dir=tmp_path)
+    launcher = json.loads((tmp_path / "kdash-config" / "kdash-launcher-config.json")
+                          .read_text())["LauncherSettings"]
+    assert launcher["datasets_declared"] == datasets
+    assert launcher["datasets_user_secret"] == "my-datasets"
+    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(launcher)
+    # what the launcher section sets itself wins
+    c = chart_like_config()
+    z2jh.apply_custom_config(c, {
+        "spawner": {"s3_datasets": datasets, "s3_datasets_user_secret": "my-datasets"},
+        "launcher": {"datasets_user_secret": ""},
+    }, service_config_dir=tmp_path)
+    launcher = json.loads((tmp_path / "kdash-config" / "kdash-launcher-config.json")
+                          .read_text())["LauncherSettings"]
+    assert launcher["datasets_user_secret"] == ""
+    assert z2jh.service_config({"spawner": {"s3_datasets": datasets}, "launcher": {}},
+                               "kdash-launcher").LauncherSettings.datasets_declared == datasets
+
+
 def test_applying_twice_does_not_stack_config_arguments(tmp_path):
     c = chart_like_config()
     for _ in range(2):
