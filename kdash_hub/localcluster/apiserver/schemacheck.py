@@ -57,6 +57,19 @@ def _is_type(value: Any, name: str) -> bool:
     raise Unsupported(f"type {name!r}")
 
 
+# JSON types that are exactly one Python type (bool is no "integer" or "number" in JSON)
+_PLAIN_TYPES = {"string": str, "object": dict, "array": list, "boolean": bool,
+                "null": type(None)}
+
+
+def _type_check(names: tuple[str, ...]) -> Check:
+    """`type`: one isinstance() when every name is a plain type, _is_type otherwise."""
+    if all(n in _PLAIN_TYPES for n in names):
+        plain = tuple(_PLAIN_TYPES[n] for n in names)
+        return lambda value: isinstance(value, plain)
+    return lambda value: any(_is_type(value, n) for n in names)
+
+
 def _enum_member(value: Any, choices: list) -> bool:
     # enums of the Kubernetes schemas hold strings (and null); JSON equality of those is ==
     return any(c is None and value is None or isinstance(c, str) and value == c
@@ -115,8 +128,7 @@ class SchemaCheck:
             names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
             for name in names:
                 _is_type(None, name)  # unknown type names are unsupported, at compile time
-            checks.append(lambda value, names=tuple(names):
-                          any(_is_type(value, n) for n in names))
+            checks.append(_type_check(tuple(names)))
         if "enum" in schema:
             choices = schema["enum"]
             if not all(c is None or isinstance(c, str) for c in choices):
