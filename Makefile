@@ -24,7 +24,7 @@ REAL_TIER_TESTS ?= tests/realtier \
 	tests/integration/test_localcluster_dns.py tests/integration/test_apiserver_job_ttl.py \
 	tests/integration/test_launcher_public_catalog.py tests/integration/test_launcher_refusals.py \
 	tests/integration/test_launcher_notebook_files.py tests/integration/test_datasets.py \
-	tests/integration/test_launcher_datasets.py \
+	tests/integration/test_launcher_datasets.py tests/security/test_launcher_datasets_attacks.py \
 	tests/integration/test_named_servers.py::test_a_readwriteonce_home_keeps_a_users_servers_on_one_node \
 	tests/integration/test_named_servers.py::test_an_ordinary_user_cannot_touch_another_users_named_server
 # the fast tier runs whole files on this many workers (hubs and clusters wait more than they

@@ -67,6 +67,7 @@ USER_KEYS = {"name", "bucket", "endpoint", "region", "path_style", "access_key_i
              "secret_access_key"}
 USER_FILE = "datasets.json"
 MAX_USER_DATASETS = 20
+MAX_ENDPOINT = 2048  # 20 of a user's own stay far below a Secret's 1 MiB
 
 
 class DatasetError(ValueError):
@@ -122,7 +123,8 @@ def parse_one(entry: Any, index: int) -> S3Dataset:
         parts = urlsplit("")
     if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username
             or parts.password or parts.query or parts.fragment or parts.path not in ("", "/")
-            or any(c.isspace() for c in endpoint)):
+            or any(c.isspace() or not c.isprintable() for c in endpoint)
+            or len(endpoint) > MAX_ENDPOINT):
         raise DatasetError(f"{where}: the endpoint must be an http(s) URL with a host and "
                            f"nothing after it, like https://s3.example.org (not {endpoint!r})")
     region = _text(entry, "region", where, "us-east-1")
@@ -178,7 +180,7 @@ def parse_user(text: str, taken: set[str]) -> tuple[list[S3Dataset],
     and why the others were left out. `taken`: the admin's names, never taken over."""
     try:
         entries = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deep: never a crash of the start
         return [], {}, [f"{USER_FILE} is not JSON"]
     if not isinstance(entries, list):
         return [], {}, [f"{USER_FILE} must be a list of datasets"]

@@ -15,7 +15,7 @@ the demo. The table (`PROGRAMS`) maps an image to such a program:
 - `minio/minio:*` (`server /data ...`, the image's entrypoint being `minio`) -> kdash-s3
   (`tools/s3`, kdash_hub.dev.s3, once built) serving the S3 API on the first container port
   with `MINIO_ROOT_USER`/`MINIO_ROOT_PASSWORD` as its only key, signatures checked. Objects
-  are kept in memory (the data volume is not used) and there is no web console.
+  are kept as files in the folder it serves (the pod's volume); there is no web console.
 
 The container's command still decides what runs (`sh -c 'exec redis-server ...'` works):
 the kubelet puts a directory of small launchers first on its PATH, one per program name
@@ -285,7 +285,11 @@ def _minio(root: str, ip: str, port: str, program: str, args: list[str]) -> None
         elif "=" not in arg and arg.lstrip("-") not in _MINIO_SWITCHES and rest:
             rest.pop(0)  # the flag's value
     if folder is not None:
-        argv += ["-data", _in_root(root, folder)]
+        # a relative folder is the container's working directory's (this process's, under
+        # the root): made a container path first, so `..` can't climb out of the root
+        cwd = os.path.relpath(os.getcwd(), root)
+        cwd = "/" if cwd == ".." or cwd.startswith("../") else "/" + cwd
+        argv += ["-data", _in_root(root, os.path.join(cwd, folder))]
     os.execve(program, argv, env)
 
 

@@ -8,6 +8,8 @@ from urllib.parse import quote
 
 from tornado import web
 
+from kdash_hub.spawner import datasets as D
+
 from .api import APIHandler
 from .handlers import LauncherHandler
 from .instances import LauncherError
@@ -26,7 +28,20 @@ def user_datasets(page: LauncherHandler) -> UserDatasets:
 
 class DatasetsPage(LauncherHandler):
     async def get(self) -> None:
-        await self.show(message=self.get_argument("message", ""))
+        await self.show(message=self.done())
+
+    def done(self) -> str:
+        """The sentence after an add or a remove, made here from a dataset's name: a link
+        can't put words of its own on the page (`?message=Your session expired...`)."""
+        for argument, sentence in (("added", "Added {}: your notebook gets it from its next"
+                                             " start."),
+                                   ("removed", "Removed {}: your notebook loses it at its"
+                                               " next start.")):
+            name = self.get_argument(argument, "")
+            if name:
+                ok = D.NAME_RE.fullmatch(name) and len(name) <= D.MAX_NAME
+                return sentence.format(name if ok else "the dataset")
+        return ""
 
     async def show(self, message: str = "", error: str = "", form: dict | None = None,
                    status: int = 200) -> None:
@@ -56,8 +71,8 @@ class DatasetsAdd(DatasetsPage):
             await self.show(error=e.message, form={k: form[k] for k in KEPT},
                             status=e.status)
             return
-        self.redirect(f"{self.manager.settings.service_prefix}datasets?message=" + quote(
-            f"Added {added['name']}: your notebook gets it from its next start."), status=303)
+        self.redirect(f"{self.manager.settings.service_prefix}datasets?added="
+                      + quote(added["name"]), status=303)
 
 
 class DatasetsRemove(DatasetsPage):
@@ -73,8 +88,8 @@ class DatasetsRemove(DatasetsPage):
                 raise
             await self.show(error=e.message, status=e.status)
             return
-        self.redirect(f"{self.manager.settings.service_prefix}datasets?message=" + quote(
-            f"Removed {name}: your notebook loses it at its next start."), status=303)
+        self.redirect(f"{self.manager.settings.service_prefix}datasets?removed="
+                      + quote(name), status=303)
 
 
 class DatasetsAPI(APIHandler):

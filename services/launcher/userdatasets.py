@@ -124,7 +124,7 @@ class UserDatasets:
         try:
             text = base64.b64decode(raw or "", validate=True).decode() or "[]"
             return secret, json.loads(text)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested too deep: not JSON
             return secret, None
 
     async def last_start(self) -> set[str] | None:

@@ -43,7 +43,18 @@ func (d *diskBackend) objectPath(bucket, key string) (string, error) {
 			return "", refuse
 		}
 	}
-	return filepath.Join(d.root, bucket, filepath.FromSlash(key)), nil
+	// no symbolic link on the way (one put into the folder, the pod's volume, by hand):
+	// a write or a delete through it would land outside the folder
+	path := filepath.Join(d.root, bucket)
+	for _, part := range append([]string{""}, strings.Split(key, "/")...) {
+		path = filepath.Join(path, part)
+		if info, err := os.Lstat(path); err == nil && info.Mode()&os.ModeSymlink != 0 {
+			return "", gofakes3.ErrorMessagef(gofakes3.ErrInvalidArgument,
+				"key %q can't be stored: %s on its way is a symbolic link", key,
+				filepath.Base(path))
+		}
+	}
+	return path, nil
 }
 
 func (d *diskBackend) CreateBucket(ctx context.Context, name string) error {

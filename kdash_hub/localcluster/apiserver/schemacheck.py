@@ -33,6 +33,18 @@ _ASSERTIONS = frozenset({
     "allOf", "anyOf", "oneOf", "not"})
 
 
+def same(a: Any, b: Any) -> bool:
+    """JSON equality, for "this field did not change, skip its check": Python's == takes
+    True for 1 and 0 for False, so `replicas: 1` -> `true` would pass as unchanged."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 class Unsupported(Exception):
     """The schema uses a keyword this checker does not evaluate."""
 

@@ -19,7 +19,7 @@ from importlib import resources as importlib_resources
 from typing import Any
 
 from .resources import ResourceType
-from .schemacheck import Check, SchemaCheck, Unsupported
+from .schemacheck import Check, SchemaCheck, Unsupported, same
 
 DEFAULT_KUBE_VERSION = "1.36"
 
@@ -304,7 +304,7 @@ class Validator:
             return causes
         if previous is not None and set(obj) == set(previous):
             for key in obj:
-                if obj[key] == previous[key]:
+                if same(obj[key], previous[key]):
                     continue
                 sub = _sub_validator(self.kube_version, rtype.kind, rtype.api_version, key)
                 if sub is None:
@@ -340,7 +340,7 @@ class Validator:
         version, kind, api_version = self.kube_version, rtype.kind, rtype.api_version
         if previous is not None and set(obj) == set(previous):
             for key in obj:
-                if obj[key] == previous[key]:
+                if same(obj[key], previous[key]):
                     continue
                 check = _fast_check(version, kind, api_version, key)
                 if check is None or not check(obj[key]):
