@@ -25,19 +25,25 @@ REAL_TIER_TESTS ?= tests/realtier \
 	tests/integration/test_launcher_public_catalog.py tests/integration/test_launcher_refusals.py \
 	tests/integration/test_launcher_notebook_files.py tests/integration/test_datasets.py \
 	tests/integration/test_launcher_datasets.py tests/security/test_launcher_datasets_attacks.py \
+	tests/integration/test_kube_ensure.py \
 	tests/integration/test_named_servers.py::test_a_readwriteonce_home_keeps_a_users_servers_on_one_node \
 	tests/integration/test_named_servers.py::test_an_ordinary_user_cannot_touch_another_users_named_server
 # the fast tier runs whole files on this many workers (hubs and clusters wait more than they
 # compute); 1 runs it in one process
 PYTEST_WORKERS ?= 3
-XDIST = $(if $(filter-out 1,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
+XDIST = $(if $(filter-out 1,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+# the real tier on this many workers, each with a real control plane of its own
+# (tests/fixtures/realcp.py); 1 runs it in one process, in the collection's order. Whole files
+# per worker, the longest first (tests/fixtures/xdist_order.py), in every tier
+REAL_WORKERS ?= 2
+XDIST_REAL = $(if $(filter-out 1,$(REAL_WORKERS)),-n $(REAL_WORKERS) --dist loadfile --no-loadscope-reorder)
 # the z2jh versions' tier on 2 workers (in one process it had done 19% of its tests after 19
 # minutes in a run of this session; on 2 workers under load it all took 18). JupyterHub 5.5
 # gives a managed service (the launcher in the hub) 10 s to answer; the dev hubs hide
 # kubernetes_validate as the hub image does, which halves the launcher's start
 # (kdash_hub/dev/hub.py), so 2 workers keep well inside it. Z2JH_WORKERS=1: one process
 Z2JH_WORKERS ?= 2
-XDIST_Z2JH = $(if $(filter-out 1,$(Z2JH_WORKERS)),-n $(Z2JH_WORKERS) --dist loadfile)
+XDIST_Z2JH = $(if $(filter-out 1,$(Z2JH_WORKERS)),-n $(Z2JH_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: code-server traefik s3-server setup system-packages python-packages node-packages demo demo-vscode test test-fast test-real kube-binaries lint bench settings-doc screenshots
 # `make bench BENCH_ARGS=--quick` for the small sizes
@@ -124,7 +130,7 @@ kube-binaries: python-packages
 
 test-real: setup kube-binaries s3-server traefik
 	@echo "== real tier: a real Kubernetes control plane"
-	KDASH_REAL_TIER=1 $(VENV)/bin/python -m pytest -q -ra $(REAL_TIER_TESTS)
+	KDASH_REAL_TIER=1 $(VENV)/bin/python -m pytest -q -ra $(XDIST_REAL) $(REAL_TIER_TESTS)
 
 lint: python-packages
 	$(VENV)/bin/ruff check .

@@ -264,17 +264,22 @@ class KubeResources:
         """Make the object exist as described: create it, or reconcile a drifted one.
 
         Returns (action, object) with action one of "created", "unchanged", "updated",
-        "recreated". Labels, annotations and every top-level field but status are
-        reconciled with a merge patch; a change to an immutable field (a binding's
-        roleRef) deletes and recreates the object.
+        "recreated". An existing object is reconciled whether the create met 409 or a
+        quota's 403 (a missing one then raises that 403). Labels, annotations and every
+        top-level field but status are reconciled with a merge patch; a change to an
+        immutable field (a binding's roleRef) deletes and recreates the object.
         """
+        meta = obj["metadata"]
         try:
             return "created", await self.create(obj)
         except ApiException as e:
-            if e.status != 409:
+            if e.status not in (409, 403):
                 raise
-        meta = obj["metadata"]
-        existing = await self.get(obj["kind"], meta["name"], meta.get("namespace"))
+            # a real API server's admission (a full ResourceQuota) answers a create before
+            # its storage does: an object that exists gets 403, not 409
+            existing = await self.get(obj["kind"], meta["name"], meta.get("namespace"))
+            if existing is None and e.status == 403:
+                raise
         if existing is None:  # deleted between our create and get: try once more
             return "created", await self.create(obj)
         return await self.reconcile(obj, existing)

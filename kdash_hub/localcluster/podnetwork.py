@@ -172,11 +172,22 @@ class NetnsPodNetwork(PodNetwork):
         free = [r for r in range(1, 255) if r not in used]
         if not free:
             raise NetworkSetupError(f"no free /24 left in {POD_RANGE}.0.0/16 on this machine")
-        block = random.choice(free)
-        with contextlib.suppress(OSError):  # without root: addresses only, nothing to sweep
+        random.shuffle(free)
+        try:
             STATE_DIR.mkdir(mode=0o755, exist_ok=True)
-            (STATE_DIR / str(block)).write_text(str(os.getpid()))
-        return block
+        except OSError:  # without root: addresses only, nothing to sweep
+            return free[0]
+        # created exclusively: two control planes starting at once never take the same R
+        for block in free:
+            try:
+                with open(STATE_DIR / str(block), "x") as claim:
+                    claim.write(str(os.getpid()))
+            except FileExistsError:
+                continue
+            except OSError:
+                return block
+            return block
+        raise NetworkSetupError(f"no free /24 left in {POD_RANGE}.0.0/16 on this machine")
 
     @property
     def block(self) -> int | None:

@@ -190,7 +190,8 @@ async def test_a_fault_mid_provisioning_is_finished_by_the_next_start(
 
 
 async def test_over_quota_spawn_fails_clearly(local_cluster, kube):
-    s = build_spawner(username="erin", quota={"pods": "1", "limits.cpu": "4"}, cpu_limit=1)
+    # a user of its own: its 10Gi home stays behind for the launcher files' users otherwise
+    s = build_spawner(username="oquota", quota={"pods": "1", "limits.cpu": "4"}, cpu_limit=1)
     await started(s)
     await s.stop()
     # something else of the user's now holds the only pod slot
