@@ -13,7 +13,6 @@ credentials go through its environment, never its command line.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import subprocess
@@ -24,54 +23,24 @@ from pathlib import Path
 
 from kdash_hub.localcluster.real import build
 
+from .gotools import GoTool
 from .ports import free_port
 from .process import terminate
 
 VERSION = "v0.0.12"  # github.com/rclone/gofakes3, as pinned in tools/s3/go.mod
 COMPONENT = build.Component("kdash-s3", "s3", ".", VERSION)
 READY_LINE = "kdash-s3 listening on "
-
-
-def tools_dir() -> Path:
-    """`tools/` of the checkout this package runs from (holding `s3/go.mod`)."""
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "tools" / "s3" / "go.mod").is_file():
-            return parent / "tools"
-    raise build.BuildError("tools/s3 (the S3 server's Go module) was not found: it is built "
-                           "from a checkout of kdash-hub, not from an installed wheel")
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kdash-hub" / "s3"
-
-
-def binary_path(tools: Path, goversion: str) -> Path:
-    """Keyed by go.mod, go.sum, the Go version and (unlike the kube modules, which hold no
-    source of their own) the module's Go files."""
-    digest = hashlib.sha256(build.component_key(COMPONENT, tools, goversion).encode())
-    for source in sorted((tools / COMPONENT.module).glob("*.go")):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes())
-    return cache_dir() / f"{VERSION}-{digest.hexdigest()[:16]}" / COMPONENT.name
+TOOL = GoTool(COMPONENT, "the S3 server's Go module", own_sources=True)
 
 
 def ensure_binary(progress: Callable[[str], None] = print) -> Path:
     """The server's binary, built the first time (about a minute), then found in the cache."""
-    tools = tools_dir()
-    go = build.go_binary()
-    goversion = build.go_version(go)
-    return build.build_component(COMPONENT, tools, go, goversion, progress,
-                                 binary_path(tools, goversion))
+    return TOOL.ensure_binary(progress)
 
 
 def cached_binary() -> Path | None:
     """The binary if it is built already, else None (nothing is compiled)."""
-    try:
-        tools = tools_dir()
-        path = binary_path(tools, build.go_version(build.go_binary()))
-    except build.BuildError:
-        return None
-    return path if path.is_file() else None
+    return TOOL.cached_binary()
 
 
 class S3Server:
@@ -133,15 +102,5 @@ class S3Server:
         self.stop()
 
 
-def main() -> int:
-    """`python -m kdash_hub.dev.s3`: build the server (or find it) and print its path."""
-    try:
-        print(ensure_binary(progress=lambda line: print(line, file=sys.stderr)))
-    except build.BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(TOOL.main())

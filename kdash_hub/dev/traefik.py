@@ -26,6 +26,7 @@ from pathlib import Path
 
 from kdash_hub.localcluster.real import build
 
+from .gotools import GoTool
 from .ports import free_port
 from .process import terminate
 
@@ -37,43 +38,18 @@ KUBERNETES_PROVIDERS = frozenset({"kubernetesingressnginx", "kubernetesingress",
                                   "kubernetescrd"})
 
 
-def tools_dir() -> Path:
-    """`tools/` of the checkout this package runs from (holding `traefik/go.mod`)."""
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "tools" / "traefik" / "go.mod").is_file():
-            return parent / "tools"
-    raise build.BuildError("tools/traefik (Traefik's pinned Go module) was not found: it is "
-                           "built from a checkout of kdash-hub, not from an installed wheel")
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kdash-hub" / "traefik"
-
-
-def binary_path(tools: Path, goversion: str) -> Path:
-    key = build.component_key(COMPONENT, tools, goversion)
-    return cache_dir() / f"{VERSION}-{key}" / COMPONENT.name
+TOOL = GoTool(COMPONENT, "Traefik's pinned Go module")
 
 
 def ensure_binary(progress: Callable[[str], None] = print) -> Path:
     """Traefik's binary: built the first time (about 20 minutes on 2 cores with a cold Go
     cache), then found in the cache."""
-    tools = tools_dir()
-    go = build.go_binary()
-    goversion = build.go_version(go)
-    return build.build_component(COMPONENT, tools, go, goversion, progress,
-                                 binary_path(tools, goversion))
+    return TOOL.ensure_binary(progress)
 
 
 def cached_binary() -> Path | None:
     """The binary if it is built already, else None (nothing is compiled)."""
-    try:
-        tools = tools_dir()
-        path = binary_path(tools, build.go_version(build.go_binary()))
-    except build.BuildError:
-        return None
-    return path if path.is_file() else None
+    return TOOL.cached_binary()
 
 
 def module_dir() -> Path:
@@ -82,7 +58,7 @@ def module_dir() -> Path:
     go = build.go_binary()
     done = subprocess.run(
         [go, "mod", "download", "-json", f"{PACKAGE}@{VERSION}"],
-        cwd=tools_dir() / COMPONENT.module, capture_output=True, text=True, check=False,
+        cwd=TOOL.tools_dir() / COMPONENT.module, capture_output=True, text=True, check=False,
         env={**os.environ, "GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": "local"})
     try:
         found = json.loads(done.stdout)["Dir"]
@@ -189,15 +165,5 @@ class Traefik:
         self.stop()
 
 
-def main() -> int:
-    """`python -m kdash_hub.dev.traefik`: build Traefik (or find it) and print its path."""
-    try:
-        print(ensure_binary(progress=lambda line: print(line, file=sys.stderr)))
-    except build.BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(TOOL.main())
