@@ -221,6 +221,14 @@ def _sub_validator(version: str, kind: str, api_version: str, key: str) -> Any:
     return v.evolve(schema={"$id": v.schema.get("$id", ""), **prop})
 
 
+def _changed_fields(obj: dict, previous: dict | None) -> list[str] | None:
+    """The top-level fields of an update that differ from the stored, valid `previous`
+    (compared as JSON), or None when the whole object must be validated."""
+    if previous is None or set(obj) != set(previous):
+        return None
+    return [key for key in obj if not same(obj[key], previous[key])]
+
+
 @cache
 def _schema_check(version: str) -> SchemaCheck:
     defs = _definitions_doc(version)["$defs"]
@@ -300,12 +308,11 @@ class Validator:
         strict = field_validation == "Strict"
         warn_unknown = field_validation == "Warn"
         errors: list[Any] = []
-        if self._valid_fast(rtype, obj, previous):
+        changed = _changed_fields(obj, previous)
+        if self._valid_fast(rtype, obj, changed):
             return causes
-        if previous is not None and set(obj) == set(previous):
-            for key in obj:
-                if same(obj[key], previous[key]):
-                    continue
+        if changed is not None:
+            for key in changed:
                 sub = _sub_validator(self.kube_version, rtype.kind, rtype.api_version, key)
                 if sub is None:
                     errors = list(v.iter_errors(obj))
@@ -334,14 +341,13 @@ class Validator:
                 warn(f'unknown field "{field}"')
         return causes
 
-    def _valid_fast(self, rtype: ResourceType, obj: dict, previous: dict | None) -> bool:
-        """True when the compiled checks (schemacheck.py) find `obj` valid; False means
-        "don't know", and jsonschema's walk finds and words the errors."""
+    def _valid_fast(self, rtype: ResourceType, obj: dict, changed: list[str] | None) -> bool:
+        """True when the compiled checks (schemacheck.py) find `obj` (or its `changed`
+        top-level fields) valid; False means "don't know", and jsonschema's walk finds and
+        words the errors."""
         version, kind, api_version = self.kube_version, rtype.kind, rtype.api_version
-        if previous is not None and set(obj) == set(previous):
-            for key in obj:
-                if same(obj[key], previous[key]):
-                    continue
+        if changed is not None:
+            for key in changed:
                 check = _fast_check(version, kind, api_version, key)
                 if check is None or not check(obj[key]):
                     return False
