@@ -67,9 +67,14 @@ $(PY):
 	  { cat $(VENV)/setup.log; exit 1; }
 
 # kdash-hub-local (the local cluster, dev services, demo) is built from this repository too
+# less rfc3987-syntax, jsonschema's optional IRI check (via jupyter_events' format-nongpl
+# extra): it builds an Earley grammar at import, about 5 s of CPU in every hub, service and
+# notebook process here, and nothing checks an "iri" format. jsonschema imports it only if it
+# is there. The z2jh tier's venv keeps it, as the hub image has it
 python-packages: $(PY)
 	@echo "setup: Python packages (kdash-hub, kdash-hub-local, JupyterLab, test tools)"
-	@$(PY) -m pip install -q -e ./kdash-hub-local -e '.[test,demo]' > $(VENV)/setup.log 2>&1 || \
+	@{ $(PY) -m pip install -q -e ./kdash-hub-local -e '.[test,demo]' && \
+	  $(PY) -m pip uninstall -q -y rfc3987-syntax; } > $(VENV)/setup.log 2>&1 || \
 	  { cat $(VENV)/setup.log; exit 1; }
 
 node-packages:

@@ -1,6 +1,9 @@
 """KDashSpawner vs plain KubeSpawner: spawn time and Kubernetes API requests, same cluster.
 
-Run on the API emulator (kdash_hub.localcluster), on a real control plane (kube-apiserver,
+Run on the API emulator (kdash_hub.localcluster; in part 1 a `kdash-hub local-cluster`
+child process, as an API server never shares the hub's process: `--emulator-in-process` puts
+it in the benchmark's own event loop, where its work queues behind the spawners'), on a real
+control plane (kube-apiserver,
 controller-manager, scheduler and etcd built from their Go modules; our kubelet in status
 mode; one per benchmark run, `kdash-hub local-cluster --control-plane real` in a child
 process), or both (the default), and printed side by side.
@@ -46,7 +49,7 @@ from kubernetes_asyncio.client import Configuration
 from kubernetes_asyncio.config import kube_config
 from kubespawner import KubeSpawner, clients
 
-from benchmarks.common_kube import RealPlane, RequestCounter, ensure_namespace, rounds
+from benchmarks.common_kube import PlaneProcess, RequestCounter, ensure_namespace, rounds
 from kdash_hub.dev.hub import HubProcess
 from kdash_hub.dev.ports import free_port
 from kdash_hub.localcluster import LocalCluster
@@ -110,7 +113,7 @@ async def part1(plane: str, kubeconfig: Path | None, users: int, variants: list[
     """First and later spawns, one at a time, the variants interleaved per user."""
     counter = RequestCounter().install()
     cluster = None
-    if plane == "emulator":
+    if plane == "emulator" and kubeconfig is None:  # --emulator-in-process
         tmp = Path(tempfile.mkdtemp(prefix="bench-spawner-"))
         cluster = LocalCluster(nodes=2, kubeconfig_path=tmp / "kubeconfig",
                                workdir=tmp / "nodes", node_cpu="512", node_memory="2048Gi")
@@ -243,7 +246,7 @@ async def stub_server(port: int) -> web.AppRunner:
 
 
 async def part2(plane: str, users: int, label: str, tag: str,
-                real: RealPlane | None = None, admin: bool = False,
+                real: PlaneProcess | None = None, admin: bool = False,
                 profile_dir: Path | None = None, log_level: str = "") -> dict:
     # names differ per run: on the real control plane every run shares one cluster
     prefix = f"{label[0]}{users}{tag}-"
@@ -477,7 +480,7 @@ def _users_list(text: str) -> list[int]:
     return [int(n) for n in text.split(",") if n.strip()]
 
 
-async def run_plane(plane: str, args: argparse.Namespace, real: RealPlane | None,
+async def run_plane(plane: str, args: argparse.Namespace, real: PlaneProcess | None,
                     users: int, hub_users: list[int]) -> dict:
     # user names of this run only: on a reused real control plane, and in this process's
     # memory of namespaces it has seen, a first spawn stays a first spawn
@@ -532,6 +535,10 @@ def main() -> None:
     parser.add_argument("--hub-log-level", default="",
                         help="log level of the part-2 hubs (WARN; their logs stay in the "
                              "temporary directory)")
+    parser.add_argument("--emulator-in-process", action="store_true",
+                        help="part 1 with the emulator in the benchmark's own process and "
+                             "event loop (it then shares one core with the spawners); by "
+                             "default it runs in a process of its own, as a real API server")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
     users = args.users or (6 if args.quick else 30)
@@ -541,11 +548,22 @@ def main() -> None:
         args.profile_hub.mkdir(parents=True, exist_ok=True)
     figures: dict = {}
     if "emulator" in planes:
-        figures["emulator"] = asyncio.run(run_plane("emulator", args, None, users,
-                                                    hub_users))
+        emulator = None
+        if not args.emulator_in_process and not args.hub_only:
+            emulator = PlaneProcess(workdir=Path(tempfile.mkdtemp(prefix="bench-spawner-emu-")),
+                                    control_plane="emulator", nodes=2)
+            emulator.start()
+        print("part 1 on the emulator "
+              + ("in this process" if emulator is None else "in a process of its own"))
+        try:
+            figures["emulator"] = asyncio.run(run_plane("emulator", args, emulator, users,
+                                                        hub_users))
+        finally:
+            if emulator is not None:
+                emulator.stop()
     if "real" in planes:
         workdir = Path(tempfile.mkdtemp(prefix="bench-spawner-real-"))
-        real = RealPlane(workdir=workdir, nodes=6)
+        real = PlaneProcess(workdir=workdir, nodes=6)
         if args.real_kubeconfig:
             real.admin_kubeconfig = args.real_kubeconfig
         else:

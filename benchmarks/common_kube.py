@@ -109,14 +109,16 @@ def rounds(requests: list[Request], origin: float) -> list[str]:
     return out
 
 
-# --- the real control plane, in a subprocess (`kdash-hub local-cluster --control-plane real`) --
+# --- a control plane in a subprocess (`kdash-hub local-cluster --control-plane real|emulator`) --
 
 
 @dataclass
-class RealPlane:
-    """A real control plane for one benchmark run, and the identities it runs the pack as."""
+class PlaneProcess:
+    """A control plane for one benchmark run in a process of its own, as a cluster's API
+    server never shares the hub's process, and the identities it runs the pack as (real)."""
 
     workdir: Path
+    control_plane: str = "real"
     nodes: int = 4
     node_cpu: str = "512"
     node_memory: str = "2048Gi"
@@ -133,15 +135,16 @@ class RealPlane:
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kdash_hub.cli", "local-cluster", "--control-plane",
-                 "real", "--kubeconfig", str(self.admin_kubeconfig), "--nodes", str(self.nodes),
+                 self.control_plane, "--kubeconfig", str(self.admin_kubeconfig),
+                 "--nodes", str(self.nodes),
                  "--node-cpu", self.node_cpu, "--node-memory", self.node_memory,
                  "--kubelet", "status", "--workdir", str(self.workdir / "cluster")],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
         deadline = time.monotonic() + timeout
-        while b"local cluster: https://" not in self.log_path.read_bytes():
+        while b"local cluster: http" not in self.log_path.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError("the real control plane did not start:\n"
+                raise RuntimeError(f"the {self.control_plane} control plane did not start:\n"
                                    + self.log_path.read_text(errors="replace")[-4000:])
             time.sleep(0.2)
 

@@ -83,6 +83,15 @@ def namespace(spec: BundleSpec, bundle_hash: str | None = None) -> dict:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
+def quota_enforced(quota: dict) -> bool:
+    """Whether an API server's admission enforces `quota` now: a real one skips a quota
+    until the quota controller has set its status (hard and used) for each of its limits."""
+    hard = (quota.get("spec") or {}).get("hard") or {}
+    status = quota.get("status") or {}
+    return all(k in (status.get("hard") or {}) and k in (status.get("used") or {})
+               for k in hard)
+
+
 def resource_quota(spec: BundleSpec) -> dict:
     return {
         "apiVersion": "v1", "kind": "ResourceQuota", "metadata": _meta(spec, QUOTA_NAME),

@@ -125,17 +125,26 @@ class BundleProvisioner:
             boot = []
         await asyncio.gather(*(self._ensure_one(o, report, fresh, wait_for_rbac=fresh)
                                for o in boot))
-        # the other RoleBindings (the services', the user's ServiceAccount's) are needed once
-        # the server runs, not to make its pod: with finish_later they go after the pod
-        late = [o for o in todo if finish_later and o not in boot and o["kind"] == "RoleBinding"]
-        rest = [self._ensure_one(o, report, fresh, wait_for_rbac=wait)
-                for o in todo if o not in boot and o not in late]
+        # the other RoleBindings (the services', the user's ServiceAccount's) are the rights
+        # the quota bounds: they are written only once the API server enforces it (a real
+        # one ignores a quota until its controller has filled in its status). Neither is
+        # needed to make the pod (the spawner checks the pod against the quota itself, and
+        # a real API server would not count it against a quota made a moment before), so
+        # with finish_later both go after the pod; the NetworkPolicy, LimitRange (defaults
+        # for the pod), ServiceAccount (the pod's) and home claim go before it
+        late = [o for o in todo if o not in boot and o["kind"] == "RoleBinding"]
+        bound = [o for o in todo if late and o["kind"] == "ResourceQuota"]
+        now = [o for o in todo if o not in boot and o not in late
+               and (o not in bound or not finish_later)]
+        rest = [self._ensure_one(o, report, fresh, wait_for_rbac=wait) for o in now]
         if relabel is not None:
             rest.append(self._relabel(ns, spec, relabel))
         if alongside is not None:  # the caller's create needs the hub's rights there too
             rest.append(self._allowed(alongside, wait))
         await asyncio.gather(*rest)
-        completion = partial(self._complete, late, report, fresh, wait, ns, spec, desired_hash)
+        later = [o for o in bound if o not in now]
+        completion = partial(self._complete, later, bool(bound), late, report, fresh, wait,
+                             ns, spec, desired_hash)
         if finish_later:
             self._later = completion
         else:
@@ -163,11 +172,59 @@ class BundleProvisioner:
             return
         completion.add_done_callback(self._log_late_failure)
 
-    async def _complete(self, late: list[dict], report: Report, fresh: bool, wait: bool,
-                        ns: dict, spec: bundle.BundleSpec, desired_hash: str) -> None:
+    async def _complete(self, quota: list[dict], quota_written: bool, late: list[dict],
+                        report: Report, fresh: bool, wait: bool, ns: dict,
+                        spec: bundle.BundleSpec, desired_hash: str) -> None:
+        """The quota (unless it went already), the rights it bounds once it is enforced,
+        then the completion mark."""
+        await asyncio.gather(*(self._ensure_one(o, report, fresh, wait_for_rbac=wait)
+                               for o in quota))
+        if quota_written:
+            await self._quota_enforced(spec)
         await asyncio.gather(*(self._ensure_one(o, report, fresh, wait_for_rbac=wait)
                                for o in late))
         await self._mark_complete(ns, spec, desired_hash)
+
+    # how long a new quota's status is waited for: the quota controller fills it in within
+    # milliseconds on an idle API server, seconds on a busy one
+    QUOTA_WAIT_SECONDS = 30.0
+    # how long the drift watch's copy of it is trusted to show that status before the API
+    # is asked (a watch that lags or broke)
+    QUOTA_WATCH_SECONDS = 2.0
+
+    async def _quota_enforced(self, spec: bundle.BundleSpec) -> None:
+        """Return once the user's ResourceQuota has a status for every limit it sets: until
+        then a real API server's admission ignores it, and the rights written next would be
+        unbounded. A BundleError after QUOTA_WAIT_SECONDS (nothing is granted then)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.QUOTA_WAIT_SECONDS
+        tries = 0
+        quota, self._quota_answer = self._quota_answer, None
+        # the drift watch's copy first (no request), read from the API after a while
+        watched_until = loop.time() + self.QUOTA_WATCH_SECONDS
+        while True:
+            if quota is not None and bundle.quota_enforced(quota):
+                return
+            if self.drift is not None and self.drift.ready and loop.time() < watched_until:
+                quota = self.drift.cached("ResourceQuota", spec.namespace, bundle.QUOTA_NAME)
+            else:
+                try:
+                    quota = await self.resources.get("ResourceQuota", bundle.QUOTA_NAME,
+                                                     spec.namespace)
+                except ApiException as e:
+                    raise self._fail(bundle.resource_quota(spec), e) from e
+            if quota is not None and bundle.quota_enforced(quota):
+                return
+            if loop.time() > deadline:
+                self.log.error("ResourceQuota %s in %s has no status after %.0f s: %s",
+                               bundle.QUOTA_NAME, spec.namespace, self.QUOTA_WAIT_SECONDS,
+                               (quota or {}).get("status"))
+                raise BundleError(
+                    f"Your namespace's quota is not in force yet ({spec.namespace}); try "
+                    "starting again in a minute. If it keeps failing, an admin can find "
+                    "details in the hub log.", 503)
+            await asyncio.sleep(self.RBAC_PAUSES[min(tries, len(self.RBAC_PAUSES) - 1)])
+            tries += 1
 
     def _log_late_failure(self, task: asyncio.Future) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -269,12 +326,20 @@ class BundleProvisioner:
     async def _ensure_once(self, obj: dict, fresh: bool) -> None:
         if fresh:
             try:
-                await self.resources.create(obj)
+                self._written(await self.resources.create(obj))
                 return
             except ApiException as e:
                 if e.status != 409:
                     raise
-        await self.resources.ensure(obj)
+        self._written((await self.resources.ensure(obj))[1])
+
+    def _written(self, obj: dict | None) -> None:
+        """Keep the quota as its write answered (an API server that fills in its status at
+        once needs no read to tell that it is in force)."""
+        if (obj or {}).get("kind") == "ResourceQuota":
+            self._quota_answer = obj
+
+    _quota_answer: dict | None = None
 
     @staticmethod
     def _stale_labels(ns: dict, spec: bundle.BundleSpec) -> dict | None:

@@ -89,7 +89,8 @@ async def test_the_hubs_own_role_binding_is_made_before_anything_else(local_clus
 
 async def test_a_first_start_makes_its_pod_in_as_many_rounds_as_kubespawner(local_cluster):
     """The namespace with one request (no read first), the home claim with the bundle, the
-    pod before the RoleBindings it does not need, the completion mark after those."""
+    pod before the quota and the RoleBindings it does not need (the quota before the
+    rights it bounds), the completion mark after those."""
     requires_emulator(local_cluster)
     log = local_cluster.api.request_log
     n = len(log)
@@ -104,11 +105,12 @@ async def test_a_first_start_makes_its_pod_in_as_many_rounds_as_kubespawner(loca
     assert writes[0] == ("POST", "/api/v1/namespaces"), writes
     pod = writes.index(("POST", f"{ns}/pods"))
     before = {p.rsplit("/", 1)[-1] for _, p in writes[1:pod]}
-    assert before == {"resourcequotas", "limitranges", "networkpolicies", "serviceaccounts",
+    assert before == {"limitranges", "networkpolicies", "serviceaccounts",
                       "persistentvolumeclaims"}, writes
+    quota = writes.index(("POST", f"{ns}/resourcequotas"))
     # the emulator authorizes all, so even the hub's own binding is not needed before the pod
     bindings = [i for i, (_, p) in enumerate(writes) if p.endswith("/rolebindings")]
-    assert len(bindings) == 4 and min(bindings) > pod, writes
+    assert len(bindings) == 4 and min(bindings) > quota > pod, writes
     assert writes[-1] == ("PATCH", ns) and len(writes) == 12, writes
     await s.stop()
 

@@ -24,7 +24,6 @@ so garbage collection deletes them with it. A template change replaces the Pods.
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import json
 import logging
@@ -36,6 +35,7 @@ from zoneinfo import ZoneInfo
 from kdash_hub.templating.cron import parse_cron
 
 from . import resources
+from .copying import deep_copy
 from .resources import ResourceType
 from .status import APIError
 from .store import Event
@@ -143,7 +143,7 @@ class Controllers:
         current = self.ops.store.raw(pvc_t, meta["namespace"], meta["name"])
         if current is None:
             return
-        new = copy.deepcopy(current)
+        new = deep_copy(current)
         new["spec"]["volumeName"] = pv_name
         new["spec"].setdefault("storageClassName", DEFAULT_STORAGE_CLASS)
         new["status"] = {"phase": "Bound", "accessModes": pv_spec["accessModes"],
@@ -212,7 +212,7 @@ class Controllers:
             current = self.ops.store.raw(event_t, ns, name)
             if current is not None:
                 if current.get("message") == message:
-                    body = copy.deepcopy(current)
+                    body = deep_copy(current)
                     body["count"] = int(body.get("count") or 1) + 1
                     body["lastTimestamp"] = stamp
                     self.ops.update(event_t, ns, name, body)
@@ -236,7 +236,7 @@ class Controllers:
 
     def _pod_body(self, owner: dict, kind: str, name: str | None = None,
                   generate: str | None = None, extra_labels: dict | None = None) -> dict:
-        tmpl = copy.deepcopy((owner.get("spec") or {}).get("template") or {})
+        tmpl = deep_copy((owner.get("spec") or {}).get("template") or {})
         meta = tmpl.get("metadata") or {}
         meta.pop("name", None)
         meta["labels"] = {**(meta.get("labels") or {}), **(extra_labels or {})}
@@ -254,7 +254,7 @@ class Controllers:
     def _set_status(self, kind: str, owner: dict, status: dict) -> None:
         if owner.get("status") == status:
             return
-        new = copy.deepcopy(owner)
+        new = deep_copy(owner)
         new["status"] = status
         self.ops.store.put(_t(kind), new, "MODIFIED", owner)
 
@@ -364,7 +364,7 @@ class Controllers:
             for claim in spec.get("volumeClaimTemplates") or []:
                 cname = f"{claim['metadata']['name']}-{pod_name}"
                 if self.ops.store.raw(pvc_t, ns, cname) is None:
-                    body = copy.deepcopy(claim)
+                    body = deep_copy(claim)
                     body["metadata"] = {"name": cname, "labels": (
                         (spec.get("selector") or {}).get("matchLabels") or {})}
                     body.pop("status", None)
@@ -404,7 +404,7 @@ class Controllers:
             return
         ns = job["metadata"]["namespace"]
         spec = job.get("spec") or {}
-        status = copy.deepcopy(job.get("status") or {})
+        status = deep_copy(job.get("status") or {})
         if _job_end(job) is not None:
             self._ttl_after_finished(job)
             return
@@ -478,7 +478,7 @@ class Controllers:
         if meta.get("deletionTimestamp"):
             return
         spec = cj.get("spec") or {}
-        status = copy.deepcopy(cj.get("status") or {})
+        status = deep_copy(cj.get("status") or {})
         zone = ZoneInfo(spec["timeZone"]) if spec.get("timeZone") else UTC
         schedule = parse_cron(spec.get("schedule"))
         now = datetime.now(UTC)
@@ -521,7 +521,7 @@ class Controllers:
     def _cron_job(self, cj: dict, when: datetime) -> dict:
         """The Job of one scheduled time (made once: its name is the time)."""
         meta = cj["metadata"]
-        template = copy.deepcopy((cj.get("spec") or {}).get("jobTemplate") or {})
+        template = deep_copy((cj.get("spec") or {}).get("jobTemplate") or {})
         job_meta = template.get("metadata") or {}
         name = f"{meta['name']}-{int(when.timestamp()) // 60}"
         body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {

@@ -10,10 +10,10 @@ everything in it shortly after, and removes it once it is empty and has no final
 from __future__ import annotations
 
 import asyncio
-import copy
 from typing import TYPE_CHECKING
 
 from . import resources
+from .copying import deep_copy
 from .resources import ResourceType
 from .status import APIError
 from .store import Event
@@ -76,7 +76,7 @@ class GarbageCollector:
     def orphan_dependents(self, owner: dict) -> None:
         uid = owner["metadata"]["uid"]
         for rtype, dep in self.dependents(owner):
-            new = copy.deepcopy(dep)
+            new = deep_copy(dep)
             refs = [r for r in new["metadata"].get("ownerReferences") or []
                     if r.get("uid") != uid]
             if refs:
@@ -115,7 +115,7 @@ class GarbageCollector:
             refs = dep["metadata"].get("ownerReferences") or []
             alive = [r for r in refs if r.get("uid") != uid and self.lookup(r.get("uid", ""))]
             if alive:
-                new = copy.deepcopy(dep)
+                new = deep_copy(dep)
                 new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
                 self.ops.store.put(dtype, new, "MODIFIED", dep)
             elif not dep["metadata"].get("deletionTimestamp"):
@@ -139,7 +139,7 @@ class GarbageCollector:
         ns_type = resources.by_kind("Namespace")
         if ns["metadata"].get("deletionTimestamp"):
             return ns
-        new = copy.deepcopy(ns)
+        new = deep_copy(ns)
         new["metadata"]["deletionTimestamp"] = _now()
         new["metadata"]["deletionGracePeriodSeconds"] = 0
         new["status"] = {"phase": "Terminating"}
@@ -174,7 +174,7 @@ class GarbageCollector:
         if ns["metadata"].get("finalizers"):
             # the namespace controller is done; user finalizers keep it
             if (ns.get("spec") or {}).get("finalizers"):
-                new = copy.deepcopy(ns)
+                new = deep_copy(ns)
                 new["spec"]["finalizers"] = []
                 self.ops.store.put(ns_type, new, "MODIFIED", ns)
             return

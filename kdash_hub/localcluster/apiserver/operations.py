@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import copy
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import defaults, podsecurity, resources
+from .copying import deep_copy
 from .gc import GarbageCollector
 from .patch import json_patch, merge_patch, strategic_merge_patch
 from .quota import Admission
@@ -185,12 +185,12 @@ class Operations:
         if rtype.kind == "Binding":
             return self.bind(namespace, body)
         if rtype.kind in resources.VIRTUAL_KINDS:
-            review = self._check_body(rtype, copy.deepcopy(body))
+            review = self._check_body(rtype, deep_copy(body))
             review["status"] = {"allowed": True, "reason": "the kdash emulator authorizes all"}
             return review
         if "create" not in rtype.verbs:
             raise APIError(405, "MethodNotAllowed", "create is not supported")
-        obj = self._check_body(rtype, copy.deepcopy(body))
+        obj = self._check_body(rtype, deep_copy(body))
         meta = obj["metadata"]
         if not meta.get("name"):
             if meta.get("generateName"):
@@ -268,7 +268,7 @@ class Operations:
                subresource: str | None = None, field_validation: str = "Strict",
                dry_run: bool = False) -> dict:
         existing = self._existing(rtype, namespace, name)
-        obj = self._check_body(rtype, copy.deepcopy(body))
+        obj = self._check_body(rtype, deep_copy(body))
         meta = obj["metadata"]
         if meta.get("name") and meta["name"] != name:
             raise bad_request(
@@ -294,7 +294,7 @@ class Operations:
                            f"Precondition failed: UID in precondition: {meta['uid']}, "
                            f"UID in object meta: {old_meta['uid']}")
         if subresource == "status":
-            new = copy.deepcopy(existing)
+            new = deep_copy(existing)
             if "status" in obj:
                 new["status"] = obj["status"]
             else:
@@ -304,7 +304,7 @@ class Operations:
             new = obj
             if rtype.has_status:
                 if "status" in existing:
-                    new["status"] = copy.deepcopy(existing["status"])
+                    new["status"] = deep_copy(existing["status"])
                 else:
                     new.pop("status", None)
             for k in ("uid", "creationTimestamp", "deletionTimestamp",
@@ -365,7 +365,7 @@ class Operations:
             raise not_found(rtype.plural, rtype.group, name)
         # a private copy: merge patch shares unchanged subtrees with the stored object,
         # which must never change in place (watch history and readers hold it)
-        patched = copy.deepcopy(self.apply_patch(existing, body, content_type,
+        patched = deep_copy(self.apply_patch(existing, body, content_type,
                                                  self.validator.patch_schema(rtype)))
         if not isinstance(patched, dict):
             raise bad_request("the patched object is not a JSON object")
@@ -377,7 +377,7 @@ class Operations:
         if subresource != "status" and rtype.has_status:
             # a patch of the main resource can't change status
             if "status" in existing:
-                obj["status"] = copy.deepcopy(existing["status"])
+                obj["status"] = deep_copy(existing["status"])
             else:
                 obj.pop("status", None)
         def text() -> str:  # only needed for an error
@@ -446,7 +446,7 @@ class Operations:
                 return existing
             if grace == 0 and not finalizers:
                 return self._remove(rtype, existing)
-            new = copy.deepcopy(existing)
+            new = deep_copy(existing)
             new["metadata"]["deletionGracePeriodSeconds"] = grace
             return self.store.put(rtype, new, "MODIFIED", existing)
         if policy == "Foreground" and self.gc.has_dependents(existing):
@@ -461,7 +461,7 @@ class Operations:
 
     def _mark_deleting(self, rtype: ResourceType, existing: dict, finalizers: list[str],
                        policy: str, grace: int | None) -> dict:
-        new = copy.deepcopy(existing)
+        new = deep_copy(existing)
         meta = new["metadata"]
         if finalizers:
             meta["finalizers"] = finalizers
@@ -491,7 +491,7 @@ class Operations:
                                  obj["metadata"]["name"])
         if current is None or current["metadata"]["uid"] != obj["metadata"]["uid"]:
             return
-        new = copy.deepcopy(current)
+        new = deep_copy(current)
         new["metadata"]["finalizers"] = [
             f for f in new["metadata"].get("finalizers") or [] if f != finalizer]
         if not new["metadata"]["finalizers"]:
@@ -533,7 +533,7 @@ class Operations:
             raise conflict("pods", "", name,
                            f'pod {name} is already assigned to node '
                            f'"{pod["spec"]["nodeName"]}"')
-        new = copy.deepcopy(pod)
+        new = deep_copy(pod)
         new["spec"]["nodeName"] = target["name"]
         conds = new.setdefault("status", {}).setdefault("conditions", [])
         conds[:] = [c for c in conds if c.get("type") != "PodScheduled"]
@@ -589,7 +589,7 @@ class Operations:
         scale = _scale_of(obj)
         if content_type:
             body = self.apply_patch(scale, body, content_type.split(";")[0].strip())
-        body = self._check_body(rtype, copy.deepcopy(body), expected_kind="Scale")
+        body = self._check_body(rtype, deep_copy(body), expected_kind="Scale")
         rv = (body.get("metadata") or {}).get("resourceVersion")
         if rv and rv != obj["metadata"]["resourceVersion"]:
             raise conflict(rtype.plural, rtype.group, name)
@@ -598,7 +598,7 @@ class Operations:
             raise invalid("Scale", "autoscaling", name, [{
                 "reason": "FieldValueInvalid", "field": "spec.replicas",
                 "message": f"Invalid value: {replicas!r}: must be greater than or equal to 0"}])
-        new = copy.deepcopy(obj)
+        new = deep_copy(obj)
         new.setdefault("spec", {})["replicas"] = replicas
         stored = self._write(rtype, obj, new, None, "Ignore", False)
         return _scale_of(stored)
@@ -612,12 +612,12 @@ def _status_update_metadata(rtype: ResourceType, old: dict, new: dict) -> dict:
     """A write to `/status` changes the status and, as on a real server, the object's
     metadata too (labels, annotations, finalizers), except what the kind's status strategy
     keeps: a Pod's ownerReferences, a Deployment's labels."""
-    meta = {k: copy.deepcopy(v) for k, v in new.items() if k not in _SYSTEM_META}
-    meta |= {k: copy.deepcopy(v) for k, v in old.items() if k in _SYSTEM_META}
+    meta = {k: deep_copy(v) for k, v in new.items() if k not in _SYSTEM_META}
+    meta |= {k: deep_copy(v) for k, v in old.items() if k in _SYSTEM_META}
     kept = {"Pod": ("ownerReferences",), "Deployment": ("labels",)}.get(rtype.kind, ())
     for key in kept:
         if key in old:
-            meta[key] = copy.deepcopy(old[key])
+            meta[key] = deep_copy(old[key])
         else:
             meta.pop(key, None)
     return meta

@@ -11,9 +11,9 @@ understood. Lists without a merge key are replaced, as on a real server (tolerat
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
+from .copying import deep_copy
 from .status import APIError, bad_request, generic
 
 # (parent field, field) or field -> merge key
@@ -51,7 +51,7 @@ def merge_key(path: tuple[str, ...]) -> str | None:
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: objects merge recursively, null deletes, everything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return deep_copy(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -148,28 +148,28 @@ def json_patch(target: Any, operations: Any) -> Any:
     """RFC 6902: add, remove, replace, move, copy, test."""
     if not isinstance(operations, list):
         raise bad_request("json patch must be a list of operations")
-    doc = copy.deepcopy(target)
+    doc = deep_copy(target)
     for op in operations:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise bad_request(f"invalid JSON patch operation: {op!r}")
         kind, tokens = op["op"], _pointer(op["path"])
         if kind == "add":
-            doc = _add(doc, tokens, copy.deepcopy(op.get("value")))
+            doc = _add(doc, tokens, deep_copy(op.get("value")))
         elif kind == "remove":
             doc = _remove(doc, tokens)
         elif kind == "replace":
             _get(doc, tokens)
             if not tokens:
-                doc = copy.deepcopy(op.get("value"))
+                doc = deep_copy(op.get("value"))
             else:
                 parent, key = _container_and_key(doc, tokens)
                 if isinstance(parent, list):
-                    parent[int(key)] = copy.deepcopy(op.get("value"))
+                    parent[int(key)] = deep_copy(op.get("value"))
                 else:
-                    parent[key] = copy.deepcopy(op.get("value"))
+                    parent[key] = deep_copy(op.get("value"))
         elif kind in ("move", "copy"):
             source = _pointer(op.get("from", ""))
-            value = copy.deepcopy(_get(doc, source))
+            value = deep_copy(_get(doc, source))
             if kind == "move":
                 doc = _remove(doc, source)
             doc = _add(doc, tokens, value)
@@ -208,7 +208,7 @@ def strategic_merge_patch(target: Any, patch: Any, schema: Any = None) -> Any:
     if not isinstance(patch, dict):
         raise bad_request("strategic merge patch must be a JSON object")
     s = schema or _NoSchema()
-    return _smp_map(copy.deepcopy(target) if isinstance(target, dict) else {}, patch, (),
+    return _smp_map(deep_copy(target) if isinstance(target, dict) else {}, patch, (),
                     s, s.root)
 
 
@@ -231,7 +231,7 @@ def _smp_map(target: dict, patch: dict, path: tuple[str, ...], s: Any = None,
     if directive == "delete":
         return None
     if directive == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+        return {k: deep_copy(v) for k, v in patch.items() if k != "$patch"}
     retain = patch.get("$retainKeys")
     result = target
     orders: dict[str, list] = {}
@@ -264,7 +264,7 @@ def _smp_map(target: dict, patch: dict, path: tuple[str, ...], s: Any = None,
             result[key] = _smp_list(current if isinstance(current, list) else [], value, sub,
                                     merge, mk, s, s.items(s.field(node, key)))
         else:
-            result[key] = copy.deepcopy(value)
+            result[key] = deep_copy(value)
     for field, order in orders.items():
         if isinstance(result.get(field), list) and isinstance(order, list):
             result[field] = normalize_order(result[field], order, originals.get(field) or [],
@@ -279,10 +279,10 @@ def _smp_list(current: list, patch: list, path: tuple[str, ...], merge: bool,
               key: str | None, s: Any, item_node: Any) -> list:
     # `[{"$patch": "replace"}, ...items]` replaces the whole list
     if any(isinstance(p, dict) and p.get("$patch") == "replace" for p in patch):
-        return [copy.deepcopy(p) for p in patch
+        return [deep_copy(p) for p in patch
                 if not (isinstance(p, dict) and p.get("$patch") == "replace")]
     if not merge:
-        return copy.deepcopy(patch)
+        return deep_copy(patch)
     if key is None:  # a set of primitives, e.g. finalizers
         out = list(current)
         for v in patch:
@@ -290,8 +290,8 @@ def _smp_list(current: list, patch: list, path: tuple[str, ...], merge: bool,
                 out.append(v)
         return normalize_order(out, patch, current, None)
     if not all(isinstance(p, dict) for p in patch):
-        return copy.deepcopy(patch)
-    out = [copy.deepcopy(c) for c in current]
+        return deep_copy(patch)
+    out = [deep_copy(c) for c in current]
     for item in patch:
         if key not in item:
             raise bad_request(f"map: {item} does not contain declared merge key: {key}")
@@ -302,7 +302,7 @@ def _smp_list(current: list, patch: list, path: tuple[str, ...], merge: bool,
                 out.pop(idx)
             continue
         if idx is None:
-            out.append({k: copy.deepcopy(v) for k, v in item.items() if k != "$patch"})
+            out.append({k: deep_copy(v) for k, v in item.items() if k != "$patch"})
         else:
             merged = _smp_map(out[idx], item, path, s, item_node)
             if merged is not None:

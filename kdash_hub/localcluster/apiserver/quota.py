@@ -8,13 +8,13 @@ constrains (403 "failed quota: ...: must specify ..."), and keeps quota status.u
 
 from __future__ import annotations
 
-import copy
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from kdash_hub import quantities
 
 from . import resources
+from .copying import deep_copy
 from .resources import ResourceType
 from .status import forbidden
 
@@ -309,7 +309,7 @@ class Admission:
             status = {"hard": dict(hard),
                       "used": {k: format_quantity(v, k) for k, v in used.items()}}
             if q.get("status") != status:
-                new = copy.deepcopy(q)
+                new = deep_copy(q)
                 new["status"] = status
                 self.store.put(quota_type, new, "MODIFIED", q)
 

@@ -8,14 +8,13 @@ the API server's watch cache; a watch from a resourceVersion older than the wind
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import resources
+from .copying import deep_copy
 from .resources import ResourceType
 from .selectors import parse_field_selector, parse_label_selector
 from .status import gone, not_found
@@ -213,13 +212,13 @@ class Store:
         obj = self.raw(rtype, namespace, name)
         if obj is None:
             raise not_found(rtype.plural, rtype.group, name)
-        return copy.deepcopy(obj)
+        return deep_copy(obj)
 
     def find(self, kind: str | ResourceType, name: str,
              namespace: str | None = None) -> dict | None:
         rtype = _rtype(kind)
         obj = self.raw(rtype, namespace, name)
-        return copy.deepcopy(obj) if obj is not None else None
+        return deep_copy(obj) if obj is not None else None
 
     def list(self, kind: str | ResourceType, namespace: str | None = None,
              label_selector: str | None = None, field_selector: str | None = None
@@ -228,7 +227,7 @@ class Store:
         rtype = _rtype(kind)
         lm = parse_label_selector(label_selector)
         fm = parse_field_selector(field_selector, rtype.kind)
-        return [copy.deepcopy(o) for o in self.raw_items(rtype, namespace)
+        return [deep_copy(o) for o in self.raw_items(rtype, namespace)
                 if lm(o) and fm(o)]
 
     def count(self) -> int:
@@ -243,6 +242,3 @@ def _rtype(kind: str | ResourceType) -> ResourceType:
         raise KeyError(f"unknown kind {kind!r}")
     return t
 
-
-def deep_copy(obj: Any) -> Any:
-    return copy.deepcopy(obj)

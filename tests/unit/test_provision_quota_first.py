@@ -1,0 +1,116 @@
+"""A user's rights in their namespace (the RoleBindings) are written only once their quota is
+in force: a real API server ignores a ResourceQuota until its controller has filled in the
+status, so rights written a moment after the quota would let a user's first objects past it.
+The emulator fills the status in at once; a fake API here withholds it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kdash_hub.spawner import bundle
+from kdash_hub.spawner.provision import BundleError, BundleProvisioner
+from tests.unit.test_spawner_bundle import SERVICE_ROLES, spec
+
+
+class QuotaControllerLate:
+    """Create/get/patch of bundle objects in memory, as the admin (cluster-wide rights);
+    the quota's status appears only after `polls` reads of it (None: never)."""
+
+    def __init__(self, polls: int | None):
+        self.polls = polls
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.writes: list[str] = []
+        self.api_client = object()
+
+    async def can_i(self, *args, **kwargs) -> bool:
+        return True
+
+    async def create(self, obj: dict) -> dict:
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key in self.objects:
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.writes.append(obj["kind"])
+        self.objects[key] = {**obj, "metadata": {**obj["metadata"]}}
+        return self.objects[key]
+
+    async def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        obj = self.objects.get((kind, name))
+        if kind == "ResourceQuota" and obj is not None and self.polls is not None:
+            if self.polls == 0:
+                hard = obj["spec"]["hard"]
+                obj["status"] = {"hard": dict(hard), "used": {k: "0" for k in hard}}
+            else:
+                self.polls -= 1
+        return obj
+
+    async def patch(self, kind: str, name: str, namespace, patch: dict, **kw) -> dict:
+        self.writes.append(f"PATCH {kind}")
+        return self.objects.setdefault((kind, name), {"metadata": {}})
+
+
+def provisioner(api: QuotaControllerLate) -> BundleProvisioner:
+    p = BundleProvisioner(api, logging.getLogger("test"), mode="hash")  # type: ignore[arg-type]
+    p.QUOTA_WAIT_SECONDS = 0.5
+    return p
+
+
+def user_spec():
+    return spec("quinn", service_roles=SERVICE_ROLES, cluster_role="kdash-user")
+
+
+async def test_the_rights_wait_for_the_quota_to_be_in_force():
+    api = QuotaControllerLate(polls=5)
+    p = provisioner(api)
+    assert await p.ensure(user_spec(), lambda m: None, finish_later=True) == "created"
+    # made before the pod: no quota and no rights yet
+    assert "ResourceQuota" not in api.writes and "RoleBinding" not in api.writes, api.writes
+    assert {"LimitRange", "NetworkPolicy", "ServiceAccount"} <= set(api.writes)
+    await p.finish()
+    quota = api.writes.index("ResourceQuota")
+    bindings = [i for i, w in enumerate(api.writes) if w == "RoleBinding"]
+    assert len(bindings) == 3 and min(bindings) > quota, api.writes
+    assert api.polls == 0  # the rights went only after the status appeared
+    assert api.writes[-1] == "PATCH Namespace"  # then the completion mark
+
+
+async def test_without_finish_later_the_quota_still_goes_before_the_rights():
+    api = QuotaControllerLate(polls=3)
+    await provisioner(api).ensure(user_spec(), lambda m: None)
+    bindings = [i for i, w in enumerate(api.writes) if w == "RoleBinding"]
+    assert min(bindings) > api.writes.index("ResourceQuota") and api.polls == 0, api.writes
+
+
+async def test_a_quota_never_in_force_grants_nothing():
+    """Attack: with the quota controller stalled, no right is written at all, the start fails
+    with a sentence, and the namespace is not marked complete (the next start finishes)."""
+    api = QuotaControllerLate(polls=None)
+    p = provisioner(api)
+    await p.ensure(user_spec(), lambda m: None, finish_later=True)
+    with pytest.raises(BundleError) as e:
+        await p.finish()
+    assert e.value.status == 503 and "quota is not in force" in e.value.message
+    assert "RoleBinding" not in api.writes and "PATCH Namespace" not in api.writes, api.writes
+
+
+def test_a_quota_is_in_force_only_with_a_status_for_each_limit():
+    quota = bundle.resource_quota(user_spec())
+    assert not bundle.quota_enforced(quota)
+    hard = quota["spec"]["hard"]
+    quota["status"] = {"hard": dict(hard), "used": {}}
+    assert not bundle.quota_enforced(quota)  # admission refuses all ("status unknown")
+    quota["status"]["used"] = {k: "0" for k in list(hard)[:-1]}
+    assert not bundle.quota_enforced(quota)
+    quota["status"]["used"] = {k: "0" for k in hard}
+    assert bundle.quota_enforced(quota)
+
+
+async def test_an_admin_without_a_quota_waits_for_nothing():
+    api = QuotaControllerLate(polls=None)
+    p = provisioner(api)
+    await asyncio.wait_for(p.ensure(spec("quinn", quota={}, service_roles=SERVICE_ROLES),
+                                    lambda m: None), 5)
+    assert "RoleBinding" in api.writes
