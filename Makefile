@@ -120,7 +120,7 @@ Z2JH_TIER_ONLY := tests/integration/test_helm_hub_config.py
 
 test-fast: setup s3-server code-server
 	@echo "== fast tier: the emulator"
-	$(VENV)/bin/python -m pytest -q -ra $(XDIST) $(addprefix --ignore=,$(Z2JH_TIER_ONLY))
+	$(VENV)/bin/python -m pytest -q -ra --durations=15 $(XDIST) $(addprefix --ignore=,$(Z2JH_TIER_ONLY))
 
 # Traefik v3.6.12 from its pinned Go module (tools/traefik), built once into
 # ~/.cache/kdash-hub/traefik: the real tier's public URLs go through it
@@ -135,7 +135,7 @@ kube-binaries: python-packages
 
 test-real: setup kube-binaries s3-server traefik
 	@echo "== real tier: a real Kubernetes control plane"
-	KDASH_REAL_TIER=1 $(VENV)/bin/python -m pytest -q -ra $(XDIST_REAL) $(REAL_TIER_TESTS)
+	KDASH_REAL_TIER=1 $(VENV)/bin/python -m pytest -q -ra --durations=15 $(XDIST_REAL) $(REAL_TIER_TESTS)
 
 lint: python-packages
 	$(VENV)/bin/ruff check .
