@@ -16,7 +16,10 @@ Run: KDASH_REAL_TIER=1 .venv/bin/python -m pytest -q tests/realtier/test_rbac_ma
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -686,3 +689,54 @@ async def test_a_user_namespace_with_records_can_still_be_deleted(world: World):
     finally:
         for api in (launcher, hub, admin):
             await api.close()
+
+
+def controller_manager_pid(tier: RealTier) -> int:
+    """The kube-controller-manager of `tier`'s control plane (its kubeconfig is there)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (argv[0].endswith(b"kube-controller-manager")
+                and any(str(tier.workdir).encode() in arg for arg in argv)):
+            return int(proc.name)
+    raise AssertionError(f"no kube-controller-manager under {tier.workdir}")
+
+
+async def test_a_users_first_rights_meet_a_quota_in_force(world: World):
+    """Attack: the moment a new namespace is made, its user tries to create more than the
+    quota allows. A real API server skips a ResourceQuota until the quota controller has
+    filled in its status, so the user's rights wait for that: with the controller-manager
+    stopped (SIGSTOP) the namespace gets its quota but no RoleBinding of the user; once it
+    runs again, the very first pod over the quota is refused."""
+    spec = dataclasses.replace(spec_for("rbac-quinn", "baseline"), quota={"pods": "0"})
+    pid = controller_manager_pid(world.tier)
+    admin = client_for(world.tier.admin_kubeconfig)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        provisioning = asyncio.ensure_future(provision_as_hub(world.kubeconfigs["hub"], spec))
+        await asyncio.sleep(4)
+        assert not provisioning.done()
+        quota = await admin.request(
+            "GET", f"/api/v1/namespaces/{spec.namespace}/resourcequotas/{bundle.QUOTA_NAME}")
+        assert not bundle.quota_enforced(quota), quota
+        bindings = await admin.request(
+            "GET", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{spec.namespace}/rolebindings")
+        assert {b["metadata"]["name"] for b in bindings["items"]} <= {"kdash-hub-namespace"}
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await admin.close()
+    assert await provisioning == "created"
+    token = await mint_token(world.tier.admin_kubeconfig, spec.namespace, "kdash-user")
+    user = client_for(identity_kubeconfig(world.tier.admin_kubeconfig,
+                                          world.tier.workdir / "quinn.kubeconfig", token,
+                                          spec.namespace))
+    try:
+        with pytest.raises(ApiError) as refused:
+            await user.request("POST", f"/api/v1/namespaces/{spec.namespace}/pods",
+                               body=restricted_pod("over-quota", spec.namespace))
+        assert refused.value.status == 403 and "exceeded quota" in str(refused.value), \
+            refused.value
+    finally:
+        await user.close()
