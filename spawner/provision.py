@@ -198,23 +198,11 @@ class BundleProvisioner:
         unbounded. A BundleError after QUOTA_WAIT_SECONDS (nothing is granted then)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.QUOTA_WAIT_SECONDS
-        tries = 0
-        quota, self._quota_answer = self._quota_answer, None
         # the drift watch's copy first (no request), read from the API after a while
         watched_until = loop.time() + self.QUOTA_WATCH_SECONDS
-        while True:
-            if quota is not None and bundle.quota_enforced(quota):
-                return
-            if self.drift is not None and self.drift.ready and loop.time() < watched_until:
-                quota = self.drift.cached("ResourceQuota", spec.namespace, bundle.QUOTA_NAME)
-            else:
-                try:
-                    quota = await self.resources.get("ResourceQuota", bundle.QUOTA_NAME,
-                                                     spec.namespace)
-                except ApiException as e:
-                    raise self._fail(bundle.resource_quota(spec), e) from e
-            if quota is not None and bundle.quota_enforced(quota):
-                return
+        quota: dict | None = None
+        tries = 0
+        while quota is None or not bundle.quota_enforced(quota):
             if loop.time() > deadline:
                 self.log.error("ResourceQuota %s in %s has no status after %.0f s: %s",
                                bundle.QUOTA_NAME, spec.namespace, self.QUOTA_WAIT_SECONDS,
@@ -223,8 +211,17 @@ class BundleProvisioner:
                     f"Your namespace's quota is not in force yet ({spec.namespace}); try "
                     "starting again in a minute. If it keeps failing, an admin can find "
                     "details in the hub log.", 503)
-            await asyncio.sleep(self.RBAC_PAUSES[min(tries, len(self.RBAC_PAUSES) - 1)])
+            if tries:
+                await asyncio.sleep(self.RBAC_PAUSES[min(tries - 1, len(self.RBAC_PAUSES) - 1)])
             tries += 1
+            if self.drift is not None and self.drift.ready and loop.time() < watched_until:
+                quota = self.drift.cached("ResourceQuota", spec.namespace, bundle.QUOTA_NAME)
+                continue
+            try:
+                quota = await self.resources.get("ResourceQuota", bundle.QUOTA_NAME,
+                                                 spec.namespace)
+            except ApiException as e:
+                raise self._fail(bundle.resource_quota(spec), e) from e
 
     def _log_late_failure(self, task: asyncio.Future) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -326,20 +323,12 @@ class BundleProvisioner:
     async def _ensure_once(self, obj: dict, fresh: bool) -> None:
         if fresh:
             try:
-                self._written(await self.resources.create(obj))
+                await self.resources.create(obj)
                 return
             except ApiException as e:
                 if e.status != 409:
                     raise
-        self._written((await self.resources.ensure(obj))[1])
-
-    def _written(self, obj: dict | None) -> None:
-        """Keep the quota as its write answered (an API server that fills in its status at
-        once needs no read to tell that it is in force)."""
-        if (obj or {}).get("kind") == "ResourceQuota":
-            self._quota_answer = obj
-
-    _quota_answer: dict | None = None
+        await self.resources.ensure(obj)
 
     @staticmethod
     def _stale_labels(ns: dict, spec: bundle.BundleSpec) -> dict | None:
