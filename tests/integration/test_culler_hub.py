@@ -237,6 +237,8 @@ async def test_kdash_hub_culler_command_dry_run_once(culler_hub, user_prefix, cl
     hub, p = culler_hub, user_prefix
     await hub.create_users(p + "cli")
     await hub.spawn(p + "cli", profile="gpu")
+    # the rule below culls after 1 s idle; the command itself can start in less than that
+    await asyncio.sleep(1.2)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "kdash_hub.cli", "culler", "--dry-run", "--once",
         "--set", f"hub_api_url={hub.api_url}", "--set", f"api_token={hub.culler_token}",
