@@ -24,7 +24,9 @@ HTTP server on 127.0.0.1 (a harness-only subclass overriding `_get_pod_url`). On
 control plane each hub runs as a ServiceAccount, not as admin: KDashSpawner's hub as the
 `hub` account with exactly the roles helm-values/rbac ships (its rights in user namespaces
 come from the RoleBinding it makes there), plain KubeSpawner's as a `plain-hub` account with
-the cluster-wide ClusterRole it needs for user namespaces.
+the cluster-wide ClusterRole it needs for user namespaces. Both hubs' Kubernetes clients skip
+aiohttp's per-request proxy and netrc lookups (kdash_hub.kube.without_environment_lookups, which
+KDashSpawner applies to KubeSpawner's shared client), as part 1's one shared client does.
 
     python -m benchmarks.bench_spawner [--quick] [--control-plane emulator|real|both]
         [--users N] [--hub-users 20,200] [--hub-pairs N] [--no-hub | --hub-only] [--json]
@@ -186,6 +188,7 @@ if os.environ.get("KDASH_BENCH_PROFILE"):  # --profile-hub: where the hub's CPU 
     _profile.enable()
     atexit.register(lambda: _profile.dump_stats(os.environ["KDASH_BENCH_PROFILE"]))
 
+from kdash_hub.kube import without_environment_lookups
 from kdash_hub.spawner import KDashSpawner
 from kubespawner import KubeSpawner
 
@@ -198,6 +201,12 @@ class BenchKDash(KDashSpawner):
 
 
 class BenchPlain(KubeSpawner):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # the same HTTP client settings as KDashSpawner's (part 1's spawners share one
+        # client): the comparison is of the spawners, not of aiohttp's environment lookups
+        without_environment_lookups(self.api.api_client)
+
     def _get_pod_url(self, pod):
         return STUB
 

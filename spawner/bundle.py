@@ -110,6 +110,24 @@ def limit_range(spec: BundleSpec) -> dict:
     }
 
 
+def limit_range_shapes(limit_range: dict, containers: list[dict]) -> bool:
+    """Whether the LimitRange item `limit_range` (BundleSpec.limit_range) would change or
+    judge any of `containers` (pod spec containers as dicts): a min, max or ratio judges
+    every container; a default fills in a limit a container lacks, a defaultRequest a
+    request (the API server takes a request from the limit before admission)."""
+    if any(limit_range.get(k) for k in ("min", "max", "maxLimitRequestRatio")):
+        return True
+    for container in containers:
+        resources = container.get("resources") or {}
+        limits = {k for k, v in (resources.get("limits") or {}).items() if v is not None}
+        requests = {k for k, v in (resources.get("requests") or {}).items() if v is not None}
+        if set(limit_range.get("default") or {}) - limits:
+            return True
+        if set(limit_range.get("defaultRequest") or {}) - limits - requests:
+            return True
+    return False
+
+
 def hub_peers(hub_namespace: str) -> list[dict]:
     """The pods allowed to reach notebooks: the hub and proxy (z2jh marks them with the
     `hub.jupyter.org/network-access-singleuser` label) in the hub's namespace."""

@@ -63,12 +63,15 @@ class BundleProvisioner:
 
     async def ensure(self, spec: bundle.BundleSpec, report: Report, *,
                      alongside: Callable[[], Awaitable[object]] | None = None,
-                     finish_later: bool = False) -> str:
+                     finish_later: bool = False,
+                     pod_containers: list[dict] | None = None) -> str:
         """Make the bundle of `spec` exist; returns "created", "repaired" or "unchanged".
 
         `alongside`: the caller's own create in the namespace (the home claim), made with
         the bundle's objects instead of a round after them. `finish_later`: the completion
         mark is left to run beside the caller's next request; await `finish()` after it.
+        `pod_containers`: the containers of that request's pod, when known: a LimitRange
+        that would neither change nor judge them goes after the pod, with the quota.
         """
         desired_hash = bundle.bundle_hash(spec)
         if self.mode == "watch" and self.drift is not None:
@@ -130,10 +133,15 @@ class BundleProvisioner:
         # one ignores a quota until its controller has filled in its status). Neither is
         # needed to make the pod (the spawner checks the pod against the quota itself, and
         # a real API server would not count it against a quota made a moment before), so
-        # with finish_later both go after the pod; the NetworkPolicy, LimitRange (defaults
-        # for the pod), ServiceAccount (the pod's) and home claim go before it
+        # with finish_later both go after the pod; the NetworkPolicy, ServiceAccount (the
+        # pod's) and home claim go before it. So does the LimitRange, unless the caller's
+        # pod is known to need none of its defaults and it has no bounds to judge it by:
+        # then it goes with the quota, still before any right to make pods here
         late = [o for o in todo if o not in boot and o["kind"] == "RoleBinding"]
-        bound = [o for o in todo if late and o["kind"] == "ResourceQuota"]
+        limits_later = pod_containers is not None and not bundle.limit_range_shapes(
+            spec.limit_range, pod_containers)
+        bound = [o for o in todo if late and (o["kind"] == "ResourceQuota" or
+                                              o["kind"] == "LimitRange" and limits_later)]
         now = [o for o in todo if o not in boot and o not in late
                and (o not in bound or not finish_later)]
         rest = [self._ensure_one(o, report, fresh, wait_for_rbac=wait) for o in now]
@@ -143,7 +151,8 @@ class BundleProvisioner:
             rest.append(self._allowed(alongside, wait))
         await asyncio.gather(*rest)
         later = [o for o in bound if o not in now]
-        completion = partial(self._complete, later, bool(bound), late, report, fresh, wait,
+        quota_written = any(o["kind"] == "ResourceQuota" for o in bound)
+        completion = partial(self._complete, later, quota_written, late, report, fresh, wait,
                              ns, spec, desired_hash)
         if finish_later:
             self._later = completion

@@ -36,7 +36,7 @@ from traitlets.log import get_logger
 
 from kdash_hub import labels as L
 from kdash_hub import naming
-from kdash_hub.kube import KubeResources, api_error_message, to_json
+from kdash_hub.kube import KubeResources, api_error_message, to_json, without_environment_lookups
 
 from . import (
     bundle,
@@ -151,6 +151,8 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
             super().__init__(*args, **kwargs)
         finally:
             log.removeFilter(untrue)
+        # KubeSpawner's shared client (its pod and event watches too): no thread hop per request
+        without_environment_lookups(self.api.api_client)
         self.pod_name = servers.pod_name(self)  # injective in (user, server): servers.py
         self.dns_name = self.dns_name_template.format(namespace=self.namespace,
                                                       name=self.pod_name)
@@ -506,7 +508,8 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
             self._bundle_finish = provisioner
             outcome = await provisioner.ensure(spec, self.report,
                                                alongside=self._home_claim_beside_bundle(),
-                                               finish_later=True)
+                                               finish_later=True,
+                                               pod_containers=self._pod_containers())
             if outcome == "unchanged":
                 self.report(f"Namespace {self.namespace} is ready")
             await self._ensure_home_volume(provisioner.namespace_object)
@@ -519,6 +522,20 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
             self._events_changed.set()
 
     _bundle_finish = None  # the provisioner whose bundle completion _start awaits
+
+    def _pod_containers(self) -> list[dict] | None:
+        """The resources of every container of the pod this start makes, as the bundle's
+        LimitRange would see them; None when a `modify_pod_hook` may still change them."""
+        if self.modify_pod_hook:
+            return None
+        notebook = {"resources": {
+            "limits": {"cpu": self.cpu_limit, "memory": self.mem_limit,
+                       **self.extra_resource_limits},
+            "requests": {"cpu": self.cpu_guarantee, "memory": self.mem_guarantee,
+                         **self.extra_resource_guarantees}}}
+        plan = self._plan or storage.StoragePlan("none")
+        others = [*plan.init_containers, *self.init_containers, *self.extra_containers]
+        return [notebook, *(to_json(c) for c in others)]
 
     def _provisioner(self) -> BundleProvisioner:
         drift = None

@@ -308,7 +308,7 @@ class CullerApp(Application):
         from kubernetes_asyncio.client import ApiClient, Configuration
         from kubernetes_asyncio.config import load_incluster_config, load_kube_config
 
-        from kdash_hub.kube import KubeResources
+        from kdash_hub.kube import KubeResources, without_environment_lookups
 
         from .sideservices import SideServiceExpiry
 
@@ -318,7 +318,9 @@ class CullerApp(Application):
         else:
             await load_kube_config(config_file=self.kubeconfig or None,
                                    client_configuration=configuration)
-        kube = KubeResources(ApiClient(configuration=configuration))
+        api_client = ApiClient(configuration=configuration)
+        without_environment_lookups(api_client)
+        kube = KubeResources(api_client)
         return SideServiceExpiry(kube, retries=self.retries, backoff_base=self.backoff_base,
                                  backoff_max=self.backoff_max)
 

@@ -17,7 +17,7 @@ from tornado import web
 from traitlets import Bytes, Dict, Instance, Integer, Unicode, default
 from traitlets.config import Application
 
-from kdash_hub.kube import KubeResources
+from kdash_hub.kube import KubeResources, without_environment_lookups
 from kdash_hub.templating import Catalog, load_configmaps, load_directories
 
 from .api import DefaultHandler, api_routes
@@ -101,7 +101,9 @@ class LauncherApp(Application):
                 k8s_config.load_incluster_config(client_configuration=configuration)
             except k8s_config.ConfigException:
                 await k8s_config.load_kube_config(client_configuration=configuration)
-        return k8s_client.ApiClient(configuration)
+        api_client = k8s_client.ApiClient(configuration)
+        without_environment_lookups(api_client)
+        return api_client
 
     async def load_catalog(self, kube: KubeResources) -> Catalog:
         s = self.launcher

@@ -9,6 +9,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from tornado import web
 
 from kdash_hub import labels as L
+from kdash_hub.quantities import parse_quantity
 from kdash_hub.spawner import bundle
 from kdash_hub.spawner.drift import DriftWatch
 from tests.fixtures.cluster import requires_emulator
@@ -112,6 +113,32 @@ async def test_a_first_start_makes_its_pod_in_as_many_rounds_as_kubespawner(loca
     bindings = [i for i, (_, p) in enumerate(writes) if p.endswith("/rolebindings")]
     assert len(bindings) == 4 and min(bindings) > quota > pod, writes
     assert writes[-1] == ("PATCH", ns) and len(writes) == 12, writes
+    await s.stop()
+
+
+async def test_a_pod_with_every_limit_set_goes_before_the_limit_range(local_cluster, kube):
+    """A pod that sets each limit and request the LimitRange would fill in needs none of it:
+    the LimitRange goes with the quota after the pod, and still before any user right."""
+    requires_emulator(local_cluster)
+    log = local_cluster.api.request_log
+    n = len(log)
+    s = build_spawner(username="milo", cpu_limit=1, mem_limit="1G", cpu_guarantee=0.1,
+                      mem_guarantee="128M")
+    await started(s)
+    ns = f"/api/v1/namespaces/{s.namespace}"
+    writes = [p.split("?")[0].rsplit("/", 1)[-1] for m, p, _ in list(log)[n:]
+              if m == "POST" and f"/namespaces/{s.namespace}/" in p
+              and not p.endswith(("/status", "/binding", "/events"))]
+    pod, limits = writes.index("pods"), writes.index("limitranges")
+    bindings = [i for i, w in enumerate(writes) if w == "rolebindings"]
+    assert set(writes[:pod]) == {"networkpolicies", "serviceaccounts",
+                                 "persistentvolumeclaims"}, writes
+    assert pod < limits < min(bindings) and len(bindings) == 4, writes
+    made = await kube.get("Pod", s.pod_name, s.namespace)
+    assert parse_quantity(made["spec"]["containers"][0]["resources"]["limits"]["cpu"]) == 1
+    assert await kube.get("LimitRange", bundle.LIMIT_RANGE_NAME, s.namespace) is not None
+    assert (await kube.get("Namespace", s.namespace))["metadata"]["annotations"].get(
+        bundle.BUNDLE_HASH_ANNOTATION), ns
     await s.stop()
 
 

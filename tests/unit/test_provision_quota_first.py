@@ -77,6 +77,27 @@ async def test_the_rights_wait_for_the_quota_to_be_in_force():
     assert api.writes[-1] == "PATCH Namespace"  # then the completion mark
 
 
+FULL = [{"resources": {"limits": {"cpu": 1, "memory": 10**9}}}]
+
+
+@pytest.mark.parametrize("containers, before_pod", [
+    (None, True),  # unknown (a modify_pod_hook): before
+    (FULL, False),
+    (FULL + [{"name": "sidecar"}], True),
+])
+async def test_the_limit_range_waits_for_the_pod_only_when_the_pod_needs_none_of_it(
+        containers, before_pod):
+    api = QuotaControllerLate(polls=1)
+    p = provisioner(api)
+    await p.ensure(user_spec(), lambda m: None, finish_later=True, pod_containers=containers)
+    assert ("LimitRange" in api.writes) is before_pod, api.writes
+    await p.finish()
+    # either way, in place before any right to make a pod in the namespace
+    first_right = api.writes.index("RoleBinding")
+    assert api.writes.index("LimitRange") < first_right, api.writes
+    assert api.writes.index("ResourceQuota") < first_right and api.polls == 0
+
+
 async def test_without_finish_later_the_quota_still_goes_before_the_rights():
     api = QuotaControllerLate(polls=3)
     await provisioner(api).ensure(user_spec(), lambda m: None)

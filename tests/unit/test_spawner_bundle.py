@@ -221,3 +221,21 @@ def test_quantities_and_exceeds():
                               hard, used={"limits.memory": "7.5Gi"})
     assert len(problems) == 2
     assert "requests.nvidia.com/gpu: asking for 4, quota is 2" in problems[0]
+
+
+def test_a_limit_range_shapes_a_pod_missing_a_default_or_under_a_bound():
+    lr = {"default": {"cpu": "1", "memory": "2Gi"},
+          "defaultRequest": {"cpu": "100m", "memory": "256Mi"}}
+    full = {"resources": {"limits": {"cpu": 2, "memory": 10**9},
+                          "requests": {"cpu": 0.1, "memory": None}}}
+    assert not bundle.limit_range_shapes(lr, [full])  # a request comes from its limit
+    assert bundle.limit_range_shapes(lr, [full, {"name": "init", "image": "busybox"}])
+    no_memory = {"resources": {"limits": {"cpu": 2, "memory": None}, "requests": {"cpu": 1}}}
+    assert bundle.limit_range_shapes(lr, [no_memory])
+    only_requests = {"resources": {"requests": {"cpu": 1, "memory": 10**9}}}
+    assert bundle.limit_range_shapes(lr, [only_requests])  # the default limit fills in
+    assert not bundle.limit_range_shapes({"defaultRequest": lr["defaultRequest"]},
+                                         [only_requests])
+    for bound in ("min", "max", "maxLimitRequestRatio"):
+        assert bundle.limit_range_shapes({**lr, bound: {"cpu": "4"}}, [full]), bound
+    assert not bundle.limit_range_shapes({}, [{"name": "bare"}])
