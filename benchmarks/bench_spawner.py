@@ -16,6 +16,9 @@ request kubernetes_asyncio sends from this process: benchmarks/common_kube.py), 
 counter on both control planes, split into what the spawn asked and long-lived watches
 (opened once per hub, reopened when they time out). Part 1 talks to the real control plane
 with its admin kubeconfig (both spawners share KubeSpawner's process-wide client config).
+`--variants plain,kdash,plain-quota` adds plain KubeSpawner whose namespace gets
+KDashSpawner's default ResourceQuota and LimitRange before its later spawn: what a pod create
+under those guardrails costs, whoever makes the pod.
 
 Part 2 (a real hub + proxy, status kubelet): N users spawning at once through the REST
 API, with KDashSpawner and with plain KubeSpawner: all reach `ready`, none lost, p50/p95.
@@ -56,7 +59,8 @@ from kdash_hub.dev.hub import HubProcess
 from kdash_hub.dev.ports import free_port
 from kdash_hub.localcluster import LocalCluster
 from kdash_hub.localcluster.kubeconfig import client_for
-from kdash_hub.spawner import KDashSpawner
+from kdash_hub.spawner import KDashSpawner, bundle
+from kdash_hub.spawner.bundle import BundleSpec
 from kdash_hub.spawner.drift import DriftWatch
 from tests.fixtures.cluster import reset_kubespawner
 from tests.fixtures.realcp import HUB_NAMESPACE
@@ -75,7 +79,11 @@ KDASH_NFS = dict(KDASH, storage_preset="nfs", pod_security_level="restricted",
                  nfs_storage={"server": "10.0.0.5", "path": "/export/homes"})
 VARIANTS = {"plain": (KubeSpawner, PLAIN), "kdash": (KDashSpawner, KDASH),
             "kdash-always": (KDashSpawner, dict(KDASH, bundle_drift_check="always")),
-            "kdash-nfs": (KDashSpawner, KDASH_NFS)}
+            "kdash-nfs": (KDashSpawner, KDASH_NFS),
+            # plain KubeSpawner whose namespace gets KDashSpawner's default quota and limit
+            # range (in force) before its later start: what those guardrails cost a pod create
+            "plain-quota": (KubeSpawner, PLAIN)}
+GUARDED = {"plain-quota"}
 PLANES = ("emulator", "real")
 TARGETS = {"first": 1.05, "later": 1.02, "hub_p95": 1.1}
 
@@ -139,6 +147,8 @@ async def part1(plane: str, kubeconfig: Path | None, users: int, variants: list[
                 s = build_spawner(cls, username=f"{label}-{tag}-{i}", user_id=i + 10, **traits)
                 results[label]["first"].append(await timed_spawn(s, counter, 2 * i))
                 await s.stop()
+                if label in GUARDED:
+                    await guard_namespace(kubeconfig, s.namespace)
                 await asyncio.sleep(0.05)
                 s.clear_state()
                 results[label]["later"].append(await timed_spawn(s, counter, 2 * i + 1))
@@ -175,6 +185,29 @@ async def part1(plane: str, kubeconfig: Path | None, users: int, variants: list[
             summary[label][phase]["extra_requests"] = statistics.median(
                 k["requests"] - p["requests"] for k, p in pairs)
     return summary
+
+
+async def guard_namespace(kubeconfig: Path, namespace: str) -> None:
+    """KDashSpawner's default ResourceQuota and LimitRange in `namespace`, the quota in
+    force (its status filled in by the quota controller), as the admin."""
+    traits = KDashSpawner.class_traits()
+    spec = BundleSpec(username="bench", namespace=namespace, hub_namespace=HUB_NAMESPACE,
+                      quota=traits["quota"].default(),
+                      limit_range=traits["limit_range"].default())
+    api = client_for(kubeconfig)
+    try:
+        for obj in (bundle.resource_quota(spec), bundle.limit_range(spec)):
+            plural = {"ResourceQuota": "resourcequotas", "LimitRange": "limitranges"}[obj["kind"]]
+            await api.request("POST", f"/api/v1/namespaces/{namespace}/{plural}", body=obj)
+        for _ in range(600):
+            quota = await api.request(
+                "GET", f"/api/v1/namespaces/{namespace}/resourcequotas/{bundle.QUOTA_NAME}")
+            if bundle.quota_enforced(quota):
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"the quota in {namespace} was not in force after 30 s")
+    finally:
+        await api.close()
 
 
 HUB_EXTRA = '''
