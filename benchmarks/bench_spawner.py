@@ -361,8 +361,13 @@ async def part2(plane: str, users: int, label: str, tag: str,
             deadline = t0 + 900
             while len(ready) + len(failed) < users and time.perf_counter() < deadline:
                 await asyncio.sleep(0.25)
-                async with session.get(f"{hub.api_url}/users?limit=2000") as r:
-                    listing = json.loads(await r.text())
+                try:
+                    async with session.get(f"{hub.api_url}/users?limit=2000") as r:
+                        listing = json.loads(await r.text())
+                except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                    # a kept-alive connection the busy hub closed as this poll reused it:
+                    # the next poll asks again (a spawn's own POST is never retried)
+                    continue
                 now = time.perf_counter()
                 for user in listing:
                     name = user["name"]
@@ -605,7 +610,10 @@ def main() -> None:
                 emulator.stop()
     if "real" in planes:
         workdir = Path(tempfile.mkdtemp(prefix="bench-spawner-real-"))
-        real = PlaneProcess(workdir=workdir, nodes=6)
+        # part 2 leaves its pods running (each run's users are new) and a node takes 110:
+        # enough nodes that the last run's pods are not left Pending by the first runs'
+        kept = 0 if args.no_hub else sum(2 * args.hub_pairs * (n + 1) for n in hub_users)
+        real = PlaneProcess(workdir=workdir, nodes=max(6, 2 + kept // 100))
         if args.real_kubeconfig:
             real.admin_kubeconfig = args.real_kubeconfig
         else:
