@@ -402,7 +402,8 @@ async def part2(plane: str, users: int, label: str, tag: str,
     finally:
         if hub is not None:
             if failed:
-                print(f"[{plane} {label} {users}] hub log tail:\n{hub.log_tail(30)}")
+                print(f"[{plane} {label} {users}] hub log tail (the proxy's lines left out):\n"
+                      f"{hub.log_tail(30, hub_only=True)}")
             await hub.stop()
         await stub.cleanup()
         if cluster is not None:
@@ -509,7 +510,7 @@ async def _running_pods_real(admin_kubeconfig: Path, prefix: str) -> int:
 
 
 def _cell(text: str, width: int = 46) -> str:
-    return f"{text:<{width}s}"
+    return f"{text:<{width - 1}s} "  # a longer text still ends with a space
 
 
 def report(figures: dict) -> None:
