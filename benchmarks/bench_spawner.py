@@ -329,6 +329,8 @@ async def part2(plane: str, users: int, label: str, tag: str,
     started: dict[str, float] = {}
     ready: dict[str, float] = {}
     statuses: dict[int, int] = {}
+    failed: set[str] = set()
+    posted: set[str] = set()
     hub = None
     wall = hub_cpu = 0.0
     try:
@@ -348,9 +350,6 @@ async def part2(plane: str, users: int, label: str, tag: str,
             async with session.post(f"{hub.api_url}/users",
                                     json={"usernames": [*names, warm]}) as r:
                 assert r.status == 201, await r.text()
-
-            failed: set[str] = set()
-            posted: set[str] = set()
 
             async def spawn(name: str) -> None:
                 started[name] = time.time()  # the proxy's log stamps are wall-clock
