@@ -584,7 +584,7 @@ def report(figures: dict) -> None:
 
 
 def _seconds(value: float) -> str:
-    return "unbounded (lost > 5 %)" if math.isinf(value) else f"{value:.2f} s"
+    return "unbounded (spawns lost)" if math.isinf(value) else f"{value:.2f} s"
 
 
 def _p95_ratio(pairs: list[dict]) -> str:
