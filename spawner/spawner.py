@@ -593,13 +593,42 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
                 timeout=self.k8s_api_request_retry_timeout)
 
     async def _start(self):
+        # KubeSpawner's start as a task of its own, so a bundle that fails while the pod
+        # starts can end it at once (_end_start_on_bundle_failure): the user reads why
+        # within seconds, not once a pod that will be deleted anyway is ready
+        pod_start = self._pod_start = asyncio.ensure_future(super()._start())
+        self._bundle_failure = None
         try:
-            result = await super()._start()
+            result = await pod_start
         except BaseException:
+            failure = self._bundle_failure
+            if failure is not None:  # ended by the bundle: its sentence, not a cancellation
+                self._bundle_finish = None
+                raise self._as_http_error(failure) from failure
             await self._finish_bundle(wait=False)  # failed already: let it finish alone
             raise
+        finally:
+            self._pod_start = None
         await self._finish_bundle(wait=True)
         return result
+
+    _pod_start: asyncio.Future | None = None  # KubeSpawner's _start while it runs
+    _bundle_failure: BaseException | None = None  # why _start ended it
+
+    @staticmethod
+    def _as_http_error(e: BaseException) -> BaseException:
+        """A bundle's failure as a start raises it: its sentence, with its status."""
+        return web.HTTPError(e.status, e.message) if isinstance(e, BundleError) else e
+
+    def _end_start_on_bundle_failure(self, completion: asyncio.Future) -> None:
+        """Done callback of the bundle's completion: a failure ends the start waiting for
+        the pod (a pod ready by then is deleted by the stop that follows a failed start)."""
+        if completion.cancelled() or completion.exception() is None:
+            return
+        pod_start = self._pod_start
+        if pod_start is not None and not pod_start.done():
+            self._bundle_failure = completion.exception()
+            pod_start.cancel()
 
     async def _finish_bundle(self, wait: bool) -> None:
         provisioner, self._bundle_finish = self._bundle_finish, None
@@ -608,12 +637,15 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
         try:
             await provisioner.finish(wait)
         except BundleError as e:
-            raise web.HTTPError(e.status, e.message) from e
+            raise self._as_http_error(e) from e
 
     async def _make_create_pod_request(self, pod, request_timeout):
         created = await super()._make_create_pod_request(pod, request_timeout)
         if created and self._bundle_finish is not None:
             self._bundle_finish.finish_soon()  # the bundle's rest runs while the pod starts
+            if self._bundle_finish.completion is not None:
+                self._bundle_finish.completion.add_done_callback(
+                    self._end_start_on_bundle_failure)
         return created
 
     def _home_claim_beside_bundle(self):

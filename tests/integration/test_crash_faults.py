@@ -92,6 +92,33 @@ async def test_a_failed_bundle_is_not_marked_and_a_pod_create_500_is_a_sentence(
     await s.stop()
 
 
+async def test_a_bundle_failing_after_the_pod_ends_the_start_at_once(local_cluster, kube):
+    """The quota and the rights it bounds go while the pod starts: when they fail, the start
+    fails with their sentence then, not once the pod is ready (here: never, no node takes
+    it, so only a start that waits for it would end with the start timeout's message).
+    A start ending late leaves JupyterHub's spawn handler racing the stop that follows
+    (a bare 500 or "not starting" instead of the sentence)."""
+    requires_emulator(local_cluster)
+    faults = local_cluster.api.faults
+    faults.add(method="POST", path_regex=r"/namespaces/kdash-hana/resourcequotas$",
+               status=500, times=None)
+    s = build_spawner(username="hana", node_selector={"no-such": "node"})
+    try:
+        with pytest.raises(web.HTTPError) as e:
+            await s.start()
+        message = e.value.jupyterhub_message or e.value.log_message
+        assert "did not start" not in message and human(message), message
+        assert "ResourceQuota" in message or "quota" in message, message
+        pod = await kube.get("Pod", s.pod_name, s.namespace)
+        assert pod is not None and pod["status"].get("phase") == "Pending", pod
+        ns = await kube.get("Namespace", s.namespace)
+        assert bundle.BUNDLE_HASH_ANNOTATION not in (ns["metadata"].get("annotations") or {})
+    finally:
+        faults.clear()
+        await s.stop()
+    assert await kube.get("Pod", s.pod_name, s.namespace) is None
+
+
 async def test_api_faults_during_first_spawns(tmp_path):
     """20 first spawns through a real hub while 20% of the spawner's creates fail with 500
     and every create takes 200 ms more; retries off, so every fault reaches a user."""
