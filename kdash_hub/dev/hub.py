@@ -94,6 +94,8 @@ class HubProcess:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self._port_chosen_here = port is None  # a public port a caller gave stays
+        self._log_start = 0  # where this launch's lines begin in the log
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
         self.admin_token = secrets.token_hex(24)
@@ -139,6 +141,7 @@ class HubProcess:
         """Start the hub process without waiting for it (see `start`)."""
         self._write_config()
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self._log_start = log.tell()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(self.config_path)],
             cwd=self.workdir, env=self._environment(), stdout=log, stderr=subprocess.STDOUT,
@@ -170,13 +173,24 @@ class HubProcess:
     # waits for it (a loaded 2-core machine: seen once in a CI-like run)
     RETRIED_START_FAILURES = ("Address already in use", "EADDRINUSE", "Failed to start proxy")
 
+    def _launch_log(self) -> str:
+        """What this launch has written to the log so far."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
     def _failed_for_the_machine(self) -> bool:
         """Did the hub die for one of RETRIED_START_FAILURES?"""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return False
+        text = self._launch_log()
         return any(reason in text for reason in self.RETRIED_START_FAILURES)
+
+    def _proxy_lost_a_port(self) -> bool:
+        """configurable-http-proxy could not listen on one of its ports: the hub runs on
+        (JupyterHub does not notice), but nothing of it answers there."""
+        return "EADDRINUSE" in self._launch_log()
 
     async def start(self, port_retries: int = 2) -> HubProcess:
         """Start the hub and wait until its API answers through the proxy."""
@@ -184,19 +198,28 @@ class HubProcess:
         deadline = time.monotonic() + self.start_timeout
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    if port_retries and self._failed_for_the_machine():
-                        # the internal ports again (the public one may be known to callers)
+                lost_a_port = self.process.poll() is None and self._proxy_lost_a_port()
+                if lost_a_port or self.process.poll() is not None:
+                    if port_retries and (lost_a_port or self._failed_for_the_machine()):
+                        # the internal ports again, and the public one unless a caller
+                        # gave it (then the failure may be on the others)
                         port_retries -= 1
                         with contextlib.suppress(ProcessLookupError):  # its proxy, if left
                             os.killpg(self.process.pid, signal.SIGKILL)
+                        self.process.wait()
                         self.hub_port, self.proxy_api_port = free_port(), free_port()
+                        if self._port_chosen_here:
+                            self.port = free_port()
                         self.log_path.rename(self.log_path.with_suffix(
                             f".failed-start-{port_retries}.log"))
                         self.launch()
                         continue
                     with contextlib.suppress(ProcessLookupError):  # its proxy outlives it
                         os.killpg(self.process.pid, signal.SIGKILL)
+                    if lost_a_port:
+                        raise RuntimeError(
+                            "configurable-http-proxy could not listen on its ports (in use "
+                            f"by another process):\n{self.log_tail()}")
                     raise RuntimeError(
                         f"JupyterHub exited with {self.process.returncode}; its own last "
                         f"lines (the proxy's left out):\n{self.log_tail(hub_only=True)}"

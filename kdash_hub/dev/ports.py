@@ -1,10 +1,50 @@
 """Free TCP ports on the loopback interface for services started by the demo and tests."""
 
+from __future__ import annotations
+
+import secrets
 import socket
+from pathlib import Path
+
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# the lowest port picked: above the well-known and most registered service ports
+LOWEST_PORT = 10000
+# how many random ports are tried before the kernel is asked for any free one
+TRIES = 64
+
+
+def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's range of source ports for outgoing connections (Linux's default when
+    it cannot be read)."""
+    try:
+        low, high = (int(part) for part in path.read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on `host` that nothing listens on right now."""
+    """A TCP port on `host` that nothing listens on right now, picked at random below the
+    ephemeral range: a port inside it (what binding port 0 gives) can be taken, between this
+    check and the bind of the server it is for, as the source port of any outgoing connection
+    on a busy loopback (seen in CI: configurable-http-proxy failing with EADDRINUSE). The
+    pick uses `secrets`, not `random`, whose state pytest-randomly sets alike in every
+    pytest-xdist worker."""
+    low, _ = ephemeral_range()
+    if low - LOWEST_PORT >= 1000:
+        for _ in range(TRIES):
+            port = LOWEST_PORT + secrets.randbelow(low - LOWEST_PORT)
+            if _bindable(host, port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

@@ -146,7 +146,22 @@ class ContainerRunner:
     # --- life ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Until the container has terminated for good (or `stop`)."""
+        """Until the container has terminated for good (or `stop`). A container never
+        outlives its pod: cancelled (the pod's run ended), or stopped while its process
+        was being made (`stop` then found none to stop), it stops what it started."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            self._stopping = True
+            await self._stop_process_left()
+            raise
+
+    async def _stop_process_left(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                await self.process.stop(0)
+
+    async def _run(self) -> None:
         while not self._stopping:
             if self.restart_count:
                 await self._pulled_again()
@@ -164,6 +179,9 @@ class ContainerRunner:
                 if not await self._ended(code, reason, started_at, message):
                     return
                 continue
+            if self._stopping:  # the pod was deleted while this process was made
+                await self._stop_process_left()
+                return
             self.state = {"running": {"startedAt": started_at}}
             self.started = "startupProbe" not in self.container
             self.ready = False

@@ -1,0 +1,38 @@
+"""free_port: ports no outgoing connection can take as its source port meanwhile."""
+
+from __future__ import annotations
+
+import socket
+
+from kdash_hub.dev import ports
+
+
+def test_ports_come_from_below_the_ephemeral_range_and_are_free():
+    low, _ = ports.ephemeral_range()
+    picked = {ports.free_port() for _ in range(50)}
+    assert len(picked) > 40  # random, not one port again and again
+    for port in picked:
+        assert ports.LOWEST_PORT <= port < low
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", port))
+
+
+def test_a_port_in_use_is_never_picked(monkeypatch):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        taken = busy.getsockname()[1]
+        # every random pick lands on the port in use: the kernel's free port then
+        monkeypatch.setattr(ports, "LOWEST_PORT", taken)
+        monkeypatch.setattr(ports.secrets, "randbelow", lambda n: 0)
+        monkeypatch.setattr(ports, "ephemeral_range", lambda: (taken + 5000, 60999))
+        port = ports.free_port()
+        assert port != taken
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", port))
+
+
+def test_an_unreadable_range_means_linuxs_default(tmp_path):
+    assert ports.ephemeral_range(tmp_path / "missing") == (32768, 60999)
+    (tmp_path / "range").write_text("40000\t50000\n")
+    assert ports.ephemeral_range(tmp_path / "range") == (40000, 50000)
