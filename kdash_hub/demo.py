@@ -20,7 +20,6 @@ import json
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .dev.hub import HubProcess
-from .dev.ports import free_port
+from .dev.ports import free_port, port_is_free
 
 GPU_RESOURCE = "nvidia.com/gpu"
 OIDC_PROVIDER = "demo-sso"
@@ -62,15 +61,6 @@ def default_workdir() -> Path:
 
     base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     return base / "kdash-hub" / time.strftime("demo-%Y%m%d-%H%M%S")
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 NETNS_TOOLS = ("ip", "nsenter", "unshare", "setpriv", "nft")
@@ -160,7 +150,7 @@ class Demo:
         self.workdir = self.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
-        if not port_is_free(self.port):
+        if not port_is_free("127.0.0.1", self.port):
             raise RuntimeError(f"port {self.port} on 127.0.0.1 is in use: choose another with "
                                "--port (0 picks a free one)")
         await self._start_cluster()

@@ -23,10 +23,11 @@ def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
         return 32768, 60999
 
 
-def _bindable(host: str, port: int) -> bool:
+def port_is_free(ip: str, port: int) -> bool:
+    """True when nothing on this machine listens on ip:port (another cluster's pod, say)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
-            s.bind((host, port))
+            s.bind((ip, port))
         except OSError:
             return False
         return True
@@ -43,7 +44,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     if low - LOWEST_PORT >= 1000:
         for _ in range(TRIES):
             port = LOWEST_PORT + secrets.randbelow(low - LOWEST_PORT)
-            if _bindable(host, port):
+            if port_is_free(host, port):
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import processes
+from ..dev.ports import port_is_free
 from .podstatus import now_iso
 
 KUBELET_VERSION = "v1.36.3-kdash"  # the release the emulator and the real control plane claim
@@ -77,7 +77,7 @@ class PodNetwork:
             if last in used:
                 continue
             ip = f"{prefix}.{last}"
-            if all(processes.port_is_free(ip, p) for p in ports):
+            if all(port_is_free(ip, p) for p in ports):
                 used.add(last)
                 return ip
         raise RuntimeError(f"no free pod IP left on node {node} ({prefix}.0/24)")

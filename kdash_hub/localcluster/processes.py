@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -280,16 +279,6 @@ def notebook_port(container: Mapping, env: Mapping[str, str]) -> int | None:
         if port.get("name") == "notebook-port":
             return int(port["containerPort"])
     return int(ports[0]["containerPort"]) if ports else None
-
-
-def port_is_free(ip: str, port: int) -> bool:
-    """True when nothing on this machine listens on ip:port (another cluster's pod, say)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((ip, port))
-        except OSError:
-            return False
-    return True
 
 
 async def port_answers(ip: str, port: int) -> bool:
