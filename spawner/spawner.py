@@ -604,6 +604,7 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
             failure = self._bundle_failure
             if failure is not None:  # ended by the bundle: its sentence, not a cancellation
                 self._bundle_finish = None
+                await self._delete_pod_of_failed_start()
                 raise self._as_http_error(failure) from failure
             await self._finish_bundle(wait=False)  # failed already: let it finish alone
             raise
@@ -611,6 +612,19 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
             self._pod_start = None
         await self._finish_bundle(wait=True)
         return result
+
+    async def _delete_pod_of_failed_start(self) -> None:
+        """The pod of a start the bundle ended, deleted (it never served: no grace) before
+        the start fails. JupyterHub's own cleanup stop then finds nothing to wait for: while
+        it runs (after the start failed) and outlasts the spawn request's
+        `slow_spawn_timeout`, JupyterHub 5 and 6 answer that request with a bare 500
+        (`InvalidStateError` in their handler) or "not starting"; while the start runs, the
+        request says "slow to start" and the progress stream gets the sentence. A delete that
+        fails is logged; that stop tries again."""
+        try:
+            await asyncio.wait_for(self.stop(now=True), self.k8s_api_request_retry_timeout)
+        except Exception as e:  # noqa: BLE001 - JupyterHub's stop deletes it too
+            self.log.warning("%s: deleting the pod of a failed start: %s", self._log_name, e)
 
     _pod_start: asyncio.Future | None = None  # KubeSpawner's _start while it runs
     _bundle_failure: BaseException | None = None  # why _start ended it
