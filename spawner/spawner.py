@@ -636,7 +636,7 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
 
     def _end_start_on_bundle_failure(self, completion: asyncio.Future) -> None:
         """Done callback of the bundle's completion: a failure ends the start waiting for
-        the pod (a pod ready by then is deleted by the stop that follows a failed start)."""
+        the pod (`_start` then deletes the pod, ready or not)."""
         if completion.cancelled() or completion.exception() is None:
             return
         pod_start = self._pod_start

@@ -198,8 +198,9 @@ class HubProcess:
         deadline = time.monotonic() + self.start_timeout
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
-                lost_a_port = self.process.poll() is None and self._proxy_lost_a_port()
-                if lost_a_port or self.process.poll() is not None:
+                died = self.process.poll() is not None
+                lost_a_port = not died and self._proxy_lost_a_port()
+                if died or lost_a_port:
                     if port_retries and (lost_a_port or self._failed_for_the_machine()):
                         # the internal ports again, and the public one unless a caller
                         # gave it (then the failure may be on the others)
