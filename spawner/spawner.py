@@ -769,7 +769,8 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
                 break
             self._events_changed.clear()
             try:
-                await asyncio.wait_for(self._events_changed.wait(), 0.5)
+                async with asyncio.timeout(0.5):  # wait_for (3.11) can lose a cancel
+                    await self._events_changed.wait()
             except TimeoutError:
                 pass
         for event in self._events[sent:]:

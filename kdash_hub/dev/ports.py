@@ -24,8 +24,14 @@ def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
 
 
 def port_is_free(ip: str, port: int) -> bool:
-    """True when nothing on this machine listens on ip:port (another cluster's pod, say)."""
+    """True when nothing on this machine listens on ip:port (another cluster's pod, say).
+
+    Checked as a server binds (SO_REUSEADDR, as tornado, aiohttp, node and http.server all
+    do): connections a server closed there linger in TIME_WAIT for a minute and would make
+    a plain bind fail, yet they stop no server; a pod's address after its notebook answered
+    a request was skipped by the pod network for that minute."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((ip, port))
         except OSError:

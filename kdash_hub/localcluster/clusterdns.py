@@ -330,9 +330,11 @@ class ClusterDNS:
         self._clients.add(writer)
         try:
             while True:
-                head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_SECONDS)
+                async with asyncio.timeout(TCP_IDLE_SECONDS):  # wait_for can lose a cancel
+                    head = await reader.readexactly(2)
                 (length,) = struct.unpack("!H", head)
-                data = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE_SECONDS)
+                async with asyncio.timeout(TCP_IDLE_SECONDS):
+                    data = await reader.readexactly(length)
                 reply = await self.answer(data, None)
                 if reply is None:
                     break

@@ -61,7 +61,8 @@ def _dial_error(host: str, port: int, err: BaseException) -> str:
 
 async def check_tcp(host: str, port: int, seconds: float) -> tuple[bool, str]:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), seconds)
+        async with asyncio.timeout(seconds):  # not wait_for: see ProbeWorker.stop
+            _, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError) as e:
         return False, _dial_error(host, port, e)
     writer.close()
@@ -111,10 +112,13 @@ async def check_exec(command: list[str], env: Mapping[str, str], cwd: Path | Non
         return False, (f"OCI runtime exec failed: exec failed: unable to start container "
                        f'process: exec: "{command[0]}": {e.strerror}')
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), seconds)
-    except TimeoutError:
+        async with asyncio.timeout(seconds):
+            out, _ = await proc.communicate()
+    except (TimeoutError, asyncio.CancelledError) as e:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, 9)  # a stopped probe leaves no command running either
+        if isinstance(e, asyncio.CancelledError):
+            raise
         await proc.wait()
         return False, f"command timed out: \"{' '.join(command)}\" timed out after {seconds:g}s"
     text = out[:MAX_OUTPUT].decode(errors="replace")
@@ -145,6 +149,9 @@ async def check(probe: Mapping, container: Mapping, *, pod_ip: str, env: Mapping
     return False, "probe has no handler"
 
 
+STOP_RETRY_SECONDS = 0.2  # how long a stopped probe may take before it is cancelled again
+
+
 class ProbeWorker:
     """Runs one probe (`kind`: Readiness, Liveness, Startup) of one container until
     stopped, calling `on_result(ok)` when the thresholded result changes and
@@ -165,11 +172,16 @@ class ProbeWorker:
         self._task = asyncio.create_task(self._loop(), name=f"{self.kind} probe")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        """End the probe's loop, and wait until it has ended. Cancelled again until it
+        ends: Python 3.11's asyncio.wait_for drops a cancellation that arrives as its
+        awaitable completes (a connection made as the container is stopped), and a loop
+        that lost it would run on and hold the container's stop for ever."""
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_RETRY_SECONDS)
+        if task is not None and not task.cancelled():
+            task.exception()  # retrieved (a probe's own error was reported by its loop)
 
     async def _loop(self) -> None:
         await asyncio.sleep(setting(self.probe, "initialDelaySeconds"))

@@ -283,7 +283,8 @@ def notebook_port(container: Mapping, env: Mapping[str, str]) -> int | None:
 
 async def port_answers(ip: str, port: int) -> bool:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1.0)
+        async with asyncio.timeout(1.0):  # not wait_for: see probes.ProbeWorker.stop
+            _, writer = await asyncio.open_connection(ip, port)
     except (OSError, TimeoutError):
         return False
     writer.close()

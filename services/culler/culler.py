@@ -283,7 +283,8 @@ class Culler:
                 emit("error", logging.ERROR, kind="cycle", error=f"{type(e).__name__}: {e}")
             delay = every if not failures else min(every, 2.0 ** failures)
             try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+                async with asyncio.timeout(delay):  # wait_for (3.11) can lose a cancel
+                    await stop.wait()
             except TimeoutError:
                 pass
 

@@ -14,6 +14,7 @@ def test_ports_come_from_below_the_ephemeral_range_and_are_free():
     for port in picked:
         assert ports.LOWEST_PORT <= port < low
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
             s.bind(("127.0.0.1", port))
 
 
@@ -36,3 +37,41 @@ def test_an_unreadable_range_means_linuxs_default(tmp_path):
     assert ports.ephemeral_range(tmp_path / "missing") == (32768, 60999)
     (tmp_path / "range").write_text("40000\t50000\n")
     assert ports.ephemeral_range(tmp_path / "range") == (40000, 50000)
+
+
+def _listener() -> socket.socket:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    return server
+
+
+def test_a_listener_makes_a_port_busy_until_it_closes():
+    server = _listener()
+    port = server.getsockname()[1]
+    assert not ports.port_is_free("127.0.0.1", port)
+    server.close()
+    assert ports.port_is_free("127.0.0.1", port)
+
+
+def test_connections_a_server_closed_do_not_make_its_port_busy():
+    """The server closes first (as an HTTP/1.0 server does): its side of the connection
+    stays in TIME_WAIT for a minute, which stops no server from binding the port again;
+    nor may it stop the pod network from giving a pod's address to the next pod."""
+    server = _listener()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server's side first: TIME_WAIT is on the server's port
+    client.recv(1)
+    client.close()
+    server.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain:
+        try:  # without SO_REUSEADDR the lingering connection refuses the bind
+            plain.bind(("127.0.0.1", port))
+            lingering = False
+        except OSError:
+            lingering = True
+    assert lingering, "the closed connection should linger in TIME_WAIT on the port"
+    assert ports.port_is_free("127.0.0.1", port)

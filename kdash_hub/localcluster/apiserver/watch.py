@@ -98,7 +98,10 @@ async def serve_watch(srv: APIServer, request: web.Request, target: Target
                         next_bookmark = min(next_bookmark, deadline - 2.0)
                 wait = min(wait, max(next_bookmark - now, 0.0))
             try:
-                item = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
+                # not wait_for, whose Python 3.11 drops a cancellation that arrives as
+                # an event does: the watch would run on after its client went
+                async with asyncio.timeout(wait):
+                    item = await watcher.queue.get()
             except TimeoutError:
                 continue
             batch = [item]
