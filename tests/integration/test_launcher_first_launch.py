@@ -35,6 +35,7 @@ from tests.fixtures.cluster import api_client_for
 from tests.fixtures.launcher import LAUNCHER_PATH, _launcher_config
 from tests.fixtures.polling import eventually
 from tests.fixtures.spawner import flavor_hub
+from tests.fixtures.stubserver import serving
 from tests.integration.test_chooser_hub import call
 from tests.integration.test_spawner_hub import START_TIMEOUT, wait_ready
 
@@ -330,15 +331,8 @@ async def stand_in_hub():
 
     app = web.Application()
     app.router.add_post("/hub/api/kdash/namespace/{user}", namespace)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/hub/api", state, calls
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield f"{url}/hub/api", state, calls
 
 
 async def test_without_the_hub_endpoint_the_launch_is_refused_as_before(

@@ -22,6 +22,7 @@ from kdash_hub.kube import (
     environment_routes_requests,
     without_environment_lookups,
 )
+from tests.fixtures.stubserver import serving
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
 
@@ -49,15 +50,8 @@ async def api_server() -> AsyncIterator[tuple[str, list[dict]]]:
 
     app = web.Application()
     app.router.add_get("/api/v1/namespaces/{name}", namespace)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield f"{url}", seen
 
 
 def client_for(host: str) -> ApiClient:

@@ -16,6 +16,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kdash_hub.kube import MERGE_PATCH, KubeResources, api_error_message, api_error_reason
+from tests.fixtures.stubserver import serving
 
 CONFLICT = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
             "reason": "AlreadyExists", "message": 'namespaces "alice" already exists'}
@@ -51,15 +52,8 @@ async def api_server() -> AsyncIterator[tuple[str, list[dict]]]:
     app = web.Application()
     app.router.add_route("*", "/api/v1/{plural}/{name}", answer)
     app.router.add_route("*", "/api/v1/{name}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield f"{url}", seen
 
 
 def client_for(host: str) -> ApiClient:
