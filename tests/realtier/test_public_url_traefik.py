@@ -18,7 +18,7 @@ which the client verifies) and the forward-auth URL as Traefik reaches it (the h
 A template (`page`) publishes a pod that runs as a real process in its own network
 namespace (the kubelet's process mode) and answers with its instance's message and the
 headers that reached it, so a 200 through Traefik is the instance's own content.
-The owner is victor, the other user mallory (tests/fixtures/security.py's names).
+The owner is trent, the other user olivia (users of this file alone: see OWNER).
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ pytestmark = [
 ]
 
 DOMAIN = "apps.example.org"
-OWNER, OTHER = "victor", "mallory"
+# users no other file launches for: the real tier's workers share one control plane, and
+# tests/security's launches for victor on another worker once filled victor's 6 instances
+OWNER, OTHER = "trent", "olivia"
 TLS_SECRET = "apps-wildcard"
 NGINX_CLASS, NGINX_CONTROLLER = "kdash-test-nginx", "kdash-hub.io/test-traefik-nginx"
 TRAEFIK_CLASS, TRAEFIK_CONTROLLER = "kdash-test-traefik", "traefik.io/ingress-controller"
