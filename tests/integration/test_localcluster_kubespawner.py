@@ -11,7 +11,6 @@ stopping the server stops the process.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from types import SimpleNamespace
 
@@ -24,6 +23,7 @@ from traitlets.config import Config
 from kdash_hub.dev.hub import HubProcess
 from kdash_hub.kube import KubeResources
 from tests.fixtures.cluster import admin_kubeconfig_of, api_client_for, requires_emulator
+from tests.fixtures.processes import process_alive
 
 
 def fake_user(name: str, uid: int = 1) -> SimpleNamespace:
@@ -261,26 +261,15 @@ c.KubeSpawner.http_timeout = 60
 
         run = cluster.kubelet.runs[f"default/{pod['metadata']['name']}"]
         pid = run.runners["notebook"].process.pid
-        assert _alive(pid)
+        assert process_alive(pid)
 
         async with http.delete(f"{api}/users/eve/server") as r:
             assert r.status in (202, 204)
         await wait_for(lambda: _gone(kube, pod["metadata"]["name"]), within=30)
-        assert not _alive(pid)
+        assert not process_alive(pid)
 
 
 async def _gone(kube: KubeResources, name: str) -> bool:
     return await kube.get("Pod", name, "default") is None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie not yet reaped counts as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False

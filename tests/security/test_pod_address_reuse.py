@@ -13,10 +13,8 @@ real control plane runs no process of ours per pod.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -28,6 +26,8 @@ from kdash_hub.kube import KubeResources, resource_for
 from kdash_hub.localcluster.containers import ContainerRunner
 from kdash_hub.localcluster.processes import RUN_AS_PROCESS
 from tests.fixtures.cluster import api_client_for, requires_emulator
+from tests.fixtures.polling import eventually
+from tests.fixtures.processes import process_alive
 
 # a notebook's stand-in: says whose it is, on the pod's address, and leaves its pid behind
 SERVER = """
@@ -71,22 +71,7 @@ def notebook(name: str, namespace: str, who: str, pid_file: Path) -> dict:
     }
 
 
-async def _until(check, what: str, within: float = 20.0, interval: float = 0.005,
-                 state=None):
-    deadline = time.monotonic() + within
-    while not (result := await check()):
-        assert time.monotonic() < deadline, (
-            f"{what}: not in {within} s" + (f" ({state()})" if state else ""))
-        await asyncio.sleep(interval)
-    return result
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def _answers(http: aiohttp.ClientSession, ip: str) -> str | None:
@@ -146,7 +131,7 @@ class Pods:
 
         async def gone() -> bool:
             return await self.kube.get("Pod", name, namespace) is None
-        await _until(gone, f"{namespace}/{name} is not deleted")
+        await eventually(gone, f"{namespace}/{name} is not deleted", interval=0.005, within=20)
 
 
 async def _attack(pods: Pods, http: aiohttp.ClientSession, pid_dir: Path, round_: int,
@@ -158,26 +143,29 @@ async def _attack(pods: Pods, http: aiohttp.ClientSession, pid_dir: Path, round_
     alice_pid, bob_pid = pid_dir / f"alice-{round_}.pid", pid_dir / f"bob-{round_}.pid"
     await pods.kube.create(notebook(name, "alice", f"alice-{round_}", alice_pid))
     if after == "address":
-        address = await _until(partial(pods.address, "alice", name),
-                               f"round {round_}: alice's pod has no address")
+        address = await eventually(partial(pods.address, "alice", name),
+                                   f"round {round_}: alice's pod has no address",
+                                   interval=0.005, within=20)
     else:
-        await _until(partial(pods.created, "alice", name),
-                     f"round {round_}: no Created event for alice's pod")
+        await eventually(partial(pods.created, "alice", name),
+                         f"round {round_}: no Created event for alice's pod",
+                         interval=0.005, within=20)
     await asyncio.sleep(delay)
     await pods.delete("alice", name)
     # a grace-0 delete ends the API object first; the kubelet then stops what the pod ran
     # and gives its address back (a real one too): wait for that, then for any process
     # made late (the bug made one after this point) to show itself
-    await _until(partial(pods.torn_down, "alice", name),
+    await eventually(partial(pods.torn_down, "alice", name),
                  f"round {round_}: the kubelet still runs alice's deleted pod", within=10,
-                 state=partial(pods.kubelet_state, "alice", name))
+                 detail=partial(pods.kubelet_state, "alice", name), interval=0.005)
     await asyncio.sleep(MAKING_SECONDS + 0.3)
     if alice_pid.exists():
         pid = int(alice_pid.read_text())
-        assert not _alive(pid), f"round {round_}: alice's process {pid} outlived her pod"
+        assert not process_alive(pid), f"round {round_}: alice's process {pid} outlived her pod"
 
     await pods.kube.create(notebook(name, "bob", f"bob-{round_}", bob_pid))
-    bob = await _until(partial(pods.ready, "bob", name), f"round {round_}: bob's pod not ready")
+    bob = await eventually(partial(pods.ready, "bob", name),
+                           f"round {round_}: bob's pod not ready", interval=0.005, within=20)
     # the attack needs the address reused: the network hands out the lowest free one, and
     # alice's is free again
     assert address is None or bob["status"]["podIP"] == address, (
@@ -192,14 +180,14 @@ async def _attack(pods: Pods, http: aiohttp.ClientSession, pid_dir: Path, round_
         await asyncio.sleep(0.1)
     if alice_pid.exists():  # a process of alice's made since: ended at once
         pid = int(alice_pid.read_text())
-        assert not _alive(pid), f"round {round_}: alice's process {pid} outlived her pod"
+        assert not process_alive(pid), f"round {round_}: alice's process {pid} outlived her pod"
 
     await pods.delete("bob", name)
-    await _until(partial(pods.torn_down, "bob", name),
+    await eventually(partial(pods.torn_down, "bob", name),
                  f"round {round_}: the kubelet still runs bob's deleted pod", within=10,
-                 state=partial(pods.kubelet_state, "bob", name))
+                 detail=partial(pods.kubelet_state, "bob", name), interval=0.005)
     pid = int(bob_pid.read_text())
-    assert not _alive(pid), f"round {round_}: bob's process {pid} outlived his pod"
+    assert not process_alive(pid), f"round {round_}: bob's process {pid} outlived his pod"
     assert await _answers(http, address) is None, (
         f"round {round_}: something still answers on bob's old address")
     return address

@@ -15,16 +15,7 @@ import pytest
 
 from kdash_hub.localcluster import processes
 from kdash_hub.localcluster.containers import ContainerRunner
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (exited, not yet reaped) is not alive
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+from tests.fixtures.processes import process_alive
 
 
 def _runner(tmp_path: Path, made: list, slow_start: asyncio.Event) -> ContainerRunner:
@@ -67,7 +58,7 @@ async def test_a_container_stopped_while_it_is_made_does_not_run_on(tmp_path, th
             await task
     else:
         await asyncio.wait_for(task, 10)
-    assert not _alive(made[0].pid)
+    assert not process_alive(made[0].pid)
 
 
 async def test_a_running_container_cancelled_is_stopped(tmp_path):
@@ -80,8 +71,8 @@ async def test_a_running_container_cancelled_is_stopped(tmp_path):
         if "running" in runner.state:
             break
         await asyncio.sleep(0.01)
-    assert "running" in runner.state and _alive(made[0].pid)
+    assert "running" in runner.state and process_alive(made[0].pid)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not _alive(made[0].pid)
+    assert not process_alive(made[0].pid)

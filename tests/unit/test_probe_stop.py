@@ -13,6 +13,7 @@ import os
 import sys
 
 from kdash_hub.localcluster import probes
+from tests.fixtures.processes import process_alive
 
 PROBE = {"periodSeconds": 1, "initialDelaySeconds": 0}
 
@@ -21,13 +22,6 @@ async def _results(_ok: bool) -> None:
     return None
 
 
-def _running(pid: int) -> bool:
-    """The process exists and is not a zombie (killed, not yet reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def test_a_probe_that_lost_its_cancellation_still_stops():
@@ -98,7 +92,7 @@ async def test_a_cancelled_exec_probe_leaves_no_command_running(tmp_path):
     except asyncio.CancelledError:
         pass
     for _ in range(100):
-        if not _running(pid):
+        if not process_alive(pid):
             break
         await asyncio.sleep(0.02)
     else:
