@@ -186,7 +186,7 @@ class KubeResources:
     def __init__(self, api_client: ApiClient):
         self.api_client = api_client
 
-    async def _call(
+    async def request(
         self,
         method: str,
         path: str,
@@ -228,7 +228,7 @@ class KubeResources:
     async def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
         """The object, or None when it does not exist."""
         try:
-            return await self._call("GET", resource_for(kind).path(namespace, name))
+            return await self.request("GET", resource_for(kind).path(namespace, name))
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -245,7 +245,7 @@ class KubeResources:
         """Items of `kind` (in `namespace`, or everywhere when it is None), each with its
         `kind` and `apiVersion`: a real API server leaves both out of a list's items."""
         resource = resource_for(kind)
-        result = await self._call(
+        result = await self.request(
             "GET",
             resource.path(namespace),
             query={"labelSelector": label_selector, "fieldSelector": field_selector},
@@ -260,12 +260,12 @@ class KubeResources:
         """Create `obj` (raises ApiException, e.g. 409 when it exists)."""
         meta = obj.get("metadata") or {}
         path = resource_for(obj["kind"]).path(meta.get("namespace"))
-        return await self._call("POST", path, body=obj)
+        return await self.request("POST", path, body=obj)
 
     async def replace(self, obj: dict) -> dict:
         meta = obj["metadata"]
         path = resource_for(obj["kind"]).path(meta.get("namespace"), meta["name"])
-        return await self._call("PUT", path, body=obj)
+        return await self.request("PUT", path, body=obj)
 
     async def patch(
         self,
@@ -280,7 +280,7 @@ class KubeResources:
         path = resource_for(kind).path(namespace, name)
         if subresource:
             path += f"/{subresource}"
-        return await self._call("PATCH", path, body=patch, content_type=content_type)
+        return await self.request("PATCH", path, body=patch, content_type=content_type)
 
     async def delete(
         self,
@@ -292,7 +292,7 @@ class KubeResources:
     ) -> bool:
         """Delete; True when something was deleted, False when it was already gone."""
         try:
-            await self._call(
+            await self.request(
                 "DELETE",
                 resource_for(kind).path(namespace, name),
                 body={"kind": "DeleteOptions", "apiVersion": "v1",

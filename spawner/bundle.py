@@ -277,9 +277,10 @@ def bootstrap_count(spec: BundleSpec) -> int:
     return 1 if spec.hub_role else 0
 
 
-def bundle_hash(spec: BundleSpec) -> str:
-    """A stable digest of the desired bundle; stored on the Namespace once all is in place."""
-    desired = [namespace(spec)] + bundle_objects(spec)
+def bundle_hash(spec: BundleSpec, objects: list[dict] | None = None) -> str:
+    """A stable digest of the desired bundle; stored on the Namespace once all is in place.
+    `objects`: `bundle_objects(spec)` when the caller has them already."""
+    desired = [namespace(spec)] + (bundle_objects(spec) if objects is None else objects)
     return stable_hash(json.dumps(desired, sort_keys=True), length=16)
 
 

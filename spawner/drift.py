@@ -82,6 +82,8 @@ class DriftWatch:
         self.reflectors: dict[str, BundleReflector] = {}
         self._started: asyncio.Future | None = None
         self._failed_at = float("-inf")
+        # (kind, namespace, name) -> (resourceVersion, bundle hash) of a copy found in place
+        self._matched: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     @classmethod
     def for_loop(cls, parent: Any, timeout_seconds: int = 240) -> DriftWatch:
@@ -141,11 +143,27 @@ class DriftWatch:
         reflector = self.reflectors.get(kind)
         return None if reflector is None else reflector.resources.get(f"{namespace}/{name}")
 
-    def in_place(self, obj: dict) -> bool:
-        """True when the watched copy of `obj` exists and matches it."""
+    def in_place(self, obj: dict, desired_hash: str | None = None) -> bool:
+        """True when the watched copy of `obj` exists and matches it.
+
+        `desired_hash` (the bundle's hash, which `obj` is part of): a copy found matching
+        is remembered by its resourceVersion, so the next start with the same settings
+        compares nothing until the object changes (any change gives a new version)."""
         meta = obj["metadata"]
-        current = self.cached(obj["kind"], meta.get("namespace", ""), meta["name"])
-        return current is not None and matches(desired_fields(obj), current)
+        key = (obj["kind"], meta.get("namespace", ""), meta["name"])
+        current = self.cached(*key)
+        if current is None:
+            self._matched.pop(key, None)
+            return False
+        version = (current.get("metadata") or {}).get("resourceVersion")
+        if desired_hash is not None and version and self._matched.get(key) == (
+                version, desired_hash):
+            return True
+        if not matches(desired_fields(obj), current):
+            return False
+        if desired_hash is not None and version:
+            self._matched[key] = (version, desired_hash)
+        return True
 
     async def stop(self) -> None:
         for reflector in list(self.reflectors.values()):

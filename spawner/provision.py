@@ -73,7 +73,8 @@ class BundleProvisioner:
         `pod_containers`: the containers of that request's pod, when known: a LimitRange
         that would neither change nor judge them goes after the pod, with the quota.
         """
-        desired_hash = bundle.bundle_hash(spec)
+        objects = bundle.bundle_objects(spec)
+        desired_hash = bundle.bundle_hash(spec, objects)
         if self.mode == "watch" and self.drift is not None:
             # warm the shared watches early: a first start does not wait for them
             warming = asyncio.ensure_future(self.drift.start())
@@ -87,7 +88,6 @@ class BundleProvisioner:
         self.namespace_object = ns
         self._seen.add(spec.namespace)
 
-        objects = bundle.bundle_objects(spec)
         annotations = (ns.get("metadata") or {}).get("annotations") or {}
         hash_ok = annotations.get(bundle.BUNDLE_HASH_ANNOTATION) == desired_hash
         if fresh:
@@ -106,7 +106,7 @@ class BundleProvisioner:
             if self.drift is None or not self.drift.ready:
                 todo = objects
             else:
-                todo = [o for o in objects if not self.drift.in_place(o)]
+                todo = [o for o in objects if not self.drift.in_place(o, desired_hash)]
         # the namespace's own labels (its Pod Security level) are a guardrail too: an admin's
         # new level must judge this start's pod, so they go before it, not with the mark
         relabel = None if fresh else self._stale_labels(ns, spec)

@@ -57,6 +57,7 @@ from .datasets import S3DatasetSettings
 from .drift import DriftWatch
 from .explained import ExplainedStart
 from .gpu_availability import GpuAvailability
+from .lean_api import LeanCoreV1Api
 from .provision import BundleError, BundleProvisioner
 from .revoke import revoke_service_account
 from .settings import KDashSettings
@@ -153,6 +154,8 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
             log.removeFilter(untrue)
         # KubeSpawner's shared client (its pod and event watches too): no thread hop per request
         without_environment_lookups(self.api.api_client)
+        # its pod and claim creates and pod deletes answered as dicts, not models (lean_api)
+        self.api = LeanCoreV1Api(self.api)
         self.pod_name = servers.pod_name(self)  # injective in (user, server): servers.py
         self.dns_name = self.dns_name_template.format(namespace=self.namespace,
                                                       name=self.pod_name)

@@ -32,7 +32,7 @@ async def check_served(kube: KubeResources, kinds: set[str]) -> None:
     if not wanted:
         return
     try:
-        found = await kube._call("GET", f"/apis/{ARGO_API_VERSION}")
+        found = await kube.request("GET", f"/apis/{ARGO_API_VERSION}")
     except ApiException as e:
         if e.status not in (403, 404):
             raise

@@ -359,7 +359,7 @@ async def delete_exact(kube: KubeResources, kind: str, name: str, namespace: str
     checks, so one made again under the same name in between is never deleted); True
     when deleted, False when gone or another object."""
     try:
-        await kube._call("DELETE", resource_for(kind).path(namespace, name), body={
+        await kube.request("DELETE", resource_for(kind).path(namespace, name), body={
             "kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
             "preconditions": {"uid": uid}})
         return True

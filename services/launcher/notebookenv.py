@@ -263,7 +263,7 @@ async def _forget_once(kube: KubeResources, namespace: str, owner: str, name: st
         return []
     version = meta.get("resourceVersion", "")
     if set(data) <= set(gone):
-        await kube._call("DELETE", resource_for("Secret").path(namespace, name), body={
+        await kube.request("DELETE", resource_for("Secret").path(namespace, name), body={
             "kind": "DeleteOptions", "apiVersion": "v1",
             "preconditions": {"resourceVersion": version}})
     else:

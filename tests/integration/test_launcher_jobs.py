@@ -257,7 +257,7 @@ async def test_a_kind_not_allowed_is_refused_and_argo_needs_its_crds(
         await only_jobs.launch(user.actor, "nightly-script")
     assert caught.value.status == 404
 
-    served = await kube._call("GET", "/apis")
+    served = await kube.request("GET", "/apis")
     if any(g["name"] == "argoproj.io" for g in served.get("groups") or []):
         pytest.skip("this cluster has Argo Workflows installed")
     manager = InstanceManager(launcher_identity, user.settings(), catalog_with(ARGO))
@@ -352,7 +352,7 @@ async def test_argo_is_accepted_where_its_crds_are_installed(launcher_identity, 
     from kubernetes_asyncio.client.exceptions import ApiException
 
     try:
-        await kube._call("POST", CRDS, body=WORKFLOW_CRD)
+        await kube.request("POST", CRDS, body=WORKFLOW_CRD)
     except ApiException as e:
         if e.status == 404:
             pytest.skip("this cluster serves no CustomResourceDefinitions (the emulator)")
@@ -361,7 +361,7 @@ async def test_argo_is_accepted_where_its_crds_are_installed(launcher_identity, 
     try:
         async def served() -> bool:
             try:
-                found = await kube._call("GET", "/apis/argoproj.io/v1alpha1")
+                found = await kube.request("GET", "/apis/argoproj.io/v1alpha1")
             except ApiException:
                 return False
             return any(r.get("kind") == "Workflow" for r in found.get("resources") or [])
@@ -387,7 +387,7 @@ async def test_argo_is_accepted_where_its_crds_are_installed(launcher_identity, 
         assert await kube.get("Workflow", "flow", user.namespace) is None
     finally:
         try:
-            await kube._call("DELETE", f"{CRDS}/workflows.argoproj.io")
+            await kube.request("DELETE", f"{CRDS}/workflows.argoproj.io")
         except ApiException as e:
             if e.status != 404:
                 raise

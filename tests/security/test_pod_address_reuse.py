@@ -125,7 +125,7 @@ class Pods:
 
     async def delete(self, namespace: str, name: str) -> None:
         """Delete at once (grace 0) and wait until the API no longer has it."""
-        await self.kube._call("DELETE", resource_for("Pod").path(namespace, name),
+        await self.kube.request("DELETE", resource_for("Pod").path(namespace, name),
                               body={"kind": "DeleteOptions", "apiVersion": "v1",
                                     "gracePeriodSeconds": 0})
 

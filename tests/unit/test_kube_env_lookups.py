@@ -140,5 +140,5 @@ async def test_the_spawners_shared_client_skips_them(plain_environment, tmp_path
     session = plain.api.api_client.rest_client.pool_manager
     assert isinstance(session, aiohttp.ClientSession) and session.trust_env
     spawner = KDashSpawner(_mock=True, user=plain.user)
-    assert spawner.api is plain.api  # one shared client
+    assert spawner.api.api_client is plain.api.api_client  # one shared client
     assert not spawner.api.api_client.rest_client.pool_manager.trust_env

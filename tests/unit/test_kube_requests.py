@@ -116,8 +116,8 @@ async def test_answers_other_than_json_objects(api_server):
     host, _ = api_server
     async with client_for(host) as client:
         kube = KubeResources(client)
-        assert await kube._call("GET", "/api/v1/namespaces/empty") is None  # 204
-        assert await kube._call("GET", "/api/v1/namespaces/text") == "ok"
+        assert await kube.request("GET", "/api/v1/namespaces/empty") is None  # 204
+        assert await kube.request("GET", "/api/v1/namespaces/text") == "ok"
         assert await kube.get("Namespace", "missing") is None
 
 

@@ -239,3 +239,51 @@ def test_a_limit_range_shapes_a_pod_missing_a_default_or_under_a_bound():
     for bound in ("min", "max", "maxLimitRequestRatio"):
         assert bundle.limit_range_shapes({**lr, bound: {"cpu": "4"}}, [full]), bound
     assert not bundle.limit_range_shapes({}, [{"name": "bare"}])
+
+
+class _Copies:
+    """A stand-in for a BundleReflector: only its `resources` (namespace/name -> copy)."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, dict] = {}
+
+
+def _watched(objects: list[dict]):
+    import copy
+
+    from kdash_hub.spawner.drift import DriftWatch
+
+    watch = DriftWatch(parent=None)
+    for obj in objects:
+        meta = obj["metadata"]
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["resourceVersion"] = "1"
+        watch.reflectors.setdefault(obj["kind"], _Copies()).resources[
+            f"{meta['namespace']}/{meta['name']}"] = stored
+    return watch
+
+
+def test_a_copy_found_in_place_is_compared_again_once_it_changes():
+    """The drift watch remembers a match by the copy's resourceVersion: a change (a user
+    editing their NetworkPolicy gets a new version from the API server) is compared again."""
+    objects = bundle.bundle_objects(spec())
+    digest = bundle.bundle_hash(spec(), objects)
+    watch = _watched(objects)
+    policy = next(o for o in objects if o["kind"] == "NetworkPolicy")
+    assert all(watch.in_place(o, digest) for o in objects)
+    copy_ = watch.cached("NetworkPolicy", policy["metadata"]["namespace"],
+                         policy["metadata"]["name"])
+    copy_["spec"]["ingress"] = [{}]  # allow everything, as a new version
+    copy_["metadata"]["resourceVersion"] = "2"
+    assert not watch.in_place(policy, digest)
+    # new settings (another hash) are compared even against a remembered version
+    copy_["spec"]["ingress"] = policy["spec"]["ingress"]
+    copy_["metadata"]["resourceVersion"] = "3"
+    assert watch.in_place(policy, digest)
+    wider = dataclasses.replace(spec(), allow_same_namespace=False)
+    wanted = next(o for o in bundle.bundle_objects(wider) if o["kind"] == "NetworkPolicy")
+    assert not watch.in_place(wanted, bundle.bundle_hash(wider))
+    # a deleted copy is missing, whatever was remembered
+    del watch.reflectors["NetworkPolicy"].resources[
+        f"{policy['metadata']['namespace']}/{policy['metadata']['name']}"]
+    assert not watch.in_place(policy, digest)
