@@ -509,6 +509,7 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
             # does not need, the completion mark) once the pod is made; awaited at the end of
             # _start: a first start takes as many rounds before its pod as KubeSpawner's
             self._bundle_finish = provisioner
+            self._build_pod_manifest_early()
             outcome = await provisioner.ensure(spec, self.report,
                                                alongside=self._home_claim_beside_bundle(),
                                                finish_later=True,
@@ -613,6 +614,7 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
             raise
         finally:
             self._pod_start = None
+            self._drop_early_pod_manifest()
         await self._finish_bundle(wait=True)
         return result
 
@@ -724,6 +726,36 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
         self._home_done = key
 
     async def get_pod_manifest(self):
+        early, self._early_pod_manifest = self._early_pod_manifest, None
+        if early is not None:  # built while the bundle's requests were on their way
+            return await early
+        return await self._pod_manifest()
+
+    # the pod's manifest, built while _ensure_namespace waits for the API server: KubeSpawner
+    # asks for it once the namespace and claim are made, and building it then adds its CPU
+    # time (a few ms) to the time until the pod is made
+    _early_pod_manifest: asyncio.Future | None = None
+
+    def _build_pod_manifest_early(self) -> None:
+        """Start building the pod's manifest now, unless KubeSpawner may still change what it
+        depends on before asking for it (its claim name, for state older than KubeSpawner 7)."""
+        if getattr(self, "_state_kubespawner_version", None) == "unknown":
+            return
+        self._drop_early_pod_manifest()
+        self._early_pod_manifest = asyncio.ensure_future(self._pod_manifest())
+
+    def _drop_early_pod_manifest(self) -> None:
+        """A start that ended before asking for its manifest: nothing left running or unread."""
+        early, self._early_pod_manifest = self._early_pod_manifest, None
+        if early is None:
+            return
+        if early.done():
+            if not early.cancelled():
+                early.exception()  # read, so it is not reported as never retrieved
+        else:
+            early.cancel()
+
+    async def _pod_manifest(self):
         pod = await super().get_pod_manifest()
         plan = self._plan or storage.StoragePlan("none")
         shared = self._shared_plan()

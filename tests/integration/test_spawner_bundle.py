@@ -17,6 +17,7 @@ from tests.fixtures.spawner import (
     build_spawner,
     requires_real_rbac,
     spawner_requests,
+    to_dict,
     validate,
 )
 
@@ -115,6 +116,38 @@ async def test_a_first_start_makes_its_pod_in_as_many_rounds_as_kubespawner(loca
     assert writes[-1] == ("PATCH", ns) and len(writes) == 12, writes
     await s.stop()
 
+
+
+async def test_the_pod_is_built_while_the_bundle_is_made_and_is_the_pod_made(
+        local_cluster, kube, monkeypatch):
+    """The pod's manifest is built once per start, while the bundle's requests are out
+    (before KubeSpawner asks for it), and is exactly the pod KubeSpawner then makes; a start
+    the bundle fails leaves no build running or unread."""
+    requires_emulator(local_cluster)
+    s = build_spawner(username="mira", auth_state={"uid": 2002, "gid": 3002})
+    built: list[bool] = []  # per build: was the bundle still being made
+    build = type(s)._pod_manifest
+
+    async def counted(self):
+        built.append(not self._bundle_finished)
+        return await build(self)
+
+    monkeypatch.setattr(type(s), "_pod_manifest", counted)
+    await started(s)
+    assert built == [True]
+    made = await kube.get("Pod", s.pod_name, s.namespace)
+    want = to_dict(await s.get_pod_manifest())
+    assert made["spec"]["containers"][0]["env"] == want["spec"]["containers"][0]["env"]
+    assert made["spec"]["volumes"] == want["spec"]["volumes"]
+    assert made["metadata"]["labels"] == want["metadata"]["labels"]
+    assert made["spec"]["containers"][0]["securityContext"]["runAsUser"] == 2002
+    await s.stop()
+    local_cluster.api.faults.add(method="POST", path_regex=r"/networkpolicies$", status=500,
+                                 times=1)
+    failing = build_spawner(username="mira-b")
+    with pytest.raises(web.HTTPError):
+        await failing.start()
+    assert failing._early_pod_manifest is None
 
 async def test_a_pod_with_every_limit_set_goes_before_the_limit_range(local_cluster, kube):
     """A pod that sets each limit and request the LimitRange would fill in needs none of it:
