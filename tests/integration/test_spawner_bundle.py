@@ -227,6 +227,42 @@ async def test_drift_is_repaired_by_the_next_start(local_cluster, kube):
         await s.stop()
 
 
+
+async def test_a_policy_widened_after_a_start_found_it_in_place_is_narrowed_again(
+        local_cluster, kube):
+    """The drift watch remembers an object it found in place (by its version): a later
+    change to it, here a NetworkPolicy opened to every pod, is still put right by the next
+    start."""
+    s = build_spawner(username="cleo")
+    try:
+        await started(s)
+        await s.stop()
+        watch = DriftWatch.for_loop(s)
+        policy = None
+        deadline = asyncio.get_running_loop().time() + 30
+        while policy is None:  # the watch has the policy: the next start remembers it
+            assert asyncio.get_running_loop().time() < deadline, "the watch missed the policy"
+            await asyncio.sleep(0.1)
+            policy = watch.cached("NetworkPolicy", s.namespace, bundle.NETWORK_POLICY_NAME)
+        narrow = policy["spec"]["ingress"]
+        s.clear_state()
+        await started(s)  # a later start: everything found in place
+        assert watch._matched, "the later start remembered nothing: this test shows nothing"
+        await s.stop()
+        await kube.patch("NetworkPolicy", bundle.NETWORK_POLICY_NAME, s.namespace,
+                         {"spec": {"ingress": [{}]}})
+        deadline = asyncio.get_running_loop().time() + 30
+        while (watch.cached("NetworkPolicy", s.namespace, bundle.NETWORK_POLICY_NAME)
+               or {}).get("spec", {}).get("ingress") != [{}]:
+            assert asyncio.get_running_loop().time() < deadline, "the watch missed the change"
+            await asyncio.sleep(0.1)
+        s.clear_state()
+        await started(s)
+        repaired = await kube.get("NetworkPolicy", bundle.NETWORK_POLICY_NAME, s.namespace)
+        assert repaired["spec"]["ingress"] == narrow
+    finally:
+        await s.stop()
+
 @pytest.mark.parametrize(("failing", "mode"), [
     ("networkpolicies", "watch"), ("rolebindings", "watch"), ("limitranges", "hash"),
     ("serviceaccounts", "hash"), ("resourcequotas", "always")])
