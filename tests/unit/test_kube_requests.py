@@ -16,7 +16,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kdash_hub.kube import MERGE_PATCH, KubeResources, api_error_message, api_error_reason
-from tests.fixtures.stubserver import serving
+from tests.fixtures.stubserver import record, serving
 
 CONFLICT = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
             "reason": "AlreadyExists", "message": 'namespaces "alice" already exists'}
@@ -28,10 +28,7 @@ async def api_server() -> AsyncIterator[tuple[str, list[dict]]]:
     seen: list[dict] = []
 
     async def answer(request: web.Request) -> web.Response:
-        body = await request.read()
-        seen.append({"method": request.method, "path": request.path,
-                     "query": dict(request.query), "headers": dict(request.headers),
-                     "body": json.loads(body) if body else None})
+        body = await record(request, seen)
         name = request.match_info["name"]
         if name == "taken":
             return web.json_response(CONFLICT, status=409)

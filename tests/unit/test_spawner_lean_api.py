@@ -24,7 +24,7 @@ from kubespawner.objects import make_pod, make_pvc
 from kdash_hub.spawner import KDashSpawner
 from kdash_hub.spawner.lean_api import LeanCoreV1Api
 from tests.fixtures.spawner import build_spawner
-from tests.fixtures.stubserver import serving
+from tests.fixtures.stubserver import record, serving
 
 
 @pytest.fixture
@@ -33,10 +33,7 @@ async def api_server() -> AsyncIterator[tuple[str, list[dict]]]:
     seen: list[dict] = []
 
     async def answer(request: web.Request) -> web.Response:
-        body = await request.read()
-        seen.append({"method": request.method, "path": request.path,
-                     "query": dict(request.query), "headers": dict(request.headers),
-                     "body": json.loads(body) if body else None})
+        body = await record(request, seen)
         name = request.match_info.get("name") or (json.loads(body)["metadata"]["name"])
         if name == "taken":
             return web.json_response({"kind": "Status", "apiVersion": "v1", "code": 409,
