@@ -13,6 +13,7 @@ from kdash_hub.quantities import parse_quantity
 from kdash_hub.spawner import bundle
 from kdash_hub.spawner.drift import DriftWatch
 from tests.fixtures.cluster import requires_emulator
+from tests.fixtures.polling import eventually
 from tests.fixtures.spawner import (
     build_spawner,
     requires_real_rbac,
@@ -117,7 +118,6 @@ async def test_a_first_start_makes_its_pod_in_as_many_rounds_as_kubespawner(loca
     await s.stop()
 
 
-
 async def test_the_pod_is_built_while_the_bundle_is_made_and_is_the_pod_made(
         local_cluster, kube, monkeypatch):
     """The pod's manifest is built once per start, while the bundle's requests are out
@@ -148,6 +148,7 @@ async def test_the_pod_is_built_while_the_bundle_is_made_and_is_the_pod_made(
     with pytest.raises(web.HTTPError):
         await failing.start()
     assert failing._early_pod_manifest is None
+
 
 async def test_a_pod_with_every_limit_set_goes_before_the_limit_range(local_cluster, kube):
     """A pod that sets each limit and request the LimitRange would fill in needs none of it:
@@ -227,7 +228,6 @@ async def test_drift_is_repaired_by_the_next_start(local_cluster, kube):
         await s.stop()
 
 
-
 async def test_a_policy_widened_after_a_start_found_it_in_place_is_narrowed_again(
         local_cluster, kube):
     """The drift watch remembers an object it found in place (by its version): a later
@@ -238,12 +238,12 @@ async def test_a_policy_widened_after_a_start_found_it_in_place_is_narrowed_agai
         await started(s)
         await s.stop()
         watch = DriftWatch.for_loop(s)
-        policy = None
-        deadline = asyncio.get_running_loop().time() + 30
-        while policy is None:  # the watch has the policy: the next start remembers it
-            assert asyncio.get_running_loop().time() < deadline, "the watch missed the policy"
-            await asyncio.sleep(0.1)
-            policy = watch.cached("NetworkPolicy", s.namespace, bundle.NETWORK_POLICY_NAME)
+
+        async def watched_policy() -> dict | None:
+            return watch.cached("NetworkPolicy", s.namespace, bundle.NETWORK_POLICY_NAME)
+
+        # the watch has the policy: the next start remembers it
+        policy = await eventually(watched_policy, "the watch has the policy", interval=0.1)
         narrow = policy["spec"]["ingress"]
         s.clear_state()
         await started(s)  # a later start: everything found in place
@@ -251,17 +251,18 @@ async def test_a_policy_widened_after_a_start_found_it_in_place_is_narrowed_agai
         await s.stop()
         await kube.patch("NetworkPolicy", bundle.NETWORK_POLICY_NAME, s.namespace,
                          {"spec": {"ingress": [{}]}})
-        deadline = asyncio.get_running_loop().time() + 30
-        while (watch.cached("NetworkPolicy", s.namespace, bundle.NETWORK_POLICY_NAME)
-               or {}).get("spec", {}).get("ingress") != [{}]:
-            assert asyncio.get_running_loop().time() < deadline, "the watch missed the change"
-            await asyncio.sleep(0.1)
+
+        async def widened() -> bool:
+            return ((await watched_policy()) or {}).get("spec", {}).get("ingress") == [{}]
+
+        await eventually(widened, "the watch sees the widened policy", interval=0.1)
         s.clear_state()
         await started(s)
         repaired = await kube.get("NetworkPolicy", bundle.NETWORK_POLICY_NAME, s.namespace)
         assert repaired["spec"]["ingress"] == narrow
     finally:
         await s.stop()
+
 
 @pytest.mark.parametrize(("failing", "mode"), [
     ("networkpolicies", "watch"), ("rolebindings", "watch"), ("limitranges", "hash"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import ipaddress
 
@@ -10,6 +11,7 @@ import pytest
 from kdash_hub import labels as L
 from kdash_hub.naming import is_dns1123_label, user_namespace
 from kdash_hub.spawner import bundle, quotas
+from kdash_hub.spawner.drift import DriftWatch
 from tests.fixtures.spawner import validate
 
 SERVICE_ROLES = {"kdash-launcher-namespace": "kdash-launcher",
@@ -248,11 +250,7 @@ class _Copies:
         self.resources: dict[str, dict] = {}
 
 
-def _watched(objects: list[dict]):
-    import copy
-
-    from kdash_hub.spawner.drift import DriftWatch
-
+def _watched(objects: list[dict]) -> DriftWatch:
     watch = DriftWatch(parent=None)
     for obj in objects:
         meta = obj["metadata"]
