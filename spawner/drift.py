@@ -84,6 +84,7 @@ class DriftWatch:
         self._failed_at = float("-inf")
         # (kind, namespace, name) -> (resourceVersion, bundle hash) of a copy found in place
         self._matched: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._prune_at = self.PRUNE_MIN
 
     @classmethod
     def for_loop(cls, parent: Any, timeout_seconds: int = 240) -> DriftWatch:
@@ -94,6 +95,9 @@ class DriftWatch:
         return watch
 
     RETRY_SECONDS = 60.0
+    # the memory of matched copies is swept of objects no longer watched (deleted
+    # namespaces) once it holds this many entries, then at twice what the sweep kept
+    PRUNE_MIN = 1024
 
     async def start(self) -> None:
         """Start every watch once (concurrent callers wait for the same start); after a
@@ -163,7 +167,15 @@ class DriftWatch:
             return False
         if desired_hash is not None and version:
             self._matched[key] = (version, desired_hash)
+            if len(self._matched) >= self._prune_at:
+                self._prune()
         return True
+
+    def _prune(self) -> None:
+        """Forget matched copies the watches no longer hold (their namespace was deleted,
+        and no start asked about them since): amortised O(1) per remembered match."""
+        self._matched = {k: v for k, v in self._matched.items() if self.cached(*k) is not None}
+        self._prune_at = max(self.PRUNE_MIN, 2 * len(self._matched))
 
     async def stop(self) -> None:
         for reflector in list(self.reflectors.values()):

@@ -285,3 +285,25 @@ def test_a_copy_found_in_place_is_compared_again_once_it_changes():
     del watch.reflectors["NetworkPolicy"].resources[
         f"{policy['metadata']['namespace']}/{policy['metadata']['name']}"]
     assert not watch.in_place(policy, digest)
+
+
+def test_the_memory_of_matches_forgets_namespaces_that_were_deleted(monkeypatch):
+    """Matches of a deleted namespace's objects are swept once the memory reaches its
+    threshold; matches still watched are kept (and still answer without a compare)."""
+    monkeypatch.setattr(DriftWatch, "PRUNE_MIN", 30)
+    users = [spec(username=f"user{i}") for i in range(6)]
+    bundles = [(bundle.bundle_objects(s), s) for s in users]
+    watch = _watched([o for objects, _ in bundles for o in objects])
+    for objects, s in bundles[:3]:
+        assert all(watch.in_place(o, bundle.bundle_hash(s, objects)) for o in objects)
+    remembered = set(watch._matched)
+    gone = {k for k in remembered if k[1] == users[0].namespace}
+    assert gone and len(remembered) < DriftWatch.PRUNE_MIN
+    for reflector in watch.reflectors.values():  # user0's namespace is deleted
+        for key in [k for k in reflector.resources if k.startswith(f"{users[0].namespace}/")]:
+            del reflector.resources[key]
+    for objects, s in bundles[3:]:
+        assert all(watch.in_place(o, bundle.bundle_hash(s, objects)) for o in objects)
+    assert not gone & set(watch._matched)
+    assert remembered - gone <= set(watch._matched)
+    assert len(watch._matched) < DriftWatch.PRUNE_MIN
