@@ -198,8 +198,20 @@ class BundleProvisioner:
     # milliseconds on an idle API server, seconds on a busy one
     QUOTA_WAIT_SECONDS = 30.0
     # how long the drift watch's copy of it is trusted to show that status before the API
-    # is asked (a watch that lags or broke)
+    # is asked too (a watch that lags or broke)
     QUOTA_WATCH_SECONDS = 2.0
+    # the longest pause between two reads of the quota from the API: they back off from
+    # RBAC_PAUSES by doubling, so hundreds of starts waiting on a busy quota controller
+    # do not ask the API server ten times a second each (the watch's copy, read between
+    # them, costs no request)
+    QUOTA_GET_MAX_PAUSE = 1.0
+
+    def _quota_get_pause(self, reads: int) -> float:
+        """The pause after the `reads`-th read of the quota from the API."""
+        pauses = self.RBAC_PAUSES
+        if reads < len(pauses):
+            return pauses[reads]
+        return min(self.QUOTA_GET_MAX_PAUSE, pauses[-1] * 2 ** (reads - len(pauses) + 1))
 
     async def _quota_enforced(self, spec: bundle.BundleSpec) -> None:
         """Return once the user's ResourceQuota has a status for every limit it sets: until
@@ -207,10 +219,12 @@ class BundleProvisioner:
         unbounded. A BundleError after QUOTA_WAIT_SECONDS (nothing is granted then)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.QUOTA_WAIT_SECONDS
-        # the drift watch's copy first (no request), read from the API after a while
-        watched_until = loop.time() + self.QUOTA_WATCH_SECONDS
+        # the drift watch's copy first (no request); the API too after a while, ever
+        # less often
+        watched = self.drift is not None and self.drift.ready
+        next_read = loop.time() + (self.QUOTA_WATCH_SECONDS if watched else 0.0)
         quota: dict | None = None
-        tries = 0
+        tries = reads = 0
         while quota is None or not bundle.quota_enforced(quota):
             if loop.time() > deadline:
                 self.log.error("ResourceQuota %s in %s has no status after %.0f s: %s",
@@ -220,17 +234,25 @@ class BundleProvisioner:
                     f"Your namespace's quota is not in force yet ({spec.namespace}); try "
                     "starting again in a minute. If it keeps failing, an admin can find "
                     "details in the hub log.", 503)
+            watched = self.drift is not None and self.drift.ready
             if tries:
-                await asyncio.sleep(self.RBAC_PAUSES[min(tries - 1, len(self.RBAC_PAUSES) - 1)])
+                pause = self.RBAC_PAUSES[min(tries - 1, len(self.RBAC_PAUSES) - 1)]
+                if not watched:  # nothing to look at before the next read
+                    pause = max(0.0, next_read - loop.time())
+                await asyncio.sleep(pause)
             tries += 1
-            if self.drift is not None and self.drift.ready and loop.time() < watched_until:
-                quota = self.drift.cached("ResourceQuota", spec.namespace, bundle.QUOTA_NAME)
+            if loop.time() < next_read:
+                if watched:
+                    quota = self.drift.cached("ResourceQuota", spec.namespace,
+                                              bundle.QUOTA_NAME)
                 continue
             try:
                 quota = await self.resources.get("ResourceQuota", bundle.QUOTA_NAME,
                                                  spec.namespace)
             except ApiException as e:
                 raise self._fail(bundle.resource_quota(spec), e) from e
+            next_read = loop.time() + self._quota_get_pause(reads)
+            reads += 1
 
     def _log_late_failure(self, task: asyncio.Future) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -135,3 +135,59 @@ async def test_an_admin_without_a_quota_waits_for_nothing():
     await asyncio.wait_for(p.ensure(spec("quinn", quota={}, service_roles=SERVICE_ROLES),
                                     lambda m: None), 5)
     assert "RoleBinding" in api.writes
+
+
+class WatchCopy:
+    """A stand-in for the drift watch: running, its copy of the quota given (or none)."""
+
+    ready = True
+
+    def __init__(self, quota: dict | None):
+        self.quota = quota
+
+    def cached(self, kind: str, namespace: str, name: str) -> dict | None:
+        return self.quota if kind == "ResourceQuota" else None
+
+
+class CountedReads(QuotaControllerLate):
+    def __init__(self, polls: int | None):
+        super().__init__(polls)
+        self.reads = 0
+
+    async def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        self.reads += kind == "ResourceQuota"
+        return await super().get(kind, name, namespace)
+
+
+async def test_a_quota_the_watch_shows_in_force_costs_no_read():
+    api = CountedReads(polls=None)
+    quota = bundle.resource_quota(user_spec())
+    await api.create(quota)
+    p = provisioner(api)
+    hard = quota["spec"]["hard"]
+    p.drift = WatchCopy({**quota, "status": {"hard": hard, "used": {k: "0" for k in hard}}})
+    await p._quota_enforced(user_spec())
+    assert api.reads == 0
+
+
+async def test_a_quota_controller_that_lags_is_asked_ever_less_often():
+    """Hundreds of starts wait on one busy quota controller: each reads the quota from the
+    API only after the watch's copy had its time, then at doubling pauses (the copy between
+    them), not ten times a second until the deadline; and still grants nothing."""
+    api = CountedReads(polls=None)
+    await api.create(bundle.resource_quota(user_spec()))
+    p = provisioner(api)
+    p.drift = WatchCopy(None)  # the watch has not seen the status either
+    p.QUOTA_WATCH_SECONDS, p.QUOTA_WAIT_SECONDS = 0.2, 2.5
+    t0 = asyncio.get_running_loop().time()
+    with pytest.raises(BundleError):
+        await p._quota_enforced(user_spec())
+    assert asyncio.get_running_loop().time() - t0 >= 2.5
+    # 0.2 s of the copy, then pauses of 5, 10, 20, 50, 100, 200, 400, 800 ms, 1 s: 10 reads
+    # (every 100 ms it was 24)
+    assert 5 <= api.reads <= 12, api.reads
+    # the status appears: found by the next read, though the copy still lags
+    api.polls, before = 0, api.reads
+    p.QUOTA_WAIT_SECONDS = 5.0
+    await p._quota_enforced(user_spec())
+    assert api.reads == before + 1
