@@ -1,8 +1,9 @@
 """KDashSpawner vs plain KubeSpawner: spawn time and Kubernetes API requests, same cluster.
 
-Run on the API emulator (kdash_hub.localcluster; in part 1 a `kdash-hub local-cluster`
-child process, as an API server never shares the hub's process: `--emulator-in-process` puts
-it in the benchmark's own event loop, where its work queues behind the spawners'), on a real
+Run on the API emulator (kdash_hub.localcluster; a `kdash-hub local-cluster` child
+process, as an API server shares neither the hub's process nor its load's client:
+`--emulator-in-process` puts it in the benchmark's own process, in part 1 in its event loop,
+where its work queues behind the spawners', in part 2 in a thread), on a real
 control plane (kube-apiserver,
 controller-manager, scheduler and etcd built from their Go modules; our kubelet in status
 mode; one per benchmark run, `kdash-hub local-cluster --control-plane real` in a child
@@ -297,16 +298,24 @@ async def stub_server(port: int) -> web.AppRunner:
 
 async def part2(plane: str, users: int, label: str, tag: str,
                 real: PlaneProcess | None = None, admin: bool = False,
-                profile_dir: Path | None = None, log_level: str = "") -> dict:
+                profile_dir: Path | None = None, log_level: str = "",
+                emulator_in_process: bool = False) -> dict:
     # names differ per run: on the real control plane every run shares one cluster
     prefix = f"{label[0]}{users}{tag}-"
-    cluster = None
+    cluster = emulator = None
     if plane == "emulator":
         tmp = Path(tempfile.mkdtemp(prefix="bench-spawner-hub-"))
-        cluster = LocalCluster(nodes=4, kubeconfig_path=tmp / "kubeconfig",
-                               workdir=tmp / "nodes", node_cpu="512", node_memory="2048Gi")
-        cluster.start_in_thread()
-        kubeconfig, identity = cluster.kubeconfig_path, "admin (the emulator has no RBAC)"
+        if emulator_in_process:
+            cluster = LocalCluster(nodes=4, kubeconfig_path=tmp / "kubeconfig",
+                                   workdir=tmp / "nodes", node_cpu="512",
+                                   node_memory="2048Gi")
+            cluster.start_in_thread()
+            kubeconfig = cluster.kubeconfig_path
+        else:  # a process of its own, as part 1's (and a real API server)
+            emulator = PlaneProcess(workdir=tmp / "emulator", control_plane="emulator")
+            await asyncio.to_thread(emulator.start)
+            kubeconfig = emulator.admin_kubeconfig
+        identity = "admin (the emulator has no RBAC)"
     else:
         assert real is not None and real.admin_kubeconfig is not None
         tmp = Path(tempfile.mkdtemp(prefix="bench-spawner-hub-", dir=real.workdir))
@@ -397,7 +406,8 @@ async def part2(plane: str, users: int, label: str, tag: str,
         if cluster is not None:
             pods = cluster.run_in_thread(_running_pods_emulator(cluster, prefix), 30)
         else:
-            pods = await _running_pods_real(real.admin_kubeconfig, prefix)
+            pods = await _running_pods(kubeconfig if emulator else real.admin_kubeconfig,
+                                       prefix)
     finally:
         if hub is not None:
             if failed:
@@ -407,6 +417,8 @@ async def part2(plane: str, users: int, label: str, tag: str,
         await stub.cleanup()
         if cluster is not None:
             cluster.stop_thread()
+        if emulator is not None:
+            await asyncio.to_thread(emulator.stop)
     latencies = [ready[n] - started[n] for n in ready]
     # a spawn that never became ready took for ever: with more than 5 % lost, p95 is
     # unbounded (inf); the survivors' p95 is kept beside it
@@ -494,7 +506,7 @@ async def _running_pods_emulator(cluster, prefix: str) -> int:
                and p["metadata"]["name"].startswith(f"jupyter-{prefix}"))
 
 
-async def _running_pods_real(admin_kubeconfig: Path, prefix: str) -> int:
+async def _running_pods(admin_kubeconfig: Path, prefix: str) -> int:
     api = client_for(admin_kubeconfig)
     try:
         pods = await api.request("GET", "/api/v1/pods",
@@ -502,7 +514,8 @@ async def _running_pods_real(admin_kubeconfig: Path, prefix: str) -> int:
     finally:
         await api.close()
     return sum(1 for p in pods.get("items") or []
-               if p["metadata"]["name"].startswith(f"jupyter-{prefix}"))
+               if p["metadata"]["name"].startswith(f"jupyter-{prefix}")
+               and (p.get("status") or {}).get("phase") == "Running")
 
 
 # --- report ------------------------------------------------------------------------------
@@ -644,7 +657,8 @@ async def run_plane(plane: str, args: argparse.Namespace, real: PlaneProcess | N
                     pair[label] = await part2(plane, n, label, f"{tag}r{r}", real,
                                               admin=args.hub_admin,
                                               profile_dir=args.profile_hub,
-                                              log_level=args.hub_log_level)
+                                              log_level=args.hub_log_level,
+                                              emulator_in_process=args.emulator_in_process)
                 out["part2"][n].append(pair)
     return out
 
@@ -676,9 +690,10 @@ def main() -> None:
                         help="log level of the part-2 hubs (WARN; their logs stay in the "
                              "temporary directory)")
     parser.add_argument("--emulator-in-process", action="store_true",
-                        help="part 1 with the emulator in the benchmark's own process and "
-                             "event loop (it then shares one core with the spawners); by "
-                             "default it runs in a process of its own, as a real API server")
+                        help="the emulator in the benchmark's own process (part 1: in its "
+                             "event loop, sharing one core with the spawners; part 2: in a "
+                             "thread, beside the load's client); by default it runs in a "
+                             "process of its own, as a real API server")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
     users = args.users or (6 if args.quick else 30)
