@@ -341,7 +341,7 @@ async def part2(plane: str, users: int, label: str, tag: str,
     failed: set[str] = set()
     posted: set[str] = set()
     hub = None
-    wall = hub_cpu = 0.0
+    wall = hub_cpu = api_cpu = 0.0
     try:
         for attempt in range(3):  # a port picked as free can be taken before the hub binds it
             hub = HubProcess(config, tmp / f"hub-{attempt}", env=env, start_timeout=120)
@@ -376,6 +376,9 @@ async def part2(plane: str, users: int, label: str, tag: str,
             routes = RouteLog(hub.log_path)
             routes.added()  # the warm-up user's and the hub's own, before t0
             cpu0 = _cpu_seconds(hub.process.pid)
+            # the emulator's own process (API server, controllers, kubelet): what the same
+            # spawns cost the control plane
+            api0 = _cpu_seconds(emulator.proc.pid) if emulator is not None else 0.0
             t0 = time.perf_counter()
             spawns = asyncio.gather(*(spawn(n) for n in names))
             deadline = t0 + 900
@@ -403,6 +406,8 @@ async def part2(plane: str, users: int, label: str, tag: str,
             await spawns
             wall = time.perf_counter() - t0
             hub_cpu = _cpu_seconds(hub.process.pid) - cpu0
+            if emulator is not None:
+                api_cpu = _cpu_seconds(emulator.proc.pid) - api0
         if cluster is not None:
             pods = cluster.run_in_thread(_running_pods_emulator(cluster, prefix), 30)
         else:
@@ -425,7 +430,7 @@ async def part2(plane: str, users: int, label: str, tag: str,
     every = latencies + [math.inf] * (users - len(ready))
     return {"users": users, "ready": len(ready), "lost": users - len(ready),
             "running_pods": pods, "post_statuses": statuses, "wall_s": wall,
-            "identity": identity, "hub_cpu_s": hub_cpu,
+            "identity": identity, "hub_cpu_s": hub_cpu, "api_cpu_s": api_cpu,
             "p50_s": pct(every, 0.5), "p95_s": pct(every, 0.95),
             "p95_ready_s": pct(latencies, 0.95) if latencies else None}
 
@@ -485,7 +490,7 @@ async def _issued_admin_token(hub: HubProcess) -> str:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process so far: the hub's own cost of the spawns."""
+    """CPU time (user + system) of a process so far (a hub, the emulator)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -593,7 +598,9 @@ def report(figures: dict) -> None:
                               f"running pods {f['running_pods']}, lost {f['lost']}, "
                               f"wall {f['wall_s']:.1f} s, hub CPU "
                               f"{1000 * f['hub_cpu_s'] / f['users']:.0f} ms per spawn, "
-                              f"POST {f['post_statuses']}")
+                              + (f"emulator CPU {1000 * f['api_cpu_s'] / f['users']:.0f} ms "
+                                 "per spawn, " if f.get("api_cpu_s") else "")
+                              + f"POST {f['post_statuses']}")
 
 
 def _seconds(value: float) -> str:
