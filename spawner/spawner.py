@@ -175,6 +175,7 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
         self._plan: storage.StoragePlan | None = None
         self._events: list[dict] = []
         self._events_changed = asyncio.Event()
+        self._unlogged: list[str] = []  # reported, for the log's next line
         self._bundle_finished = True
         self._home_done: str | None = None  # "<volume>|<uid:gid>" of a made home directory
         # the options of the last start that passed the checks (a refusal puts them back)
@@ -461,10 +462,25 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
         return KubeResources(self.api.api_client)
 
     def report(self, message: str) -> None:
-        """A progress event for the hub's spawn page (and the log)."""
-        self.log.info("%s: %s", self._log_name, message)
+        """A progress event for the hub's spawn page, and for the log: the messages of one
+        turn of the event loop (a round of concurrent creates) as one line. JupyterHub's
+        logger hands every record to its handlers whatever the log level (traitlets sets
+        the logger to DEBUG), so each line costs its stack lookup even when dropped."""
         self._events.append({"progress": min(5 + 3 * len(self._events), 28), "message": message})
         self._events_changed.set()
+        if not self._unlogged:
+            try:
+                asyncio.get_running_loop().call_soon(self._log_reported)
+            except RuntimeError:  # no loop: at once
+                self._unlogged.append(message)
+                self._log_reported()
+                return
+        self._unlogged.append(message)
+
+    def _log_reported(self) -> None:
+        messages, self._unlogged = self._unlogged, []
+        if messages:
+            self.log.info("%s: %s", self._log_name, "; ".join(messages))
 
     async def bundle_spec(self) -> bundle.BundleSpec:
         groups = self.groups()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 
@@ -309,3 +310,25 @@ async def test_the_hub_log_says_true_things_about_a_spawn(offline_kube, caplog):
     # the filter that hides KubeSpawner's line is gone once the spawner is made
     logger.info("Using user namespace: from elsewhere")
     assert caplog.records[-1].getMessage() == "Using user namespace: from elsewhere"
+
+
+async def test_a_round_of_progress_messages_is_one_log_line(offline_kube, caplog):
+    """The spawn page gets every message as an event; the hub log gets the messages of one
+    turn of the event loop (a round of concurrent creates) as one line, in order."""
+    caplog.set_level(logging.INFO)
+    spawner = build_spawner(username="rounds")
+    caplog.clear()
+    spawner.report("Creating network policy (kdash-user-pods)")
+    spawner.report("Creating service account (kdash-user)")
+    assert not [r for r in caplog.records if "Creating" in r.getMessage()]  # not yet
+    await asyncio.sleep(0)
+    spawner.report("Creating resource quota (kdash-quota)")
+    await asyncio.sleep(0)
+    lines = [r.getMessage() for r in caplog.records if "Creating" in r.getMessage()]
+    assert lines == [
+        f"{spawner._log_name}: Creating network policy (kdash-user-pods); "
+        "Creating service account (kdash-user)",
+        f"{spawner._log_name}: Creating resource quota (kdash-quota)"]
+    assert [e["message"] for e in spawner._events] == [
+        "Creating network policy (kdash-user-pods)", "Creating service account (kdash-user)",
+        "Creating resource quota (kdash-quota)"]
