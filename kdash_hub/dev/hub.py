@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .ports import free_port
+from .ports import free_ports
 from .process import terminate
 
 ADMIN_SERVICE = "kdash-test-admin"
@@ -93,11 +93,9 @@ class HubProcess:
                  *, port: int | None = None, start_timeout: float = 180.0):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
         self._port_chosen_here = port is None  # a public port a caller gave stays
         self._log_start = 0  # where this launch's lines begin in the log
-        self.hub_port = free_port()
-        self.proxy_api_port = free_port()
+        self.port, self.hub_port, self.proxy_api_port = self._ports(port)
         self.admin_token = secrets.token_hex(24)
         self.proxy_token = secrets.token_hex(24)
         self.crypt_key = secrets.token_hex(32)
@@ -136,6 +134,16 @@ class HubProcess:
             p for p in (str(hidden), env.get("PYTHONPATH", "")) if p)
         env.update(self.env)
         return env
+
+    @staticmethod
+    def _ports(public: int | None) -> tuple[int, int, int]:
+        """The public port (`public`, or a new one), the hub's and the proxy API's: three
+        different ports."""
+        if public is None:
+            public, hub, api = free_ports(3)
+        else:
+            hub, api = free_ports(2, taken=(public,))
+        return public, hub, api
 
     def launch(self) -> None:
         """Start the hub process without waiting for it (see `start`)."""
@@ -208,9 +216,8 @@ class HubProcess:
                         with contextlib.suppress(ProcessLookupError):  # its proxy, if left
                             os.killpg(self.process.pid, signal.SIGKILL)
                         self.process.wait()
-                        self.hub_port, self.proxy_api_port = free_port(), free_port()
-                        if self._port_chosen_here:
-                            self.port = free_port()
+                        self.port, self.hub_port, self.proxy_api_port = self._ports(
+                            None if self._port_chosen_here else self.port)
                         self.log_path.rename(self.log_path.with_suffix(
                             f".failed-start-{port_retries}.log"))
                         self.launch()

@@ -55,3 +55,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def free_ports(count: int, host: str = "127.0.0.1", taken: tuple[int, ...] = ()) -> list[int]:
+    """`count` different free ports, none of them in `taken`: each is free only until its
+    server binds it, so two picks made before either binds could be the same port (seen in
+    CI: a hub and its proxy's API given one port)."""
+    picked: list[int] = []
+    while len(picked) < count:
+        port = free_port(host)
+        if port not in picked and port not in taken:
+            picked.append(port)
+    return picked

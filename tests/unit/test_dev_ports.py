@@ -75,3 +75,14 @@ def test_connections_a_server_closed_do_not_make_its_port_busy():
             lingering = True
     assert lingering, "the closed connection should linger in TIME_WAIT on the port"
     assert ports.port_is_free("127.0.0.1", port)
+
+
+def test_ports_picked_together_are_different(monkeypatch):
+    """Each pick is free until its server binds it: picks made together must still differ
+    (CI once gave a hub and its proxy's API one port)."""
+    picks = iter([0, 0, 7, 0, 7, 9, 3])
+    monkeypatch.setattr(ports.secrets, "randbelow", lambda n: next(picks))
+    monkeypatch.setattr(ports, "port_is_free", lambda host, port: True)
+    low = ports.LOWEST_PORT
+    assert ports.free_ports(3) == [low, low + 7, low + 9]
+    assert ports.free_ports(1, taken=(low,)) == [low + 3]
