@@ -408,11 +408,8 @@ async def part2(plane: str, users: int, label: str, tag: str,
             hub_cpu = _cpu_seconds(hub.process.pid) - cpu0
             if emulator is not None:
                 api_cpu = _cpu_seconds(emulator.proc.pid) - api0
-        if cluster is not None:
-            pods = cluster.run_in_thread(_running_pods_emulator(cluster, prefix), 30)
-        else:
-            pods = await _running_pods(kubeconfig if emulator else real.admin_kubeconfig,
-                                       prefix)
+        pods = await _running_pods(
+            kubeconfig if plane == "emulator" else real.admin_kubeconfig, prefix)
     finally:
         if hub is not None:
             if failed:
@@ -504,13 +501,6 @@ async def _wait_ready(session: aiohttp.ClientSession, api_url: str, name: str) -
         await asyncio.sleep(0.2)
 
 
-async def _running_pods_emulator(cluster, prefix: str) -> int:
-    pods = cluster.api.store.list("Pod")
-    items = pods.get("items", pods) if isinstance(pods, dict) else pods
-    return sum(1 for p in items if (p.get("status") or {}).get("phase") == "Running"
-               and p["metadata"]["name"].startswith(f"jupyter-{prefix}"))
-
-
 async def _running_pods(admin_kubeconfig: Path, prefix: str) -> int:
     api = client_for(admin_kubeconfig)
     try:
@@ -519,8 +509,7 @@ async def _running_pods(admin_kubeconfig: Path, prefix: str) -> int:
     finally:
         await api.close()
     return sum(1 for p in pods.get("items") or []
-               if p["metadata"]["name"].startswith(f"jupyter-{prefix}")
-               and (p.get("status") or {}).get("phase") == "Running")
+               if p["metadata"]["name"].startswith(f"jupyter-{prefix}"))
 
 
 # --- report ------------------------------------------------------------------------------

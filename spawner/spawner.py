@@ -468,14 +468,12 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
         the logger to DEBUG), so each line costs its stack lookup even when dropped."""
         self._events.append({"progress": min(5 + 3 * len(self._events), 28), "message": message})
         self._events_changed.set()
-        if not self._unlogged:
+        self._unlogged.append(message)
+        if len(self._unlogged) == 1:  # the first of this turn: the line goes after it
             try:
                 asyncio.get_running_loop().call_soon(self._log_reported)
             except RuntimeError:  # no loop: at once
-                self._unlogged.append(message)
                 self._log_reported()
-                return
-        self._unlogged.append(message)
 
     def _log_reported(self) -> None:
         messages, self._unlogged = self._unlogged, []
