@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -299,7 +300,7 @@ async def stub_server(port: int) -> web.AppRunner:
 async def part2(plane: str, users: int, label: str, tag: str,
                 real: PlaneProcess | None = None, admin: bool = False,
                 profile_dir: Path | None = None, log_level: str = "",
-                emulator_in_process: bool = False) -> dict:
+                emulator_in_process: bool = False, pod_phases: bool = False) -> dict:
     # names differ per run: on the real control plane every run shares one cluster
     prefix = f"{label[0]}{users}{tag}-"
     cluster = emulator = None
@@ -341,6 +342,7 @@ async def part2(plane: str, users: int, label: str, tag: str,
     failed: set[str] = set()
     posted: set[str] = set()
     hub = None
+    timeline: PodTimeline | None = None
     wall = hub_cpu = api_cpu = 0.0
     try:
         for attempt in range(3):  # a port picked as free can be taken before the hub binds it
@@ -379,6 +381,10 @@ async def part2(plane: str, users: int, label: str, tag: str,
             # the emulator's own process (API server, controllers, kubelet): what the same
             # spawns cost the control plane
             api0 = _cpu_seconds(emulator.proc.pid) if emulator is not None else 0.0
+            if pod_phases:
+                timeline = PodTimeline(
+                    kubeconfig if plane == "emulator" else real.admin_kubeconfig, prefix)
+                await timeline.start()
             t0 = time.perf_counter()
             spawns = asyncio.gather(*(spawn(n) for n in names))
             deadline = t0 + 900
@@ -405,6 +411,8 @@ async def part2(plane: str, users: int, label: str, tag: str,
                         failed.add(name)
             await spawns
             wall = time.perf_counter() - t0
+            if timeline is not None:
+                await timeline.stop()
             hub_cpu = _cpu_seconds(hub.process.pid) - cpu0
             if emulator is not None:
                 api_cpu = _cpu_seconds(emulator.proc.pid) - api0
@@ -429,13 +437,78 @@ async def part2(plane: str, users: int, label: str, tag: str,
             "running_pods": pods, "post_statuses": statuses, "wall_s": wall,
             "identity": identity, "hub_cpu_s": hub_cpu, "api_cpu_s": api_cpu,
             "p50_s": pct(every, 0.5), "p95_s": pct(every, 0.95),
-            "p95_ready_s": pct(latencies, 0.95) if latencies else None}
+            "p95_ready_s": pct(latencies, 0.95) if latencies else None,
+            "pod_phases": timeline.summary(started, ready) if timeline is not None else None}
 
 
 # how often part 2 asks the hub for spawns that failed after their POST returned (readiness
 # itself comes from the proxy's log, which costs the hub nothing)
 FAILURE_POLL_SECONDS = 2.0
 ROUTE_ADDED = re.compile(r"^(\S+Z) \[ConfigProxy\].*Route added /user/([^/\s]+) -> ")
+
+
+class PodTimeline:
+    """`--pod-phases`: when each user's pod was made, bound to a node and Running, as seen
+    by a watch of all pods from the benchmark (one more watcher for both spawners alike),
+    and why pods waited for a node (PodScheduled=False messages, numbers blanked). With the
+    POST's time and the route's, it tells where a start's time goes."""
+
+    def __init__(self, kubeconfig: Path, prefix: str):
+        self.kubeconfig, self.prefix = kubeconfig, prefix
+        self.seen: dict[str, dict[str, float]] = {}  # user -> phase -> wall-clock time
+        self.unschedulable: dict[str, int] = {}
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        api = client_for(self.kubeconfig)
+        listing = await api.request("GET", "/api/v1/pods")
+        self._task = asyncio.create_task(
+            self._watch(api, listing["metadata"]["resourceVersion"]))
+
+    async def _watch(self, api, version: str) -> None:
+        try:
+            async for event in api.watch("/api/v1/pods", {"resourceVersion": version}):
+                self._observe(event.get("object") or {}, time.time())
+        finally:
+            await api.close()
+
+    def _observe(self, pod: dict, now: float) -> None:
+        name = (pod.get("metadata") or {}).get("name", "")
+        if self.prefix not in name:
+            return
+        phases = self.seen.setdefault(name[name.index(self.prefix):], {})
+        phases.setdefault("made", now)
+        if (pod.get("spec") or {}).get("nodeName"):
+            phases.setdefault("bound", now)
+        status = pod.get("status") or {}
+        if status.get("phase") == "Running":
+            phases.setdefault("running", now)
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                why = re.sub(r"\d+", "N", cond.get("message", ""))
+                self.unschedulable[why] = self.unschedulable.get(why, 0) + 1
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    def summary(self, started: dict[str, float], ready: dict[str, float]) -> str:
+        parts = []
+        for before, after in (("POST", "made"), ("made", "bound"), ("bound", "running"),
+                              ("running", "ready")):
+            gaps = []
+            for user, phases in self.seen.items():
+                start = started.get(user) if before == "POST" else phases.get(before)
+                end = ready.get(user) if after == "ready" else phases.get(after)
+                if start is not None and end is not None:
+                    gaps.append(end - start)
+            parts.append(f"{before}->{after} " + (
+                f"p50 {pct(gaps, 0.5):.2f} p95 {pct(gaps, 0.95):.2f} s" if gaps else "-"))
+        waits = "; ".join(f"{count}x {why}" for why, count in
+                          sorted(self.unschedulable.items(), key=lambda kv: -kv[1]))
+        return ", ".join(parts) + (f"; waited for a node: {waits}" if waits else "")
 
 
 class RouteLog:
@@ -589,7 +662,8 @@ def report(figures: dict) -> None:
                               f"{1000 * f['hub_cpu_s'] / f['users']:.0f} ms per spawn, "
                               + (f"emulator CPU {1000 * f['api_cpu_s'] / f['users']:.0f} ms "
                                  "per spawn, " if f.get("api_cpu_s") else "")
-                              + f"POST {f['post_statuses']}")
+                              + f"POST {f['post_statuses']}"
+                              + (f"; {f['pod_phases']}" if f.get("pod_phases") else ""))
 
 
 def _seconds(value: float) -> str:
@@ -654,7 +728,8 @@ async def run_plane(plane: str, args: argparse.Namespace, real: PlaneProcess | N
                                               admin=args.hub_admin,
                                               profile_dir=args.profile_hub,
                                               log_level=args.hub_log_level,
-                                              emulator_in_process=args.emulator_in_process)
+                                              emulator_in_process=args.emulator_in_process,
+                                              pod_phases=args.pod_phases)
                 out["part2"][n].append(pair)
     return out
 
@@ -690,6 +765,10 @@ def main() -> None:
                              "event loop, sharing one core with the spawners; part 2: in a "
                              "thread, beside the load's client); by default it runs in a "
                              "process of its own, as a real API server")
+    parser.add_argument("--pod-phases", action="store_true",
+                        help="part 2: watch the pods too and print, per run, where a start's "
+                             "time goes (POST -> pod made -> bound -> Running -> route) and "
+                             "why pods waited for a node")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
     users = args.users or (6 if args.quick else 30)

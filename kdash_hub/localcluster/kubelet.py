@@ -3,7 +3,8 @@
 It registers the Node objects, watches every pod (relisting on 410, re-watching when the
 stream drops) and drives each pod through its life the way the real components do:
 
-- an unbound pod is scheduled (`scheduler.schedule`) and bound with the `binding`
+- an unbound pod is scheduled (`scheduler.Placement`, in cycles: the pods that came since
+  the last cycle are placed against one read of the nodes) and bound with the `binding`
   subresource (event `Scheduled`), or stays Pending with `PodScheduled=False/Unschedulable`
   and a `FailedScheduling` event, and is retried when pods go away (and every few seconds);
 - a bound pod is set up as a real kubelet does it, pessimistically: its volumes must mount
@@ -62,7 +63,7 @@ from .podstatus import (
     pod_conditions,
     pod_phase,
 )
-from .scheduler import TERMINAL_PHASES, schedule
+from .scheduler import TERMINAL_PHASES, Placement
 
 log = logging.getLogger("kdash_hub.localcluster.kubelet")
 
@@ -71,6 +72,9 @@ MIN_GRACE_SECONDS = 2.0
 RETRY_SECONDS = 5.0
 START_TIMEOUT_SECONDS = 30.0
 JOB_POD_SECONDS = 0.5
+# a refused read of a pod's Secret or ConfigMap is asked again after these pauses (_lookup)
+LOOKUP_RETRY_PAUSES = (0.02, 0.04, 0.08, 0.16)
+BIND_RETRY_SECONDS = 1.0  # a failed binding's pod is queued again: the scheduler's first back-off
 
 
 def pod_key(pod: dict) -> str:
@@ -230,7 +234,8 @@ class Kubelet:
         self._dirty: set[str] = set()
         self._failures: dict[str, int] = {}  # pod key -> failed attempts in a row
         self._workers: dict[str, asyncio.Task] = {}
-        self._schedule_lock = asyncio.Lock()
+        self._to_schedule: dict[str, None] = {}  # pod keys for the next scheduling cycle
+        self._schedule_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._synced = asyncio.Event()
         self.relists = 0
@@ -254,6 +259,9 @@ class Kubelet:
             self.dns = dns_for(self.network, self.api, lambda: list(self.pods.values()))
         self._tasks.append(asyncio.create_task(self._watch_pods(), name="kubelet-watch"))
         self._tasks.append(asyncio.create_task(self._retry_loop(), name="kubelet-retry"))
+        if self.schedule_pods:
+            self._tasks.append(asyncio.create_task(self._scheduling_loop(),
+                                                   name="kubelet-scheduler"))
         if self.heartbeat_seconds:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(),
                                                    name="kubelet-heartbeat"))
@@ -479,7 +487,7 @@ class Kubelet:
             return
         if not spec.get("nodeName"):
             if self.schedule_pods:
-                await self._schedule(key, pod)
+                self._want_scheduled(key)
             return
         if run is None:
             await self._start_pod(pod)
@@ -534,43 +542,91 @@ class Kubelet:
 
     # --- scheduling --------------------------------------------------------------------
 
-    async def _schedule(self, key: str, pod: dict) -> None:
-        meta = pod["metadata"]
-        async with self._schedule_lock:
-            if key in self._assumed or self.pods.get(key) is not pod:
-                return  # bound already, or a newer version is queued
-            listing = await self.api.request("GET", "/api/v1/nodes")
-            nodes = [n for n in listing.get("items") or [] if node_ready(n)]
-            view = []
-            for other_key, other in self.pods.items():
-                if other_key == key:
-                    continue
-                if other_key in self._assumed:
-                    other = {**other, "spec": {**other.get("spec", {}),
-                                               "nodeName": self._assumed[other_key]}}
-                view.append(other)
-            decision = schedule(pod, nodes, view)
-            if decision.node is None:
-                await self._unschedulable_pod(key, pod, decision.message)
-                return
+    def _want_scheduled(self, key: str) -> None:
+        """Queue an unbound pod for the next scheduling cycle."""
+        self._to_schedule[key] = None
+        self._schedule_wanted.set()
+
+    async def _scheduling_loop(self) -> None:
+        """The scheduler's cycles: the pods queued since the last cycle are placed against
+        one fresh read of the nodes, then bound together. Pods arriving at once share one
+        read and one round of bindings instead of queueing behind each other's two round
+        trips; a failed cycle is tried again, backing off."""
+        failures = 0
+        while True:
+            await self._schedule_wanted.wait()
+            self._schedule_wanted.clear()
+            keys, self._to_schedule = list(self._to_schedule), {}
             try:
-                await self.api.request(
-                    "POST",
-                    f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding",
-                    body={"apiVersion": "v1", "kind": "Binding",
-                          "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-                          "target": {"apiVersion": "v1", "kind": "Node",
-                                     "name": decision.node}},
-                )
-            except ApiError as e:
-                if e.status in (404, 409):
-                    return  # gone, or bound by someone else: the watch tells us
+                await self._schedule_cycle(keys)
+                failures = 0
+            except asyncio.CancelledError:
                 raise
-            self._assumed[key] = decision.node
-            self._unschedulable.pop(key, None)
+            except Exception:
+                failures += 1
+                delay = min(0.1 * 2 ** failures, 5.0)
+                log.exception("kubelet: scheduling %d pod(s) failed; retrying in %.1fs",
+                              len(keys), delay)
+                await asyncio.sleep(delay)
+                for key in keys:
+                    self._want_scheduled(key)
+
+    def _unbound(self, keys: list[str]) -> dict[str, dict]:
+        """The pods among `keys` still waiting for a node (not gone, bound, placed or being
+        deleted), in order."""
+        waiting = {}
+        for key in keys:
+            pod = self.pods.get(key)
+            if pod is None or key in self._assumed or (pod.get("spec") or {}).get("nodeName") \
+                    or pod["metadata"].get("deletionTimestamp"):
+                continue
+            waiting[key] = pod
+        return waiting
+
+    async def _schedule_cycle(self, keys: list[str]) -> None:
+        if not self._unbound(keys):
+            return
+        listing = await self.api.request("GET", "/api/v1/nodes")
+        waiting = self._unbound(keys)  # as the watch has it after the read
+        view = [{**other, "spec": {**other.get("spec", {}), "nodeName": self._assumed[key]}}
+                if key in self._assumed else other for key, other in self.pods.items()]
+        placement = Placement([n for n in listing.get("items") or [] if node_ready(n)], view)
+        outcomes = []
+        for key, pod in waiting.items():  # in the order they came, as the queue's
+            decision = placement.place(pod)
+            if decision.node is None:
+                outcomes.append(self._unschedulable_pod(key, pod, decision.message))
+            else:
+                self._assumed[key] = decision.node  # counted by the next cycle already
+                outcomes.append(self._bind(key, pod, decision.node))
+        await asyncio.gather(*outcomes)
+
+    async def _bind(self, key: str, pod: dict, node: str) -> None:
+        """Bind the pod to the node it was placed on; on failure forget the placement (the
+        scheduler's "forget" of an assumed pod) and queue the pod again unless it is gone
+        or someone else bound it (the watch tells)."""
+        meta = pod["metadata"]
+        try:
+            await self.api.request(
+                "POST",
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding",
+                body={"apiVersion": "v1", "kind": "Binding",
+                      "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                      "target": {"apiVersion": "v1", "kind": "Node", "name": node}},
+            )
+        except Exception as e:
+            if self._assumed.get(key) == node:
+                del self._assumed[key]
+            if isinstance(e, ApiError) and e.status in (404, 409):
+                return
+            log.warning("kubelet: binding pod %s to %s failed (%s); again in %.1fs",
+                        key, node, e, BIND_RETRY_SECONDS)
+            self._later(self._enqueue, key, delay=BIND_RETRY_SECONDS)
+            return
+        self._unschedulable.pop(key, None)
         await self._event(pod, "Scheduled",
                           f"Successfully assigned {meta['namespace']}/{meta['name']} "
-                          f"to {decision.node}", component=_scheduler_name(pod))
+                          f"to {node}", component=_scheduler_name(pod))
 
     async def _unschedulable_pod(self, key: str, pod: dict, message: str) -> None:
         previous = self._unschedulable.get(key)
@@ -786,14 +842,25 @@ class Kubelet:
                           f"{', '.join(c['name'] for c in idle)} run nothing (status only)")]
 
     async def _lookup(self, kind: str, namespace: str, name: str) -> dict | None:
+        """A pod's Secret or ConfigMap as this node may read it (None if there is none).
+
+        Beside a real API server the Node authorizer learns that a pod is bound here from
+        its own watch, so a read made right after the binding can be refused ("no
+        relationship found between node ... and this object") until its graph catches up:
+        a refusal is asked again a few times within `LOOKUP_RETRY_PAUSES` before it counts
+        as a failure of the pod's set-up (retried later, backing off)."""
         plural = {"Secret": "secrets", "ConfigMap": "configmaps"}[kind]
-        try:
-            return await self.api.request(
-                "GET", f"/api/v1/namespaces/{namespace}/{plural}/{name}")
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
+        for pause in (*LOOKUP_RETRY_PAUSES, None):
+            try:
+                return await self.api.request(
+                    "GET", f"/api/v1/namespaces/{namespace}/{plural}/{name}")
+            except ApiError as e:
+                if e.status == 404:
+                    return None
+                if e.status != 403 or pause is None:
+                    raise
+            await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
 
     def _pod_dir(self, pod: dict) -> Path:
         """The kubelet's directory of a pod: `rootfs` (the container's files, the pod's

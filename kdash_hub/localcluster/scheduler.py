@@ -104,18 +104,6 @@ def allocatable(node: Mapping) -> dict[str, Decimal]:
     return {name: parse_quantity(q) for name, q in alloc.items()}
 
 
-def requested_on(node_name: str, pods: Iterable[Mapping]) -> Counter:
-    """The requests of the non-terminal pods bound to `node_name`."""
-    used: Counter = Counter()
-    for pod in pods:
-        if (pod.get("spec") or {}).get("nodeName") != node_name:
-            continue
-        if (pod.get("status") or {}).get("phase") in TERMINAL_PHASES:
-            continue
-        used.update(pod_requests(pod))
-    return used
-
-
 def insufficient(pod: Mapping, node: Mapping, used: Mapping[str, Decimal]) -> list[str]:
     """Resources the node lacks for the pod (NodeResourcesFit), e.g. ["cpu", "nvidia.com/gpu"]."""
     alloc = allocatable(node)
@@ -172,22 +160,48 @@ def failure_message(total_nodes: int, reasons: Counter) -> str:
     return f"0/{total_nodes} nodes are available: {', '.join(parts)}."
 
 
+class Placement:
+    """One scheduling cycle's view: the nodes, and what the bound pods already use on each,
+    summed once. `place` decides for one pod and counts it on its node, so the pods of one
+    cycle see each other (as the real scheduler's assumed pods) without the view being
+    summed again for each of them."""
+
+    def __init__(self, nodes: Iterable[Mapping], pods: Iterable[Mapping]):
+        self.nodes = list(nodes)
+        names = {node["metadata"]["name"] for node in self.nodes}
+        self.used: dict[str, Counter] = {name: Counter() for name in names}
+        for pod in pods:
+            name = (pod.get("spec") or {}).get("nodeName")
+            if name in self.used and (pod.get("status") or {}).get("phase") \
+                    not in TERMINAL_PHASES:
+                self.used[name].update(pod_requests(pod))
+
+    def decide(self, pod: Mapping) -> Decision:
+        """Where `pod` would go now (nothing recorded)."""
+        reasons: Counter = Counter()
+        feasible: list[tuple[Decimal, str]] = []
+        for node in self.nodes:
+            name = node["metadata"]["name"]
+            used = self.used[name]
+            why = filter_node(pod, node, used)
+            if why:
+                reasons.update(why)
+            else:
+                feasible.append((_free_fraction(node, used), name))
+        if not feasible:
+            return Decision(None, failure_message(len(self.nodes), reasons))
+        # most free first; the name breaks ties so the choice is reproducible
+        feasible.sort(key=lambda item: (-item[0], item[1]))
+        return Decision(feasible[0][1])
+
+    def place(self, pod: Mapping) -> Decision:
+        """Decide for `pod` and count its requests on the chosen node."""
+        decision = self.decide(pod)
+        if decision.node is not None:
+            self.used[decision.node].update(pod_requests(pod))
+        return decision
+
+
 def schedule(pod: Mapping, nodes: Iterable[Mapping], pods: Iterable[Mapping]) -> Decision:
     """Pick a node for `pod` given the cluster's nodes and (bound) pods."""
-    nodes = list(nodes)
-    pods = list(pods)
-    reasons: Counter = Counter()
-    feasible: list[tuple[Decimal, str]] = []
-    for node in nodes:
-        name = node["metadata"]["name"]
-        used = requested_on(name, pods)
-        why = filter_node(pod, node, used)
-        if why:
-            reasons.update(why)
-        else:
-            feasible.append((_free_fraction(node, used), name))
-    if not feasible:
-        return Decision(None, failure_message(len(nodes), reasons))
-    # most free first; the name breaks ties so the choice is reproducible
-    feasible.sort(key=lambda item: (-item[0], item[1]))
-    return Decision(feasible[0][1])
+    return Placement(nodes, pods).decide(pod)

@@ -103,6 +103,98 @@ async def test_pending_pod_is_scheduled_when_resources_free_up(make_local_cluste
         assert second["spec"]["nodeName"] == "node-0"
 
 
+async def failed_scheduling(kube: KubeResources, name: str, within: float = 10.0) -> list:
+    deadline = time.monotonic() + within
+    while True:
+        events = await kube.list("Event", "default", field_selector=f"involvedObject.name={name}")
+        if events:
+            return [e["message"] for e in events if e["reason"] == "FailedScheduling"]
+        assert time.monotonic() < deadline, f"no event for {name}"
+        await asyncio.sleep(0.02)
+
+
+async def test_pods_arriving_together_share_one_read_of_the_nodes(make_local_cluster):
+    """The scheduler places the pods queued since its last cycle against one read of the
+    nodes: twelve pods created at once while a read is slow cost a few reads, not twelve."""
+    cluster = await make_local_cluster()
+    requires_emulator(cluster)
+    reads = cluster.api.faults.add("GET", r"^/api/v1/nodes$", status=None, latency=0.3,
+                                   times=None)
+    async with api_client_for(cluster.kubeconfig_path) as client:
+        kube = KubeResources(client)
+        names = [f"together-{i}" for i in range(12)]
+        await asyncio.gather(*(kube.create(pod(name)) for name in names))
+        started = await asyncio.gather(*(running(kube, name) for name in names))
+    assert {p["spec"]["nodeName"] for p in started} == {"node-0"}
+    assert 1 <= reads.hits <= 3, reads.hits
+
+
+async def test_pods_placed_in_one_cycle_count_against_each_other(make_local_cluster):
+    """Two pods wanting the node's only GPU, placed in the same cycle: one gets it, the
+    other waits with the scheduler's reason, as if they had come one after the other."""
+    cluster = await make_local_cluster(gpus={"nvidia.com/gpu": 1})
+    requires_emulator(cluster)
+    cluster.api.faults.add("GET", r"^/api/v1/nodes$", status=None, latency=0.3, times=None)
+    async with api_client_for(cluster.kubeconfig_path) as client:
+        kube = KubeResources(client)
+        await kube.create(pod("opener"))  # the cycle the two GPU pods queue behind
+        await asyncio.gather(kube.create(pod("gpu-a", **{"nvidia.com/gpu": "1"})),
+                             kube.create(pod("gpu-b", **{"nvidia.com/gpu": "1"})))
+        await running(kube, "opener")
+        waiting = await asyncio.gather(failed_scheduling(kube, "gpu-a", within=3),
+                                       failed_scheduling(kube, "gpu-b", within=3),
+                                       return_exceptions=True)
+        refused = [name for name, messages in zip(("gpu-a", "gpu-b"), waiting, strict=True)
+                   if messages == ["0/1 nodes are available: 1 Insufficient nvidia.com/gpu."]]
+        assert len(refused) == 1, waiting
+        winner = ({"gpu-a", "gpu-b"} - set(refused)).pop()
+        assert (await running(kube, winner))["spec"]["nodeName"] == "node-0"
+        loser = await kube.get("Pod", refused[0], "default")
+        assert loser["status"]["phase"] == "Pending" and not loser["spec"].get("nodeName")
+
+
+def secret_pod(name: str) -> dict:
+    body = pod(name)
+    body["spec"]["volumes"] = [{"name": "files", "secret": {"secretName": "files"}}]
+    body["spec"]["containers"][0]["volumeMounts"] = [{"name": "files", "mountPath": "/files"}]
+    return body
+
+
+async def test_a_refused_secret_read_is_asked_again_within_the_set_up(make_local_cluster,
+                                                                      caplog):
+    """Beside a real API server the Node authorizer can refuse a pod's Secret for a moment
+    after the binding (its graph follows the pod's watch): the kubelet asks again at once
+    instead of failing the pod's set-up and backing off. A refusal that lasts still fails
+    the set-up, and the pod is not shown running."""
+    cluster = await make_local_cluster()
+    requires_emulator(cluster)
+    faults = cluster.api.faults
+    async with api_client_for(cluster.kubeconfig_path) as client:
+        kube = KubeResources(client)
+        await kube.create({"apiVersion": "v1", "kind": "Secret",
+                           "metadata": {"name": "files", "namespace": "default"},
+                           "stringData": {"a": "b"}})
+        lag = faults.add("GET", r"/namespaces/default/secrets/files$", status=403,
+                         message="no relationship found between node 'node-0' and this "
+                                 "object", times=2)
+        with caplog.at_level("ERROR", logger="kdash_hub.localcluster.kubelet"):
+            await kube.create(secret_pod("lagged"))
+            await running(kube, "lagged")
+        assert lag.hits == 2
+        assert not [r for r in caplog.records if "handling pod" in r.getMessage()]
+
+        faults.add("GET", r"/namespaces/default/secrets/files$", status=403, times=None)
+        with caplog.at_level("ERROR", logger="kdash_hub.localcluster.kubelet"):
+            await kube.create(secret_pod("refused"))
+            deadline = time.monotonic() + 10
+            while not [r for r in caplog.records
+                       if "handling pod default/refused failed" in r.getMessage()]:
+                assert time.monotonic() < deadline, "the lasting refusal was not a failure"
+                await asyncio.sleep(0.05)
+        refused = await kube.get("Pod", "refused", "default")
+        assert refused["status"].get("phase") != "Running"
+
+
 def test_start_in_thread_serves_synchronous_callers(tmp_path):
     """For tests whose own loop blocks (subprocess.run, a sync client): its own loop/thread."""
     import json

@@ -75,3 +75,29 @@ def test_a_run_that_lost_more_than_5_percent_has_no_finite_p95():
                                  "ready ones' p95 3.00x")
     pairs = [{"kdash": plain, "plain": _run([3.0] * 20, 0)}]
     assert _p95_ratio(pairs).startswith("kdash p95 unbounded (lost 10 of 20)")
+
+
+def test_pod_timeline_tells_where_a_start_went():
+    """--pod-phases: each user's pod made, bound, Running (first time seen), the gaps between
+    them and the POST and route, and why pods waited for a node, numbers blanked."""
+    from pathlib import Path
+
+    from benchmarks.bench_spawner import PodTimeline
+
+    timeline = PodTimeline(Path("unused"), "k20-")
+    waiting = {"conditions": [{"type": "PodScheduled", "status": "False",
+                               "message": "0/6 nodes are available: pod has unbound claims."}]}
+    for name, spec, status, at in [
+        ("jupyter-k20-0001", {}, waiting, 10.5),
+        ("jupyter-k20-0001", {"nodeName": "n"}, {}, 11.0),
+        ("jupyter-k20-0001", {"nodeName": "n"}, {"phase": "Running"}, 11.25),
+        ("jupyter-k20-0001", {"nodeName": "n"}, {"phase": "Running"}, 15.0),  # later event
+        ("jupyter-other-0001", {"nodeName": "n"}, {"phase": "Running"}, 9.0),  # not ours
+    ]:
+        timeline._observe({"metadata": {"name": name}, "spec": spec, "status": status}, at)
+    assert timeline.seen == {"k20-0001": {"made": 10.5, "bound": 11.0, "running": 11.25}}
+    summary = timeline.summary({"k20-0001": 10.0}, {"k20-0001": 12.0})
+    assert summary == ("POST->made p50 0.50 p95 0.50 s, made->bound p50 0.50 p95 0.50 s, "
+                       "bound->running p50 0.25 p95 0.25 s, running->ready p50 0.75 p95 0.75 s"
+                       "; waited for a node: 1x N/N nodes are available: pod has unbound "
+                       "claims.")

@@ -152,3 +152,17 @@ def test_unschedulable_nodes_and_empty_clusters():
     assert schedule(pod(), [cordoned], []).message == (
         "0/1 nodes are available: 1 node(s) were unschedulable.")
     assert failure_message(0, {}) == "no nodes available to schedule pods"
+
+
+def test_a_cycle_counts_the_pods_it_placed():
+    """Placement.place records each decision: the second GPU pod of a cycle goes to the
+    other GPU node, the third finds none; decide() alone records nothing."""
+    from kdash_hub.localcluster.scheduler import Placement
+
+    nodes = [node("a", gpus="1"), node("b", gpus="1")]
+    placement = Placement(nodes, [])
+    assert placement.decide(pod(limits={GPU: "1"})).node == "a"
+    assert placement.decide(pod(limits={GPU: "1"})).node == "a"
+    assert [placement.place(pod(limits={GPU: "1"})).node for _ in range(2)] == ["a", "b"]
+    assert placement.place(pod(limits={GPU: "1"})).message == (
+        "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")

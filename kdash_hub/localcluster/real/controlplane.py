@@ -53,6 +53,10 @@ ADMISSION_PLUGINS = ("NamespaceLifecycle,LimitRanger,ServiceAccount,PodSecurity,
                      "TaintNodesByCondition,PersistentVolumeClaimResize,MutatingAdmissionWebhook,"
                      "ValidatingAdmissionWebhook")
 START_TIMEOUT = 120.0
+# the controllers' and the scheduler's API client rate (requests/s) and burst (see
+# _start_controllers)
+CLIENT_QPS = 200
+CLIENT_BURST = 400
 
 
 class ComponentFailed(RuntimeError):
@@ -309,7 +313,12 @@ class RealControlPlane:
                 f"--bind-address={self.host}", f"--secure-port={port}",
                 f"--tls-cert-file={pki / 'serving.crt'}",
                 f"--tls-private-key-file={pki / 'serving.key'}",
-                "--leader-elect=false", "--v=1", *extra,
+                "--leader-elect=false", "--v=1",
+                # their clients' rate limits: at the defaults (controller-manager 20/s,
+                # scheduler 50/s) the PV controller binds about 5 claims a second and the
+                # ServiceAccount controller fills 20 namespaces a second, so a burst of
+                # users waits on a client-side limiter, not on the API server (docs/e2e.md)
+                f"--kube-api-qps={CLIENT_QPS}", f"--kube-api-burst={CLIENT_BURST}", *extra,
             ])
             context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
             await self._wait_healthy(component, f"https://127.0.0.1:{port}/healthz", context)
