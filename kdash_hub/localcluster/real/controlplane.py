@@ -316,8 +316,8 @@ class RealControlPlane:
                 "--leader-elect=false", "--v=1",
                 # their clients' rate limits: at the defaults (controller-manager 20/s,
                 # scheduler 50/s) the PV controller binds about 5 claims a second and the
-                # ServiceAccount controller fills 20 namespaces a second, so a burst of
-                # users waits on a client-side limiter, not on the API server (docs/e2e.md)
+                # ServiceAccount controller lags a burst of new namespaces: a burst of users
+                # waits on a client-side limiter, not on the API server (docs/e2e.md)
                 f"--kube-api-qps={CLIENT_QPS}", f"--kube-api-burst={CLIENT_BURST}", *extra,
             ])
             context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
