@@ -593,13 +593,23 @@ class Kubelet:
         placement = Placement([n for n in listing.get("items") or [] if node_ready(n)], view)
         outcomes = []
         for key, pod in waiting.items():  # in the order they came, as the queue's
-            decision = placement.place(pod)
+            try:
+                decision = placement.place(pod)
+            except (ArithmeticError, TypeError, ValueError) as e:
+                # a pod this scheduler cannot read waits alone; the cycle goes on
+                outcomes.append(self._unschedulable_pod(
+                    key, pod, f"the pod's resource requests cannot be read: {e}"))
+                continue
             if decision.node is None:
                 outcomes.append(self._unschedulable_pod(key, pod, decision.message))
             else:
                 self._assumed[key] = decision.node  # counted by the next cycle already
                 outcomes.append(self._bind(key, pod, decision.node))
-        await asyncio.gather(*outcomes)
+        for key, outcome in zip(waiting, await asyncio.gather(*outcomes,
+                                                               return_exceptions=True),
+                                strict=True):
+            if isinstance(outcome, Exception):  # one pod's report, not the others' cycle
+                log.warning("kubelet: scheduling pod %s: %s", key, outcome)
 
     async def _bind(self, key: str, pod: dict, node: str) -> None:
         """Bind the pod to the node it was placed on; on failure forget the placement (the

@@ -174,7 +174,12 @@ class Placement:
             name = (pod.get("spec") or {}).get("nodeName")
             if name in self.used and (pod.get("status") or {}).get("phase") \
                     not in TERMINAL_PHASES:
-                self.used[name].update(pod_requests(pod))
+                try:
+                    self.used[name].update(pod_requests(pod))
+                except (ArithmeticError, TypeError, ValueError):
+                    # a bound pod whose requests can't be read must not stop every other
+                    # pod's placement; it counts as one pod slot on its node
+                    self.used[name]["pods"] += 1
 
     def decide(self, pod: Mapping) -> Decision:
         """Where `pod` would go now (nothing recorded)."""

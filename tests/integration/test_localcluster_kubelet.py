@@ -153,6 +153,35 @@ async def test_pods_placed_in_one_cycle_count_against_each_other(make_local_clus
         assert loser["status"]["phase"] == "Pending" and not loser["spec"].get("nodeName")
 
 
+async def test_a_pod_the_scheduler_cannot_read_waits_alone(make_local_cluster, monkeypatch):
+    """One pod whose placement fails (a user's pod this scheduler cannot read) does not fail
+    the cycle it shares with others: it waits with the reason, the others are bound."""
+    from kdash_hub.localcluster import kubelet as kubelet_module
+
+    place = kubelet_module.Placement.place
+
+    def place_or_fail(self, pod_obj):
+        if pod_obj["metadata"]["name"] == "unreadable":
+            raise ValueError("quantities must match the regular expression")
+        return place(self, pod_obj)
+
+    monkeypatch.setattr(kubelet_module.Placement, "place", place_or_fail)
+    cluster = await make_local_cluster()
+    requires_emulator(cluster)
+    cluster.api.faults.add("GET", r"^/api/v1/nodes$", status=None, latency=0.3, times=None)
+    async with api_client_for(cluster.kubeconfig_path) as client:
+        kube = KubeResources(client)
+        await kube.create(pod("opener"))  # the cycle the next three queue behind
+        await asyncio.gather(*(kube.create(pod(name))
+                               for name in ("before", "unreadable", "after")))
+        for name in ("opener", "before", "after"):
+            await running(kube, name)
+        assert await failed_scheduling(kube, "unreadable") == [
+            "the pod's resource requests cannot be read: quantities must match the "
+            "regular expression"]
+        assert not (await kube.get("Pod", "unreadable", "default"))["spec"].get("nodeName")
+
+
 def secret_pod(name: str) -> dict:
     body = pod(name)
     body["spec"]["volumes"] = [{"name": "files", "secret": {"secretName": "files"}}]

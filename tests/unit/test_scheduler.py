@@ -166,3 +166,14 @@ def test_a_cycle_counts_the_pods_it_placed():
     assert [placement.place(pod(limits={GPU: "1"})).node for _ in range(2)] == ["a", "b"]
     assert placement.place(pod(limits={GPU: "1"})).message == (
         "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")
+
+
+def test_a_bound_pod_with_unreadable_requests_does_not_stop_placement():
+    """Whatever got bound with requests this scheduler cannot parse counts as one pod slot
+    on its node; every other pod is still placed (it was a ValueError for all of them)."""
+    from kdash_hub.localcluster.scheduler import Placement
+
+    odd = pod("odd", requests={"cpu": "lots"}, node_name="a")
+    placement = Placement([node("a", pods="1"), node("b")], [odd])
+    assert placement.place(pod(requests={"cpu": "1"})).node == "b"
+    assert placement.used["a"]["pods"] == 1
