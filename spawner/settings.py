@@ -193,6 +193,15 @@ class KDashSettings(Configurable):
         120.0, config=True,
         help="How long a start waits for the Job creating the user's home directory.",
     )
+    pod_running_check_seconds = Float(
+        0.1, min=0.0, config=True,
+        help="How often a start looks at the hub's pod watch for its new pod running, "
+             "once the pod is made; the start ends at the first look that sees it running. "
+             "KubeSpawner's own looks come at random moments up to 5 s apart, so a pod "
+             "running just after one is seen seconds later. 0: only KubeSpawner's looks. "
+             "Not used with `after_pod_created_hook`, `services_enabled` or "
+             "`internal_ssl` (KubeSpawner has more to do after the pod is made).",
+    )
     pod_security_level = Enum(
         ["privileged", "baseline", "restricted"], "baseline", config=True,
         help="Pod Security Standard enforced on user namespaces (label "

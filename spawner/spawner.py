@@ -49,6 +49,7 @@ from . import (
     profiles,
     quotas,
     refusals,
+    running,
     servers,
     storage,
 )
@@ -109,6 +110,12 @@ def _as_dict(value: Any) -> dict:
 
 IDLE_TIMEOUT_ANNOTATION = "kdash-hub.io/idle-timeout"
 PROFILE_ANNOTATION = "kdash-hub.io/profile"
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task was asked to stop (not only something it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedStart,
@@ -614,8 +621,11 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
         # KubeSpawner's start as a task of its own, so a bundle that fails while the pod
         # starts can end it at once (_end_start_on_bundle_failure): the user reads why
         # within seconds, not once a pod that will be deleted anyway is ready
+        # It also ends that task's wait for the pod once the pod is seen running
+        # (_end_wait_when_running), and returns what KubeSpawner's start would have
         pod_start = self._pod_start = asyncio.ensure_future(super()._start())
         self._bundle_failure = None
+        self._seen_running = None
         try:
             result = await pod_start
         except BaseException:
@@ -624,13 +634,53 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
                 self._bundle_finish = None
                 await self._delete_pod_of_failed_start()
                 raise self._as_http_error(failure) from failure
-            await self._finish_bundle(wait=False)  # failed already: let it finish alone
-            raise
+            pod = self._seen_running
+            if pod is None or not pod_start.cancelled() or _being_cancelled():
+                await self._finish_bundle(wait=False)  # failed already: let it finish alone
+                raise
+            result = self._started(pod)
         finally:
             self._pod_start = None
+            self._stop_running_wait()
             self._drop_early_pod_manifest()
         await self._finish_bundle(wait=True)
         return result
+
+    _seen_running: dict | None = None  # the running pod that ended KubeSpawner's wait
+    _running_wait: asyncio.Future | None = None
+
+    def _ends_wait_when_running(self) -> bool:
+        """Whether the start may end KubeSpawner's wait for its pod: nothing of KubeSpawner's
+        runs between the pod's create and that wait (no pod hook, Service or certificate)."""
+        return (self.pod_running_check_seconds > 0 and not self.after_pod_created_hook
+                and not self.services_enabled and not self.internal_ssl)
+
+    def _wait_until_running(self) -> None:
+        """Called once the pod is made: ends KubeSpawner's wait when the pod runs."""
+        self._stop_running_wait()
+        ref_key = f"{self.namespace}/{self.pod_name}"  # KubeSpawner's key for the pod
+        wait = running.RunningWatch.of(self.pod_reflector).wait(
+            ref_key, self.is_pod_running, self.pod_running_check_seconds)
+        wait.add_done_callback(self._end_wait_when_running)
+        self._running_wait = wait
+
+    def _end_wait_when_running(self, wait: asyncio.Future) -> None:
+        pod_start = self._pod_start
+        if (wait.cancelled() or pod_start is None or pod_start.done()
+                or self._bundle_failure is not None):
+            return
+        self._seen_running = wait.result()
+        pod_start.cancel()
+
+    def _stop_running_wait(self) -> None:
+        wait, self._running_wait = self._running_wait, None
+        if wait is not None and not wait.done():
+            wait.cancel()
+
+    def _started(self, pod: dict) -> str:
+        """What KubeSpawner's start returns once its wait saw `pod` running."""
+        self.pod_id = pod["metadata"]["uid"]
+        return self._get_pod_url(pod)
 
     async def _delete_pod_of_failed_start(self) -> None:
         """The pod of a start the bundle ended, deleted (it never served: no grace) before
@@ -674,6 +724,8 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
 
     async def _make_create_pod_request(self, pod, request_timeout):
         created = await super()._make_create_pod_request(pod, request_timeout)
+        if created and self._pod_start is not None and self._ends_wait_when_running():
+            self._wait_until_running()
         if created and self._bundle_finish is not None:
             self._bundle_finish.finish_soon()  # the bundle's rest runs while the pod starts
             if self._bundle_finish.completion is not None:

@@ -87,6 +87,8 @@ def check_pvc_exists(tmp_path, monkeypatch) -> None:
 
 
 async def check_start_future(tmp_path, monkeypatch) -> None:
+    from kubespawner import KubeSpawner
+
     # start() runs self._start() (KDashSpawner's override awaits the namespace bundle at its
     # end) and keeps its future in _start_future
     spawner = kubespawner(tmp_path, monkeypatch)
@@ -99,6 +101,19 @@ async def check_start_future(tmp_path, monkeypatch) -> None:
     future = spawner.start()
     assert spawner._start_future is future
     assert await future == "http://127.0.0.1:8888"
+    # the override ends _start's last wait once the pod runs (spawner/running.py): after the
+    # pod's create nothing else runs unless one of the three settings is on, then the wait
+    # reads the reflector's pod under ref_key with is_pod_running, and the start returns
+    # _get_pod_url of that pod after setting pod_id
+    source = inspect.getsource(KubeSpawner._start)
+    steps = ['ref_key = f"{self.namespace}/{self.pod_name}"',
+             "self._make_create_pod_request",
+             "if self.internal_ssl or self.services_enabled or self.after_pod_created_hook:",
+             "self.is_pod_running(self.pod_reflector.pods.get(ref_key, None))",
+             'self.pod_id = pod["metadata"]["uid"]',
+             "return self._get_pod_url(pod)"]
+    at = [source.find(step) for step in steps]
+    assert -1 not in at and at == sorted(at), dict(zip(steps, at, strict=True))
 
 
 def check_namespace_default(tmp_path, monkeypatch) -> None:
