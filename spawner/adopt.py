@@ -41,7 +41,7 @@ from sqlalchemy.orm import object_session
 from traitlets import Float
 from traitlets.config import Configurable
 
-from . import errors
+from . import errors, servers
 from .provision import BundleProvisioner
 
 WAIT_STEP_SECONDS = 0.5
@@ -119,7 +119,7 @@ class AdoptOnRestart(Configurable):
 
     async def _check_after_restart(self) -> int | None:
         await self._start_watching_pods()
-        key = f"{self.namespace}/{self.pod_name}"
+        key = servers.reflector_key(self.namespace, self.pod_name)
         budget = wait_budget(self.start_timeout, self.adopt_wait_seconds)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget

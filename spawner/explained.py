@@ -19,7 +19,7 @@ from tornado import web
 from traitlets import Integer
 from traitlets.config import Configurable
 
-from . import errors
+from . import errors, servers
 
 
 def _margin(start_timeout: float) -> float:
@@ -100,7 +100,7 @@ class ExplainedStart(Configurable):
         reflector = getattr(self, "pod_reflector", None)
         if reflector is None:
             return None
-        return reflector.pods.get(f"{self.namespace}/{self.pod_name}")
+        return reflector.pods.get(servers.reflector_key(self.namespace, self.pod_name))
 
     # --- the creates KubeSpawner retries with exponential_backoff: False means "again" ----
 

@@ -58,6 +58,11 @@ class _AsDefaultServer:
         return getattr(self._spawner, attr)
 
 
+def reflector_key(namespace: str, name: str) -> str:
+    """How KubeSpawner's pod reflector keys a pod (`pod_reflector.pods`)."""
+    return f"{namespace}/{name}"
+
+
 def pod_name(spawner: Any) -> str:
     """The server's pod: injective in (user, server) under KubeSpawner's default template,
     the admin's own template as KubeSpawner expands it otherwise."""
@@ -111,7 +116,7 @@ def others_holding(pods: Mapping[str, dict], namespace: str, claim: str,
     out = []
     for key, pod in pods.items():
         meta = pod.get("metadata") or {}
-        if key == f"{namespace}/{own_pod}" or meta.get("namespace") != namespace:
+        if key == reflector_key(namespace, own_pod) or meta.get("namespace") != namespace:
             continue
         if wanted is not None and meta.get("name") not in wanted:
             continue

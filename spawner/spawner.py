@@ -658,9 +658,9 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
     def _wait_until_running(self) -> None:
         """Called once the pod is made: ends KubeSpawner's wait when the pod runs."""
         self._stop_running_wait()
-        ref_key = f"{self.namespace}/{self.pod_name}"  # KubeSpawner's key for the pod
         wait = running.RunningWatch.of(self.pod_reflector).wait(
-            ref_key, self.is_pod_running, self.pod_running_check_seconds)
+            servers.reflector_key(self.namespace, self.pod_name), self.is_pod_running,
+            self.pod_running_check_seconds)
         wait.add_done_callback(self._end_wait_when_running)
         self._running_wait = wait
 
@@ -890,7 +890,7 @@ class KDashSpawner(KDashSettings, S3DatasetSettings, AdoptOnRestart, ExplainedSt
             return await super()._make_delete_pod_request(pod_name, delete_options,
                                                           grace_seconds, request_timeout)
         except ApiException as e:
-            key = f"{self.namespace}/{pod_name}"
+            key = servers.reflector_key(self.namespace, pod_name)
             if e.status != 403 or key in self.pod_reflector.pods:
                 raise
             self.log.info("No pod %s to delete (the hub holds no rights in %s yet)", key,
