@@ -42,7 +42,6 @@ import secrets
 import shutil
 import ssl
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -53,6 +52,7 @@ import aiohttp
 from . import containerlogs, imageprograms, podsandbox, processes, volumes
 from .apiclient import MERGE_PATCH, ApiError, KubeHTTP, WatchExpired
 from .containers import BACKOFF_SECONDS, Backoff, ContainerRunner
+from .eventrecorder import EventRecorder
 from .nodes import NodeSpec, PodNetwork, node_object, node_ready
 from .podstatus import (
     condition,
@@ -221,7 +221,7 @@ class Kubelet:
         self._config_errors: dict[str, str] = {}  # pod key -> last config error reported
         self._mount_errors: dict[str, list[str]] = {}  # pod key -> volumes it can't mount
         self._images: set[tuple[str, str]] = set()  # (node, image) pulled already
-        self._events: dict[tuple, tuple[str, int]] = {}  # same event again: count it up
+        self.recorder = EventRecorder(self.api)
         self._start_attempts: dict[str, int] = {}  # pod key -> failed set-ups in a row
         # the crash-loop back-off's first delay (doubled up to 5 min), as the kubelet's
         self.backoff_seconds = BACKOFF_SECONDS
@@ -257,6 +257,7 @@ class Kubelet:
             from .clusterdns import dns_for
 
             self.dns = dns_for(self.network, self.api, lambda: list(self.pods.values()))
+        self.recorder.start()
         self._tasks.append(asyncio.create_task(self._watch_pods(), name="kubelet-watch"))
         self._tasks.append(asyncio.create_task(self._retry_loop(), name="kubelet-retry"))
         if self.schedule_pods:
@@ -299,6 +300,7 @@ class Kubelet:
         await asyncio.gather(*(self._stop_run(run, MIN_GRACE_SECONDS)
                                for run in list(self.runs.values())), return_exceptions=True)
         self.runs.clear()
+        await self.recorder.stop()  # the Events of the pods just stopped too
         if self.netpolicy is not None:
             await self.netpolicy.stop()
         if self.dns is not None:
@@ -503,9 +505,9 @@ class Kubelet:
                     runner = run.runners.get(container["name"])
                     if (runner is None and container["name"] in run.container_ids) or (
                             runner is not None and "running" in runner.state):
-                        await self._event(pod, "Killing", f"Stopping container "
-                                                          f"{container['name']}",
-                                          field_path=f"spec.containers{{{container['name']}}}")
+                        self._event(pod, "Killing", f"Stopping container "
+                                                    f"{container['name']}",
+                                    field_path=f"spec.containers{{{container['name']}}}")
             await self._stop_run(run, max(float(grace), MIN_GRACE_SECONDS))
         if meta.get("finalizers"):
             return  # whoever owns the finalizer finishes the deletion
@@ -634,9 +636,9 @@ class Kubelet:
             self._later(self._enqueue, key, delay=BIND_RETRY_SECONDS)
             return
         self._unschedulable.pop(key, None)
-        await self._event(pod, "Scheduled",
-                          f"Successfully assigned {meta['namespace']}/{meta['name']} "
-                          f"to {node}", component=_scheduler_name(pod))
+        self._event(pod, "Scheduled",
+                    f"Successfully assigned {meta['namespace']}/{meta['name']} "
+                    f"to {node}", component=_scheduler_name(pod))
 
     async def _unschedulable_pod(self, key: str, pod: dict, message: str) -> None:
         previous = self._unschedulable.get(key)
@@ -650,8 +652,8 @@ class Kubelet:
                 "conditions": [condition("PodScheduled", False, now_iso(), "Unschedulable",
                                           message)],
             })
-        await self._event(pod, "FailedScheduling", message, kind="Warning",
-                          component=_scheduler_name(pod))
+        self._event(pod, "FailedScheduling", message, kind="Warning",
+                    component=_scheduler_name(pod))
         log.info("pod %s/%s unschedulable: %s", meta["namespace"], meta["name"], message)
 
     # --- running -----------------------------------------------------------------------
@@ -691,14 +693,14 @@ class Kubelet:
                 try:
                     run.netns = self.network.attach(run.ip)
                 except RuntimeError as e:  # podnetwork.NetworkSetupError
-                    await self._event(pod, "FailedCreatePodSandBox", f"Failed to create pod "
-                                      f"sandbox: {e}", kind="Warning")
+                    self._event(pod, "FailedCreatePodSandBox", f"Failed to create pod "
+                                f"sandbox: {e}", kind="Warning")
                     raise
                 if self.netpolicy is not None:  # its rules before its first process
                     await self.netpolicy.admit(pod, run.ip)
                 run.files = await self._pod_dns(pod, run)
             for container in spec.get("containers") or []:
-                await self._image_events(pod, run, container)
+                self._image_events(pod, run, container)
             if run_processes:
                 await self._start_processes(pod, run)
                 return
@@ -711,7 +713,7 @@ class Kubelet:
             self._config_errors.pop(key, None)
             self._start_attempts.pop(key, None)
             for container in spec.get("containers") or []:
-                await self._container_events(pod, container["name"])
+                self._container_events(pod, container["name"])
             run.container_ids = {c["name"]: f"kdash://{secrets.token_hex(32)}"
                                  for c in spec.get("containers") or []}
             await self._patch_status(pod, self._running_status(pod, run, ready=True))
@@ -736,25 +738,25 @@ class Kubelet:
             return await asyncio.to_thread(write_pod_files, self._pod_dir(pod) / "etc", pod,
                                            nameserver)
         except OSError as e:
-            await self._event(pod, "DNSConfigForming", f"cluster DNS unavailable on "
-                              f"{nameserver}: {e}; the pod keeps the node's resolv.conf",
-                              kind="Warning")
+            self._event(pod, "DNSConfigForming", f"cluster DNS unavailable on "
+                        f"{nameserver}: {e}; the pod keeps the node's resolv.conf",
+                        kind="Warning")
             return {}
 
-    async def _image_events(self, pod: dict, run: PodRun, container: dict) -> None:
+    def _image_events(self, pod: dict, run: PodRun, container: dict) -> None:
         """Pulling/Pulled, or "already present" for an image this node has (unless its
         pull policy is Always)."""
         field_path = f"spec.containers{{{container['name']}}}"
         image = container.get("image", "")
         if (run.node, image) in self._images and container.get("imagePullPolicy") != "Always":
-            await self._event(pod, "Pulled", f'Container image "{image}" already present on '
-                                             f"machine and can be accessed by the pod",
-                              field_path=field_path)
+            self._event(pod, "Pulled", f'Container image "{image}" already present on '
+                                       f"machine and can be accessed by the pod",
+                        field_path=field_path)
             return
-        await self._event(pod, "Pulling", f'Pulling image "{image}"', field_path=field_path)
-        await self._event(pod, "Pulled", f'Successfully pulled image "{image}" in 0s '
-                                         "(0s including waiting). Image size: 0 bytes.",
-                          field_path=field_path)
+        self._event(pod, "Pulling", f'Pulling image "{image}"', field_path=field_path)
+        self._event(pod, "Pulled", f'Successfully pulled image "{image}" in 0s '
+                                   "(0s including waiting). Image size: 0 bytes.",
+                    field_path=field_path)
         self._images.add((run.node, image))
 
     async def _container_env(self, pod: dict, run: PodRun, container: dict) -> dict[str, str]:
@@ -774,7 +776,7 @@ class Kubelet:
             status = self._running_status(pod, run, ready=False, states=waiting)
             await self._patch_status(pod, status | {"phase": "Pending"})
         for message in messages:  # repeated each attempt; the event's count goes up
-            await self._event(pod, "FailedMount", message, kind="Warning")
+            self._event(pod, "FailedMount", message, kind="Warning")
         self._later(self._retry_start, run, delay=self._retry_delay(run.key))
 
     async def _complete_later(self, pod: dict, run: PodRun) -> None:
@@ -782,10 +784,10 @@ class Kubelet:
         await self._finish_run(pod, run, {c["name"]: (0, "Completed")
                                           for c in pod["spec"].get("containers") or []})
 
-    async def _container_events(self, pod: dict, name: str) -> None:
+    def _container_events(self, pod: dict, name: str) -> None:
         field_path = f"spec.containers{{{name}}}"
-        await self._event(pod, "Created", "Container created", field_path=field_path)
-        await self._event(pod, "Started", "Container started", field_path=field_path)
+        self._event(pod, "Created", "Container created", field_path=field_path)
+        self._event(pod, "Started", "Container started", field_path=field_path)
 
     def _running_status(self, pod: dict, run: PodRun, *, ready: bool,
                         states: dict[str, dict] | None = None) -> dict:
@@ -917,7 +919,7 @@ class Kubelet:
         run.runners = runners
         for container in spec.get("containers") or []:
             if container["name"] not in names:
-                await self._container_events(pod, container["name"])
+                self._container_events(pod, container["name"])
                 run.container_ids[container["name"]] = f"kdash://{secrets.token_hex(32)}"
         self._status_changed(pod, run)
         run.monitor = asyncio.create_task(self._supervise(pod, run),
@@ -987,8 +989,8 @@ class Kubelet:
             implicit = answers
 
         async def event(reason: str, message: str, kind: str) -> None:
-            await self._event(pod, reason, message, kind=kind,
-                              field_path=f"spec.containers{{{name}}}")
+            self._event(pod, reason, message, kind=kind,
+                        field_path=f"spec.containers{{{name}}}")
 
         termination = container.get("terminationMessagePath") or "/dev/termination-log"
         return ContainerRunner(
@@ -1042,8 +1044,8 @@ class Kubelet:
                                                "message": message}} for c in containers}
             status = self._running_status(pod, run, ready=False, states=waiting)
             await self._patch_status(pod, status)
-        await self._event(pod, "Failed", f"Error: {message}", kind="Warning",
-                          field_path=f"spec.containers{{{containers[0]['name']}}}")
+        self._event(pod, "Failed", f"Error: {message}", kind="Warning",
+                    field_path=f"spec.containers{{{containers[0]['name']}}}")
         self._later(self._retry_start, run, delay=self._retry_delay(run.key))
 
     def _retry_start(self, run: PodRun) -> None:
@@ -1214,48 +1216,8 @@ class Kubelet:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def _event(self, pod: dict, reason: str, message: str, *, kind: str = "Normal",
-                     component: str = "kubelet", field_path: str | None = None) -> None:
-        """Post a core/v1 Event about the pod (failures are logged, never raised)."""
-        meta = pod["metadata"]
-        now = now_iso()
-        involved = {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
-                    "namespace": meta["namespace"], "uid": meta.get("uid", "")}
-        if meta.get("resourceVersion"):
-            involved["resourceVersion"] = meta["resourceVersion"]
-        if field_path:
-            involved["fieldPath"] = field_path
-        source = {"component": component}
-        if component == "kubelet" and (pod.get("spec") or {}).get("nodeName"):
-            source["host"] = pod["spec"]["nodeName"]
-        events = f"/api/v1/namespaces/{meta['namespace']}/events"
-        # the same event again (a retried mount, a crash loop): its count goes up, as the
-        # kubelet's event recorder does it, instead of a new event each time
-        same = (meta["namespace"], meta.get("uid", ""), field_path, reason, message, kind)
-        seen = self._events.get(same)
-        try:
-            if seen is not None:
-                name, count = seen
-                try:
-                    await self.api.request("PATCH", f"{events}/{name}", body={
-                        "count": count + 1, "lastTimestamp": now}, content_type=MERGE_PATCH)
-                    self._events[same] = (name, count + 1)
-                    return
-                except ApiError as e:
-                    if e.status != 404:
-                        raise
-            name = f"{meta['name']}.{time.time_ns():x}"
-            event = {
-                "apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": name, "namespace": meta["namespace"]},
-                "involvedObject": involved, "reason": reason, "message": message,
-                "type": kind, "source": source, "firstTimestamp": now, "lastTimestamp": now,
-                "count": 1, "reportingComponent": component,
-                "reportingInstance": source.get("host", component),
-            }
-            await self.api.request("POST", events, body=event)
-            if len(self._events) > 4096:
-                self._events.pop(next(iter(self._events)))
-            self._events[same] = (name, 1)
-        except (ApiError, aiohttp.ClientError, TimeoutError) as e:
-            log.debug("event %s for %s not posted: %s", reason, meta["name"], e)
+    def _event(self, pod: dict, reason: str, message: str, *, kind: str = "Normal",
+               component: str = "kubelet", field_path: str | None = None) -> None:
+        """Record an Event about the pod; written in the background (eventrecorder.py)."""
+        self.recorder.record(pod, reason, message, kind=kind, component=component,
+                             field_path=field_path)

@@ -954,6 +954,51 @@ async def test_quota_cpu_memory_gpu_and_pod_count(kube_target: KubeTarget):
     assert count.status == 403 and "pods=3" in count.body["message"]
 
 
+async def test_quota_usage_follows_a_pods_phase_not_its_other_status(kube_target: KubeTarget):
+    """A status write that changes nothing a quota counts leaves the usage as it was; a pod
+    that ended (Failed) frees its share. The emulator works a pod's usage out again only
+    when what it reads of the pod changed: this checks it still does then."""
+    k = kube_target
+    ns = await k.namespace("quota-phase")
+    await _quota(k, ns, {"pods": "1", "limits.cpu": "1"})
+    pods = f"/api/v1/namespaces/{ns}/pods"
+    assert (await k.request("POST", pods, pod("first", cpu="500m"))).status == 201
+
+    async def used(expected: dict) -> dict | None:
+        q = await k.request("GET", f"/api/v1/namespaces/{ns}/resourcequotas/compute")
+        u = (q.body.get("status") or {}).get("used") or {}
+        return u if {k_: u.get(k_) for k_ in expected} == expected else None
+
+    await eventually(lambda: used({"pods": "1", "limits.cpu": "500m"}))
+    quota = f"/api/v1/namespaces/{ns}/resourcequotas/compute"
+    before = (await k.request("GET", quota)).body["metadata"]["resourceVersion"]
+    noted = await k.request("PATCH", f"{pods}/first/status", {"status": {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "waiting"}]}}, content_type=MERGE)
+    assert noted.status == 200, noted.body
+    refused = await k.request("POST", pods, pod("second", cpu="500m"))
+    assert refused.status == 403 and "exceeded quota: compute" in refused.body["message"]
+    assert await used({"pods": "1", "limits.cpu": "500m"})
+    # nothing counted changed: the quota was not written again
+    assert (await k.request("GET", quota)).body["metadata"]["resourceVersion"] == before
+    ended = await k.request("PATCH", f"{pods}/first/status", {"status": {"phase": "Failed"}},
+                            content_type=MERGE)
+    assert ended.status == 200, ended.body
+    await eventually(lambda: used({"pods": "0", "limits.cpu": "0"}))
+    # a real API server's quota admission reads its own cache of the quota, which may
+    # lag the status a GET shows: the freed share is taken within a few seconds there,
+    # at once on the emulator (its admission reads the quota it stores)
+    tries: list[int] = []
+
+    async def admitted() -> bool:
+        tries.append((await k.request("POST", pods, pod("second", cpu="500m"))).status)
+        return tries[-1] == 201
+    await eventually(admitted, within=20)
+    assert set(tries[:-1]) <= {403}
+    if k.is_local:
+        assert tries == [201]
+
+
 def q_hard_equal(quota: dict) -> bool:
     return quota["status"]["hard"] == quota["spec"]["hard"]
 

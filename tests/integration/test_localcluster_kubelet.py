@@ -763,3 +763,26 @@ async def test_kubectl_exec_runs_the_command_in_the_container(make_local_cluster
         assert r.stdout.strip() == ip, r.stderr  # connections leave from the pod's address
         r = await asyncio.to_thread(kubectl, "exec", "static", "--", "true")
         assert r.returncode != 0 and "status only" in r.stderr
+
+
+async def test_a_slow_event_write_never_delays_a_pods_start(local_cluster, kube):
+    """Events are recorded, not awaited, as a real kubelet's recorder does: with every
+    Event write taking 3 s, a pod is still bound and Running at once, and its Events
+    come afterwards, in order."""
+    requires_emulator(local_cluster)  # the emulator's fault injection
+    slow = local_cluster.api.faults.add("POST", r"/namespaces/default/events$", status=None,
+                                        times=None, latency=3.0)
+    try:
+        await kube.create(pod("unhurried"))
+        await running(kube, "unhurried", within=2.0)
+        assert await events_of(kube, "unhurried") == []  # still on their way
+    finally:
+        local_cluster.api.faults.remove(slow)
+
+    async def all_events():
+        events = await events_of(kube, "unhurried")
+        return events if events and events[-1]["reason"] == "Started" else None
+    reasons = [e["reason"] for e in await until(all_events, within=20.0)]
+    # the image is pulled on the node's first pod of it, "already present" after that
+    assert reasons in (["Scheduled", "Pulling", "Pulled", "Created", "Started"],
+                       ["Scheduled", "Pulled", "Created", "Started"])

@@ -336,7 +336,7 @@ class Operations:
             stored = self.store.put(rtype, new, "MODIFIED", existing)
             return self._remove(rtype, stored)
         stored = self.store.put(rtype, new, "MODIFIED", existing)
-        self.admission.after_change(rtype, stored)
+        self.admission.after_change(rtype, stored, old=existing)
         self._notify("update", rtype, stored)
         return stored
 

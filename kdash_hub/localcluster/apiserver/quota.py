@@ -112,6 +112,29 @@ def object_usage(rtype: ResourceType, obj: dict) -> dict[str, Fraction]:
     return usage
 
 
+def _usage_inputs(rtype: ResourceType, obj: dict) -> Any:
+    """What of `obj` its quota usage (and a scoped quota's choice of it) is read from: two
+    versions with equal inputs use the same. Most writes (a pod's status, its binding, any
+    label) change none of it, and the usage is not worked out again for them."""
+    kind = rtype.kind
+    try:
+        if kind == "Pod":
+            spec = obj.get("spec") or {}
+            return (_is_active_pod(obj), spec.get("containers"), spec.get("initContainers"),
+                    spec.get("activeDeadlineSeconds"),
+                    (obj.get("status") or {}).get("qosClass"))
+        if kind in ("PersistentVolumeClaim", "Service"):
+            return obj.get("spec")
+    except (AttributeError, TypeError):  # malformed (schema validation off)
+        return object()  # equal to nothing: worked out as before
+    return None  # the usage of other kinds is their count alone
+
+
+def same_usage(rtype: ResourceType, old: dict | None, new: dict) -> bool:
+    """Whether `new`, written over `old`, uses what `old` used (of every quota)."""
+    return old is not None and _usage_inputs(rtype, old) == _usage_inputs(rtype, new)
+
+
 class Admission:
     """LimitRanger + ResourceQuota admission over the operations' store."""
 
@@ -125,6 +148,8 @@ class Admission:
         if not ev.rtype.namespaced:
             return
         ns = ev.obj["metadata"].get("namespace", "")
+        if ev.type == "MODIFIED" and same_usage(ev.rtype, ev.old, ev.obj):
+            return
         totals = self.totals.setdefault(ns, {})
         changes: list[tuple[dict, int]] = []
         if ev.type in ("MODIFIED", "DELETED") and ev.old is not None:
@@ -294,16 +319,27 @@ class Admission:
                         used[k] += v
         return used
 
-    def after_change(self, rtype: ResourceType, obj: dict, deleted: bool = False) -> None:
-        """Keep status.hard/used of the namespace's quotas current after a write."""
+    def after_change(self, rtype: ResourceType, obj: dict, deleted: bool = False,
+                     old: dict | None = None) -> None:
+        """Keep status.hard/used of the namespace's quotas current after a write (`old`:
+        the version it replaced, if it was an update)."""
         ns = obj["metadata"].get("namespace")
         if not ns:
             return
+        if rtype.kind != "ResourceQuota" and not deleted and same_usage(rtype, old, obj):
+            return  # nothing any quota counts changed
         quota_type = resources.by_kind("ResourceQuota")
-        for q in self.store.raw_items(quota_type, ns):
+        quotas = self.store.raw_items(quota_type, ns)
+        if not quotas:
+            return
+        # what the new version uses, and what the old one did: a pod that ended uses
+        # nothing any more, and the share it freed must show
+        counted = set(object_usage(rtype, obj))
+        if old is not None:
+            counted.update(object_usage(rtype, old))
+        for q in quotas:
             hard = _hard(q)
-            if rtype.kind != "ResourceQuota" and not any(
-                    k in hard for k in object_usage(rtype, obj)):
+            if rtype.kind != "ResourceQuota" and not any(k in hard for k in counted):
                 continue
             used = self.quota_usage(q, ns, list(hard))
             status = {"hard": dict(hard),
