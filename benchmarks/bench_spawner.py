@@ -678,7 +678,8 @@ def _seconds(value: float) -> str:
 def _p95_ratio(pairs: list[dict]) -> str:
     """KDashSpawner's p95 over plain KubeSpawner's, median over pairs, each pair's in
     brackets. A p95 is unbounded when more than 5 % of the spawns never became ready: a
-    finite one beats it (ratio 0), and the survivors' ratio is shown beside."""
+    finite one beats it (ratio 0), and the survivors' ratio is shown beside; when only some
+    pairs have one, the median over the pairs where both finished is shown too."""
     if not pairs:
         return "-"
     ratios, extra = [], []
@@ -690,7 +691,11 @@ def _p95_ratio(pairs: list[dict]) -> str:
     median = statistics.median(ratios)
     each = f" [{' '.join(f'{r:.2f}' for r in ratios)}]" if len(ratios) > 1 else ""
     if 0 < median < math.inf:
-        return f"p95 {median:.2f}x ({1000 * statistics.median(extra):+.0f} ms){each}"
+        text = f"p95 {median:.2f}x ({1000 * statistics.median(extra):+.0f} ms){each}"
+        both = [r for r in ratios if 0 < r < math.inf]
+        if len(both) < len(ratios):  # a pair with a lost spawner's 0 (or inf) in the median
+            text += f"; {statistics.median(both):.2f}x over the {len(both)} where both finished"
+        return text
     survivors = [pair["kdash"]["p95_ready_s"] / pair["plain"]["p95_ready_s"]
                  for pair in pairs
                  if pair["kdash"]["p95_ready_s"] and pair["plain"]["p95_ready_s"]]

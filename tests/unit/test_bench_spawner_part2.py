@@ -77,6 +77,17 @@ def test_a_run_that_lost_more_than_5_percent_has_no_finite_p95():
     assert _p95_ratio(pairs).startswith("kdash p95 unbounded (lost 10 of 20)")
 
 
+def test_pairs_where_plain_lost_spawns_are_told_apart_from_complete_ones():
+    lost = {"kdash": _run([1.0] * 20, 0), "plain": _run([1.0] * 10, 10)}
+    complete = [{"kdash": _run([1.3] * 20, 0), "plain": _run([1.0] * 20, 0)},
+                {"kdash": _run([1.1] * 20, 0), "plain": _run([1.0] * 20, 0)}]
+    # median of [0, 0, 1.30, 1.10, 0] would be 0: two lost pairs of three complete ones
+    assert _p95_ratio([lost, lost] + complete + [lost]).startswith("plain p95 unbounded")
+    assert _p95_ratio([lost] + complete) == (
+        "p95 1.10x (+100 ms) [0.00 1.30 1.10]; 1.20x over the 2 where both finished")
+    assert "where both finished" not in _p95_ratio(complete)
+
+
 def test_pod_timeline_tells_where_a_start_went():
     """--pod-phases: each user's pod made, bound, Running (first time seen), the gaps between
     them and the POST and route, and why pods waited for a node, numbers blanked."""
