@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from kubernetes_asyncio import config
-from kubernetes_asyncio.client import ApiClient, Configuration
-
 from benchmarks.common_kube import PlaneProcess
 from kdash_hub.kube import KubeResources, without_environment_lookups
+from tests.fixtures.cluster import api_client_for
 
 NAMESPACE = "bench-request-cost"
 # what a first start of KDashSpawner sends that plain KubeSpawner's does not: the bundle's
@@ -64,13 +63,14 @@ async def cpu_per_request(make_requests) -> float:
 
 async def measure(kubeconfig: Path, requests: int, concurrency: int, rounds: int
                   ) -> dict[str, list[float]]:
-    configuration = Configuration()
-    await config.load_kube_config(config_file=str(kubeconfig),
-                                  client_configuration=configuration)
-    api = ApiClient(configuration)
-    without_environment_lookups(api)
-    kube = KubeResources(api)
-    serial = iter(range(10**9))
+    async with api_client_for(kubeconfig) as api:
+        without_environment_lookups(api)
+        return await _measure(KubeResources(api), requests, concurrency, rounds)
+
+
+async def _measure(kube: KubeResources, requests: int, concurrency: int, rounds: int
+                   ) -> dict[str, list[float]]:
+    serial = itertools.count()
     out: dict[str, list[float]] = {"get": [], "create": [], "create_at_once": []}
     try:
         await kube.create({"apiVersion": "v1", "kind": "Namespace",
@@ -101,10 +101,7 @@ async def measure(kubeconfig: Path, requests: int, concurrency: int, rounds: int
             out["create"].append(await cpu_per_request(creates))
             out["create_at_once"].append(await cpu_per_request(creates_at_once))
     finally:
-        try:
-            await kube.delete("Namespace", NAMESPACE)
-        finally:
-            await api.close()
+        await kube.delete("Namespace", NAMESPACE)
     return out
 
 
